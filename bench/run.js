@@ -1,0 +1,582 @@
+#!/usr/bin/env node
+// Tollgate benchmark: Tollgate in several configurations against the baselines, interleaved
+// round by round, on 127.0.0.1 only. `npm run bench` (quick, < 3 min) or `npm run bench -- --full`.
+// Options: --full · --only a,b · --tools wrk,autocannon · --readme (write the table into README.md)
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import http from 'node:http';
+import net from 'node:net';
+import os from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { Redis } from 'ioredis';
+import { SignJWT, exportSPKI, generateKeyPair } from 'jose';
+import { cpuMicros, rssMb } from './lib/proc.js';
+
+const HERE = dirname(fileURLToPath(import.meta.url));
+const ROOT = join(HERE, '..');
+const { values: opts } = parseArgs({
+  options: {
+    full: { type: 'boolean', default: false },
+    only: { type: 'string' },
+    tools: { type: 'string' },
+    readme: { type: 'boolean', default: false },
+  },
+});
+const hasWrk = spawnSync('wrk', ['--version']).error === undefined;
+const S = opts.full
+  ? { rounds: 3, duration: 8, warmup: 2, c1Ms: 4000, connections: 50 }
+  : { rounds: 2, duration: 3, warmup: 1, c1Ms: 1500, connections: 50 };
+const TOOLS = opts.tools
+  ? opts.tools.split(',')
+  : hasWrk
+    ? opts.full
+      ? ['wrk', 'autocannon']
+      : ['wrk']
+    : ['autocannon'];
+const PATH = '/api/hello';
+const ADMIN_TOKEN = 'bench-admin-token-0123456789';
+const JWT_SECRET = 'tollgate-bench-secret-0123456789abcdef';
+const children = new Set();
+const log = (...a) => console.error(`[${new Date().toISOString().slice(11, 19)}]`, ...a);
+
+// ---------------------------------------------------------------------------------- helpers
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.on('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address();
+      s.close(() => resolve(port));
+    });
+  });
+}
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+function start(name, cmd, args, env = {}) {
+  const out = openSync(join(TMP, `${name}.log`), 'a');
+  const child = spawn(cmd, args, { env: { ...process.env, ...env }, stdio: ['ignore', out, out, 'ipc'] });
+  children.add(child);
+  child.on('exit', () => children.delete(child));
+  return child;
+}
+
+async function waitForHttp(url, headers = {}, timeoutMs = 20_000) {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const ok = await new Promise((resolve) => {
+      const req = http.get(url, { headers, agent: false }, (res) => {
+        res.resume();
+        res.on('end', () => resolve(res.statusCode !== undefined && res.statusCode < 500));
+      });
+      req.on('error', () => resolve(false));
+      req.setTimeout(1000, () => req.destroy());
+    });
+    if (ok) return;
+    if (Date.now() > deadline)
+      throw new Error(`${url} did not answer within ${timeoutMs} ms (logs in ${TMP})`);
+    await sleep(100);
+  }
+}
+
+function httpJson(method, url, body, headers = {}) {
+  return new Promise((resolve, reject) => {
+    const data = body === undefined ? undefined : JSON.stringify(body);
+    const req = http.request(
+      url,
+      { method, agent: false, headers: { 'content-type': 'application/json', ...headers } },
+      (res) => {
+        let text = '';
+        res.on('data', (c) => (text += c));
+        res.on('end', () => resolve({ status: res.statusCode, body: text ? JSON.parse(text) : undefined }));
+      },
+    );
+    req.on('error', reject);
+    req.setTimeout(5000, () => req.destroy(new Error('timeout')));
+    req.end(data);
+  });
+}
+
+function run(cmd, args, timeoutMs) {
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    children.add(child);
+    let out = '';
+    child.stdout.on('data', (c) => (out += c));
+    child.stderr.on('data', (c) => (out += c));
+    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+    child.on('exit', (code) => {
+      clearTimeout(timer);
+      children.delete(child);
+      if (code === 0) resolve(out);
+      else reject(new Error(`${cmd} exited ${code}: ${out.slice(-500)}`));
+    });
+  });
+}
+
+// ------------------------------------------------------------------------------ load tools
+async function load(tool, url, headers, seconds) {
+  const hdr = Object.entries(headers).flatMap(([k, v]) => ['-H', `${k}: ${v}`]);
+  if (tool === 'wrk') {
+    const out = await run(
+      'wrk',
+      ['-t1', `-c${S.connections}`, `-d${seconds}s`, '-s', join(HERE, 'lib/report.lua'), ...hdr, url],
+      (seconds + 15) * 1000,
+    );
+    const r = JSON.parse(out.slice(out.indexOf('WRKJSON ') + 8).split('\n')[0]);
+    const errors = r.err_connect + r.err_read + r.err_write + r.err_status + r.err_timeout;
+    return { requests: r.requests, rps: r.rps, p50: r.p50_ms, p99: r.p99_ms, errors };
+  }
+  const bin = join(ROOT, 'node_modules/autocannon/autocannon.js');
+  const out = await run(
+    process.execPath,
+    [bin, '-c', String(S.connections), '-d', String(seconds), '-j', ...hdr, url],
+    (seconds + 20) * 1000,
+  );
+  const r = JSON.parse(out.slice(out.indexOf('{')));
+  return {
+    requests: r.requests.total,
+    rps: r.requests.average,
+    p50: r.latency.p50,
+    p99: r.latency.p99,
+    errors: r.errors + r.timeouts + r.non2xx,
+  };
+}
+
+/** One connection, one request at a time: the unloaded round trip, in µs (wrk when installed: µs resolution, no JS client jitter). */
+async function roundTrip(url, headers, ms) {
+  if (hasWrk) {
+    const hdr = Object.entries(headers).flatMap(([k, v]) => ['-H', `${k}: ${v}`]);
+    const seconds = Math.max(1, Math.round(ms / 1000));
+    const out = await run(
+      'wrk',
+      ['-t1', '-c1', `-d${seconds}s`, '-s', join(HERE, 'lib/report.lua'), ...hdr, url],
+      (seconds + 15) * 1000,
+    );
+    const r = JSON.parse(out.slice(out.indexOf('WRKJSON ') + 8).split('\n')[0]);
+    return { p50: r.p50_ms * 1000, p99: r.p99_ms * 1000 };
+  }
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+  const samples = [];
+  const end = Date.now() + ms;
+  while (Date.now() < end) {
+    const t0 = process.hrtime.bigint();
+    await new Promise((resolve, reject) => {
+      const req = http.get(url, { agent, headers }, (res) => {
+        res.resume();
+        res.on('end', resolve);
+      });
+      req.on('error', reject);
+    });
+    samples.push(Number(process.hrtime.bigint() - t0) / 1000);
+  }
+  agent.destroy();
+  samples.sort((a, b) => a - b);
+  const q = (p) => samples[Math.min(samples.length - 1, Math.floor((samples.length * p) / 100))];
+  return { p50: q(50), p99: q(99) };
+}
+
+// ------------------------------------------------------------------------------- scenarios
+const TMP = mkdtempSync(join(os.tmpdir(), 'tollgate-bench-'));
+const RESULTS = join(HERE, 'results');
+
+function tollgateYaml(o) {
+  const limits = `rateLimits:
+      - { name: burst, by: ip, limit: 1000000000, windowSec: 1 }
+      - { name: hourly, by: key, limit: 1000000000, windowSec: 3600 }`;
+  const lines = [
+    `listen: { host: 127.0.0.1, port: ${o.port} }`,
+    `admin: { host: 127.0.0.1, port: ${o.adminPort}, tokens: ["${ADMIN_TOKEN}"] }`,
+    `logging: { level: info, format: json }`,
+    `workers: ${o.workers ?? 1}`,
+    `server: { viaExpress: ${o.viaExpress === true} }`,
+  ];
+  if (o.redis) lines.push(`redis: { url: "${o.redis}", keyPrefix: "bench:${o.name}:" }`);
+  if (o.auth === 'apiKey') {
+    lines.push(`plans:
+  bench:
+    quota: { limit: 1000000000000, period: month }
+    rateLimits: [ { name: per-key, by: key, limit: 1000000000, windowSec: 60 } ]`);
+  }
+  if (o.auth === 'hs256')
+    lines.push(
+      `auth: { jwt: [ { issuer: bench-issuer, audience: bench-audience, secret: "${JWT_SECRET}" } ] }`,
+    );
+  if (o.auth === 'rs256')
+    lines.push(
+      `auth:\n  jwt:\n    - issuer: bench-issuer\n      audience: bench-audience\n      algorithms: [RS256]\n      publicKey: |\n${o.publicKey
+        .trim()
+        .split('\n')
+        .map((l) => '        ' + l)
+        .join('\n')}`,
+    );
+  lines.push('routes:');
+  if (o.mock)
+    lines.push(
+      `  - { id: api, path: /api, mock: { body: { ok: true, service: bench-mock, items: [1, 2, 3] } } }`,
+    );
+  else {
+    const auth = o.auth === undefined ? 'none' : `{ methods: [${o.auth === 'apiKey' ? 'apiKey' : 'jwt'}] }`;
+    lines.push(`  - id: api
+    path: /api
+    auth: ${auth}
+    upstream: { targets: ["${o.upstream}"] }`);
+    if (o.auth) lines.push(`    ${limits}\n    quota: { cost: 1 }`);
+  }
+  return lines.join('\n') + '\n';
+}
+
+async function startTollgate(name, o) {
+  const port = await freePort();
+  const adminPort = await freePort();
+  const file = join(TMP, `${name}.yaml`);
+  writeFileSync(file, tollgateYaml({ ...o, name, port, adminPort }));
+  const child = start(name, process.execPath, [join(ROOT, 'bin/tollgate.js'), '--config', file], {
+    NODE_ENV: 'production',
+  });
+  const admin = `http://127.0.0.1:${adminPort}`;
+  await waitForHttp(`${admin}/healthz`);
+  await waitForHttp(`http://127.0.0.1:${port}/api`, {}, 20_000).catch(() => undefined);
+  let headers = {};
+  if (o.auth === 'apiKey') {
+    const created = await httpJson(
+      'POST',
+      `${admin}/keys`,
+      { name: 'bench', plan: 'bench' },
+      { authorization: `Bearer ${ADMIN_TOKEN}` },
+    );
+    if (created.status !== 201)
+      throw new Error(`${name}: creating a key failed (${created.status} ${JSON.stringify(created.body)})`);
+    headers = { 'x-api-key': created.body.key };
+  }
+  if (o.token) headers = { authorization: `Bearer ${o.token}` };
+  return { pid: child.pid, url: `http://127.0.0.1:${port}${PATH}`, headers, redis: o.redis };
+}
+
+async function startBaseline(name, script, env) {
+  const port = await freePort();
+  const child = start(name, process.execPath, [join(HERE, 'servers', script)], {
+    ...env,
+    PORT: String(port),
+    NODE_PATH: join(HERE, 'baselines/node_modules'),
+  });
+  await waitForHttp(`http://127.0.0.1:${port}${PATH}`);
+  return { pid: child.pid, url: `http://127.0.0.1:${port}${PATH}`, headers: {} };
+}
+
+async function signTokens() {
+  const base = () =>
+    new SignJWT({ scope: 'bench' })
+      .setSubject('bench-client')
+      .setIssuer('bench-issuer')
+      .setAudience('bench-audience')
+      .setIssuedAt()
+      .setExpirationTime('2h');
+  const hs256 = await base().setProtectedHeader({ alg: 'HS256' }).sign(new TextEncoder().encode(JWT_SECRET));
+  const { publicKey, privateKey } = await generateKeyPair('RS256');
+  const rs256 = await base().setProtectedHeader({ alg: 'RS256' }).sign(privateKey);
+  return { hs256, rs256, publicPem: await exportSPKI(publicKey) };
+}
+
+// ------------------------------------------------------------------------------------ main
+async function main() {
+  if (!existsSync(join(ROOT, 'dist/cli/index.js'))) throw new Error('build first: npm run build');
+  if (!existsSync(join(HERE, 'baselines/node_modules'))) {
+    log('installing the baselines (bench/baselines)…');
+    spawnSync('npm', ['ci', '--no-audit', '--no-fund', '--loglevel=error'], {
+      cwd: join(HERE, 'baselines'),
+      stdio: 'inherit',
+    });
+  }
+  const upPort = await freePort();
+  start('upstream', process.execPath, [join(HERE, 'servers/upstream.cjs')], { PORT: String(upPort) });
+  const upstream = `http://127.0.0.1:${upPort}`;
+  await waitForHttp(`${upstream}${PATH}`);
+
+  let redisUrl;
+  if (spawnSync('redis-server', ['--version']).error === undefined) {
+    const port = await freePort();
+    start('redis', 'redis-server', [
+      '--port',
+      String(port),
+      '--bind',
+      '127.0.0.1',
+      '--save',
+      '',
+      '--appendonly',
+      'no',
+    ]);
+    redisUrl = `redis://127.0.0.1:${port}`;
+    const probe = new Redis(redisUrl, { lazyConnect: true, maxRetriesPerRequest: 1 });
+    probe.on('error', () => undefined);
+    for (let i = 0; i < 50; i++) {
+      try {
+        await probe.connect();
+        break;
+      } catch {
+        await sleep(100);
+      }
+    }
+    probe.disconnect();
+  }
+  const tokens = await signTokens();
+
+  const scenarios = [
+    {
+      name: 'direct upstream (ceiling)',
+      key: 'direct',
+      start: async () => ({ pid: undefined, url: `${upstream}${PATH}`, headers: {} }),
+    },
+    {
+      name: 'Express 5 + http-proxy-middleware (baseline)',
+      key: 'express',
+      baseline: true,
+      start: () => startBaseline('express', 'express-hpm.cjs', { UPSTREAM: upstream }),
+    },
+    {
+      name: 'Express 5 res.json (mock baseline)',
+      key: 'express-json',
+      start: () => startBaseline('express-json', 'express-json.cjs', {}),
+    },
+    {
+      name: 'fast-gateway 5.0.1',
+      key: 'fast-gateway',
+      start: () => startBaseline('fast-gateway', 'fast-gateway.cjs', { UPSTREAM: upstream }),
+    },
+    {
+      name: 'express-gateway 1.16.11',
+      key: 'express-gateway',
+      start: () => startBaseline('express-gateway', 'express-gateway/run.cjs', { UPSTREAM: upstream }),
+    },
+    {
+      name: 'Tollgate mock route',
+      key: 'tg-mock',
+      ratioTo: 'express-json',
+      start: () => startTollgate('tg-mock', { mock: true }),
+    },
+    { name: 'Tollgate proxy only', key: 'tg-proxy', start: () => startTollgate('tg-proxy', { upstream }) },
+    {
+      name: 'Tollgate proxy only, through Express (server.viaExpress)',
+      key: 'tg-proxy-express',
+      start: () => startTollgate('tg-proxy-express', { upstream, viaExpress: true }),
+    },
+    {
+      name: 'Tollgate full pipeline, memory',
+      key: 'tg-full',
+      start: () => startTollgate('tg-full', { upstream, auth: 'apiKey' }),
+    },
+    ...(redisUrl
+      ? [
+          {
+            name: 'Tollgate full pipeline, Redis',
+            key: 'tg-full-redis',
+            start: () => startTollgate('tg-full-redis', { upstream, auth: 'apiKey', redis: redisUrl }),
+          },
+        ]
+      : []),
+    {
+      name: 'Tollgate JWT HS256 (full)',
+      key: 'tg-jwt-hs256',
+      start: () => startTollgate('tg-jwt-hs256', { upstream, auth: 'hs256', token: tokens.hs256 }),
+    },
+    {
+      name: 'Tollgate JWT RS256 (full)',
+      key: 'tg-jwt-rs256',
+      start: () =>
+        startTollgate('tg-jwt-rs256', {
+          upstream,
+          auth: 'rs256',
+          token: tokens.rs256,
+          publicKey: tokens.publicPem,
+        }),
+    },
+    {
+      name: 'Tollgate proxy only, workers: 2',
+      key: 'tg-proxy-2w',
+      start: () => startTollgate('tg-proxy-2w', { upstream, workers: 2 }),
+    },
+    {
+      name: 'Express + HPM, node:cluster × 2',
+      key: 'express-2w',
+      start: () => startBaseline('express-2w', 'express-hpm-cluster.cjs', { UPSTREAM: upstream }),
+    },
+  ].filter((s) => !opts.only || opts.only.split(',').includes(s.key) || s.baseline || s.key === 'direct');
+
+  log(`starting ${scenarios.length} servers (logs in ${TMP})`);
+  const running = new Map();
+  for (const s of scenarios) {
+    try {
+      running.set(s.key, await s.start());
+    } catch (err) {
+      log(`skipping ${s.name}: ${err.message}`);
+    }
+  }
+  const active = scenarios.filter((s) => running.has(s.key));
+  const results = []; // {key, tool, round, rps, p50, p99, cpuPerReq, rss, errors, redisCmds}
+  const c1 = []; // {key, round, p50, p99}
+  const redis = redisUrl ? new Redis(redisUrl) : undefined;
+  // Commands Redis ran (those inside scripts included), and script calls: the hot path's round trips.
+  const commandCount = async () => {
+    const info = await redis.info('commandstats');
+    let all = 0;
+    let scripts = 0;
+    for (const m of info.matchAll(/cmdstat_(\w+):calls=(\d+)/g)) {
+      if (['info', 'ping'].includes(m[1])) continue;
+      all += Number(m[2]);
+      if (m[1] === 'evalsha' || m[1] === 'eval') scripts += Number(m[2]);
+    }
+    return { all, scripts };
+  };
+
+  const t0 = Date.now();
+  for (let round = 1; round <= S.rounds; round++) {
+    const order = [...active].sort(() => Math.random() - 0.5);
+    for (const tool of TOOLS) {
+      for (const s of order) {
+        const r = running.get(s.key);
+        await load(tool, r.url, r.headers, S.warmup).catch(() => undefined);
+        const cpu0 = r.pid ? cpuMicros(r.pid) : 0;
+        const cmds0 = r.redis ? await commandCount() : undefined;
+        let m;
+        try {
+          m = await load(tool, r.url, r.headers, S.duration);
+        } catch (err) {
+          log(`${s.key} ${tool}: ${err.message}`);
+          continue;
+        }
+        const cpu = r.pid ? cpuMicros(r.pid) - cpu0 : undefined;
+        const cmds1 = r.redis ? await commandCount() : undefined;
+        const redisCmds = cmds1 && cmds0 ? (cmds1.all - cmds0.all) / m.requests : undefined;
+        const redisScripts = cmds1 && cmds0 ? (cmds1.scripts - cmds0.scripts) / m.requests : undefined;
+        results.push({
+          key: s.key,
+          tool,
+          round,
+          ...m,
+          cpuPerReq: cpu === undefined ? undefined : cpu / m.requests,
+          rss: r.pid ? rssMb(r.pid) : undefined,
+          redisCmds,
+          redisScripts,
+        });
+        if (m.errors > 0) log(`warning: ${s.key} ${tool} had ${m.errors} errors/non-2xx`);
+      }
+    }
+    for (const s of order) {
+      const r = running.get(s.key);
+      c1.push({ key: s.key, round, ...(await roundTrip(r.url, r.headers, S.c1Ms)) });
+    }
+    log(`round ${round}/${S.rounds} done (${Math.round((Date.now() - t0) / 1000)} s)`);
+  }
+  redis?.disconnect();
+
+  const median = (xs) => {
+    const v = xs.filter((x) => x !== undefined && !Number.isNaN(x)).sort((a, b) => a - b);
+    if (v.length === 0) return undefined;
+    const mid = Math.floor(v.length / 2);
+    return v.length % 2 ? v[mid] : (v[mid - 1] + v[mid]) / 2;
+  };
+  const tables = [];
+  const summary = [];
+  for (const tool of TOOLS) {
+    const rows = [];
+    for (const s of active) {
+      const mine = results.filter((r) => r.key === s.key && r.tool === tool);
+      if (mine.length === 0) continue;
+      const ratioKey = s.ratioTo ?? 'express';
+      const ratios = mine.map((r) => {
+        const base = results.find((b) => b.key === ratioKey && b.tool === tool && b.round === r.round);
+        return base ? r.rps / base.rps : undefined;
+      });
+      const cpuRatios = mine.map((r) => {
+        const base = results.find((b) => b.key === ratioKey && b.tool === tool && b.round === r.round);
+        return base?.cpuPerReq && r.cpuPerReq ? base.cpuPerReq / r.cpuPerReq : undefined;
+      });
+      const trips = c1.filter((c) => c.key === s.key);
+      const row = {
+        name: s.name,
+        key: s.key,
+        ratioTo: ratioKey,
+        rps: median(mine.map((r) => r.rps)),
+        p50: median(mine.map((r) => r.p50)),
+        p99: median(mine.map((r) => r.p99)),
+        cpu: median(mine.map((r) => r.cpuPerReq)),
+        rss: Math.max(...mine.map((r) => r.rss ?? 0)) || undefined,
+        c1p50: median(trips.map((t) => t.p50)),
+        c1p99: median(trips.map((t) => t.p99)),
+        ratio: median(ratios),
+        cpuRatio: median(cpuRatios),
+        redisCmds: median(mine.map((r) => r.redisCmds)),
+        redisScripts: median(mine.map((r) => r.redisScripts)),
+        errors: mine.reduce((a, r) => a + r.errors, 0),
+      };
+      rows.push(row);
+    }
+    summary.push({ tool, rows });
+    tables.push(formatTable(tool, rows));
+  }
+  const machine = `${os.cpus()[0]?.model ?? 'cpu'} × ${os.cpus().length}, ${Math.round(os.totalmem() / 2 ** 30)} GiB, ${os.type()} ${os.release()}, Node ${process.version}`;
+  const command = `npm run bench${opts.full ? ' -- --full' : ''}`;
+  const header = `${command} — ${new Date().toISOString().slice(0, 10)} — ${machine}\n${S.rounds} rounds, ${S.duration} s measured after ${S.warmup} s warm-up, ${S.connections} connections; medians of per-round values.`;
+  const text = `${header}\n\n${tables.join('\n\n')}\n`;
+  console.log('\n' + text);
+  mkdirSync(RESULTS, { recursive: true });
+  const stamp = new Date().toISOString().replace(/[:.]/g, '-');
+  writeFileSync(
+    join(RESULTS, `${stamp}.json`),
+    JSON.stringify({ settings: S, tools: TOOLS, machine, results, c1, summary }, null, 2),
+  );
+  if (opts.readme) {
+    const readmePath = join(ROOT, 'README.md');
+    const readme = readFileSync(readmePath, 'utf8');
+    const start = readme.indexOf('<!-- bench:start -->');
+    const end = readme.indexOf('<!-- bench:end -->');
+    if (start === -1 || end === -1)
+      throw new Error('README.md has no <!-- bench:start --> / <!-- bench:end --> markers');
+    const updated = `${readme.slice(0, start)}<!-- bench:start -->\n\n${text}\n${readme.slice(end)}`;
+    // Written as Prettier would, so `npm run format:check` stays green after a benchmark run.
+    const prettier = await import('prettier');
+    const options = (await prettier.resolveConfig(readmePath)) ?? {};
+    writeFileSync(readmePath, await prettier.format(updated, { ...options, filepath: readmePath }));
+    log('README.md updated');
+  }
+}
+
+function formatTable(tool, rows) {
+  const f = (v, d = 0) =>
+    v === undefined ? '–' : v.toLocaleString('en-US', { maximumFractionDigits: d, minimumFractionDigits: d });
+  const lines = [
+    `**${tool}**${tool === 'autocannon' ? ' (latency resolution 1 ms)' : ''}`,
+    '',
+    '| configuration | req/s | p50 ms | p99 ms | CPU µs/req | RSS MB | c=1 p50 µs | c=1 p99 µs | × baseline req/s | × baseline CPU | Redis EVALSHA/req | Redis cmds/req |',
+    '|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|',
+  ];
+  for (const r of rows) {
+    const vs =
+      r.key === r.ratioTo ? '1.00' : `${f(r.ratio, 2)}${r.ratioTo === 'express' ? '' : ' (vs res.json)'}`;
+    const cpuVs = r.key === r.ratioTo ? '1.00' : f(r.cpuRatio, 2);
+    lines.push(
+      `| ${r.name} | ${f(r.rps)} | ${f(r.p50, 2)} | ${f(r.p99, 2)} | ${f(r.cpu)} | ${f(r.rss)} | ${f(r.c1p50)} | ${f(r.c1p99)} | ${vs} | ${cpuVs} | ${f(r.redisScripts, 2)} | ${f(r.redisCmds, 2)} |`,
+    );
+  }
+  return lines.join('\n');
+}
+
+function stopAll() {
+  for (const c of children) c.kill('SIGTERM');
+}
+process.on('SIGINT', () => {
+  stopAll();
+  process.exit(130);
+});
+main()
+  .catch((err) => {
+    console.error(err);
+    process.exitCode = 1;
+  })
+  .finally(async () => {
+    stopAll();
+    await sleep(500);
+    for (const c of children) c.kill('SIGKILL');
+    rmSync(TMP, { recursive: true, force: true });
+  });

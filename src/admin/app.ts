@@ -1,0 +1,96 @@
+import { fileURLToPath } from 'node:url';
+import express, { type Express, type Router } from 'express';
+import helmet from 'helmet';
+import { Problem } from '../problems/problem.js';
+import { problemDetails } from '../problems/problem-details.js';
+import { apiHelmetOptions } from '../shared/security-headers.js';
+import { requestId } from '../policies/request-id/request-id.js';
+import { contextOf } from '../gateway/request-context.js';
+import type { Logger } from '../observability/logger.js';
+import type { ReadinessRegistry } from '../observability/readiness.js';
+import type { Clock } from '../shared/clock.js';
+import { adminAuth, type AdminAuthOptions } from './admin-auth.js';
+
+export interface AdminAppOptions extends AdminAuthOptions {
+  clock: Clock;
+  logger: Logger;
+  readiness: ReadinessRegistry;
+  typeBase: () => string;
+  isDraining: () => boolean;
+  /** Routes that need no token (probes, scrapers): `/metrics`. */
+  mountPublic?: (router: Router) => void;
+  /** Token-guarded routes: key management, audit, OpenAPI. */
+  mountGuarded?: (router: Router) => void;
+}
+
+/** `console/` at the package root (beside `dist/` and `src/`). */
+function consoleDirectory(): string {
+  return fileURLToPath(new URL('../../console/', import.meta.url));
+}
+
+/**
+ * The admin listener's app. `/healthz` and `/readyz` (and `/metrics`) answer without a token, for
+ * probes and scrapers; everything else needs an admin token. Bind it to loopback or a private
+ * network: it is the control plane.
+ */
+export function createAdminApp(options: AdminAppOptions): Express {
+  const app = express();
+  app.disable('x-powered-by');
+  app.set('etag', false);
+  app.use(requestId({ clock: options.clock }));
+  // The console: static files (no secrets in them), with a policy that lets its own scripts run.
+  app.use(
+    '/console',
+    helmet({
+      contentSecurityPolicy: {
+        useDefaults: false,
+        directives: {
+          defaultSrc: ["'self'"],
+          scriptSrc: ["'self'"],
+          styleSrc: ["'self'"],
+          imgSrc: ["'self'", 'data:'],
+          connectSrc: ["'self'"],
+          formAction: ["'self'"],
+          baseUri: ["'none'"],
+          objectSrc: ["'none'"],
+          frameAncestors: ["'none'"],
+        },
+      },
+    }),
+    express.static(consoleDirectory(), { index: 'index.html', fallthrough: false }),
+  );
+  app.use(helmet(apiHelmetOptions));
+
+  app.get('/healthz', (_req, res) => {
+    res.json({ status: 'ok' });
+  });
+  app.get('/readyz', async (_req, res) => {
+    const report = await options.readiness.report();
+    const draining = options.isDraining();
+    const ready = report.ready && !draining;
+    res
+      .status(ready ? 200 : 503)
+      .json({ status: ready ? 'ready' : 'not-ready', draining, checks: report.checks });
+  });
+
+  const open = express.Router();
+  options.mountPublic?.(open);
+  app.use(open);
+
+  const guarded = express.Router();
+  guarded.use(adminAuth(options));
+  options.mountGuarded?.(guarded);
+  guarded.use((req, _res, next) => {
+    next(new Problem('not-found', { detail: `No admin endpoint ${req.method} ${req.path}.` }));
+  });
+  app.use(guarded);
+
+  const writeProblem = problemDetails({
+    typeBase: options.typeBase,
+    requestIdOf: (req) => contextOf(req)?.requestId ?? 'unknown',
+    onInternalError: (err, req) =>
+      options.logger.error({ err, request_id: contextOf(req)?.requestId }, 'admin internal error'),
+  });
+  app.use(writeProblem);
+  return app;
+}

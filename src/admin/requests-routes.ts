@@ -1,0 +1,47 @@
+import type { Router } from 'express';
+import { z } from 'zod';
+import { Problem } from '../problems/problem.js';
+import { parseOrThrow } from '../problems/validation.js';
+import type { AuditStore } from '../observability/audit.js';
+
+export const auditQuerySchema = z.strictObject({
+  credentialId: z.string().min(1).max(200).optional(),
+  route: z.string().min(1).max(64).optional(),
+  status: z
+    .string()
+    .regex(/^[1-5](\d\d|xx)$/i, 'must be a status (429) or a class (4xx)')
+    .optional(),
+  since: z
+    .string()
+    .refine(
+      (s) => /^\d+$/.test(s) || !Number.isNaN(Date.parse(s)),
+      'must be an ISO 8601 time or epoch milliseconds',
+    )
+    .transform((s) => (/^\d+$/.test(s) ? Number(s) : Date.parse(s)))
+    .optional(),
+  limit: z
+    .string()
+    .regex(/^\d+$/, 'must be an integer from 1 to 1000')
+    .transform(Number)
+    .pipe(z.int().min(1, 'must be an integer from 1 to 1000').max(1000, 'must be an integer from 1 to 1000'))
+    .default(50),
+});
+
+/**
+ * `GET /requests/{id}`: the audit record of one request (the `instance` of a problem
+ * dereferenced). `GET /requests?credentialId=&status=&route=&since=&limit=`: recent records,
+ * newest first.
+ */
+export function mountAuditRoutes(router: Router, audit: () => AuditStore): void {
+  router.get('/requests/:id', async (req, res) => {
+    const record = await audit().get(req.params.id);
+    if (record === undefined)
+      throw new Problem('not-found', { detail: `No audit record for request ${req.params.id}.` });
+    res.json(record);
+  });
+  router.get('/requests', async (req, res) => {
+    const query = parseOrThrow(auditQuerySchema, { ...req.query }, 'The query is invalid.', ['query']);
+    const items = await audit().list(query);
+    res.json({ items });
+  });
+}

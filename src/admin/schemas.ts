@@ -1,0 +1,197 @@
+import { z } from 'zod';
+import { rateLimitListSchema } from '../policies/rate-limit/schema.js';
+
+/*
+ * The admin and self-service API's bodies and answers, as zod schemas: requests are validated
+ * with them (400 validation-failed with JSON Pointers), and `/openapi.json` is generated from them.
+ */
+
+const name = z.string().min(1, 'must not be empty').max(200, 'must be at most 200 characters');
+const scopes = z.array(z.string().min(1).max(200)).max(100, 'must list at most 100 scopes');
+const id = z.string().min(1).max(200);
+const isoDate = z.iso.datetime({ offset: true, error: 'must be an ISO 8601 date-time' });
+const meta = z.record(z.string(), z.unknown()).describe('Free-form data kept with the key.');
+
+export const createKeyBody = z.strictObject({
+  name,
+  scopes: scopes.optional(),
+  plan: z.string().min(1).optional().describe('A plan of the config.'),
+  ownerId: id.optional(),
+  tenantId: id.optional(),
+  expiresAt: isoDate.optional(),
+  remaining: z
+    .int()
+    .min(0, 'must be a non-negative integer')
+    .optional()
+    .describe('Uses allowed; omitted for unlimited.'),
+  meta: meta.optional(),
+  hmac: z.boolean().optional().describe('Also create a signing secret for HMAC request signing.'),
+  rateLimits: rateLimitListSchema.optional().describe("The key's own rate limits, on top of its plan's."),
+});
+
+export const patchKeyBody = z.strictObject({
+  name: name.optional(),
+  scopes: scopes.optional(),
+  plan: z.string().min(1).nullable().optional(),
+  enabled: z.boolean().optional(),
+  expiresAt: isoDate.nullable().optional(),
+  remaining: z
+    .int()
+    .min(0, 'must be a non-negative integer')
+    .nullable()
+    .optional()
+    .describe('Setting it restarts the count from this value.'),
+  meta: meta.optional(),
+  rateLimits: rateLimitListSchema.nullable().optional(),
+});
+
+export const rotateKeyBody = z.strictObject({
+  gracePeriodSec: z
+    .int()
+    .min(0)
+    .max(30 * 86_400, 'must be at most 30 days')
+    .default(3_600)
+    .describe('How long the old key keeps working.'),
+});
+
+export const verifyKeyBody = z.strictObject({
+  key: z.string().min(1).max(300),
+  scopes: scopes.optional().describe('Scopes the caller needs; missing ones give INSUFFICIENT_PERMISSIONS.'),
+});
+
+export const listKeysQuery = z.strictObject({
+  ownerId: id.optional(),
+  tenantId: id.optional(),
+  limit: z
+    .string()
+    .regex(/^\d+$/, 'must be an integer from 1 to 200')
+    .transform(Number)
+    .pipe(z.int().min(1, 'must be an integer from 1 to 200').max(200, 'must be an integer from 1 to 200'))
+    .default(50),
+  cursor: z.string().min(1).max(500).optional(),
+});
+
+export const selfServiceCreateBody = z.strictObject({
+  name,
+  scopes: scopes.optional(),
+  expiresAt: isoDate.optional(),
+  meta: meta.optional(),
+});
+
+const rateLimitOut = z.object({
+  name: z.string(),
+  by: z.string(),
+  limit: z.int(),
+  windowSec: z.int(),
+  cost: z.int(),
+});
+
+export const keyView = z
+  .object({
+    id: z.string(),
+    name: z.string(),
+    maskedKey: z.string().describe('Prefix, environment and the last 4 characters.'),
+    ownerId: z.string().nullable(),
+    tenantId: z.string().nullable(),
+    scopes: z.array(z.string()),
+    plan: z.string().nullable(),
+    enabled: z.boolean(),
+    expiresAt: z.string().nullable(),
+    remaining: z.int().nullable().describe('Uses left now; null for unlimited.'),
+    meta: z.record(z.string(), z.unknown()),
+    rateLimits: z.array(rateLimitOut).nullable(),
+    createdAt: z.string(),
+    lastUsedAt: z.string().nullable(),
+    hmac: z.boolean().describe('Whether the key has a signing secret.'),
+    rotatedFrom: z.string().nullable(),
+  })
+  .strict();
+
+export const createdKey = keyView
+  .extend({
+    key: z.string().describe('The plaintext key: shown once, never again.'),
+    signingSecret: z.string().optional().describe('The HMAC signing secret: shown once, never again.'),
+  })
+  .strict();
+
+export const rotatedKey = createdKey
+  .extend({
+    previous: z
+      .object({ id: z.string(), expiresAt: z.string() })
+      .strict()
+      .describe('The old key, valid until `expiresAt`.'),
+  })
+  .strict();
+
+export const keyPage = z.object({ items: z.array(keyView), nextCursor: z.string().nullable() }).strict();
+
+export const verifyCodes = [
+  'VALID',
+  'NOT_FOUND',
+  'DISABLED',
+  'EXPIRED',
+  'FORBIDDEN',
+  'INSUFFICIENT_PERMISSIONS',
+  'USAGE_EXCEEDED',
+  'RATE_LIMITED',
+] as const;
+
+export const verifyResult = z
+  .object({
+    valid: z.boolean(),
+    code: z.enum(verifyCodes),
+    keyId: z.string().nullable(),
+    ownerId: z.string().nullable(),
+    tenantId: z.string().nullable(),
+    scopes: z.array(z.string()),
+    plan: z.string().nullable(),
+    expiresAt: z.string().nullable(),
+    remaining: z.int().nullable(),
+    meta: z.record(z.string(), z.unknown()),
+  })
+  .strict();
+
+export const problemDocument = z
+  .object({
+    type: z.string(),
+    title: z.string(),
+    status: z.int(),
+    detail: z.string(),
+    instance: z.string(),
+    request_id: z.string(),
+  })
+  .catchall(z.unknown());
+
+export type KeyViewOut = z.output<typeof keyView>;
+
+export const auditRecordSchema = z
+  .object({
+    time: z.string(),
+    request_id: z.string(),
+    trace_id: z.string(),
+    method: z.string().optional(),
+    path: z.string(),
+    route: z.string().nullable(),
+    status: z.int(),
+    aborted: z.boolean(),
+    latency_ms: z.number(),
+    client_ip: z.string().nullable(),
+    auth_method: z.string().nullable(),
+    credential_id: z.string().nullable(),
+    subject: z.string().nullable(),
+    tenant: z.string().nullable(),
+    problem: z.string().nullable(),
+    upstream_status: z.int().nullable(),
+    upstream_target: z.string().nullable(),
+    upstream_latency_ms: z.number().nullable(),
+    bytes_in: z.int(),
+    bytes_out: z.int(),
+    idempotent_replay: z.boolean(),
+    rate_limit_policy: z.string().nullable(),
+    signature: z
+      .object({ timestamp: z.string().nullable(), body_sha256: z.string(), result: z.string() })
+      .strict()
+      .nullable()
+      .optional(),
+  })
+  .strict();

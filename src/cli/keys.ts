@@ -1,0 +1,100 @@
+import { parseArgs } from 'node:util';
+import { loadConfigFile } from '../config/load.js';
+import { ConfigError } from '../gateway/create-gateway.js';
+import { RedisKeyStore } from '../keys/redis-store.js';
+import { SecretBox } from '../keys/secret-box.js';
+import { KeyService } from '../keys/service.js';
+import { silentLogger } from '../observability/logger.js';
+import { systemClock } from '../shared/clock.js';
+import { RedisHandle } from '../shared/redis.js';
+import { UsageError, configPathFrom, type CliIo } from './index.js';
+
+/**
+ * `tollgate keys create --config FILE --name N [--scopes a,b] [--plan P] [--owner ID] [--tenant ID] [--hmac]`:
+ * creates a key in the configured store and prints the plaintext key (and signing secret) once.
+ * The store must be Redis: an in-memory store lives inside the gateway process (use the admin API).
+ */
+export async function keysCreate(args: string[], io: CliIo): Promise<number> {
+  let values;
+  try {
+    ({ values } = parseArgs({
+      args,
+      strict: true,
+      options: {
+        config: { type: 'string', short: 'c' },
+        name: { type: 'string' },
+        scopes: { type: 'string' },
+        plan: { type: 'string' },
+        owner: { type: 'string' },
+        tenant: { type: 'string' },
+        hmac: { type: 'boolean', default: false },
+        json: { type: 'boolean', default: false },
+      },
+    }));
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
+  if (!values.name) throw new UsageError('--name is required');
+  const loaded = await loadConfigFile(configPathFrom(values, io.env), io.env);
+  if (!loaded.ok) throw new ConfigError(loaded.issues);
+  const config = loaded.config;
+  if (!config.redis) {
+    io.err(
+      'tollgate keys create: the config has no redis store; an in-memory store lives inside the running gateway — create keys there with POST /keys on the admin listener',
+    );
+    return 1;
+  }
+  if (values.plan !== undefined && !(values.plan in config.plans)) {
+    io.err(`tollgate keys create: plan "${values.plan}" is not in the config's plans`);
+    return 1;
+  }
+  const secret = io.env.TOLLGATE_SECRET_KEY;
+  if (values.hmac && !secret) {
+    io.err(
+      'tollgate keys create: --hmac needs TOLLGATE_SECRET_KEY (the key the gateway opens signing secrets with)',
+    );
+    return 1;
+  }
+  const redis = new RedisHandle(config.redis, silentLogger());
+  try {
+    await redis.whenReady(Math.max(config.redis.connectTimeoutMs, 3000));
+    const store = new RedisKeyStore({ redis, clock: systemClock, logger: silentLogger(), cacheTtlMs: 0 });
+    const keys = new KeyService({
+      store,
+      prefix: config.auth.apiKeys.prefix,
+      box: new SecretBox(secret || undefined),
+      clock: systemClock,
+    });
+    const created = await keys.create({
+      name: values.name,
+      scopes: values.scopes
+        ? values.scopes
+            .split(',')
+            .map((s) => s.trim())
+            .filter(Boolean)
+        : [],
+      plan: values.plan ?? null,
+      ownerId: values.owner ?? null,
+      tenantId: values.tenant ?? null,
+      hmac: values.hmac,
+    });
+    await keys.close();
+    if (values.json)
+      io.out(
+        JSON.stringify({
+          id: created.record.id,
+          key: created.key,
+          signingSecret: created.signingSecret ?? null,
+        }),
+      );
+    else {
+      io.out(`id:             ${created.record.id}`);
+      io.out(`key:            ${created.key}`);
+      if (created.signingSecret) io.out(`signing secret: ${created.signingSecret}`);
+      io.out('Store the key now: it is not kept and will not be shown again.');
+    }
+    return 0;
+  } finally {
+    await redis.close();
+  }
+}

@@ -1,0 +1,103 @@
+import { readFile } from 'node:fs/promises';
+import { parseDocument } from 'yaml';
+import { configSchema, type Config } from './schema.js';
+import { interpolateDocument, type Env } from './interpolate.js';
+import { fromZodIssues, type ConfigIssue } from './issues.js';
+import { configWarnings } from './warnings.js';
+
+export type LoadResult =
+  | { ok: true; config: Config; warnings: ConfigIssue[] }
+  | { ok: false; issues: ConfigIssue[]; warnings: ConfigIssue[] };
+
+/**
+ * Validates a config object (as `createGateway()` receives it) after applying the environment
+ * overrides of SPEC §1 (`PORT`, `REDIS_URL`, `LOG_LEVEL`). Returns a deeply frozen, normalised config.
+ */
+export function validateConfig(input: unknown, env: Env = {}): LoadResult {
+  const warnings: ConfigIssue[] = [];
+  const issues: ConfigIssue[] = [];
+  const raw = applyEnvOverrides(input, env, issues);
+  const parsed = configSchema.safeParse(raw, { reportInput: true });
+  if (!parsed.success) issues.push(...fromZodIssues(parsed.error.issues));
+  if (issues.length > 0 || !parsed.success) return { ok: false, issues, warnings };
+  warnings.push(...configWarnings(parsed.data, env));
+  return { ok: true, config: deepFreeze(parsed.data), warnings };
+}
+
+/** Parses YAML or JSON text (JSON is YAML 1.2), interpolates `${VAR}` references and validates. */
+export function parseConfigText(text: string, env: Env = {}): LoadResult {
+  const doc = parseDocument(text, { prettyErrors: true, uniqueKeys: true });
+  if (doc.errors.length > 0) {
+    return {
+      ok: false,
+      warnings: [],
+      issues: doc.errors.map((e) => ({
+        path: e.linePos ? `line ${e.linePos[0].line}, column ${e.linePos[0].col}` : '(file)',
+        message: e.message.split('\n')[0] ?? e.message,
+      })),
+    };
+  }
+  const report = interpolateDocument(doc, env);
+  const input: unknown = doc.toJS();
+  if (input === null || typeof input !== 'object' || Array.isArray(input)) {
+    return {
+      ok: false,
+      warnings: report.warnings,
+      issues: [{ path: '(root)', message: 'must be a map of settings' }],
+    };
+  }
+  const result = validateConfig(input, env);
+  const warnings = [...report.warnings, ...result.warnings];
+  if (report.errors.length > 0)
+    return { ok: false, warnings, issues: [...report.errors, ...(result.ok ? [] : result.issues)] };
+  return result.ok ? { ...result, warnings } : { ...result, warnings };
+}
+
+export async function loadConfigFile(path: string, env: Env = {}): Promise<LoadResult> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code ?? 'error';
+    return {
+      ok: false,
+      warnings: [],
+      issues: [{ path: '(file)', message: `cannot read ${path} (${code})` }],
+    };
+  }
+  return parseConfigText(text, env);
+}
+
+function applyEnvOverrides(input: unknown, env: Env, issues: ConfigIssue[]): unknown {
+  if (input === null || typeof input !== 'object' || Array.isArray(input)) return input;
+  const out: Record<string, unknown> = { ...(input as Record<string, unknown>) };
+  if (env.PORT !== undefined && env.PORT !== '') {
+    const port = Number(env.PORT);
+    if (!Number.isInteger(port) || port < 0 || port > 65535)
+      issues.push({ path: 'PORT (environment)', message: 'must be a port number (0-65535)' });
+    else out.listen = { ...asRecord(out.listen), port };
+  }
+  if (env.REDIS_URL !== undefined && env.REDIS_URL !== '') {
+    const redis = asRecord(out.redis);
+    // An explicit cluster or sentinel setup wins; REDIS_URL names a single node.
+    if (redis.cluster === undefined && redis.sentinels === undefined)
+      out.redis = { ...redis, url: env.REDIS_URL };
+  }
+  if (env.LOG_LEVEL !== undefined && env.LOG_LEVEL !== '')
+    out.logging = { ...asRecord(out.logging), level: env.LOG_LEVEL };
+  return out;
+}
+
+function asRecord(value: unknown): Record<string, unknown> {
+  return value !== null && typeof value === 'object' && !Array.isArray(value)
+    ? (value as Record<string, unknown>)
+    : {};
+}
+
+function deepFreeze<T>(value: T): T {
+  if (value !== null && typeof value === 'object' && !Object.isFrozen(value)) {
+    Object.freeze(value);
+    for (const child of Object.values(value)) deepFreeze(child);
+  }
+  return value;
+}

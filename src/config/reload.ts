@@ -1,0 +1,54 @@
+import { readFileSync, watch, type FSWatcher } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { basename, dirname, resolve } from 'node:path';
+
+/**
+ * Watches a config file for changes. The directory is watched, not the file: editors and
+ * `kubectl`'s ConfigMap updates replace a file by renaming another over it, which a watch on the
+ * file itself would miss. Events are debounced and a content hash filters out no-op writes.
+ */
+export function watchConfigFile(path: string, onChange: () => void, debounceMs = 150): () => void {
+  const file = resolve(path);
+  const name = basename(file);
+  let lastHash: string | undefined;
+  let timer: NodeJS.Timeout | undefined;
+  let stopped = false;
+  const hashNow = async (): Promise<string | undefined> => {
+    try {
+      return createHash('sha256')
+        .update(await readFile(file))
+        .digest('hex');
+    } catch {
+      return undefined;
+    }
+  };
+  try {
+    // Synchronously: a change made right after start must not become the baseline.
+    lastHash = createHash('sha256').update(readFileSync(file)).digest('hex');
+  } catch {
+    lastHash = undefined;
+  }
+  let watcher: FSWatcher | undefined;
+  try {
+    watcher = watch(dirname(file), { persistent: false }, (_event, changed) => {
+      if (changed !== null && changed !== name) return;
+      if (timer) clearTimeout(timer);
+      timer = setTimeout(() => {
+        void hashNow().then((h) => {
+          // A read still in flight when the watch was stopped must not reload a stopping process.
+          if (stopped || h === undefined || h === lastHash) return;
+          lastHash = h;
+          onChange();
+        });
+      }, debounceMs);
+    });
+  } catch {
+    return () => undefined; // a directory that cannot be watched: SIGHUP still reloads
+  }
+  return () => {
+    stopped = true;
+    if (timer) clearTimeout(timer);
+    watcher?.close();
+  };
+}

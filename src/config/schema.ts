@@ -1,0 +1,279 @@
+import { z } from 'zod';
+import { authSchema, routeAuthSchema } from '../policies/authenticate/schema.js';
+import { goneSchema } from '../policies/gone/schema.js';
+import { idempotencySchema } from '../policies/idempotency/schema.js';
+import { mockSchema } from '../policies/mock/schema.js';
+import { upstreamSchema } from '../policies/proxy/schema.js';
+import { planQuotaSchema, routeQuotaSchema } from '../policies/quota/schema.js';
+import { rateLimitListSchema } from '../policies/rate-limit/schema.js';
+import { httpMethod, mountPath, nonNegativeInt, port, positiveInt, bool } from './primitives.js';
+
+/**
+ * The config contract (SPEC §2). This schema is the single source of truth: the TypeScript
+ * types are inferred from it, `tollgate validate` reports its issues, and
+ * `docs/configuration.md` is generated from its descriptions.
+ */
+
+const routeSchema = z
+  .strictObject({
+    id: z
+      .string()
+      .regex(/^[A-Za-z0-9_-]{1,64}$/, 'must be 1-64 letters, digits, "_" or "-"')
+      .describe('Route id, used in logs, metrics and audit records.'),
+    path: mountPath().describe(
+      'Segment prefix the route serves: `/v1/orders` matches `/v1/orders` and `/v1/orders/7`, not `/v1/ordersx`.',
+    ),
+    methods: z
+      .array(httpMethod)
+      .min(1)
+      .optional()
+      .describe('Allowed methods (HEAD comes with GET); any method when omitted. Others get 405.'),
+    upstream: upstreamSchema.optional(),
+    mock: mockSchema.optional(),
+    gone: goneSchema.optional(),
+    auth: routeAuthSchema.optional(),
+    rateLimits: rateLimitListSchema.describe('Rate limits of the route, on top of the plan’s.'),
+    quota: routeQuotaSchema.optional(),
+    idempotency: idempotencySchema.optional(),
+    upstreamErrors: z
+      .enum(['rewrite', 'passthrough'])
+      .default('rewrite')
+      .describe('Turn upstream error responses into problem+json (SPEC §3), or pass them through.'),
+  })
+  .superRefine((route, ctx) => {
+    const kinds = (['upstream', 'mock', 'gone'] as const).filter((k) => route[k] !== undefined);
+    if (kinds.length !== 1)
+      ctx.addIssue({ code: 'custom', path: [], message: 'needs exactly one of upstream, mock or gone' });
+    if (route.upstream && route.auth === undefined)
+      ctx.addIssue({
+        code: 'custom',
+        path: ['auth'],
+        message: 'is required on a route with an upstream (write `auth: none` to make it public)',
+      });
+    const sp = route.upstream?.stripPrefix;
+    if (sp !== undefined && sp !== '/' && route.path !== sp && !route.path.startsWith(sp + '/'))
+      ctx.addIssue({
+        code: 'custom',
+        path: ['upstream', 'stripPrefix'],
+        message: `must be a segment prefix of the route path ${route.path}`,
+      });
+    if (
+      route.auth !== undefined &&
+      route.auth !== 'none' &&
+      route.auth.hmac !== 'off' &&
+      !route.auth.methods.includes('apiKey')
+    )
+      ctx.addIssue({ code: 'custom', path: ['auth', 'hmac'], message: 'needs apiKey among auth.methods' });
+  })
+  .transform((route) => ({ ...route, auth: route.auth ?? ('none' as const) }))
+  .describe('One route.');
+
+const planSchema = z
+  .strictObject({
+    apiAccess: bool().default(true).describe('Keys on a plan without API access get 403 forbidden.'),
+    quota: planQuotaSchema.optional(),
+    quotaBy: z
+      .enum(['credential', 'tenant'])
+      .default('credential')
+      .describe('Whose quota a request is charged to.'),
+    rateLimits: rateLimitListSchema.describe('Rate limits of every credential on the plan.'),
+  })
+  .describe('A plan credentials belong to.');
+
+const redisSchema = z
+  .strictObject({
+    url: z
+      .string()
+      .regex(/^rediss?:\/\//, 'must be a redis:// or rediss:// URL')
+      .optional(),
+    cluster: z
+      .array(z.string().regex(/^rediss?:\/\//, 'must be a redis:// URL'))
+      .min(1)
+      .optional()
+      .describe('Redis Cluster seed nodes.'),
+    sentinels: z
+      .array(z.strictObject({ host: z.string().min(1), port: port() }))
+      .min(1)
+      .optional()
+      .describe('Redis Sentinel addresses (with `sentinelName`).'),
+    sentinelName: z.string().min(1).optional().describe('The Sentinel master name.'),
+    keyPrefix: z.string().default('tollgate:').describe('Prefix of every key the gateway writes.'),
+    commandTimeoutMs: positiveInt()
+      .default(200)
+      .describe('A command not answered within this fails (a frozen Redis must not stall requests).'),
+    connectTimeoutMs: positiveInt().default(1000),
+    onError: z
+      .enum(['closed', 'open'])
+      .default('closed')
+      .describe(
+        'Quota and idempotency when Redis fails: `closed` answers 503, `open` lets requests through. Rate limits always fall back to memory.',
+      ),
+  })
+  .superRefine((r, ctx) => {
+    const modes = [r.url, r.cluster, r.sentinels].filter((m) => m !== undefined).length;
+    if (modes > 1)
+      ctx.addIssue({ code: 'custom', path: [], message: 'use only one of url, cluster or sentinels' });
+    if (r.sentinels && !r.sentinelName)
+      ctx.addIssue({ code: 'custom', path: ['sentinelName'], message: 'is required with sentinels' });
+  })
+  .describe('Shared state for several gateway instances. Omit for in-memory stores (one instance).');
+
+const adminSchema = z
+  .strictObject({
+    host: z.string().default('127.0.0.1'),
+    port: port().default(8081),
+    tokens: z
+      .array(z.string())
+      .default([])
+      .transform((tokens) => tokens.filter((t) => t !== ''))
+      .pipe(z.array(z.string().min(16, 'must be at least 16 characters')))
+      .describe(
+        'Bearer tokens of the admin API. Empty values are dropped; with none, only probes are served.',
+      ),
+  })
+  .describe('The admin listener: probes, metrics, key management, audit.');
+
+export const configSchema = z
+  .strictObject({
+    listen: z
+      .strictObject({ host: z.string().default('0.0.0.0'), port: port().default(8080) })
+      .prefault({})
+      .describe('The public listener.'),
+    server: z
+      .strictObject({
+        headersTimeoutMs: positiveInt()
+          .default(10_000)
+          .describe('Time allowed to receive the request headers.'),
+        requestTimeoutMs: positiveInt()
+          .default(60_000)
+          .describe('Time allowed to receive the whole request.'),
+        keepAliveTimeoutMs: positiveInt()
+          .default(5_000)
+          .describe('Idle keep-alive connections close after this.'),
+        maxHeaderBytes: positiveInt()
+          .default(16_384)
+          .describe('Request line and headers larger than this get 431.'),
+        drainTimeoutMs: positiveInt()
+          .default(10_000)
+          .describe('On SIGTERM, in-flight requests get this long.'),
+        viaExpress: bool()
+          .default(false)
+          .describe(
+            'Serve the public listener through the Express app (`createGateway().app`) instead of handing node:http requests to the pipeline directly; costs ~20 µs per request (see the README performance section).',
+          ),
+      })
+      .prefault({})
+      .describe('HTTP server limits (changes need a restart).'),
+    admin: adminSchema.optional(),
+    redis: redisSchema.optional(),
+    problems: z
+      .strictObject({
+        typeBase: z
+          .string()
+          .default('https://tollgate.dev/problems/')
+          .describe('Problem `type` is this plus the slug.'),
+      })
+      .prefault({}),
+    trustProxy: z
+      .union([bool(), nonNegativeInt(), z.string(), z.array(z.string())])
+      .default(false)
+      .describe(
+        "As Express' `trust proxy`: which peers' `X-Forwarded-For` is believed for the client IP (`loopback`, CIDRs, a hop count, true).",
+      ),
+    limits: z
+      .strictObject({
+        bodyBytes: positiveInt().default(1_048_576).describe('Largest request body accepted.'),
+      })
+      .prefault({}),
+    auth: authSchema,
+    plans: z.record(z.string().regex(/^[A-Za-z0-9_-]{1,64}$/), planSchema).default({}),
+    selfService: z
+      .strictObject({
+        path: mountPath().describe('Where signed-in (JWT) users manage their own keys.'),
+        maxKeysPerUser: positiveInt().default(20).describe('Active keys one user may hold.'),
+        plan: z.string().optional().describe('Plan of self-service keys.'),
+        scopes: z.array(z.string().min(1)).optional().describe('Scopes a user may give a self-service key.'),
+      })
+      .optional(),
+    logging: z
+      .strictObject({
+        level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+        format: z
+          .enum(['auto', 'json', 'pretty'])
+          .default('auto')
+          .describe('`auto`: pretty on a TTY outside production.'),
+      })
+      .prefault({}),
+    audit: z
+      .strictObject({
+        retentionSec: positiveInt().default(86_400).describe('How long audit records are kept.'),
+        maxEntries: positiveInt()
+          .default(10_000)
+          .describe('Records kept in memory (or in the Redis stream).'),
+      })
+      .prefault({}),
+    workers: z
+      .union([positiveInt(), z.literal('auto')])
+      .default(1)
+      .describe('Processes sharing the listener (node:cluster); `auto` = one per core.'),
+    routes: z.array(routeSchema).default([]),
+  })
+  .superRefine((cfg, ctx) => {
+    const ids = new Map<string, number>();
+    const paths = new Map<string, number>();
+    cfg.routes.forEach((r, i) => {
+      const firstId = ids.get(r.id);
+      if (firstId !== undefined)
+        ctx.addIssue({
+          code: 'custom',
+          path: ['routes', i, 'id'],
+          message: `duplicate of routes[${firstId}].id`,
+        });
+      else ids.set(r.id, i);
+      const firstPath = paths.get(r.path);
+      if (firstPath !== undefined)
+        ctx.addIssue({
+          code: 'custom',
+          path: ['routes', i, 'path'],
+          message: `duplicate of routes[${firstPath}].path`,
+        });
+      else paths.set(r.path, i);
+      // Refinements also run over routes that failed their own checks: read defensively.
+      const auth = r.auth as typeof r.auth | undefined;
+      if (
+        auth !== undefined &&
+        auth !== 'none' &&
+        auth.methods.includes('jwt') &&
+        cfg.auth.jwt.length === 0 &&
+        !auth.methods.includes('apiKey')
+      )
+        ctx.addIssue({
+          code: 'custom',
+          path: ['routes', i, 'auth', 'methods'],
+          message: 'jwt needs auth.jwt issuers',
+        });
+    });
+    if (cfg.selfService) {
+      if (cfg.auth.jwt.length === 0)
+        ctx.addIssue({
+          code: 'custom',
+          path: ['selfService'],
+          message: 'needs auth.jwt issuers (it is JWT only)',
+        });
+      if (paths.has(cfg.selfService.path))
+        ctx.addIssue({ code: 'custom', path: ['selfService', 'path'], message: 'is also a route path' });
+      if (cfg.selfService.plan !== undefined && !(cfg.selfService.plan in cfg.plans))
+        ctx.addIssue({ code: 'custom', path: ['selfService', 'plan'], message: 'is not a plan in plans' });
+    }
+    if (cfg.admin && cfg.admin.port === cfg.listen.port && cfg.admin.port !== 0)
+      ctx.addIssue({ code: 'custom', path: ['admin', 'port'], message: 'must differ from listen.port' });
+  });
+
+/** What a config file or `createGateway()` accepts (defaults optional). */
+export type ConfigInput = z.input<typeof configSchema>;
+/** The normalised config: every default applied. */
+export type Config = z.output<typeof configSchema>;
+export type RouteConfig = Config['routes'][number];
+export type PlanConfig = Config['plans'][string];
+export type RedisConfig = NonNullable<Config['redis']>;
+export type AdminConfig = NonNullable<Config['admin']>;

@@ -1,0 +1,35 @@
+import type { Env } from './interpolate.js';
+import type { ConfigIssue } from './issues.js';
+import type { Config } from './schema.js';
+
+/** Valid but probably not what the operator meant: printed by `validate` and logged at start. */
+export function configWarnings(config: Config, _env: Env): ConfigIssue[] {
+  const out: ConfigIssue[] = [];
+  config.routes.forEach((route, i) => {
+    if (route.auth !== 'none') return;
+    route.rateLimits.forEach((rl, j) => {
+      if (rl.by === 'key' || rl.by === 'subject' || rl.by === 'tenant')
+        out.push({
+          path: `routes[${i}].rateLimits[${j}].by`,
+          message: `"${rl.by}" on a public route counts by client IP (requests there carry no credential)`,
+        });
+    });
+    if (route.quota)
+      out.push({
+        path: `routes[${i}].quota`,
+        message: 'has no effect on a public route (no credential, no plan)',
+      });
+  });
+  const workers = config.workers;
+  if (workers !== 1 && !config.redis)
+    out.push({
+      path: 'workers',
+      message: 'without redis every worker keeps its own keys, rate limits, quotas and idempotency records',
+    });
+  if (config.admin && config.admin.tokens.length === 0)
+    out.push({
+      path: 'admin.tokens',
+      message: 'is empty: the admin listener serves only /healthz, /readyz and /metrics',
+    });
+  return out;
+}

@@ -1,0 +1,63 @@
+import { Problem } from '../problems/problem.js';
+
+// Characters that make a path need the slow path: percent-escapes, dots, backslashes, double slashes.
+const NEEDS_WORK = /%|\/\.|\\|\/\//;
+// Escapes that would let a path change its own structure after an upstream decodes it.
+const FORBIDDEN_ESCAPE = /%(2f|5c|00)/i;
+
+/**
+ * Turns a request path (no query) into the canonical path routes are matched on and that is sent
+ * upstream: dot segments resolved (also percent-encoded ones, `%2e`), repeated slashes merged,
+ * and encoded slashes, backslashes or NUL refused with 400 — so nothing an upstream decodes later
+ * can climb out of the route's prefix (RFC 3986 §5.2.4; the same stance as Envoy's
+ * `path_with_escaped_slashes_action: REJECT_REQUEST` with `merge_slashes`).
+ */
+export function normalizePath(rawPath: string): string {
+  if (rawPath.charCodeAt(0) !== 47 /* / */)
+    throw new Problem('bad-request', { detail: 'The request target must be an absolute path.' });
+  if (!NEEDS_WORK.test(rawPath)) return rawPath;
+  if (FORBIDDEN_ESCAPE.test(rawPath) || rawPath.includes('\\'))
+    throw new Problem('bad-request', {
+      detail: 'Encoded slashes, backslashes and NUL are not allowed in the path.',
+    });
+  const segments = rawPath.split('/');
+  const out: string[] = [];
+  const last = segments.length - 1;
+  let trailingSlash = false;
+  for (let i = 1; i <= last; i++) {
+    const seg = segments[i]!;
+    const plain = seg.includes('%') ? seg.replace(/%2e/gi, '.') : seg;
+    if (plain === '') {
+      if (i === last) trailingSlash = true;
+      continue;
+    }
+    if (plain === '.') {
+      if (i === last) trailingSlash = true;
+      continue;
+    }
+    if (plain === '..') {
+      out.pop();
+      if (i === last) trailingSlash = true;
+      continue;
+    }
+    // Keep the client's own spelling of ordinary segments (escapes included): only structure changes.
+    out.push(seg);
+  }
+  if (out.length === 0) return '/';
+  return '/' + out.join('/') + (trailingSlash ? '/' : '');
+}
+
+/** Splits `req.url` into path and query (`?` included), accepting the absolute form too (RFC 9112 §3.2.2). */
+export function splitTarget(url: string): { path: string; search: string } {
+  let target = url;
+  if (target.charCodeAt(0) !== 47 && /^https?:\/\//i.test(target)) {
+    const afterScheme = target.indexOf('//') + 2;
+    const slash = target.indexOf('/', afterScheme);
+    const q = target.indexOf('?', afterScheme);
+    target =
+      slash === -1 || (q !== -1 && q < slash) ? '/' + (q === -1 ? '' : target.slice(q)) : target.slice(slash);
+  }
+  const q = target.indexOf('?');
+  if (q === -1) return { path: target, search: '' };
+  return { path: target.slice(0, q), search: target.slice(q) };
+}

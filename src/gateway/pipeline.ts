@@ -1,0 +1,164 @@
+import type { Config, RouteConfig } from '../config/schema.js';
+import type { ProblemWriter } from '../problems/problem-details.js';
+import type { TrustFn } from '../shared/trust.js';
+import { createGoneStage } from '../policies/gone/gone.js';
+import { createMockStage } from '../policies/mock/mock.js';
+import { createBodyLimitStage } from '../policies/body/body-limit.js';
+import { createReadBodyStage } from '../policies/body/read-body.js';
+import { createProxyStage } from '../policies/proxy/proxy.js';
+import { requestHeaderPlan } from '../policies/proxy/headers.js';
+import type { Services } from './services.js';
+import { createAuthenticateStage } from '../policies/authenticate/authenticate.js';
+import { createSignatureStage } from '../policies/authenticate/signature.js';
+import type { JwtVerifier } from '../policies/authenticate/jwt.js';
+import { createLimitsStage } from '../policies/rate-limit/limits.js';
+import { createIdempotencyStage } from '../policies/idempotency/idempotency.js';
+import type { Stage } from './stage.js';
+
+/** What a stage factory may use. Everything here is fixed for the life of one config. */
+export interface StageBuild {
+  readonly route: RouteConfig;
+  readonly config: Config;
+  readonly services: Services;
+  readonly writer: ProblemWriter;
+  readonly securityHeaders: ReadonlyArray<readonly [string, string]>;
+  readonly trust: TrustFn;
+  readonly trustsNobody: boolean;
+  /** The JWT verifier of this config (issuers change with the config). */
+  readonly jwt: JwtVerifier | undefined;
+}
+
+interface PipelineEntry {
+  readonly name: string;
+  /** The stage for this route, or undefined when the route does not use it. */
+  readonly build: (b: StageBuild) => Stage | undefined;
+}
+
+/**
+ * THE order of the request pipeline. Route config switches stages on and off; it never reorders
+ * them. Why this order:
+ * - `gone` first: a retired route answers 410 whatever else it says.
+ * - `body-limit` before anything reads the body, and before authentication so an oversized
+ *   upload is refused without a key lookup.
+ * - `authenticate` before anything that depends on who is calling (limits, quotas, idempotency
+ *   scopes), and before the body is buffered: an anonymous upload is refused unread.
+ * - `read-body` (only where the exact bytes are hashed) before the stages that hash them.
+ * - `verify-signature` right after: the signature covers the body.
+ * - `rate-limit` (rate limits, quota and the key's remaining uses, in one round trip) after
+ *   authentication, so limits can count by key, subject and tenant, and failed authentication
+ *   costs no budget.
+ * - `idempotency` last before the answer: a replay or a conflict needs to know the caller (scope),
+ *   the body (fingerprint) and must not bypass limits; the lock is held only while the answer runs.
+ * - the terminal stages (`mock`, `proxy`) last; exactly one of them (or `gone`) is on a route.
+ */
+export const PIPELINE: readonly PipelineEntry[] = [
+  { name: 'gone', build: (b) => (b.route.gone ? createGoneStage(b.route.gone) : undefined) },
+  {
+    name: 'body-limit',
+    build: (b) => (b.route.gone ? undefined : createBodyLimitStage(b.config.limits.bodyBytes)),
+  },
+  {
+    name: 'authenticate',
+    build: (b) =>
+      b.route.auth === 'none'
+        ? undefined
+        : createAuthenticateStage(b.route.auth, {
+            keys: b.services.keys,
+            jwt: b.jwt,
+            plans: b.config.plans,
+            apiKeyHeader: b.config.auth.apiKeys.header,
+            clock: b.services.clock,
+          }),
+  },
+  {
+    name: 'read-body',
+    build: (b) => (needsRawBody(b.route) ? createReadBodyStage(b.config.limits.bodyBytes) : undefined),
+  },
+  {
+    name: 'verify-signature',
+    build: (b) =>
+      b.route.auth === 'none' || b.route.auth.hmac === 'off'
+        ? undefined
+        : createSignatureStage(b.route.auth.hmac, {
+            keys: b.services.keys,
+            replay: b.config.auth.hmac.replayProtection ? b.services.replay : undefined,
+            toleranceSec: b.config.auth.hmac.toleranceSec,
+            clock: b.services.clock,
+          }),
+  },
+  {
+    name: 'rate-limit',
+    build: (b) =>
+      b.route.gone || (b.route.auth === 'none' && b.route.rateLimits.length === 0)
+        ? undefined
+        : createLimitsStage({
+            routeId: b.route.id,
+            rateLimits: b.route.rateLimits,
+            quotaCost: b.route.quota?.cost,
+            plans: b.config.plans,
+            counters: b.services.counters,
+            clock: b.services.clock,
+            local: b.route.mock !== undefined,
+          }),
+  },
+  {
+    name: 'idempotency',
+    build: (b) => {
+      const config = b.route.idempotency;
+      if (config === undefined || b.route.gone) return undefined;
+      // A lock outlives the first request only by a margin: if its gateway dies, the key frees itself.
+      const lockTtlMs = Math.min((b.route.upstream?.timeoutMs ?? 5_000) + 5_000, config.ttlSec * 1000);
+      return createIdempotencyStage({
+        config,
+        store: b.services.idempotency,
+        lockTtlMs,
+        failOpen: b.config.redis?.onError === 'open',
+      });
+    },
+  },
+  {
+    name: 'mock',
+    build: (b) => (b.route.mock ? createMockStage(b.route.mock, b.securityHeaders) : undefined),
+  },
+  {
+    name: 'proxy',
+    build: (b) => {
+      const upstream = b.route.upstream;
+      if (!upstream) return undefined;
+      return createProxyStage({
+        upstream,
+        upstreamErrors: b.route.upstreamErrors,
+        pool: b.services.upstreams.pool(upstream, b.route.id),
+        headers: requestHeaderPlan({
+          apiKeyHeader: b.config.auth.apiKeys.header,
+          apiKeyPrefix: b.config.auth.apiKeys.prefix,
+          preserveHost: upstream.preserveHost,
+          trust: b.trust,
+          trustsNobody: b.trustsNobody,
+        }),
+        writer: b.writer,
+        clock: b.services.clock,
+        bodyLimit: b.config.limits.bodyBytes,
+        onUpstreamError: (ctx, target, code) =>
+          b.services.metrics.upstreamError(b.route.id, target.origin, code),
+      });
+    },
+  },
+];
+
+/** HMAC signatures and idempotency fingerprints hash the exact body bytes: those routes buffer it. */
+export function needsRawBody(route: RouteConfig): boolean {
+  if (route.gone) return false;
+  const signed = route.auth !== 'none' && route.auth.hmac !== 'off';
+  return signed || route.idempotency !== undefined;
+}
+
+/** The stages of one route, in pipeline order. */
+export function buildRouteStages(b: StageBuild): Stage[] {
+  const stages: Stage[] = [];
+  for (const entry of PIPELINE) {
+    const stage = entry.build(b);
+    if (stage !== undefined) stages.push(stage);
+  }
+  return stages;
+}

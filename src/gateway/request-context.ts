@@ -1,0 +1,132 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Problem } from '../problems/problem.js';
+import type { RouteConfig } from '../config/schema.js';
+import type { RateLimitConfig } from '../policies/rate-limit/schema.js';
+import type { KeyRecord } from '../keys/record.js';
+import { clientAddress, type TrustFn } from '../shared/trust.js';
+
+/** Who made the request, as the authenticate stage established it. */
+export interface Identity {
+  method: 'jwt' | 'api-key';
+  /** Key id, or for a JWT `jwt:` + a hash of issuer and subject. What `by: key` counts. */
+  credentialId: string;
+  /** Key owner or JWT `sub`. */
+  subject: string;
+  tenant: string | undefined;
+  scopes: readonly string[];
+  plan: string | undefined;
+  /** The key record's own rate limits, applied on top of the plan's (API keys only). */
+  rateLimits: readonly RateLimitConfig[] | undefined;
+  /** The key record's use allowance (`remaining`), when it has one (API keys only). */
+  remaining: number | undefined;
+}
+
+/** What a stage may ask to run once the response is over (finished or aborted). */
+export type CloseHook = (ctx: RequestContext) => void;
+
+const CONTEXT = Symbol.for('tollgate.context');
+const noTrust: TrustFn = () => false;
+
+/**
+ * Typed per-request state, created once per request by the gateway (or by the first Tollgate
+ * middleware in a plain Express app) and passed to every stage.
+ */
+export class RequestContext {
+  readonly req: IncomingMessage;
+  readonly res: ServerResponse;
+  /** Epoch ms when the request arrived. */
+  readonly startedAt: number;
+  /** Monotonic ms when the request arrived, for latency. */
+  readonly startMono: number;
+  readonly requestId: string;
+  readonly traceparent: string;
+  /** The normalised path the route was matched on (no query). */
+  path: string;
+  /** The raw query, with its leading `?`, or ''. */
+  search: string;
+  routeId: string | undefined;
+  route: RouteConfig | undefined;
+  identity: Identity | undefined;
+  /** The key record behind an API-key identity (the signature stage needs its secret). */
+  keyRecord: KeyRecord | undefined;
+  /** What an HMAC-signed request carried and how it was judged (for the audit record). */
+  signature: { timestamp: string | null; bodySha256: string; result: string } | undefined;
+  /** The raw request body, on routes that needed it buffered (HMAC, idempotency). */
+  rawBody: Buffer | undefined;
+  problem: Problem | undefined;
+  upstreamTarget: string | undefined;
+  upstreamStatus: number | undefined;
+  upstreamLatencyMs: number | undefined;
+  rateLimitPolicy: string | undefined;
+  idempotentReplay: boolean;
+  /** Set by a stage that answered the request itself; later stages are skipped. */
+  handled: boolean;
+  bytesIn: number;
+  bytesOut: number;
+  /** Filled lazily by `clientIp`. */
+  clientIpValue: string | undefined;
+  /** Which peers' `X-Forwarded-For` is believed (from `trustProxy`); undefined trusts nobody. */
+  trust: TrustFn | undefined;
+  closeHooks: CloseHook[] | undefined;
+
+  constructor(
+    req: IncomingMessage,
+    res: ServerResponse,
+    requestId: string,
+    traceparent: string,
+    now: number,
+    mono: number,
+  ) {
+    this.req = req;
+    this.res = res;
+    this.startedAt = now;
+    this.startMono = mono;
+    this.requestId = requestId;
+    this.traceparent = traceparent;
+    this.path = '/';
+    this.search = '';
+    this.routeId = undefined;
+    this.route = undefined;
+    this.identity = undefined;
+    this.keyRecord = undefined;
+    this.signature = undefined;
+    this.rawBody = undefined;
+    this.problem = undefined;
+    this.upstreamTarget = undefined;
+    this.upstreamStatus = undefined;
+    this.upstreamLatencyMs = undefined;
+    this.rateLimitPolicy = undefined;
+    this.idempotentReplay = false;
+    this.handled = false;
+    this.bytesIn = 0;
+    this.bytesOut = 0;
+    this.clientIpValue = undefined;
+    this.trust = undefined;
+    this.closeHooks = undefined;
+    (req as unknown as Record<symbol, RequestContext>)[CONTEXT] = this;
+  }
+
+  /** The client address (SPEC §2 `trustProxy`), computed on first use. */
+  get clientIp(): string {
+    if (this.clientIpValue === undefined) {
+      const trust = this.trust;
+      this.clientIpValue = clientAddress(this.req, trust ?? noTrust, trust === undefined);
+    }
+    return this.clientIpValue;
+  }
+
+  /** W3C trace id (the second field of `traceparent`). */
+  get traceId(): string {
+    return this.traceparent.slice(3, 35);
+  }
+
+  /** Runs `hook` once the response is over, finished or aborted (hooks run in the order added). */
+  onClose(hook: CloseHook): void {
+    (this.closeHooks ??= []).push(hook);
+  }
+}
+
+/** The context of a request, if a Tollgate gateway or middleware has seen it. */
+export function contextOf(req: IncomingMessage): RequestContext | undefined {
+  return (req as unknown as Record<symbol, RequestContext | undefined>)[CONTEXT];
+}

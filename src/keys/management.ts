@@ -1,0 +1,156 @@
+import type { Clock } from '../shared/clock.js';
+import type { Config } from '../config/schema.js';
+import type { CounterSpec, CounterStore } from '../policies/rate-limit/counters.js';
+import { quotaCounter, rateCounter, remainingCounter } from '../policies/rate-limit/limits.js';
+import { keyView, type KeyRecord, type KeyView } from './record.js';
+import type { CreateKeyInput, KeyPatch, KeyService } from './service.js';
+
+export type VerifyCode =
+  | 'VALID'
+  | 'NOT_FOUND'
+  | 'DISABLED'
+  | 'EXPIRED'
+  | 'FORBIDDEN'
+  | 'INSUFFICIENT_PERMISSIONS'
+  | 'USAGE_EXCEEDED'
+  | 'RATE_LIMITED';
+
+export interface VerifyResult {
+  valid: boolean;
+  code: VerifyCode;
+  keyId: string | null;
+  ownerId: string | null;
+  tenantId: string | null;
+  scopes: string[];
+  plan: string | null;
+  expiresAt: string | null;
+  remaining: number | null;
+  meta: Record<string, unknown>;
+}
+
+export type CreatedView = KeyView & { key: string; signingSecret?: string };
+
+/**
+ * Key management as the admin and self-service APIs see it: views with the live `remaining`
+ * count, rotation that carries the count over, and verification with the SPEC's codes (it looks at
+ * counters without charging them).
+ */
+export class KeyManagement {
+  readonly keys: KeyService;
+  readonly #counters: CounterStore;
+  readonly #plans: () => Config['plans'];
+  readonly #clock: Clock;
+
+  constructor(options: {
+    keys: KeyService;
+    counters: CounterStore;
+    plans: () => Config['plans'];
+    clock: Clock;
+  }) {
+    this.keys = options.keys;
+    this.#counters = options.counters;
+    this.#plans = options.plans;
+    this.#clock = options.clock;
+  }
+
+  /** Uses left now: the record's allowance minus what its counter has used. */
+  async remainingOf(record: KeyRecord): Promise<number | null> {
+    if (record.remaining === null) return null;
+    const { key, tag } = remainingCounter(record.id);
+    const [used] = await this.#counters.peek([
+      { kind: 'remaining', key, tag, limit: record.remaining, cost: 1, ttlMs: 0, spanSec: 0 },
+    ]);
+    return Math.max(0, record.remaining - (used ?? 0));
+  }
+
+  async view(record: KeyRecord): Promise<KeyView> {
+    return keyView(record, await this.remainingOf(record));
+  }
+
+  async create(input: CreateKeyInput): Promise<CreatedView> {
+    const created = await this.keys.create(input);
+    const view: CreatedView = { ...keyView(created.record), key: created.key };
+    if (created.signingSecret !== undefined) view.signingSecret = created.signingSecret;
+    return view;
+  }
+
+  async update(id: string, patch: KeyPatch): Promise<KeyView | undefined> {
+    const record = await this.keys.update(id, patch);
+    return record === undefined ? undefined : this.view(record);
+  }
+
+  async rotate(
+    id: string,
+    graceSec: number,
+  ): Promise<(CreatedView & { previous: { id: string; expiresAt: string } }) | undefined> {
+    const old = await this.keys.get(id);
+    if (old === undefined) return undefined;
+    const rotated = await this.keys.rotate(id, graceSec, await this.remainingOf(old));
+    if (rotated === undefined) return undefined;
+    const { created, previous } = rotated;
+    const view: CreatedView & { previous: { id: string; expiresAt: string } } = {
+      ...keyView(created.record),
+      key: created.key,
+      previous: { id: previous.id, expiresAt: previous.expiresAt! },
+    };
+    if (created.signingSecret !== undefined) view.signingSecret = created.signingSecret;
+    return view;
+  }
+
+  /** What the gateway would say about `key` now, without charging anything (SPEC §6 codes). */
+  async verify(key: string, scopes: readonly string[] = []): Promise<VerifyResult> {
+    const record = await this.keys.find(key);
+    if (record === undefined) return result('NOT_FOUND', undefined, null);
+    const remaining = await this.remainingOf(record);
+    const now = this.#clock.now();
+    const plan = record.plan === null ? undefined : this.#plans()[record.plan];
+    let code: VerifyCode = 'VALID';
+    if (!record.enabled) code = 'DISABLED';
+    else if (record.expiresAt !== null && Date.parse(record.expiresAt) <= now) code = 'EXPIRED';
+    else if (record.plan !== null && (plan === undefined || !plan.apiAccess)) code = 'FORBIDDEN';
+    else if (scopes.some((s) => !record.scopes.includes(s))) code = 'INSUFFICIENT_PERMISSIONS';
+    else if (remaining === 0) code = 'USAGE_EXCEEDED';
+    else {
+      const quota =
+        plan?.quota === undefined
+          ? undefined
+          : quotaCounter(
+              plan.quota,
+              plan.quotaBy === 'tenant' ? (record.tenantId ?? record.id) : record.id,
+              plan.quotaBy,
+              1,
+              now,
+            );
+      // Only limits counted per key can be judged without a request: per-IP or per-route ones cannot.
+      const limits: CounterSpec[] = [
+        ...(plan?.rateLimits ?? [])
+          .filter((rl) => rl.by === 'key')
+          .map((rl) => rateCounter(`plan:${record.plan}`, rl, record.id, now).spec),
+        ...(record.rateLimits ?? [])
+          .filter((rl) => rl.by === 'key')
+          .map((rl) => rateCounter(`key:${record.id}`, rl, record.id, now).spec),
+      ];
+      const specs = quota === undefined ? limits : [quota, ...limits];
+      const used = specs.length === 0 ? [] : await this.#counters.peek(specs);
+      const full = (i: number) => (used[i] ?? 0) + specs[i]!.cost > specs[i]!.limit;
+      if (quota !== undefined && full(0)) code = 'USAGE_EXCEEDED';
+      else if (specs.some((s, i) => s.kind === 'rate' && full(i))) code = 'RATE_LIMITED';
+    }
+    return result(code, record, remaining);
+  }
+}
+
+function result(code: VerifyCode, r: KeyRecord | undefined, remaining: number | null): VerifyResult {
+  return {
+    valid: code === 'VALID',
+    code,
+    keyId: r?.id ?? null,
+    ownerId: r?.ownerId ?? null,
+    tenantId: r?.tenantId ?? null,
+    scopes: r?.scopes ?? [],
+    plan: r?.plan ?? null,
+    expiresAt: r?.expiresAt ?? null,
+    remaining,
+    meta: r?.meta ?? {},
+  };
+}

@@ -1,0 +1,134 @@
+import type { RateLimitConfig } from '../policies/rate-limit/schema.js';
+import { maskKey, type KeyEnvironment } from './format.js';
+
+/** An API key as stored (SPEC §5). The plaintext key is never stored; only its SHA-256. */
+export interface KeyRecord {
+  id: string;
+  name: string;
+  ownerId: string | null;
+  tenantId: string | null;
+  scopes: string[];
+  plan: string | null;
+  enabled: boolean;
+  /** ISO 8601; null for no expiry. */
+  expiresAt: string | null;
+  /** Uses left; null for unlimited. The live count is kept by the quota mechanism. */
+  remaining: number | null;
+  meta: Record<string, unknown>;
+  /** The key's own rate limits, on top of its plan's. */
+  rateLimits: RateLimitConfig[] | null;
+  createdAt: string;
+  lastUsedAt: string | null;
+  environment: KeyEnvironment;
+  prefix: string;
+  last4: string;
+  /** SHA-256 (hex) of the key: how it is looked up. Internal. */
+  hash: string;
+  /** The HMAC signing secret, sealed with AES-256-GCM (`SecretBox`). Internal. */
+  signingSecret: string | null;
+  /** When this key replaced another by rotation, that key's id. */
+  rotatedFrom: string | null;
+}
+
+/** What listing and the admin API show: never the hash, the secret or the plaintext. */
+export interface KeyView {
+  id: string;
+  name: string;
+  maskedKey: string;
+  ownerId: string | null;
+  tenantId: string | null;
+  scopes: string[];
+  plan: string | null;
+  enabled: boolean;
+  expiresAt: string | null;
+  remaining: number | null;
+  meta: Record<string, unknown>;
+  rateLimits: RateLimitConfig[] | null;
+  createdAt: string;
+  lastUsedAt: string | null;
+  hmac: boolean;
+  rotatedFrom: string | null;
+}
+
+export function keyView(r: KeyRecord, remaining: number | null = r.remaining): KeyView {
+  return {
+    id: r.id,
+    name: r.name,
+    maskedKey: maskKey(r.prefix, r.environment, r.last4),
+    ownerId: r.ownerId,
+    tenantId: r.tenantId,
+    scopes: r.scopes,
+    plan: r.plan,
+    enabled: r.enabled,
+    expiresAt: r.expiresAt,
+    remaining,
+    meta: r.meta,
+    rateLimits: r.rateLimits,
+    createdAt: r.createdAt,
+    lastUsedAt: r.lastUsedAt,
+    hmac: r.signingSecret !== null,
+    rotatedFrom: r.rotatedFrom,
+  };
+}
+
+export interface KeyListQuery {
+  ownerId?: string | undefined;
+  tenantId?: string | undefined;
+  limit: number;
+  /** Opaque: `nextCursor` of the previous page. */
+  cursor?: string | undefined;
+}
+
+export interface KeyPage {
+  items: KeyRecord[];
+  nextCursor: string | null;
+}
+
+/** Newest first: by creation time, then id. */
+export function compareKeys(a: KeyRecord, b: KeyRecord): number {
+  if (a.createdAt !== b.createdAt) return a.createdAt < b.createdAt ? 1 : -1;
+  return a.id < b.id ? 1 : a.id > b.id ? -1 : 0;
+}
+
+/** A page cursor is the sort position of the last item: `<createdAt>|<id>` in base64url. */
+export function encodeCursor(r: KeyRecord): string {
+  return Buffer.from(`${r.createdAt}|${r.id}`).toString('base64url');
+}
+
+export function decodeCursor(cursor: string): { createdAt: string; id: string } | undefined {
+  const text = Buffer.from(cursor, 'base64url').toString('utf8');
+  const bar = text.lastIndexOf('|');
+  if (bar <= 0) return undefined;
+  return { createdAt: text.slice(0, bar), id: text.slice(bar + 1) };
+}
+
+/** Whether `r` sorts after the cursor position (is on a later page). */
+export function afterCursor(r: KeyRecord, c: { createdAt: string; id: string }): boolean {
+  return r.createdAt < c.createdAt || (r.createdAt === c.createdAt && r.id < c.id);
+}
+
+/**
+ * Where key records live. Two twins pass one contract suite: `MemoryKeyStore` (one instance) and
+ * `RedisKeyStore` (shared; revocations reach every instance at once through pub/sub).
+ * Key creation, rotation and the rules around them live in `KeyService`, above both.
+ */
+export interface KeyStore {
+  readonly kind: 'memory' | 'redis';
+  insert(record: KeyRecord): Promise<void>;
+  get(id: string): Promise<KeyRecord | undefined>;
+  /**
+   * The hot path of every API-key request. May answer synchronously (memory, or a cached
+   * record) so a request that needs no I/O allocates no promise.
+   */
+  findByHash(hash: string): KeyRecord | undefined | Promise<KeyRecord | undefined>;
+  list(query: KeyListQuery): Promise<KeyPage>;
+  /** Stores a changed record (same id and hash). */
+  replace(record: KeyRecord): Promise<void>;
+  /** Removes the record; resolves with it, or undefined when there was none. */
+  delete(id: string): Promise<KeyRecord | undefined>;
+  /** Records a use; written in batches, never once per request. */
+  touch(id: string, at: number): void;
+  /** Active (enabled, unexpired) keys of one owner. */
+  countActive(ownerId: string, now: number): Promise<number>;
+  close(): Promise<void>;
+}

@@ -1,0 +1,248 @@
+import type { Clock } from '../shared/clock.js';
+import type { RedisHandle } from '../shared/redis.js';
+import type { Logger } from '../observability/logger.js';
+import { Problem } from '../problems/problem.js';
+import type { KeyListQuery, KeyPage, KeyRecord, KeyStore } from './record.js';
+import { afterCursor, compareKeys, decodeCursor, encodeCursor } from './record.js';
+
+const CACHE_MAX = 10_000;
+/** While Redis is down, a cached record keeps serving this long past its TTL. */
+const STALE_GRACE_MS = 5 * 60_000;
+const TOUCH_FLUSH_MS = 5_000;
+
+interface Cached {
+  record: KeyRecord | null;
+  at: number;
+}
+
+/**
+ * Key records in Redis, shared by every gateway instance.
+ *
+ * Layout (all under one `{keys}` hash tag, so each MULTI stays in one Cluster slot):
+ * `rec:<id>` and `hash:<sha256>` hold the record's JSON (auth reads by hash in one GET, the admin
+ * API by id), `all`, `owner:<id>` and `tenant:<id>` are sorted sets by creation time for listing,
+ * `used` is a hash of last-use times written in batches.
+ *
+ * Lookups by hash are cached in process for `auth.apiKeys.cacheTtlMs` (a repeated key costs no
+ * Redis round trip); every change publishes the hash on `keys:invalidate`, and every instance
+ * drops it from its cache at once — a revocation is honoured everywhere without waiting for a TTL.
+ * While Redis is down, cached records keep serving for a bounded grace; uncached keys get 503.
+ */
+export class RedisKeyStore implements KeyStore {
+  readonly kind = 'redis';
+  readonly #redis: RedisHandle;
+  readonly #clock: Clock;
+  readonly #logger: Logger;
+  readonly #ttlMs: number;
+  readonly #cache = new Map<string, Cached>();
+  readonly #pending = new Map<string, Promise<KeyRecord | undefined>>();
+  readonly #touched = new Map<string, number>();
+  readonly #channel: string;
+  readonly #timer: NodeJS.Timeout;
+
+  constructor(options: { redis: RedisHandle; clock: Clock; logger: Logger; cacheTtlMs: number }) {
+    this.#redis = options.redis;
+    this.#clock = options.clock;
+    this.#logger = options.logger;
+    this.#ttlMs = options.cacheTtlMs;
+    this.#channel = options.redis.key('keys', 'invalidate');
+    const sub = options.redis.subscriber();
+    sub.on('message', (channel: string, hash: string) => {
+      if (channel === this.#channel) this.#cache.delete(hash);
+    });
+    // Reconnecting resubscribes (ioredis); drop the cache then, since invalidations may have been missed.
+    sub.on('ready', () => this.#cache.clear());
+    void sub
+      .subscribe(this.#channel)
+      .catch((err: unknown) => this.#logger.warn({ err }, 'key invalidation subscribe failed'));
+    this.#timer = setInterval(() => void this.#flushTouches(), TOUCH_FLUSH_MS);
+    this.#timer.unref();
+  }
+
+  #k(...parts: string[]): string {
+    return this.#redis.key('{keys}', ...parts);
+  }
+
+  async insert(record: KeyRecord): Promise<void> {
+    await this.#redis.whenReady();
+    const json = JSON.stringify(record);
+    const score = Date.parse(record.createdAt);
+    const m = this.#redis.client.multi();
+    m.set(this.#k('rec', record.id), json);
+    m.set(this.#k('hash', record.hash), json);
+    m.zadd(this.#k('all'), score, record.id);
+    if (record.ownerId !== null) m.zadd(this.#k('owner', record.ownerId), score, record.id);
+    if (record.tenantId !== null) m.zadd(this.#k('tenant', record.tenantId), score, record.id);
+    await exec(m);
+    this.#cache.delete(record.hash);
+  }
+
+  async get(id: string): Promise<KeyRecord | undefined> {
+    await this.#redis.whenReady();
+    const [json, used] = await Promise.all([
+      this.#redis.client.get(this.#k('rec', id)),
+      this.#redis.client.hget(this.#k('used'), id),
+    ]);
+    if (json === null) return undefined;
+    return withLastUsed(JSON.parse(json) as KeyRecord, used, this.#touched.get(id));
+  }
+
+  findByHash(hash: string): KeyRecord | undefined | Promise<KeyRecord | undefined> {
+    const now = this.#clock.now();
+    const cached = this.#cache.get(hash);
+    if (cached !== undefined && now - cached.at < this.#ttlMs) return cached.record ?? undefined;
+    if (!this.#redis.available) {
+      // Still connecting at start: wait for the connection (bounded) rather than refuse.
+      if (this.#redis.state === 'connecting')
+        return this.#redis.whenReady().then(() => this.findByHash(hash));
+      if (cached !== undefined && now - cached.at < this.#ttlMs + STALE_GRACE_MS)
+        return cached.record ?? undefined;
+      throw new Problem('service-unavailable', {
+        detail: 'The key store is unavailable.',
+        headers: { 'retry-after': '1' },
+      });
+    }
+    // One Redis GET per hash at a time, however many requests carry it.
+    let pending = this.#pending.get(hash);
+    if (pending === undefined) {
+      pending = this.#load(hash, now, cached).finally(() => this.#pending.delete(hash));
+      this.#pending.set(hash, pending);
+    }
+    return pending;
+  }
+
+  async #load(hash: string, now: number, stale: Cached | undefined): Promise<KeyRecord | undefined> {
+    let json: string | null;
+    try {
+      json = await this.#redis.client.get(this.#k('hash', hash));
+    } catch (err) {
+      this.#redis.recordError();
+      if (stale !== undefined && now - stale.at < this.#ttlMs + STALE_GRACE_MS)
+        return stale.record ?? undefined;
+      throw new Problem('service-unavailable', {
+        detail: 'The key store is unavailable.',
+        headers: { 'retry-after': '1' },
+        cause: err,
+      });
+    }
+    const record = json === null ? null : (JSON.parse(json) as KeyRecord);
+    if (this.#cache.size >= CACHE_MAX) this.#cache.delete(this.#cache.keys().next().value!);
+    this.#cache.set(hash, { record, at: now });
+    return record ?? undefined;
+  }
+
+  async list(query: KeyListQuery): Promise<KeyPage> {
+    await this.#redis.whenReady();
+    const set =
+      query.ownerId !== undefined
+        ? this.#k('owner', query.ownerId)
+        : query.tenantId !== undefined
+          ? this.#k('tenant', query.tenantId)
+          : this.#k('all');
+    const cursor = query.cursor === undefined ? undefined : decodeCursor(query.cursor);
+    const max = cursor === undefined ? '+inf' : String(Date.parse(cursor.createdAt));
+    const out: KeyRecord[] = [];
+    let offset = 0;
+    // Page through the sorted set by score; records are re-filtered (tenant with owner) and re-sorted by id within a score.
+    for (;;) {
+      const ids = await this.#redis.client.zrevrangebyscore(set, max, '-inf', 'LIMIT', offset, 200);
+      if (ids.length === 0) break;
+      offset += ids.length;
+      const [jsons, used] = await Promise.all([
+        this.#redis.client.mget(ids.map((id) => this.#k('rec', id))),
+        this.#redis.client.hmget(this.#k('used'), ...ids),
+      ]);
+      jsons.forEach((json, i) => {
+        if (json === null) return;
+        const r = withLastUsed(JSON.parse(json) as KeyRecord, used[i] ?? null, this.#touched.get(ids[i]!));
+        if (query.tenantId !== undefined && r.tenantId !== query.tenantId) return;
+        if (cursor !== undefined && !afterCursor(r, cursor)) return;
+        out.push(r);
+      });
+      if (out.length > query.limit) break;
+    }
+    out.sort(compareKeys);
+    const items = out.slice(0, query.limit);
+    const last = items.at(-1);
+    return { items, nextCursor: out.length > query.limit && last ? encodeCursor(last) : null };
+  }
+
+  async replace(record: KeyRecord): Promise<void> {
+    await this.#redis.whenReady();
+    const previous = await this.get(record.id);
+    const json = JSON.stringify(record);
+    const score = Date.parse(record.createdAt);
+    const m = this.#redis.client.multi();
+    m.set(this.#k('rec', record.id), json);
+    m.set(this.#k('hash', record.hash), json);
+    if (previous && previous.ownerId !== record.ownerId && previous.ownerId !== null)
+      m.zrem(this.#k('owner', previous.ownerId), record.id);
+    if (previous && previous.tenantId !== record.tenantId && previous.tenantId !== null)
+      m.zrem(this.#k('tenant', previous.tenantId), record.id);
+    if (record.ownerId !== null) m.zadd(this.#k('owner', record.ownerId), score, record.id);
+    if (record.tenantId !== null) m.zadd(this.#k('tenant', record.tenantId), score, record.id);
+    m.publish(this.#channel, record.hash);
+    await exec(m);
+    this.#cache.delete(record.hash);
+  }
+
+  async delete(id: string): Promise<KeyRecord | undefined> {
+    await this.#redis.whenReady();
+    const record = await this.get(id);
+    if (record === undefined) return undefined;
+    const m = this.#redis.client.multi();
+    m.del(this.#k('rec', id), this.#k('hash', record.hash));
+    m.zrem(this.#k('all'), id);
+    if (record.ownerId !== null) m.zrem(this.#k('owner', record.ownerId), id);
+    if (record.tenantId !== null) m.zrem(this.#k('tenant', record.tenantId), id);
+    m.hdel(this.#k('used'), id);
+    m.publish(this.#channel, record.hash);
+    await exec(m);
+    this.#cache.delete(record.hash);
+    this.#touched.delete(id);
+    return record;
+  }
+
+  touch(id: string, at: number): void {
+    this.#touched.set(id, at);
+  }
+
+  async countActive(ownerId: string, now: number): Promise<number> {
+    const page = await this.list({ ownerId, limit: 10_000 });
+    return page.items.filter((r) => r.enabled && (r.expiresAt === null || Date.parse(r.expiresAt) > now))
+      .length;
+  }
+
+  async #flushTouches(): Promise<void> {
+    if (this.#touched.size === 0 || !this.#redis.ready) return;
+    const batch = [...this.#touched];
+    this.#touched.clear();
+    try {
+      await this.#redis.client.hset(
+        this.#k('used'),
+        Object.fromEntries(batch.map(([id, at]) => [id, String(at)])),
+      );
+    } catch (err) {
+      this.#redis.recordError(false);
+      this.#logger.debug({ err }, 'lastUsedAt flush failed; kept for the next one');
+      for (const [id, at] of batch) if (!this.#touched.has(id)) this.#touched.set(id, at);
+    }
+  }
+
+  async close(): Promise<void> {
+    clearInterval(this.#timer);
+    await this.#flushTouches();
+  }
+}
+
+function withLastUsed(r: KeyRecord, stored: string | null, local: number | undefined): KeyRecord {
+  const at = Math.max(stored === null ? 0 : Number(stored), local ?? 0);
+  if (at > 0) r.lastUsedAt = new Date(at).toISOString();
+  return r;
+}
+
+async function exec(m: { exec(): Promise<Array<[Error | null, unknown]> | null> }): Promise<void> {
+  const results = await m.exec();
+  const failed = results?.find(([err]) => err !== null);
+  if (failed) throw failed[0]!;
+}

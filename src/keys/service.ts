@@ -1,0 +1,187 @@
+import type { Clock } from '../shared/clock.js';
+import type { RateLimitConfig } from '../policies/rate-limit/schema.js';
+import { Problem } from '../problems/problem.js';
+import { generateKey, newKeyId, parseKey, randomBase62, type KeyEnvironment } from './format.js';
+import { hashKey, sameHash } from './hash.js';
+import type { KeyListQuery, KeyPage, KeyRecord, KeyStore } from './record.js';
+import type { SecretBox } from './secret-box.js';
+
+export interface CreateKeyInput {
+  name: string;
+  ownerId?: string | null | undefined;
+  tenantId?: string | null | undefined;
+  scopes?: string[] | undefined;
+  plan?: string | null | undefined;
+  enabled?: boolean | undefined;
+  expiresAt?: string | null | undefined;
+  remaining?: number | null | undefined;
+  meta?: Record<string, unknown> | undefined;
+  rateLimits?: RateLimitConfig[] | null | undefined;
+  /** Also make an HMAC signing secret (returned once). */
+  hmac?: boolean | undefined;
+  environment?: KeyEnvironment | undefined;
+}
+
+export type KeyPatch = Partial<
+  Pick<KeyRecord, 'name' | 'scopes' | 'plan' | 'enabled' | 'expiresAt' | 'remaining' | 'meta' | 'rateLimits'>
+>;
+
+export interface CreatedKey {
+  record: KeyRecord;
+  /** The plaintext key: shown once, never stored. */
+  key: string;
+  /** The signing secret, when `hmac: true`: shown once. */
+  signingSecret?: string;
+}
+
+/**
+ * Key management over a `KeyStore`: creation (plaintext returned once, stored as SHA-256),
+ * updates, revocation, rotation with a grace period, and reading back a sealed signing secret.
+ * The same rules whichever store holds the records.
+ */
+export class KeyService {
+  readonly store: KeyStore;
+  readonly prefix: string;
+  readonly #box: SecretBox;
+  readonly #clock: Clock;
+  readonly #secrets = new Map<string, string>();
+  /** Called when `remaining` is set by an admin: the live counter restarts from the new value. */
+  onRemainingChanged: ((keyId: string) => void | Promise<void>) | undefined;
+
+  constructor(options: { store: KeyStore; prefix: string; box: SecretBox; clock: Clock }) {
+    this.store = options.store;
+    this.prefix = options.prefix;
+    this.#box = options.box;
+    this.#clock = options.clock;
+  }
+
+  get secretBox(): SecretBox {
+    return this.#box;
+  }
+
+  async create(input: CreateKeyInput): Promise<CreatedKey> {
+    const environment = input.environment ?? 'live';
+    const key = generateKey(this.prefix, environment);
+    const signingSecret = input.hmac ? `whsec_${randomBase62(40)}` : undefined;
+    const record: KeyRecord = {
+      id: newKeyId(),
+      name: input.name,
+      ownerId: input.ownerId ?? null,
+      tenantId: input.tenantId ?? null,
+      scopes: input.scopes ?? [],
+      plan: input.plan ?? null,
+      enabled: input.enabled ?? true,
+      expiresAt: input.expiresAt ?? null,
+      remaining: input.remaining ?? null,
+      meta: input.meta ?? {},
+      rateLimits: input.rateLimits ?? null,
+      createdAt: new Date(this.#clock.now()).toISOString(),
+      lastUsedAt: null,
+      environment,
+      prefix: this.prefix,
+      last4: key.slice(-4),
+      hash: hashKey(key),
+      signingSecret: signingSecret === undefined ? null : this.#box.seal(signingSecret),
+      rotatedFrom: null,
+    };
+    await this.store.insert(record);
+    return signingSecret === undefined ? { record, key } : { record, key, signingSecret };
+  }
+
+  get(id: string): Promise<KeyRecord | undefined> {
+    return this.store.get(id);
+  }
+
+  list(query: KeyListQuery): Promise<KeyPage> {
+    return this.store.list(query);
+  }
+
+  async update(id: string, patch: KeyPatch): Promise<KeyRecord | undefined> {
+    const record = await this.store.get(id);
+    if (record === undefined) return undefined;
+    const next: KeyRecord = { ...record, ...stripUndefined(patch) };
+    await this.store.replace(next);
+    if (patch.remaining !== undefined) await this.onRemainingChanged?.(id);
+    return next;
+  }
+
+  async revoke(id: string): Promise<KeyRecord | undefined> {
+    const record = await this.store.delete(id);
+    if (record !== undefined) this.#secrets.delete(record.id);
+    return record;
+  }
+
+  /**
+   * A new key with the same attributes (and a new signing secret when the old had one); the old
+   * key keeps working until `graceSec` from now (or its own earlier expiry), then expires.
+   */
+  async rotate(
+    id: string,
+    graceSec: number,
+    remainingNow?: number | null,
+  ): Promise<{ created: CreatedKey; previous: KeyRecord } | undefined> {
+    const old = await this.store.get(id);
+    if (old === undefined) return undefined;
+    const created = await this.create({
+      name: old.name,
+      ownerId: old.ownerId,
+      tenantId: old.tenantId,
+      scopes: old.scopes,
+      plan: old.plan,
+      enabled: old.enabled,
+      expiresAt: old.expiresAt,
+      remaining: remainingNow === undefined ? old.remaining : remainingNow,
+      meta: old.meta,
+      rateLimits: old.rateLimits,
+      hmac: old.signingSecret !== null,
+      environment: old.environment,
+    });
+    const graceEnd = this.#clock.now() + graceSec * 1000;
+    const expiresAt =
+      old.expiresAt !== null && Date.parse(old.expiresAt) < graceEnd
+        ? old.expiresAt
+        : new Date(graceEnd).toISOString();
+    const previous: KeyRecord = { ...old, expiresAt };
+    await this.store.replace(previous);
+    const record: KeyRecord = { ...created.record, rotatedFrom: old.id };
+    await this.store.replace(record);
+    return { created: { ...created, record }, previous };
+  }
+
+  /**
+   * Looks a presented key up: `undefined` when it is malformed, fails its checksum (no store
+   * lookup then), or is unknown. The stored hash is compared in constant time.
+   */
+  find(key: string): KeyRecord | undefined | Promise<KeyRecord | undefined> {
+    if (parseKey(key, this.prefix) === undefined) return undefined;
+    const hash = hashKey(key);
+    const found = this.store.findByHash(hash);
+    if (found instanceof Promise)
+      return found.then((r) => (r !== undefined && sameHash(r.hash, hash) ? r : undefined));
+    return found !== undefined && sameHash(found.hash, hash) ? found : undefined;
+  }
+
+  /** The plaintext signing secret of a key, or undefined when it has none (or it cannot be opened). */
+  signingSecretOf(record: KeyRecord): string | undefined {
+    if (record.signingSecret === null) return undefined;
+    const cached = this.#secrets.get(record.id);
+    if (cached !== undefined) return cached;
+    const secret = this.#box.open(record.signingSecret);
+    if (secret === undefined)
+      throw new Problem('internal-error', {
+        detail: 'The signing secret of this key cannot be read.',
+        cause: new Error(`signing secret of ${record.id} does not open with TOLLGATE_SECRET_KEY`),
+      });
+    if (this.#secrets.size > 10_000) this.#secrets.clear();
+    this.#secrets.set(record.id, secret);
+    return secret;
+  }
+
+  close(): Promise<void> {
+    return this.store.close();
+  }
+}
+
+function stripUndefined<T extends object>(o: T): Partial<T> {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
+}

@@ -1,0 +1,178 @@
+import type { AddressInfo } from 'node:net';
+import type { Server } from 'node:http';
+import type { DestinationStream } from 'pino';
+import { loadConfigFile } from './config/load.js';
+import type { Env } from './config/interpolate.js';
+import { watchConfigFile } from './config/reload.js';
+import type { Config } from './config/schema.js';
+import { ConfigError, createGateway, type Gateway, type GatewayOptions } from './gateway/create-gateway.js';
+import { createHttpServer } from './gateway/server.js';
+import { createLogger, type Logger } from './observability/logger.js';
+
+export interface StartOptions {
+  configPath: string;
+  env: Env;
+  /** Where logs go (default stdout). */
+  logDestination?: DestinationStream;
+  /** Watch the config file and reload on change (default true). */
+  watch?: boolean;
+  /** Which listeners to open (default both; cluster workers serve public, the primary admin). */
+  serve?: { public: boolean; admin: boolean };
+  /** Extra options for `createGateway` (cluster workers forward audit records to the primary). */
+  gateway?: Pick<GatewayOptions, 'audit' | 'metricsText'>;
+}
+
+/**
+ * A running gateway process: the public and admin listeners around one `Gateway`, config
+ * reloads (SIGHUP or a change of the file), and graceful drain.
+ */
+export class GatewayProcess {
+  readonly gateway: Gateway;
+  readonly logger: Logger;
+  readonly publicServer: Server | undefined;
+  readonly adminServer: Server | undefined;
+  readonly #configPath: string;
+  readonly #env: Env;
+  #stopWatching: () => void = () => undefined;
+  #stopping: Promise<void> | undefined;
+
+  private constructor(
+    gateway: Gateway,
+    logger: Logger,
+    servers: { public: Server | undefined; admin: Server | undefined },
+    options: StartOptions,
+  ) {
+    this.gateway = gateway;
+    this.logger = logger;
+    this.publicServer = servers.public;
+    this.adminServer = servers.admin;
+    this.#configPath = options.configPath;
+    this.#env = options.env;
+  }
+
+  /** Loads the config file, builds the gateway and opens its listeners. */
+  static async start(options: StartOptions): Promise<GatewayProcess> {
+    const { config, logger } = await loadForStart(options);
+    const gateway = createGateway(config, {
+      ...options.gateway,
+      env: options.env,
+      logger,
+      logWarnings: false,
+    });
+    const serve = options.serve ?? { public: true, admin: true };
+    const serverOptions = { server: config.server, writer: () => gateway.writer, logger };
+    const publicServer = serve.public
+      ? createHttpServer(config.server.viaExpress ? gateway.app : gateway.handle, serverOptions)
+      : undefined;
+    const adminServer =
+      serve.admin && config.admin ? createHttpServer(gateway.adminApp, serverOptions) : undefined;
+    try {
+      if (publicServer) await listen(publicServer, config.listen.port, config.listen.host);
+      if (adminServer && config.admin) await listen(adminServer, config.admin.port, config.admin.host);
+    } catch (err) {
+      publicServer?.close();
+      await gateway.close();
+      throw err;
+    }
+    const proc = new GatewayProcess(gateway, logger, { public: publicServer, admin: adminServer }, options);
+    if (options.watch !== false)
+      proc.#stopWatching = watchConfigFile(options.configPath, () => void proc.reload());
+    const { public: pub, admin } = proc.addresses();
+    logger.info(
+      {
+        listen: pub ? `${pub.address}:${pub.port}` : null,
+        admin: admin ? `${admin.address}:${admin.port}` : null,
+        routes: config.routes.length,
+      },
+      'tollgate listening',
+    );
+    return proc;
+  }
+
+  addresses(): { public: AddressInfo | undefined; admin: AddressInfo | undefined } {
+    return {
+      public: this.publicServer ? (this.publicServer.address() as AddressInfo) : undefined,
+      admin: this.adminServer ? (this.adminServer.address() as AddressInfo) : undefined,
+    };
+  }
+
+  /** Re-reads the config file; an invalid one is logged and the running config stays. */
+  async reload(): Promise<boolean> {
+    const loaded = await loadConfigFile(this.#configPath, this.#env);
+    const result = loaded.ok ? this.gateway.reload(loaded.config) : loaded;
+    if (!result.ok) {
+      if (!loaded.ok) this.gateway.recordRejectedReload();
+      this.logger.error(
+        { issues: result.issues },
+        'config reload rejected; the previous config stays in force',
+      );
+      return false;
+    }
+    for (const w of [...loaded.warnings, ...result.warnings])
+      this.logger.warn(`config: ${w.path}: ${w.message}`);
+    this.logger.info({ routes: result.config.routes.length }, 'config reloaded');
+    return true;
+  }
+
+  /**
+   * Graceful drain: stop accepting, let in-flight requests finish (keep-alive connections are
+   * told `Connection: close`), cut what is left after `server.drainTimeoutMs`, close the services.
+   */
+  shutdown(): Promise<void> {
+    this.#stopping ??= this.#shutdown();
+    return this.#stopping;
+  }
+
+  async #shutdown(): Promise<void> {
+    const timeout = this.gateway.config.server.drainTimeoutMs;
+    this.logger.info({ drain_timeout_ms: timeout }, 'draining');
+    this.#stopWatching();
+    this.gateway.startDrain();
+    const servers = [this.publicServer, this.adminServer].filter((s): s is Server => s !== undefined);
+    const closed = Promise.all(servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))));
+    for (const s of servers) s.closeIdleConnections();
+    // Connections that finish their last response become idle: close them as they do.
+    const sweep = setInterval(() => servers.forEach((s) => s.closeIdleConnections()), 100);
+    let timer: NodeJS.Timeout | undefined;
+    const deadline = new Promise<'timeout'>((resolve) => {
+      timer = setTimeout(() => resolve('timeout'), timeout);
+    });
+    const outcome = await Promise.race([closed.then(() => 'drained' as const), deadline]);
+    clearInterval(sweep);
+    if (timer) clearTimeout(timer);
+    if (outcome === 'timeout') {
+      this.logger.warn('drain timeout: closing the remaining connections');
+      for (const s of servers) s.closeAllConnections();
+      await closed;
+    }
+    await this.gateway.close();
+    this.logger.info('stopped');
+    this.logger.flush();
+  }
+}
+
+/** The config file, validated (or ConfigError), and the process logger it asks for, warnings logged. */
+export async function loadForStart(options: StartOptions): Promise<{ config: Config; logger: Logger }> {
+  const loaded = await loadConfigFile(options.configPath, options.env);
+  if (!loaded.ok) throw new ConfigError(loaded.issues);
+  const config = loaded.config;
+  const logger = createLogger({
+    level: config.logging.level,
+    format: config.logging.format,
+    destination: options.logDestination,
+    nodeEnv: options.env.NODE_ENV,
+  });
+  for (const w of loaded.warnings) logger.warn(`config: ${w.path}: ${w.message}`);
+  return { config, logger };
+}
+
+function listen(server: Server, port: number, host: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const onError = (err: Error) => reject(err);
+    server.once('error', onError);
+    server.listen(port, host, () => {
+      server.off('error', onError);
+      resolve();
+    });
+  });
+}

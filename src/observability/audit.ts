@@ -1,0 +1,259 @@
+import type { Clock } from '../shared/clock.js';
+import type { RedisHandle } from '../shared/redis.js';
+import type { Logger } from './logger.js';
+
+/**
+ * One request, as the audit trail keeps it. Field names are those of the access-log line. It
+ * holds no secret: no header values, no body, no key — only ids and outcomes.
+ */
+export interface AuditRecord {
+  time: string;
+  request_id: string;
+  trace_id: string;
+  method: string | undefined;
+  path: string;
+  route: string | null;
+  status: number;
+  aborted: boolean;
+  latency_ms: number;
+  client_ip: string | null;
+  auth_method: string | null;
+  credential_id: string | null;
+  subject: string | null;
+  tenant: string | null;
+  problem: string | null;
+  upstream_status: number | null;
+  upstream_target: string | null;
+  upstream_latency_ms: number | null;
+  bytes_in: number;
+  bytes_out: number;
+  idempotent_replay: boolean;
+  rate_limit_policy: string | null;
+  /** What an HMAC-signed request carried (for the signature playground): never the secret. */
+  signature?: { timestamp: string | null; body_sha256: string; result: string } | null;
+}
+
+export interface AuditQuery {
+  credentialId?: string | undefined;
+  /** An exact status (`429`) or a class (`4xx`). */
+  status?: string | undefined;
+  route?: string | undefined;
+  /** Epoch ms: only records at or after this time. */
+  since?: number | undefined;
+  limit: number;
+}
+
+/**
+ * Where audit records go. `append` never blocks the request path; it receives the record and its
+ * JSON (serialised once per request, shared with the access-log line).
+ */
+export interface AuditStore {
+  append(record: AuditRecord, json: string): void;
+  get(id: string): Promise<AuditRecord | undefined>;
+  /** Newest first. */
+  list(query: AuditQuery): Promise<AuditRecord[]>;
+  flush(): Promise<void>;
+  close(): Promise<void>;
+}
+
+export function matches(r: AuditRecord, q: AuditQuery): boolean {
+  if (q.credentialId !== undefined && r.credential_id !== q.credentialId) return false;
+  if (q.route !== undefined && r.route !== q.route) return false;
+  if (q.status !== undefined) {
+    const s = String(r.status);
+    if (/^[1-5]xx$/i.test(q.status) ? s[0] !== q.status[0] : s !== q.status) return false;
+  }
+  if (q.since !== undefined && Date.parse(r.time) < q.since) return false;
+  return true;
+}
+
+/**
+ * A bounded in-memory ring: the newest `maxEntries` records younger than `retentionSec`.
+ * The store of a single instance, and the local cache in front of Redis.
+ *
+ * Records are kept as their JSON text in flat arrays, not as objects: a ring of 10⁴–10⁵ live
+ * objects with twenty fields each would be traced by every major GC, which cost more per request
+ * than everything else the audit does.
+ */
+export class MemoryAuditStore implements AuditStore {
+  readonly #json: (string | undefined)[];
+  readonly #ids: (string | undefined)[];
+  readonly #times: Float64Array;
+  readonly #retentionMs: number;
+  readonly #clock: Clock;
+  #next = 0;
+
+  constructor(options: { maxEntries: number; retentionSec: number; clock: Clock }) {
+    this.#json = new Array<string | undefined>(options.maxEntries);
+    this.#ids = new Array<string | undefined>(options.maxEntries);
+    this.#times = new Float64Array(options.maxEntries);
+    this.#retentionMs = options.retentionSec * 1000;
+    this.#clock = options.clock;
+  }
+
+  append(record: AuditRecord, json: string = JSON.stringify(record)): void {
+    const slot = this.#next;
+    this.#json[slot] = json;
+    this.#ids[slot] = record.request_id;
+    this.#times[slot] = this.#clock.now();
+    this.#next = (slot + 1) % this.#json.length;
+  }
+
+  /**
+   * Newest match first. A scan (at most `maxEntries` string compares, well under a millisecond
+   * for 10⁴) on the rare admin read keeps the per-request write free of index upkeep.
+   */
+  get(id: string): Promise<AuditRecord | undefined> {
+    const n = this.#json.length;
+    for (let i = 1; i <= n; i++) {
+      const slot = (this.#next - i + n) % n;
+      if (this.#ids[slot] === undefined || !this.#fresh(slot)) break;
+      if (this.#ids[slot] === id) return Promise.resolve(JSON.parse(this.#json[slot]!) as AuditRecord);
+    }
+    return Promise.resolve(undefined);
+  }
+
+  list(query: AuditQuery): Promise<AuditRecord[]> {
+    const out: AuditRecord[] = [];
+    const n = this.#json.length;
+    for (let i = 1; i <= n && out.length < query.limit; i++) {
+      const slot = (this.#next - i + n) % n;
+      const json = this.#json[slot];
+      if (json === undefined || !this.#fresh(slot)) break;
+      const r = JSON.parse(json) as AuditRecord;
+      if (matches(r, query)) out.push(r);
+    }
+    return Promise.resolve(out);
+  }
+
+  flush(): Promise<void> {
+    return Promise.resolve();
+  }
+
+  close(): Promise<void> {
+    return Promise.resolve();
+  }
+
+  #fresh(slot: number): boolean {
+    return this.#clock.now() - this.#times[slot]! <= this.#retentionMs;
+  }
+}
+
+const FLUSH_MS = 100;
+// Small batches: a large pipeline right after an outage must not run into the command timeout.
+const BATCH = 100;
+const MAX_PENDING = 10_000;
+const MAX_SCAN = 5_000;
+
+/**
+ * Audit records in Redis, shared by every instance: each record under its own key with the
+ * retention as TTL (lookup by id is one GET) and in a capped stream (`MAXLEN ~ maxEntries`) for
+ * listing. Writes are batched off the request path (one pipeline per 100 ms or 256 records);
+ * while Redis is down records wait in a bounded buffer and the oldest are dropped first. A local
+ * ring answers for this instance's own recent records even when Redis does not.
+ * All keys share one `{audit}` hash tag so a pipeline stays in one Cluster slot.
+ */
+export class RedisAuditStore implements AuditStore {
+  readonly #redis: RedisHandle;
+  readonly #local: MemoryAuditStore;
+  readonly #logger: Logger;
+  readonly #retentionMs: number;
+  readonly #maxEntries: number;
+  readonly #stream: string;
+  #pending: Array<{ id: string; json: string }> = [];
+  #flushing: Promise<void> | undefined;
+  #timer: NodeJS.Timeout;
+  dropped = 0;
+
+  constructor(options: {
+    redis: RedisHandle;
+    maxEntries: number;
+    retentionSec: number;
+    clock: Clock;
+    logger: Logger;
+  }) {
+    this.#redis = options.redis;
+    this.#logger = options.logger;
+    this.#retentionMs = options.retentionSec * 1000;
+    this.#maxEntries = options.maxEntries;
+    this.#local = new MemoryAuditStore({
+      maxEntries: Math.min(options.maxEntries, 10_000),
+      retentionSec: options.retentionSec,
+      clock: options.clock,
+    });
+    this.#stream = options.redis.key('{audit}', 'stream');
+    this.#timer = setInterval(() => void this.flush(), FLUSH_MS);
+    this.#timer.unref();
+  }
+
+  append(record: AuditRecord, json: string = JSON.stringify(record)): void {
+    this.#local.append(record, json);
+    this.#pending.push({ id: record.request_id, json });
+    if (this.#pending.length > MAX_PENDING) {
+      const excess = this.#pending.length - MAX_PENDING;
+      this.#pending.splice(0, excess);
+      this.dropped += excess;
+    }
+    if (this.#pending.length >= BATCH) void this.flush();
+  }
+
+  flush(): Promise<void> {
+    this.#flushing ??= this.#flush().finally(() => {
+      this.#flushing = undefined;
+    });
+    return this.#flushing;
+  }
+
+  async #flush(): Promise<void> {
+    while (this.#pending.length > 0 && this.#redis.ready) {
+      const batch = this.#pending.slice(0, BATCH);
+      const pipeline = this.#redis.client.pipeline();
+      for (const { id, json } of batch) {
+        pipeline.set(this.#recordKey(id), json, 'PX', this.#retentionMs);
+        pipeline.xadd(this.#stream, 'MAXLEN', '~', String(this.#maxEntries), '*', 'r', json);
+      }
+      pipeline.pexpire(this.#stream, this.#retentionMs);
+      try {
+        const results = (await pipeline.exec()) ?? [];
+        if (results.some(([err]) => err !== null))
+          throw results.find(([err]) => err !== null)?.[0] ?? new Error('pipeline failed');
+        this.#pending.splice(0, batch.length);
+      } catch (err) {
+        this.#redis.recordError(false);
+        this.#logger.debug({ err }, 'audit flush failed; records kept for the next attempt');
+        return;
+      }
+    }
+  }
+
+  async get(id: string): Promise<AuditRecord | undefined> {
+    const local = await this.#local.get(id);
+    if (local !== undefined) return local;
+    const json = await this.#redis.client.get(this.#recordKey(id));
+    return json === null ? undefined : (JSON.parse(json) as AuditRecord);
+  }
+
+  async list(query: AuditQuery): Promise<AuditRecord[]> {
+    if (!this.#redis.ready) return this.#local.list(query);
+    const end = query.since === undefined ? '-' : String(query.since);
+    const entries = await this.#redis.client.xrevrange(this.#stream, '+', end, 'COUNT', MAX_SCAN);
+    const out: AuditRecord[] = [];
+    for (const [, fields] of entries) {
+      const json = fields[1];
+      if (json === undefined) continue;
+      const r = JSON.parse(json) as AuditRecord;
+      if (matches(r, query)) out.push(r);
+      if (out.length >= query.limit) break;
+    }
+    return out;
+  }
+
+  async close(): Promise<void> {
+    clearInterval(this.#timer);
+    await this.flush();
+  }
+
+  #recordKey(id: string): string {
+    return this.#redis.key('{audit}', 'req', id);
+  }
+}

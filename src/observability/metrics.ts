@@ -1,0 +1,224 @@
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { RequestContext } from '../gateway/request-context.js';
+
+const METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS', 'TRACE']);
+const AUTH_FAILURES = new Set([
+  'missing-credentials',
+  'invalid-credentials',
+  'expired-credentials',
+  'invalid-signature',
+  'timestamp-skew',
+  'replayed-request',
+  'insufficient-scope',
+  'forbidden',
+]);
+
+const statusClass = (status: number): string => `${Math.floor(status / 100)}xx`;
+
+/** Sources read when Prometheus scrapes (gauges computed on demand, nothing per request). */
+export interface MetricSources {
+  redisUp?: () => number | undefined;
+  redisErrors?: () => number;
+  rateLimitFallback?: () => number;
+  targets?: () => Array<{ route: string; target: string; healthy: boolean }>;
+  reloads?: () => { count: number; failures: number; lastSuccess: boolean };
+}
+
+interface RequestSeries {
+  requests: Counter.Internal;
+  duration: Histogram.Internal<string>;
+}
+
+/**
+ * Prometheus metrics (prom-client), on a registry of the gateway's own (several gateways in one
+ * process never share series). Labels are bounded: the route id (never the raw path), a known
+ * method or `OTHER`, the status class, the policy or problem slug from config and catalog.
+ * Per-request work is two cached-child updates plus what the request's outcome adds.
+ */
+export class GatewayMetrics {
+  readonly registry = new Registry();
+  readonly #requests: Counter<string>;
+  readonly #duration: Histogram<string>;
+  readonly #upstreamDuration: Histogram<string>;
+  readonly #upstreamErrors: Counter<string>;
+  readonly #rateLimited: Counter<string>;
+  readonly #quota: Counter<string>;
+  readonly #authFailures: Counter<string>;
+  readonly #replays: Counter<string>;
+  readonly #conflicts: Counter<string>;
+  readonly #series = new Map<string, RequestSeries>();
+  readonly #upstreamSeries = new Map<string, Histogram.Internal<string>>();
+
+  constructor(sources: MetricSources = {}, options: { defaultMetrics?: boolean } = {}) {
+    const registers = [this.registry];
+    if (options.defaultMetrics !== false)
+      collectDefaultMetrics({ register: this.registry, prefix: 'tollgate_' });
+    this.#requests = new Counter({
+      name: 'tollgate_requests_total',
+      help: 'Requests answered, by route, method and status class.',
+      labelNames: ['route', 'method', 'status_class'],
+      registers,
+    });
+    this.#duration = new Histogram({
+      name: 'tollgate_request_duration_seconds',
+      help: 'Time from request to the end of the response, by route, method and status class.',
+      labelNames: ['route', 'method', 'status_class'],
+      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+      registers,
+    });
+    this.#upstreamDuration = new Histogram({
+      name: 'tollgate_upstream_duration_seconds',
+      help: 'Time until the upstream answered (headers), by route and target.',
+      labelNames: ['route', 'target'],
+      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+      registers,
+    });
+    this.#upstreamErrors = new Counter({
+      name: 'tollgate_upstream_errors_total',
+      help: 'Failed upstream attempts (connection errors, resets, timeouts), by route, target and code.',
+      labelNames: ['route', 'target', 'code'],
+      registers,
+    });
+    this.#rateLimited = new Counter({
+      name: 'tollgate_rate_limit_rejections_total',
+      help: 'Requests refused with 429, by route and the policy that tripped.',
+      labelNames: ['route', 'policy'],
+      registers,
+    });
+    this.#quota = new Counter({
+      name: 'tollgate_quota_rejections_total',
+      help: 'Requests refused with 402 quota-exceeded, by route.',
+      labelNames: ['route'],
+      registers,
+    });
+    this.#authFailures = new Counter({
+      name: 'tollgate_auth_failures_total',
+      help: 'Authentication and authorisation failures, by problem slug.',
+      labelNames: ['route', 'problem'],
+      registers,
+    });
+    this.#replays = new Counter({
+      name: 'tollgate_idempotent_replays_total',
+      help: 'Stored responses replayed for a repeated Idempotency-Key, by route.',
+      labelNames: ['route'],
+      registers,
+    });
+    this.#conflicts = new Counter({
+      name: 'tollgate_idempotency_conflicts_total',
+      help: 'Idempotency-Key conflicts (409), by route and reason.',
+      labelNames: ['route', 'reason'],
+      registers,
+    });
+    new Gauge({
+      name: 'tollgate_redis_up',
+      aggregator: 'min',
+      help: '1 when the Redis connection is ready, 0 when it is down (absent without Redis).',
+      registers,
+      collect() {
+        const up = sources.redisUp?.();
+        if (up !== undefined) this.set(up);
+      },
+    });
+    new Gauge({
+      name: 'tollgate_redis_errors',
+      aggregator: 'sum',
+      help: 'Redis commands that failed since start.',
+      registers,
+      collect() {
+        this.set(sources.redisErrors?.() ?? 0);
+      },
+    });
+    new Gauge({
+      name: 'tollgate_rate_limit_fallback_active',
+      aggregator: 'max',
+      help: '1 while rate limits run on the in-memory fallback because Redis is unavailable.',
+      registers,
+      collect() {
+        this.set(sources.rateLimitFallback?.() ?? 0);
+      },
+    });
+    new Gauge({
+      name: 'tollgate_upstream_target_healthy',
+      aggregator: 'min',
+      help: '1 when a target is in rotation, 0 while passive health checking keeps it out.',
+      labelNames: ['route', 'target'],
+      registers,
+      collect() {
+        this.reset();
+        for (const t of sources.targets?.() ?? [])
+          this.set({ route: t.route, target: t.target }, t.healthy ? 1 : 0);
+      },
+    });
+    new Gauge({
+      name: 'tollgate_config_reloads',
+      aggregator: 'max',
+      help: 'Config reloads attempted since start, by result.',
+      labelNames: ['result'],
+      registers,
+      collect() {
+        const r = sources.reloads?.();
+        if (!r) return;
+        this.set({ result: 'success' }, r.count - r.failures);
+        this.set({ result: 'failure' }, r.failures);
+      },
+    });
+    new Gauge({
+      name: 'tollgate_config_last_reload_success',
+      aggregator: 'min',
+      help: '1 when the last config reload succeeded (or none happened yet), else 0.',
+      registers,
+      collect() {
+        this.set(sources.reloads?.().lastSuccess === false ? 0 : 1);
+      },
+    });
+  }
+
+  /** Records one finished request: called once per request from the gateway's close handler. */
+  observe(ctx: RequestContext, endMono: number): void {
+    const route = ctx.routeId ?? 'unmatched';
+    const method = METHODS.has(ctx.req.method ?? '') ? ctx.req.method! : 'OTHER';
+    const status = ctx.res.statusCode;
+    const key = `${route}|${method}|${status}`;
+    let series = this.#series.get(key);
+    if (series === undefined) {
+      const labels = { route, method, status_class: statusClass(status) };
+      series = { requests: this.#requests.labels(labels), duration: this.#duration.labels(labels) };
+      // Bounded by routes × methods × statuses seen: route ids come from config, never raw paths.
+      this.#series.set(key, series);
+    }
+    series.requests.inc();
+    series.duration.observe((endMono - ctx.startMono) / 1000);
+    if (ctx.upstreamLatencyMs !== undefined && ctx.upstreamTarget !== undefined) {
+      const upstreamKey = `${route}|${ctx.upstreamTarget}`;
+      let upstream = this.#upstreamSeries.get(upstreamKey);
+      if (upstream === undefined) {
+        upstream = this.#upstreamDuration.labels({ route, target: ctx.upstreamTarget });
+        this.#upstreamSeries.set(upstreamKey, upstream);
+      }
+      upstream.observe(ctx.upstreamLatencyMs / 1000);
+    }
+    if (ctx.idempotentReplay) this.#replays.inc({ route });
+    const slug = ctx.problem?.slug;
+    if (slug === undefined) return;
+    if (slug === 'rate-limit-exceeded')
+      this.#rateLimited.inc({ route, policy: ctx.rateLimitPolicy ?? 'unknown' });
+    else if (slug === 'quota-exceeded') this.#quota.inc({ route });
+    else if (slug === 'idempotency-conflict') {
+      const reason = ctx.problem?.extensions?.reason;
+      this.#conflicts.inc({ route, reason: typeof reason === 'string' ? reason : 'unknown' });
+    } else if (AUTH_FAILURES.has(slug)) this.#authFailures.inc({ route, problem: slug });
+  }
+
+  /** A failed upstream attempt (retries included). */
+  upstreamError(route: string, target: string, code: string): void {
+    this.#upstreamErrors.inc({ route, target, code: /^[A-Za-z0-9_]{1,40}$/.test(code) ? code : 'other' });
+  }
+
+  text(): Promise<string> {
+    return this.registry.metrics();
+  }
+
+  get contentType(): string {
+    return this.registry.contentType;
+  }
+}

@@ -1,0 +1,81 @@
+import type { RequestContext } from '../gateway/request-context.js';
+import type { Clock } from '../shared/clock.js';
+import type { AuditRecord, AuditStore } from './audit.js';
+import { accessLineWriter, type Logger } from './logger.js';
+import type { GatewayMetrics } from './metrics.js';
+
+const round3 = (ms: number) => Math.round(ms * 1000) / 1000;
+
+/** The record of one finished request: the audit record and the access-log line share it. */
+export function auditRecord(ctx: RequestContext, endMono: number): AuditRecord {
+  const id = ctx.identity;
+  const res = ctx.res;
+  let bytesOut = ctx.bytesOut;
+  if (bytesOut === 0) {
+    const length = res.getHeader('content-length');
+    if (length !== undefined) bytesOut = Number(length) || 0;
+  }
+  return {
+    time: new Date(ctx.startedAt).toISOString(),
+    request_id: ctx.requestId,
+    trace_id: ctx.traceId,
+    method: ctx.req.method,
+    path: ctx.path,
+    route: ctx.routeId ?? null,
+    status: res.statusCode,
+    aborted: !res.writableFinished,
+    latency_ms: round3(endMono - ctx.startMono),
+    client_ip: ctx.clientIp || null,
+    auth_method: id?.method ?? null,
+    credential_id: id?.credentialId ?? null,
+    subject: id?.subject ?? null,
+    tenant: id?.tenant ?? null,
+    problem: ctx.problem?.slug ?? null,
+    upstream_status: ctx.upstreamStatus ?? null,
+    upstream_target: ctx.upstreamTarget ?? null,
+    upstream_latency_ms: ctx.upstreamLatencyMs === undefined ? null : round3(ctx.upstreamLatencyMs),
+    bytes_in: ctx.bytesIn,
+    bytes_out: bytesOut,
+    idempotent_replay: ctx.idempotentReplay,
+    rate_limit_policy: ctx.rateLimitPolicy ?? null,
+    signature:
+      ctx.signature === undefined
+        ? null
+        : {
+            timestamp: ctx.signature.timestamp,
+            body_sha256: ctx.signature.bodySha256,
+            result: ctx.signature.result,
+          },
+  };
+}
+
+/**
+ * What happens once per request when its response is over: one access-log line (the process
+ * logger, no child logger), the metrics, and the audit record — all from one record, serialised
+ * once.
+ */
+export function createRequestObserver(deps: {
+  logger: Logger;
+  metrics: GatewayMetrics;
+  audit: AuditStore;
+  clock: Clock;
+}): (ctx: RequestContext) => void {
+  const { logger, metrics, audit, clock } = deps;
+  const fastLine = accessLineWriter(logger);
+  const logs = logger.isLevelEnabled('info');
+  return function observeRequest(ctx) {
+    const end = clock.monotonic();
+    const record = auditRecord(ctx, end);
+    const json = JSON.stringify(record);
+    if (logs) {
+      if (fastLine !== undefined) fastLine(json);
+      else {
+        // pino stamps its own `time` on the line; the record's (the arrival time) would repeat the key.
+        const { time: _arrival, ...line } = record;
+        logger.info(line, 'request');
+      }
+    }
+    metrics.observe(ctx, end);
+    audit.append(record, json);
+  };
+}

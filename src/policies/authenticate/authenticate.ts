@@ -1,0 +1,151 @@
+import { Problem } from '../../problems/problem.js';
+import type { Clock } from '../../shared/clock.js';
+import type { Config, RouteConfig } from '../../config/schema.js';
+import type { Identity, RequestContext } from '../../gateway/request-context.js';
+import type { Stage } from '../../gateway/stage.js';
+import { looksLikeKey } from '../../keys/format.js';
+import type { KeyRecord } from '../../keys/record.js';
+import type { KeyService } from '../../keys/service.js';
+import type { RouteAuthConfig } from './schema.js';
+import { challenge } from './challenge.js';
+import { presentedCredentials } from './credentials.js';
+import type { JwtVerifier } from './jwt.js';
+
+export interface AuthenticateDeps {
+  keys: KeyService;
+  jwt: JwtVerifier | undefined;
+  plans: Config['plans'];
+  apiKeyHeader: string;
+  clock: Clock;
+}
+
+const MISSING = () =>
+  new Problem('missing-credentials', {
+    detail: 'This route needs an API key or a Bearer token.',
+    headers: challenge(),
+  });
+
+// One body for unknown, revoked and disabled keys: the answer must not tell them apart.
+const INVALID_KEY = () =>
+  new Problem('invalid-credentials', {
+    detail: 'The API key is not valid.',
+    headers: challenge('invalid_token', 'The API key is not valid.'),
+  });
+
+/**
+ * The `authenticate` stage: establishes `ctx.identity` from an API key (header or Bearer) or a
+ * JWT, and enforces the route's scopes. Everything about the route (accepted kinds, required
+ * scopes) is fixed here, at config load.
+ */
+export function createAuthenticateStage(
+  auth: Exclude<RouteAuthConfig, 'none'>,
+  deps: AuthenticateDeps,
+): Stage {
+  const allowKeys = auth.methods.includes('apiKey');
+  const allowJwt = auth.methods.includes('jwt') && deps.jwt !== undefined;
+  const required = auth.scopes;
+  const prefix = deps.keys.prefix;
+  const accepted = [allowKeys ? 'API keys' : undefined, allowJwt ? 'Bearer JWTs' : undefined]
+    .filter(Boolean)
+    .join(' or ');
+
+  const fromKey = (ctx: RequestContext, record: KeyRecord | undefined): void => {
+    if (record === undefined || !record.enabled) throw INVALID_KEY();
+    const now = deps.clock.now();
+    if (record.expiresAt !== null && Date.parse(record.expiresAt) <= now)
+      throw new Problem('expired-credentials', {
+        detail: 'The API key has expired.',
+        headers: challenge('invalid_token', 'The API key has expired.'),
+      });
+    if (record.plan !== null) {
+      const plan = deps.plans[record.plan];
+      if (plan === undefined || !plan.apiAccess)
+        throw new Problem('forbidden', { detail: 'The plan of this key does not include API access.' });
+    }
+    deps.keys.store.touch(record.id, now);
+    ctx.keyRecord = record;
+    authorize(ctx, {
+      method: 'api-key',
+      credentialId: record.id,
+      subject: record.ownerId ?? record.id,
+      tenant: record.tenantId ?? undefined,
+      scopes: record.scopes,
+      plan: record.plan ?? undefined,
+      rateLimits: record.rateLimits ?? undefined,
+      remaining: record.remaining ?? undefined,
+    });
+  };
+
+  const authorize = (ctx: RequestContext, identity: Identity): void => {
+    ctx.identity = identity;
+    if (required.length === 0) return;
+    const missing = required.filter((s) => !identity.scopes.includes(s));
+    if (missing.length > 0) {
+      const scope = missing.join(' ');
+      throw new Problem('insufficient-scope', {
+        detail: `This route needs the scope${missing.length === 1 ? '' : 's'} ${scope}.`,
+        extensions: { required_scope: scope },
+        headers: {
+          'www-authenticate': `Bearer realm="tollgate", error="insufficient_scope", scope="${required.join(' ')}"`,
+        },
+      });
+    }
+  };
+
+  return {
+    name: 'authenticate',
+    run(ctx: RequestContext) {
+      const presented = presentedCredentials(ctx.req, deps.apiKeyHeader);
+      if (presented.repeated)
+        throw new Problem('invalid-credentials', {
+          detail: 'A credential header was sent more than once.',
+          headers: challenge('invalid_request', 'A credential header was sent more than once.'),
+        });
+      if (presented.malformed && presented.header === undefined)
+        throw new Problem('invalid-credentials', {
+          detail: 'The Authorization header must be "Bearer <token>".',
+          headers: challenge('invalid_request', 'The Authorization header must be "Bearer <token>".'),
+        });
+      const bearerIsKey = presented.bearer !== undefined && looksLikeKey(presented.bearer, prefix);
+      let key = presented.header;
+      if (bearerIsKey) {
+        if (key !== undefined && key !== presented.bearer)
+          throw new Problem('invalid-credentials', {
+            detail: 'The request carries two different credentials.',
+            headers: challenge('invalid_request', 'The request carries two different credentials.'),
+          });
+        key = presented.bearer;
+      } else if (presented.bearer !== undefined && key !== undefined)
+        throw new Problem('invalid-credentials', {
+          detail: 'The request carries two different credentials.',
+          headers: challenge('invalid_request', 'The request carries two different credentials.'),
+        });
+
+      if (key !== undefined) {
+        if (!allowKeys)
+          throw new Problem('invalid-credentials', {
+            detail: `This route accepts ${accepted} only.`,
+            headers: challenge('invalid_token'),
+          });
+        const found = deps.keys.find(key);
+        if (found instanceof Promise) return found.then((record) => fromKey(ctx, record));
+        fromKey(ctx, found);
+        return;
+      }
+      if (presented.bearer !== undefined) {
+        if (!allowJwt)
+          throw new Problem('invalid-credentials', {
+            detail: `This route accepts ${accepted} only.`,
+            headers: challenge('invalid_token'),
+          });
+        const identity = deps.jwt!.verify(presented.bearer);
+        if (identity instanceof Promise) return identity.then((id) => authorize(ctx, id));
+        authorize(ctx, identity);
+        return;
+      }
+      throw MISSING();
+    },
+  };
+}
+
+export type { RouteConfig };

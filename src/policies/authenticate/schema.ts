@@ -1,0 +1,142 @@
+import { z } from 'zod';
+import { nonNegativeInt, positiveInt, bool } from '../../config/primitives.js';
+
+const HS = ['HS256', 'HS384', 'HS512'] as const;
+const ASYM = [
+  'RS256',
+  'RS384',
+  'RS512',
+  'PS256',
+  'PS384',
+  'PS512',
+  'ES256',
+  'ES384',
+  'ES512',
+  'EdDSA',
+] as const;
+export const jwtAlgorithm = z.enum([...HS, ...ASYM], {
+  error: 'must be an allowed JWS algorithm (never "none")',
+});
+
+export const jwtIssuerSchema = z
+  .strictObject({
+    issuer: z.string().min(1).describe('Expected `iss`.'),
+    audience: z
+      .union([z.string().min(1), z.array(z.string().min(1)).min(1)])
+      .optional()
+      .describe('Expected `aud` (one of them).'),
+    jwksUri: z
+      .url({ protocol: /^https?$/ })
+      .optional()
+      .describe('Remote JWKS, cached and refetched on an unknown `kid`.'),
+    secret: z
+      .string()
+      .min(32, 'must be at least 32 characters (RFC 7518 §3.2)')
+      .optional()
+      .describe('Shared secret for HS256/384/512.'),
+    publicKey: z
+      .string()
+      .includes('-----BEGIN', { error: 'must be a PEM public key' })
+      .optional()
+      .describe('PEM public key.'),
+    algorithms: z
+      .array(jwtAlgorithm)
+      .min(1)
+      .optional()
+      .describe('Allow-list; defaults to HS256 with `secret` and RS256 otherwise.'),
+    clockToleranceSec: nonNegativeInt(300).default(30).describe('Leeway for `exp` and `nbf`.'),
+    tenantClaim: z.string().min(1).optional().describe('Claim that carries the tenant id.'),
+    jwksCooldownSec: positiveInt()
+      .default(30)
+      .describe(
+        'At most one JWKS refetch per this many seconds (a flood of unknown `kid`s cannot hammer the IdP).',
+      ),
+    jwksMaxStaleSec: positiveInt()
+      .default(3600)
+      .describe('While the JWKS endpoint is down, the last good keys keep working this long.'),
+    jwksTimeoutMs: positiveInt().default(3000).describe('Timeout of one JWKS fetch.'),
+  })
+  .superRefine((iss, ctx) => {
+    const sources = [iss.jwksUri, iss.secret, iss.publicKey].filter((s) => s !== undefined).length;
+    if (sources !== 1)
+      ctx.addIssue({
+        code: 'custom',
+        path: [],
+        message: 'needs exactly one of jwksUri, secret or publicKey',
+      });
+    const algs = iss.algorithms ?? [];
+    if (iss.secret !== undefined && algs.some((a) => !a.startsWith('HS')))
+      ctx.addIssue({
+        code: 'custom',
+        path: ['algorithms'],
+        message: 'only HS256/HS384/HS512 go with `secret`',
+      });
+    if (iss.secret === undefined && algs.some((a) => a.startsWith('HS')))
+      ctx.addIssue({
+        code: 'custom',
+        path: ['algorithms'],
+        message: 'HS algorithms need `secret` (an HS token must never be checked against a public key)',
+      });
+  })
+  .transform((iss) => ({
+    ...iss,
+    algorithms: iss.algorithms ?? (iss.secret !== undefined ? ['HS256' as const] : ['RS256' as const]),
+  }))
+  .describe('A trusted JWT issuer.');
+
+export const authSchema = z
+  .strictObject({
+    jwt: z.array(jwtIssuerSchema).default([]).describe('Trusted JWT issuers.'),
+    apiKeys: z
+      .strictObject({
+        header: z
+          .string()
+          .regex(/^[A-Za-z0-9-]+$/, 'must be a header name')
+          .transform((h) => h.toLowerCase())
+          .default('x-api-key')
+          .describe('Header carrying an API key (a key is also accepted as `Authorization: Bearer <key>`).'),
+        prefix: z
+          .string()
+          .regex(/^[a-z][a-z0-9]{1,15}$/, 'must be 2-16 lower-case letters or digits, starting with a letter')
+          .default('tg')
+          .describe('Key prefix: keys look like `<prefix>_live_<base62>`.'),
+        cacheTtlMs: nonNegativeInt()
+          .default(5000)
+          .describe(
+            'In-process cache of key records (revocations also invalidate it through Redis pub/sub).',
+          ),
+      })
+      .prefault({}),
+    hmac: z
+      .strictObject({
+        toleranceSec: positiveInt().default(300).describe('Allowed clock skew of `X-Timestamp`.'),
+        replayProtection: bool()
+          .default(true)
+          .describe('Accept a given signature only once inside the window.'),
+      })
+      .prefault({}),
+  })
+  .prefault({})
+  .describe('Credentials the gateway accepts.');
+
+export const routeAuthSchema = z
+  .union([
+    z.literal('none'),
+    z.strictObject({
+      methods: z
+        .array(z.enum(['jwt', 'apiKey']))
+        .min(1)
+        .default(['jwt', 'apiKey'])
+        .describe('Accepted credential kinds.'),
+      scopes: z.array(z.string().min(1)).default([]).describe('Every listed scope is required.'),
+      hmac: z
+        .enum(['off', 'optional', 'required'])
+        .default('off')
+        .describe('HMAC request signing (API keys).'),
+    }),
+  ])
+  .describe('`none` (public) or the credential the route requires.');
+
+export type AuthConfig = z.output<typeof authSchema>;
+export type JwtIssuerConfig = z.output<typeof jwtIssuerSchema>;
+export type RouteAuthConfig = z.output<typeof routeAuthSchema>;

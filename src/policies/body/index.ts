@@ -1,0 +1,2 @@
+export { createBodyLimitStage } from './body-limit.js';
+export { createReadBodyStage } from './read-body.js';

@@ -1,0 +1,2 @@
+export { createGoneStage } from './gone.js';
+export { goneSchema, type GoneConfig } from './schema.js';

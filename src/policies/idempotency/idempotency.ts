@@ -1,0 +1,244 @@
+import { createHash } from 'node:crypto';
+import type { OutgoingHttpHeaders, ServerResponse } from 'node:http';
+import { Problem } from '../../problems/problem.js';
+import { HOP_BY_HOP } from '../../shared/http.js';
+import type { RequestContext } from '../../gateway/request-context.js';
+import type { Stage } from '../../gateway/stage.js';
+import type { IdempotencyConfig } from './schema.js';
+import type { IdempotencyStore, StoredResponse } from './store.js';
+
+/** Headers never stored for replay: per-connection, per-request, or meant for one client once. */
+const NOT_STORED = new Set([
+  ...HOP_BY_HOP,
+  'set-cookie',
+  'date',
+  'content-length',
+  'x-request-id',
+  'ratelimit',
+  'ratelimit-policy',
+  'idempotent-replayed',
+]);
+
+const HEADER = 'idempotency-key';
+
+export interface IdempotencyOptions {
+  config: IdempotencyConfig;
+  store: IdempotencyStore;
+  /** How long a first request may hold the key (the route's upstream timeout plus a margin). */
+  lockTtlMs: number;
+  /** `redis.onError: open`: run without idempotency while the store is down, instead of 503. */
+  failOpen: boolean;
+}
+
+function invalid(message: string): Problem {
+  return new Problem('validation-failed', {
+    detail: `Invalid Idempotency-Key: ${message}.`,
+    extensions: { errors: [{ pointer: '/headers/idempotency-key', message }] },
+  });
+}
+
+/**
+ * The key of a request: a bare token or an RFC 8941 sf-string (`"abc"` is the key `abc`), 1–255
+ * visible ASCII characters; undefined when absent. Throws 400 for a malformed or repeated header.
+ */
+export function parseIdempotencyKey(
+  raw: readonly string[],
+  value: string | string[] | undefined,
+): string | undefined {
+  let count = 0;
+  for (let i = 0; i < raw.length; i += 2)
+    if (raw[i]!.length === 15 && raw[i]!.toLowerCase() === HEADER) count++;
+  if (count > 1) throw invalid('sent more than once');
+  if (typeof value !== 'string') return undefined;
+  let key = value.trim();
+  if (key.startsWith('"')) {
+    if (key.length < 2 || !key.endsWith('"')) throw invalid('an unterminated quoted string');
+    const inner = key.slice(1, -1);
+    if (/(^|[^\\])"/.test(inner)) throw invalid('an unescaped quote inside the quoted string');
+    key = inner.replace(/\\(["\\])/g, '$1');
+  }
+  if (key.length < 1 || key.length > 255) throw invalid('must be 1 to 255 characters');
+  if (!/^[\x21-\x7e]+$/.test(key)) throw invalid('must be visible ASCII characters');
+  return key;
+}
+
+/**
+ * Idempotency keys (Stripe's semantics and the IETF httpapi draft's header, with the status codes
+ * of SPEC §3): the first request with a key runs and its response is kept for `ttlSec`; a repeat
+ * with the same method, path, query and body gets that response again with
+ * `Idempotent-Replayed: true`; a repeat while the first runs gets 409 `in-flight`; a repeat with a
+ * different request gets 409 `payload-mismatch`. Responses of 500 or more (gateway errors
+ * included), over `maxResponseBytes`, or cut short by the client are not kept: the key is released.
+ */
+export function createIdempotencyStage(o: IdempotencyOptions): Stage {
+  const methods = new Set<string>(o.config.methods);
+  const ttlMs = o.config.ttlSec * 1000;
+
+  const acquired = (ctx: RequestContext, storeKey: string, owner: string, fingerprint: string) => {
+    const capture = captureResponse(ctx.res, o.config.maxResponseBytes);
+    ctx.onClose((c) => {
+      const response = capture();
+      const status = c.res.statusCode;
+      const keep =
+        response !== undefined && c.res.writableFinished && (status < 500 || o.config.storeServerErrors);
+      const done = keep
+        ? o.store.complete(storeKey, owner, fingerprint, response, ttlMs)
+        : o.store.release(storeKey, owner);
+      done.catch(() => undefined); // the lock expires by its TTL if this fails
+    });
+  };
+
+  return {
+    name: 'idempotency',
+    run(ctx: RequestContext) {
+      const req = ctx.req;
+      if (!methods.has(req.method ?? '')) return;
+      const key = parseIdempotencyKey(req.rawHeaders, req.headers[HEADER]);
+      if (key === undefined) {
+        if (o.config.required)
+          throw new Problem('validation-failed', {
+            detail: 'This route needs an Idempotency-Key header.',
+            extensions: { errors: [{ pointer: '/headers/idempotency-key', message: 'is required' }] },
+          });
+        return;
+      }
+      const body = ctx.rawBody ?? Buffer.alloc(0);
+      const fingerprint = createHash('sha256')
+        .update(`${req.method}\n${req.url ?? ''}\n`)
+        .update(createHash('sha256').update(body).digest('hex'))
+        .digest('hex');
+      // Scoped to the credential (or the client address when anonymous): customers cannot collide.
+      const scope = ctx.identity?.credentialId ?? `ip:${ctx.clientIp}`;
+      const keyHash = createHash('sha256').update(key).digest('hex');
+      const storeKey = `idem:{${scope.replace(/[{}]/g, '_')}}:${keyHash}`;
+      let begun;
+      try {
+        begun = o.store.begin(storeKey, fingerprint, o.lockTtlMs);
+      } catch (err) {
+        return storeDown(err);
+      }
+      const decide = (b: Awaited<typeof begun>): void => {
+        if (b.state === 'acquired') {
+          acquired(ctx, storeKey, b.owner, fingerprint);
+          return;
+        }
+        if (b.fingerprint !== fingerprint)
+          throw new Problem('idempotency-conflict', {
+            detail: 'This Idempotency-Key was used with a different request.',
+            extensions: { reason: 'payload-mismatch' },
+          });
+        if (b.state === 'locked')
+          throw new Problem('idempotency-conflict', {
+            detail: 'A request with this Idempotency-Key is still in progress.',
+            extensions: { reason: 'in-flight' },
+            headers: { 'retry-after': '1' },
+          });
+        replay(ctx, b.response);
+      };
+      if (begun instanceof Promise) return begun.then(decide, storeDown);
+      decide(begun);
+    },
+  };
+
+  function storeDown(err: unknown): void {
+    if (o.failOpen) return; // run without idempotency (redis.onError: open)
+    if (err instanceof Problem) throw err;
+    throw new Problem('service-unavailable', {
+      detail: 'Idempotency records are unavailable; try again shortly.',
+      headers: { 'retry-after': '1' },
+      cause: err,
+    });
+  }
+}
+
+function replay(ctx: RequestContext, stored: StoredResponse): void {
+  const body = Buffer.from(stored.body, 'base64');
+  const headers = [
+    ...stored.headers,
+    'idempotent-replayed',
+    'true',
+    'x-request-id',
+    ctx.requestId,
+    'content-length',
+    String(body.length),
+  ];
+  ctx.idempotentReplay = true;
+  ctx.handled = true;
+  ctx.bytesOut = body.length;
+  ctx.res.writeHead(stored.status, headers);
+  ctx.res.end(body);
+}
+
+/**
+ * Records what is written to one response (status, end-to-end headers, body up to `limit` bytes)
+ * by wrapping that response's own `writeHead`, `write` and `end`. Returns a function that gives
+ * the recording, or undefined when the body went over the limit.
+ */
+function captureResponse(res: ServerResponse, limit: number): () => StoredResponse | undefined {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  let over = false;
+  let headList: unknown;
+  const keep = (chunk: unknown, encoding?: unknown) => {
+    if (over || chunk === undefined || chunk === null || typeof chunk === 'function') return;
+    const buf = Buffer.isBuffer(chunk)
+      ? chunk
+      : Buffer.from(chunk as string, typeof encoding === 'string' ? (encoding as BufferEncoding) : 'utf8');
+    size += buf.length;
+    if (size > limit) {
+      over = true;
+      chunks.length = 0;
+      return;
+    }
+    chunks.push(buf);
+  };
+  // The prototype's methods, called with this response as `this`.
+  type Fn = (this: ServerResponse, ...a: unknown[]) => unknown;
+  const proto = Object.getPrototypeOf(res) as Record<'writeHead' | 'write' | 'end', Fn>;
+  const writeHead = proto.writeHead;
+  const write = proto.write;
+  const end = proto.end;
+  res.writeHead = function (this: ServerResponse, ...args: unknown[]) {
+    headList = args.find((a) => typeof a === 'object' && a !== null);
+    return writeHead.apply(this, args);
+  } as ServerResponse['writeHead'];
+  res.write = function (this: ServerResponse, chunk: unknown, ...rest: unknown[]) {
+    keep(chunk, rest[0]);
+    return write.apply(this, [chunk, ...rest]);
+  } as ServerResponse['write'];
+  res.end = function (this: ServerResponse, chunk?: unknown, ...rest: unknown[]) {
+    keep(chunk, rest[0]);
+    return end.apply(this, [chunk, ...rest]);
+  } as ServerResponse['end'];
+  return () => {
+    if (over) return undefined;
+    return {
+      status: res.statusCode,
+      headers: storedHeaders(res.getHeaders(), headList),
+      body: Buffer.concat(chunks).toString('base64'),
+    };
+  };
+}
+
+function storedHeaders(set: OutgoingHttpHeaders, given: unknown): string[] {
+  const out: string[] = [];
+  const add = (name: string, value: unknown) => {
+    if (NOT_STORED.has(name.toLowerCase()) || value === undefined) return;
+    const values: unknown[] = Array.isArray(value) ? value : [value];
+    for (const v of values) if (typeof v === 'string' || typeof v === 'number') out.push(name, String(v));
+  };
+  const seen = new Set<string>();
+  if (Array.isArray(given)) {
+    for (let i = 0; i < given.length; i += 2) {
+      add(String(given[i]), given[i + 1]);
+      seen.add(String(given[i]).toLowerCase());
+    }
+  } else if (given !== undefined) {
+    for (const [k, v] of Object.entries(given as Record<string, unknown>)) {
+      add(k, v);
+      seen.add(k.toLowerCase());
+    }
+  }
+  for (const [k, v] of Object.entries(set)) if (!seen.has(k)) add(k, v);
+  return out;
+}

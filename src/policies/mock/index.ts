@@ -1,0 +1,2 @@
+export { createMockStage } from './mock.js';
+export { mockSchema, type MockConfig } from './schema.js';

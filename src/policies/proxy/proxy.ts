@@ -1,0 +1,341 @@
+import { Transform, type Readable } from 'node:stream';
+import type { Dispatcher } from 'undici';
+import { Problem } from '../../problems/problem.js';
+import type { ProblemWriter } from '../../problems/problem-details.js';
+import { MAX_UPSTREAM_ERROR_BODY, writeUpstreamProblem } from '../../problems/upstream-errors.js';
+import { IDEMPOTENT_METHODS } from '../../shared/http.js';
+import type { Clock } from '../../shared/clock.js';
+import type { RequestContext } from '../../gateway/request-context.js';
+import type { Stage } from '../../gateway/stage.js';
+import { downstreamHeaders, upstreamRequestHeaders, type RequestHeaderPlan } from './headers.js';
+import type { Target, UpstreamPool } from './upstream-pool.js';
+import type { UpstreamConfig } from './schema.js';
+
+/** Connection failures: the request never reached the upstream application. */
+const CONNECT_ERRORS = new Set([
+  'ECONNREFUSED',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'EADDRNOTAVAIL',
+  'UND_ERR_CONNECT_TIMEOUT',
+]);
+/** The upstream closed a kept-alive socket as we used it: nothing reached the application. */
+const STALE_SOCKET_ERRORS = new Set(['ECONNRESET', 'EPIPE', 'UND_ERR_SOCKET']);
+const TIMEOUT_ERRORS = new Set([
+  'UND_ERR_HEADERS_TIMEOUT',
+  'UND_ERR_CONNECT_TIMEOUT',
+  'UND_ERR_BODY_TIMEOUT',
+]);
+
+export interface ProxyStageOptions {
+  upstream: UpstreamConfig;
+  upstreamErrors: 'rewrite' | 'passthrough';
+  pool: UpstreamPool;
+  headers: RequestHeaderPlan;
+  writer: ProblemWriter;
+  clock: Clock;
+  /** Largest request body; enforced here for bodies streamed without Content-Length. */
+  bodyLimit: number;
+  /** Called for every upstream attempt that failed (metrics). */
+  onUpstreamError?: (ctx: RequestContext, target: Target, code: string) => void;
+}
+
+/**
+ * The terminal stage of an upstream route: forwards the request to one of the route's targets
+ * and streams the answer back. Resolves once the response is committed to the client; rejects
+ * with a Problem (502, 503, 504, 413) when there is nothing to stream.
+ */
+export class ProxyStage implements Stage {
+  readonly name = 'proxy';
+  readonly #o: ProxyStageOptions;
+  readonly #stripPrefix: string | undefined;
+
+  constructor(options: ProxyStageOptions) {
+    this.#o = options;
+    const sp = options.upstream.stripPrefix;
+    this.#stripPrefix = sp === '/' ? undefined : sp;
+  }
+
+  run(ctx: RequestContext): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      new Exchange(ctx, this.#o, this.upstreamPath(ctx), resolve, reject).attempt();
+    });
+  }
+
+  /** The path sent upstream (before the target's own base path): the canonical path with the prefix stripped. */
+  upstreamPath(ctx: RequestContext): string {
+    let path = ctx.path;
+    const sp = this.#stripPrefix;
+    if (
+      sp !== undefined &&
+      path.startsWith(sp) &&
+      (path.length === sp.length || path.charCodeAt(sp.length) === 47)
+    )
+      path = path.length === sp.length ? '/' : path.slice(sp.length);
+    return path + ctx.search;
+  }
+}
+
+const enum Phase {
+  /** Waiting for the upstream's response head. */
+  Waiting,
+  /** Streaming the upstream body to the client. */
+  Streaming,
+  /** Collecting an error body to rewrite it as a problem. */
+  Collecting,
+  Done,
+}
+
+/**
+ * One client request's trip upstream, across retries: an undici dispatch handler that writes the
+ * upstream's answer straight into the client response, pausing the upstream when the client
+ * cannot keep up.
+ */
+class Exchange implements Dispatcher.DispatchHandlers {
+  readonly #ctx: RequestContext;
+  readonly #o: ProxyStageOptions;
+  readonly #path: string;
+  readonly #resolve: () => void;
+  readonly #reject: (err: unknown) => void;
+  readonly #hasBody: boolean;
+  #target: Target | undefined;
+  #tried: Target[] | undefined;
+  #retriesLeft: number;
+  #phase = Phase.Waiting;
+  #started = 0;
+  #abort: ((err?: Error) => void) | undefined;
+  #clientGone = false;
+  #status = 0;
+  #headers: Record<string, string> | undefined;
+  #collected: Buffer[] | undefined;
+  #collectedBytes = 0;
+  #lastError: Problem | undefined;
+
+  constructor(
+    ctx: RequestContext,
+    o: ProxyStageOptions,
+    path: string,
+    resolve: () => void,
+    reject: (err: unknown) => void,
+  ) {
+    this.#ctx = ctx;
+    this.#o = o;
+    this.#path = path;
+    this.#resolve = resolve;
+    this.#reject = reject;
+    const h = ctx.req.headers;
+    const length = h['content-length'];
+    this.#hasBody =
+      ctx.rawBody !== undefined
+        ? ctx.rawBody.length > 0
+        : (length !== undefined && length !== '0') || h['transfer-encoding'] !== undefined;
+    // A body can be sent twice only when the gateway holds it (buffered for HMAC or idempotency).
+    const replayable = !this.#hasBody || ctx.rawBody !== undefined;
+    this.#retriesLeft = replayable && IDEMPOTENT_METHODS.has(ctx.req.method ?? '') ? o.upstream.retries : 0;
+    ctx.onClose(() => this.#clientClosed());
+  }
+
+  attempt(): void {
+    const o = this.#o;
+    const ctx = this.#ctx;
+    const target = o.pool.pick(this.#tried);
+    if (target === undefined) {
+      // With retries exhausted, the failure that made us retry is the answer.
+      this.#fail(
+        this.#lastError ??
+          new Problem('service-unavailable', {
+            detail: 'No healthy upstream target is available.',
+            headers: { 'retry-after': String(o.pool.retryAfterSec()) },
+          }),
+      );
+      return;
+    }
+    this.#target = target;
+    this.#abort = undefined;
+    ctx.upstreamTarget = target.origin;
+    this.#started = o.clock.monotonic();
+    const headers = upstreamRequestHeaders(ctx, o.headers, target.host);
+    let body: Buffer | Readable | null = null;
+    if (ctx.rawBody !== undefined) {
+      headers['content-length'] = String(ctx.rawBody.length);
+      body = ctx.rawBody.length > 0 ? ctx.rawBody : null;
+    } else if (this.#hasBody) body = this.#bodyStream();
+    target.pool.dispatch(
+      {
+        origin: target.origin,
+        path: target.basePath + this.#path,
+        method: (ctx.req.method ?? 'GET') as Dispatcher.HttpMethod,
+        headers: headers as Record<string, string | string[]>,
+        body,
+      },
+      this,
+    );
+  }
+
+  #bodyStream(): Readable {
+    const ctx = this.#ctx;
+    const source = ctx.req;
+    const length = source.headers['content-length'];
+    if (length !== undefined) {
+      ctx.bytesIn = Number(length) || 0;
+      return source;
+    }
+    // A chunked upload: its size is unknown up front, so the limit is enforced as it streams.
+    const limit = this.#o.bodyLimit;
+    let size = 0;
+    const counter = new Transform({
+      transform: (chunk: Buffer, _enc, done) => {
+        size += chunk.length;
+        ctx.bytesIn = size;
+        if (size > limit) {
+          source.unpipe(counter);
+          const problem = new Problem('payload-too-large', {
+            detail: `The request body is larger than ${limit} bytes.`,
+            headers: { connection: 'close' },
+          });
+          this.#fail(problem);
+          this.#abort?.(problem);
+          done(problem);
+          return;
+        }
+        done(null, chunk);
+      },
+    });
+    return source.pipe(counter);
+  }
+
+  // ---- undici dispatch handler -------------------------------------------------------------
+
+  onConnect(abort: (err?: Error) => void): void {
+    this.#abort = abort;
+    if (this.#clientGone) abort();
+  }
+
+  onHeaders(statusCode: number, rawHeaders: Buffer[], resume: () => void): boolean {
+    if (statusCode < 200) return true; // 1xx: the final response follows
+    const ctx = this.#ctx;
+    const o = this.#o;
+    o.pool.succeeded(this.#target!);
+    ctx.upstreamStatus = statusCode;
+    ctx.upstreamLatencyMs = o.clock.monotonic() - this.#started;
+    if (this.#phase !== Phase.Waiting) return true; // already answered (413 mid-upload)
+    const { list, map } = downstreamHeaders(rawHeaders, ctx.requestId);
+    if (statusCode >= 400 && o.upstreamErrors === 'rewrite') {
+      this.#phase = Phase.Collecting;
+      this.#status = statusCode;
+      this.#headers = map;
+      this.#collected = [];
+      return true;
+    }
+    this.#phase = Phase.Streaming;
+    const res = ctx.res;
+    res.writeHead(statusCode, list);
+    res.on('drain', resume);
+    this.#resolve();
+    return true;
+  }
+
+  onData(chunk: Buffer): boolean {
+    if (this.#phase === Phase.Streaming) {
+      this.#ctx.bytesOut += chunk.length;
+      return this.#ctx.res.write(chunk);
+    }
+    if (this.#phase === Phase.Collecting) {
+      this.#collectedBytes += chunk.length;
+      if (this.#collectedBytes <= MAX_UPSTREAM_ERROR_BODY) this.#collected!.push(chunk);
+    }
+    return true;
+  }
+
+  onComplete(): void {
+    const ctx = this.#ctx;
+    if (this.#phase === Phase.Streaming) {
+      this.#phase = Phase.Done;
+      ctx.res.end();
+      return;
+    }
+    if (this.#phase === Phase.Collecting) {
+      this.#phase = Phase.Done;
+      const body =
+        this.#collectedBytes <= MAX_UPSTREAM_ERROR_BODY ? Buffer.concat(this.#collected!) : undefined;
+      const isHead = ctx.req.method === 'HEAD';
+      writeUpstreamProblem(
+        ctx.res,
+        this.#o.writer,
+        ctx.requestId,
+        this.#status,
+        this.#headers!,
+        isHead ? undefined : body,
+      );
+      this.#resolve();
+    }
+  }
+
+  onError(err: Error): void {
+    const ctx = this.#ctx;
+    const o = this.#o;
+    if (this.#phase === Phase.Streaming) {
+      // A body cut short upstream must reach the client as a cut-short body, never as a complete one.
+      this.#phase = Phase.Done;
+      ctx.res.destroy();
+      return;
+    }
+    if (this.#phase === Phase.Done) return;
+    if (this.#clientGone) {
+      this.#fail(new Problem('bad-gateway', { detail: 'The client closed the connection.', cause: err }));
+      return;
+    }
+    if (err instanceof Problem) {
+      this.#fail(err);
+      return;
+    }
+    const target = this.#target!;
+    const code = (err as NodeJS.ErrnoException).code ?? 'unknown';
+    o.onUpstreamError?.(ctx, target, code);
+    const retryable =
+      (CONNECT_ERRORS.has(code) || STALE_SOCKET_ERRORS.has(code)) &&
+      this.#phase === Phase.Waiting &&
+      this.#retriesLeft > 0;
+    // A reset of a kept-alive socket is usually the upstream closing it idle: retried elsewhere, it
+    // does not count against the target's health; when it cannot be retried, it does.
+    if (!(retryable && STALE_SOCKET_ERRORS.has(code))) o.pool.failed(target);
+    const problem = TIMEOUT_ERRORS.has(code)
+      ? new Problem('gateway-timeout', {
+          detail: `The upstream service did not answer within ${o.upstream.timeoutMs} ms.`,
+          cause: err,
+        })
+      : new Problem('bad-gateway', {
+          detail: 'The upstream service could not be reached or answered invalidly.',
+          cause: err,
+        });
+    if (retryable) {
+      this.#retriesLeft--;
+      this.#lastError = problem;
+      (this.#tried ??= []).push(target);
+      this.attempt();
+      return;
+    }
+    this.#fail(problem);
+  }
+
+  // ------------------------------------------------------------------------------------------
+
+  #fail(problem: Problem): void {
+    if (this.#phase === Phase.Done || this.#phase === Phase.Streaming) return;
+    this.#phase = Phase.Done;
+    this.#reject(problem);
+  }
+
+  #clientClosed(): void {
+    if (this.#ctx.res.writableFinished) return;
+    // The client left before the end: stop the upstream request at once (frees the socket too).
+    this.#clientGone = true;
+    this.#abort?.(new Error('client closed the connection'));
+  }
+}
+
+export function createProxyStage(options: ProxyStageOptions): Stage {
+  return new ProxyStage(options);
+}

@@ -1,0 +1,43 @@
+import { z } from 'zod';
+import { mountPath, nonNegativeInt, positiveInt, bool } from '../../config/primitives.js';
+
+export const upstreamSchema = z
+  .strictObject({
+    targets: z
+      .array(
+        z
+          .url({ protocol: /^https?$/, error: 'must be an http:// or https:// URL' })
+          .refine((u) => !new URL(u).search && !new URL(u).hash, 'must not carry a query or fragment'),
+      )
+      .min(1, 'must list at least one target')
+      .describe(
+        'Upstream base URLs, used round-robin. A path in the URL is prepended to the forwarded path.',
+      ),
+    stripPrefix: mountPath()
+      .optional()
+      .describe('A leading path removed before forwarding (`/v1` turns `/v1/orders/7` into `/orders/7`).'),
+    timeoutMs: positiveInt()
+      .default(30_000)
+      .describe('Time allowed for the upstream to start answering; then 504 gateway-timeout.'),
+    retries: nonNegativeInt(5)
+      .default(1)
+      .describe(
+        'Retries on another target for idempotent methods when the connection failed before any byte was sent.',
+      ),
+    preserveHost: bool()
+      .default(false)
+      .describe("Send the client's `Host` upstream instead of the target's host."),
+    maxSockets: positiveInt().default(256).describe('Keep-alive sockets per target.'),
+    passiveHealth: z
+      .strictObject({
+        failures: positiveInt()
+          .default(3)
+          .describe('Consecutive connection failures or timeouts that take a target out.'),
+        cooldownSec: positiveInt().default(10).describe('How long a failed target stays out.'),
+      })
+      .prefault({})
+      .describe('Passive health checking: a target that keeps failing is taken out for a while.'),
+  })
+  .describe('Where the route forwards to.');
+
+export type UpstreamConfig = z.output<typeof upstreamSchema>;

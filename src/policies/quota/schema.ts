@@ -1,0 +1,20 @@
+import { z } from 'zod';
+import { positiveInt } from '../../config/primitives.js';
+
+export const planQuotaSchema = z
+  .strictObject({
+    limit: positiveInt().describe('Units allowed per period.'),
+    period: z
+      .enum(['day', 'month', 'lifetime'])
+      .describe('Calendar UTC day, calendar UTC month, or lifetime.'),
+  })
+  .describe("A plan's quota.");
+
+export const routeQuotaSchema = z
+  .strictObject({
+    cost: positiveInt().default(1).describe('Units charged per request that the upstream answers below 500.'),
+  })
+  .describe("The route's charge against the plan quota (and the key's `remaining`).");
+
+export type PlanQuotaConfig = z.output<typeof planQuotaSchema>;
+export type RouteQuotaConfig = z.output<typeof routeQuotaSchema>;

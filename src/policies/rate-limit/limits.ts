@@ -1,0 +1,290 @@
+import { Problem } from '../../problems/problem.js';
+import type { Clock } from '../../shared/clock.js';
+import type { PlanConfig } from '../../config/schema.js';
+import type { RequestContext } from '../../gateway/request-context.js';
+import type { Stage } from '../../gateway/stage.js';
+import { periodOf } from '../quota/period.js';
+import type { PlanQuotaConfig } from '../quota/schema.js';
+import type { ConsumeResult, CounterSpec, CounterStore } from './counters.js';
+import type { RateLimitConfig } from './schema.js';
+
+/** A rate-limit policy as applied to one request. */
+interface Applied {
+  spec: CounterSpec;
+  kind: 'rate' | 'quota' | 'remaining';
+  name: string;
+  limit: number;
+  /** Window length (rate) in seconds. */
+  windowSec: number;
+  /** Epoch ms when this counter resets (null: never). */
+  resetAt: number | null;
+}
+
+export interface LimitsOptions {
+  routeId: string;
+  /** The route's own rate limits. */
+  rateLimits: readonly RateLimitConfig[];
+  /** The route's charge against the plan quota; undefined when the route charges none. */
+  quotaCost: number | undefined;
+  plans: Readonly<Record<string, PlanConfig>>;
+  counters: CounterStore;
+  clock: Clock;
+  /** True when the route answers locally (mock): quota is owed when the answer is below 500. */
+  local: boolean;
+  /** A quota for every identity, whatever its plan (the `quota()` middleware). */
+  quota?: { config: PlanQuotaConfig; by: 'credential' | 'tenant' } | undefined;
+}
+
+// A hash tag must not contain braces, or Redis would read a different tag.
+const tagOf = (value: string) =>
+  value.includes('{') || value.includes('}')
+    ? value.replace(/[{}]/g, (c) => (c === '{' ? '%7B' : '%7D'))
+    : value;
+
+/**
+ * Rate limits, quota and the key's `remaining` uses, enforced together so that all of a
+ * request's counters take one Redis round trip and are all-or-nothing (a request refused by one
+ * limit consumes no other budget).
+ *
+ * - Rate limits: the route's, the plan's and the key's own (`by`: ip, key, subject, tenant, route,
+ *   global; anonymous requests count by client IP), fixed windows aligned to the epoch.
+ *   `RateLimit-Policy` and `RateLimit` (IETF httpapi draft) on every response; 429 with
+ *   `Retry-After` and `policy`.
+ * - Quota and `remaining`: reserved with the request, refunded when the upstream answered 500 or
+ *   more, or never answered (charge-on-success, by reservation and refund). Exhausted: 402.
+ */
+export function createLimitsStage(o: LimitsOptions): Stage {
+  const policyHeaderCache = new Map<string, string>();
+  const routeScope = `route:${o.routeId}`;
+
+  const rateApplied = (ctx: RequestContext, scope: string, rl: RateLimitConfig, now: number): Applied => {
+    const id = ctx.identity;
+    let subject: string;
+    switch (rl.by) {
+      case 'ip':
+        subject = ctx.clientIp;
+        break;
+      case 'key':
+        subject = id?.credentialId ?? ctx.clientIp;
+        break;
+      case 'subject':
+        subject = id?.subject ?? ctx.clientIp;
+        break;
+      case 'tenant':
+        subject = id === undefined ? ctx.clientIp : (id.tenant ?? id.subject);
+        break;
+      case 'route':
+        subject = o.routeId;
+        break;
+      case 'global':
+        subject = 'global';
+        break;
+    }
+    const { spec, resetAt } = rateCounter(scope, rl, subject, now);
+    return { spec, kind: 'rate', name: rl.name, limit: rl.limit, windowSec: rl.windowSec, resetAt };
+  };
+
+  const policyHeader = (applied: readonly Applied[], cacheKey: string | undefined): string => {
+    if (cacheKey !== undefined) {
+      const cached = policyHeaderCache.get(cacheKey);
+      if (cached !== undefined) return cached;
+    }
+    const value = applied
+      .filter((a) => a.kind === 'rate')
+      .map((a) => `"${a.name}";q=${a.limit};w=${a.windowSec}`)
+      .join(', ');
+    if (cacheKey !== undefined) policyHeaderCache.set(cacheKey, value);
+    return value;
+  };
+
+  const decide = (
+    ctx: RequestContext,
+    applied: Applied[],
+    result: ConsumeResult,
+    now: number,
+    cacheKey: string | undefined,
+  ): void => {
+    const res = ctx.res;
+    const policies = policyHeader(applied, cacheKey);
+    if (policies !== '') {
+      res.setHeader('ratelimit-policy', policies);
+      // The policy nearest exhaustion (the smallest share left), or the one that refused the request.
+      const tripped = !result.ok && applied[result.failed]!.kind === 'rate' ? result.failed : -1;
+      let best = tripped;
+      let bestShare = Infinity;
+      if (best === -1)
+        applied.forEach((a, i) => {
+          if (a.kind !== 'rate') return;
+          const share = Math.max(0, a.limit - result.used[i]!) / a.limit;
+          if (share < bestShare) {
+            bestShare = share;
+            best = i;
+          }
+        });
+      if (best !== -1) {
+        const a = applied[best]!;
+        const remaining = best === tripped ? 0 : Math.max(0, a.limit - result.used[best]!);
+        res.setHeader(
+          'ratelimit',
+          `"${a.name}";r=${remaining};t=${Math.max(0, Math.ceil((a.resetAt! - now) / 1000))}`,
+        );
+      }
+    }
+    if (!result.ok) {
+      const a = applied[result.failed]!;
+      if (a.kind === 'rate') {
+        ctx.rateLimitPolicy = a.name;
+        const retryAfter = Math.max(1, Math.ceil((a.resetAt! - now) / 1000));
+        throw new Problem('rate-limit-exceeded', {
+          detail: `The rate limit "${a.name}" (${a.limit} per ${a.windowSec} s) is exhausted; retry in ${retryAfter} s.`,
+          extensions: { policy: a.name },
+          headers: { 'retry-after': String(retryAfter) },
+        });
+      }
+      throw new Problem('quota-exceeded', {
+        detail:
+          a.kind === 'quota'
+            ? `The plan's quota of ${a.limit} is used up${a.resetAt === null ? '' : ` until ${new Date(a.resetAt).toISOString()}`}.`
+            : `This key's ${a.limit} uses are used up.`,
+        extensions: {
+          limit: a.limit,
+          resets_at: a.resetAt === null ? null : new Date(a.resetAt).toISOString(),
+        },
+      });
+    }
+    const owed = applied.filter((a) => a.kind !== 'rate').map((a) => a.spec);
+    if (owed.length > 0)
+      ctx.onClose((c) => {
+        const answered = o.local
+          ? c.res.writableFinished && c.res.statusCode < 500
+          : c.upstreamStatus !== undefined && c.upstreamStatus < 500;
+        if (!answered) void Promise.resolve(o.counters.refund(owed)).catch(() => undefined);
+      });
+  };
+
+  return {
+    name: 'rate-limit',
+    run(ctx: RequestContext) {
+      const id = ctx.identity;
+      const planName = id?.plan;
+      const plan: PlanConfig | undefined = planName === undefined ? undefined : o.plans[planName];
+      const now = o.clock.now();
+      const applied: Applied[] = [];
+      for (const rl of o.rateLimits) applied.push(rateApplied(ctx, routeScope, rl, now));
+      if (plan !== undefined)
+        for (const rl of plan.rateLimits) applied.push(rateApplied(ctx, `plan:${planName}`, rl, now));
+      const own = id?.rateLimits;
+      if (own !== undefined)
+        for (const rl of own) applied.push(rateApplied(ctx, `key:${id!.credentialId}`, rl, now));
+      const quota =
+        o.quota ?? (plan?.quota === undefined ? undefined : { config: plan.quota, by: plan.quotaBy });
+      if (o.quotaCost !== undefined && quota !== undefined && id !== undefined)
+        applied.push(
+          quotaApplied(
+            quota.config,
+            quota.by === 'tenant' ? (id.tenant ?? id.credentialId) : id.credentialId,
+            quota.by,
+            o.quotaCost,
+            now,
+          ),
+        );
+      if (id?.remaining !== undefined) {
+        const tag = tagOf(`key:${id.credentialId}`);
+        applied.push({
+          spec: {
+            kind: 'remaining',
+            key: `rem:{${tag}}:${id.credentialId}`,
+            tag,
+            limit: id.remaining,
+            cost: 1,
+            ttlMs: 0,
+            spanSec: 0,
+          },
+          kind: 'remaining',
+          name: 'remaining',
+          limit: id.remaining,
+          windowSec: 0,
+          resetAt: null,
+        });
+      }
+      if (applied.length === 0) return;
+      // The policy header depends on the route and the plan only (a key's own limits are rare).
+      const cacheKey = own === undefined ? (planName ?? '') : undefined;
+      const result = o.counters.consume(applied.map((a) => a.spec));
+      if (result instanceof Promise) return result.then((r) => decide(ctx, applied, r, now, cacheKey));
+      decide(ctx, applied, result, now, cacheKey);
+    },
+  };
+}
+
+/** The counter of one rate-limit policy for one subject, in the window `now` falls in. */
+export function rateCounter(
+  scope: string,
+  rl: RateLimitConfig,
+  subject: string,
+  now: number,
+): { spec: CounterSpec; resetAt: number } {
+  const windowMs = rl.windowSec * 1000;
+  const index = Math.floor(now / windowMs);
+  const resetAt = (index + 1) * windowMs;
+  const tag = tagOf(`${rl.by}:${subject}`);
+  return {
+    spec: {
+      kind: 'rate',
+      key: `rl:{${tag}}:${scope}:${rl.name}:${rl.windowSec}:${index}`,
+      tag,
+      limit: rl.limit,
+      cost: rl.cost,
+      ttlMs: resetAt - now + 1000,
+      spanSec: rl.windowSec + 1,
+    },
+    resetAt,
+  };
+}
+
+/** The counter of a plan quota for one subject, in the period `now` falls in. */
+export function quotaCounter(
+  quota: PlanQuotaConfig,
+  subject: string,
+  by: string,
+  cost: number,
+  now: number,
+): CounterSpec {
+  return quotaApplied(quota, subject, by, cost, now).spec;
+}
+
+function quotaApplied(
+  quota: PlanQuotaConfig,
+  subject: string,
+  by: string,
+  cost: number,
+  now: number,
+): Applied {
+  const period = periodOf(quota.period, now);
+  const tag = tagOf(`${by === 'tenant' ? 'tenant' : 'key'}:${subject}`);
+  return {
+    spec: {
+      kind: 'quota',
+      key: `q:{${tag}}:${quota.period}:${period.id}`,
+      tag,
+      limit: quota.limit,
+      cost,
+      // Kept an hour past the period's end (refunds arriving late still find it); lifetime: for ever.
+      ttlMs: period.endsAt === null ? 0 : period.endsAt - now + 3_600_000,
+      // Memory counters expire through setTimeout, which cannot wait a month (2³¹ ms ≈ 24.8 days):
+      // a month's counter is kept (a few bytes per credential and month), a day's expires.
+      spanSec: quota.period === 'day' ? 86_400 + 3_600 : 0,
+    },
+    kind: 'quota',
+    name: 'quota',
+    limit: quota.limit,
+    windowSec: 0,
+    resetAt: period.endsAt,
+  };
+}
+
+/** The counter keys of a key's `remaining` uses (reset when an admin sets `remaining`). */
+export function remainingCounter(credentialId: string): { key: string; tag: string } {
+  const tag = tagOf(`key:${credentialId}`);
+  return { key: `rem:{${tag}}:${credentialId}`, tag };
+}

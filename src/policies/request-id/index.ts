@@ -1,0 +1,1 @@
+export { requestId, requestIdFrom, traceparentFrom, newTraceparent, ensureContext } from './request-id.js';

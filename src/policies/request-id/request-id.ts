@@ -1,0 +1,98 @@
+import { randomFillSync, randomUUID } from 'node:crypto';
+import type { RequestHandler } from 'express';
+import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http';
+import { RequestContext, contextOf } from '../../gateway/request-context.js';
+import { splitTarget } from '../../gateway/path.js';
+import { systemClock, type Clock } from '../../shared/clock.js';
+
+// SPEC §4: an inbound id is kept only when it matches this; otherwise a new UUID is made.
+const VALID_REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
+// W3C Trace Context §3.2: version-traceid-parentid-flags, lower-case hex.
+const TRACEPARENT = /^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-[^]*)?$/;
+const ZERO_TRACE = '00000000000000000000000000000000';
+const ZERO_PARENT = '0000000000000000';
+
+/** The request id for a request: the client's when it is well-formed, else a fresh UUID. */
+export function requestIdFrom(header: string | string[] | undefined): string {
+  // A repeated header arrives joined with ", " and fails the pattern: a new id, as for any bad one.
+  return typeof header === 'string' && VALID_REQUEST_ID.test(header) ? header : randomUUID();
+}
+
+/** The inbound `traceparent` when valid (forwarded unchanged), else a new one (sampled). */
+export function traceparentFrom(header: string | string[] | undefined): string {
+  if (typeof header === 'string' && header.length >= 55) {
+    const m = TRACEPARENT.exec(header);
+    if (m && m[1] !== 'ff' && m[2] !== ZERO_TRACE && m[3] !== ZERO_PARENT) {
+      // Version 00 has exactly four fields; a higher version may append more (§3.2.4).
+      if (m[1] !== '00' || m[5] === undefined) return header;
+    }
+  }
+  return newTraceparent();
+}
+
+// Random bytes are drawn 4 KiB at a time: one randomFillSync per 170 trace ids instead of one each.
+const POOL_SIZE = 4096;
+const pool = Buffer.allocUnsafe(POOL_SIZE);
+let poolOffset = POOL_SIZE;
+
+export function newTraceparent(): string {
+  if (poolOffset + 24 > POOL_SIZE) {
+    randomFillSync(pool);
+    poolOffset = 0;
+  }
+  const traceId = pool.toString('hex', poolOffset, poolOffset + 16);
+  const parentId = pool.toString('hex', poolOffset + 16, poolOffset + 24);
+  poolOffset += 24;
+  return `00-${traceId}-${parentId}-01`;
+}
+
+/** A new context for a request: its id and trace accepted or made (SPEC §4), its arrival time. */
+export function newContext(req: IncomingMessage, res: ServerResponse, clock: Clock): RequestContext {
+  const headers: IncomingHttpHeaders = req.headers;
+  return new RequestContext(
+    req,
+    res,
+    requestIdFrom(headers['x-request-id']),
+    traceparentFrom(headers.traceparent),
+    clock.now(),
+    clock.monotonic(),
+  );
+}
+
+/**
+ * The request context of a request in a plain Express app: the one an earlier Tollgate
+ * middleware made, or a new one whose close hooks run when the response is over.
+ */
+export function ensureContext(
+  req: IncomingMessage,
+  res: ServerResponse,
+  clock: Clock = systemClock,
+): RequestContext {
+  const known = contextOf(req);
+  if (known !== undefined) return known;
+  const ctx = newContext(req, res, clock);
+  const { path, search } = splitTarget(req.url ?? '/');
+  ctx.path = path;
+  ctx.search = search;
+  res.once('close', () => {
+    for (const hook of ctx.closeHooks ?? []) hook(ctx);
+  });
+  return ctx;
+}
+
+/**
+ * Express middleware: accepts or makes the request id (SPEC §4), echoes it as `X-Request-Id`,
+ * and starts the Tollgate request context the other middlewares share.
+ *
+ * @example
+ * app.use(requestId());
+ * app.get('/', (req, res) => res.json({ id: res.getHeader('x-request-id') }));
+ */
+export function requestId(options: { clock?: Clock } = {}): RequestHandler {
+  const clock = options.clock ?? systemClock;
+  return function requestIdMiddleware(req, res, next) {
+    const ctx = ensureContext(req, res, clock);
+    res.setHeader('x-request-id', ctx.requestId);
+    next();
+  };
+}

@@ -1,0 +1,167 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { ErrorRequestHandler } from 'express';
+import { catalog, type ProblemSlug } from './catalog.js';
+import { Problem, isProblem } from './problem.js';
+import { securityHeaders } from '../shared/security-headers.js';
+import { reasonPhrase } from '../shared/http.js';
+import { contextOf } from '../gateway/request-context.js';
+import { requestIdFrom } from '../policies/request-id/request-id.js';
+
+export const PROBLEM_CONTENT_TYPE = 'application/problem+json';
+
+/** Members RFC 9457 and SPEC §3 reserve; extensions never overwrite them. */
+const RESERVED = new Set(['type', 'title', 'status', 'detail', 'instance', 'request_id']);
+
+export interface ProblemWriterOptions {
+  /** `type` = typeBase + slug. */
+  typeBase: string;
+  /** Constant headers (helmet's) added to every problem response. */
+  securityHeaders?: ReadonlyArray<readonly [string, string]>;
+}
+
+/**
+ * The one writer of error bodies. Everything that fails ends here, as an RFC 9457 problem with
+ * `instance` = `/requests/<request id>` and `request_id`.
+ */
+export class ProblemWriter {
+  readonly typeBase: string;
+  readonly #security: ReadonlyArray<readonly [string, string]>;
+
+  constructor(options: ProblemWriterOptions) {
+    this.typeBase = options.typeBase;
+    this.#security = options.securityHeaders ?? securityHeaders();
+  }
+
+  typeOf(slug: ProblemSlug): string {
+    return this.typeBase + slug;
+  }
+
+  /** The problem document of a Problem, for a request id. */
+  document(problem: Problem, requestId: string): Record<string, unknown> {
+    const doc: Record<string, unknown> = {
+      type: this.typeOf(problem.slug),
+      title: problem.title,
+      status: problem.status,
+      detail: problem.detail,
+      instance: instanceOf(requestId),
+      request_id: requestId,
+    };
+    if (problem.extensions) {
+      for (const [k, v] of Object.entries(problem.extensions)) if (!RESERVED.has(k)) doc[k] = v;
+    }
+    return doc;
+  }
+
+  /** Writes a Problem as the response. If the response has already started, the connection is cut instead. */
+  write(res: ServerResponse, problem: Problem, requestId: string): void {
+    this.send(res, problem.status, this.document(problem, requestId), requestId, problem.headers);
+  }
+
+  /** Writes any problem document (an upstream's rewritten problem included). */
+  send(
+    res: ServerResponse,
+    status: number,
+    doc: Record<string, unknown>,
+    requestId: string,
+    headers?: Record<string, string>,
+  ): void {
+    if (res.headersSent) {
+      // A body already streamed: the only honest signal left is to cut the connection.
+      res.destroy();
+      return;
+    }
+    const body = JSON.stringify(doc);
+    for (const name of ['content-encoding', 'content-range', 'etag', 'last-modified', 'content-disposition'])
+      res.removeHeader(name);
+    for (const [k, v] of this.#security) res.setHeader(k, v);
+    if (headers) for (const [k, v] of Object.entries(headers)) res.setHeader(k, v);
+    res.setHeader('content-type', PROBLEM_CONTENT_TYPE);
+    res.setHeader('cache-control', 'no-store');
+    res.setHeader('x-request-id', requestId);
+    res.setHeader('content-length', Buffer.byteLength(body));
+    res.statusCode = status;
+    res.end(body);
+  }
+
+  /**
+   * A complete HTTP/1.1 response for a request Node refused before it became a request (the
+   * `clientError` path), written straight to the socket. The connection is closed after it.
+   */
+  raw(problem: Problem, requestId: string): string {
+    const body = JSON.stringify(this.document(problem, requestId));
+    const lines = [
+      `HTTP/1.1 ${problem.status} ${reasonPhrase(problem.status)}`,
+      `content-type: ${PROBLEM_CONTENT_TYPE}`,
+      `content-length: ${Buffer.byteLength(body)}`,
+      `x-request-id: ${requestId}`,
+      'cache-control: no-store',
+      'connection: close',
+      ...this.#security.map(([k, v]) => `${k}: ${v}`),
+    ];
+    return `${lines.join('\r\n')}\r\n\r\n${body}`;
+  }
+}
+
+export function instanceOf(requestId: string): string {
+  return `/requests/${requestId}`;
+}
+
+/** Maps anything thrown to a Problem; unknown errors become a generic internal-error. */
+export function toProblem(err: unknown): Problem {
+  if (isProblem(err)) return err;
+  // Errors from body parsers and similar carry an HTTP status; keep the ones the catalog names.
+  const status =
+    (err as { status?: unknown; statusCode?: unknown } | null)?.status ??
+    (err as { statusCode?: unknown } | null)?.statusCode;
+  const type = (err as { type?: unknown } | null)?.type;
+  if (status === 413 || type === 'entity.too.large') return new Problem('payload-too-large', { cause: err });
+  if (status === 404) return new Problem('not-found', { detail: 'Not found.', cause: err });
+  if (type === 'entity.parse.failed')
+    return new Problem('validation-failed', {
+      detail: 'The request body is not valid JSON.',
+      extensions: { errors: [{ pointer: '', message: 'is not valid JSON' }] },
+      cause: err,
+    });
+  return new Problem('internal-error', { detail: 'An unexpected error occurred.', cause: err });
+}
+
+export interface ProblemDetailsOptions {
+  /** `type` = typeBase + slug (a function is read per error, so a reload can change it). Default `https://tollgate.dev/problems/`. */
+  typeBase?: string | (() => string);
+  /** Where internal errors are reported (their stack never reaches the client). */
+  onInternalError?: (err: unknown, req: IncomingMessage) => void;
+  /** How the request id is found; default: the context `requestId()` set, else `X-Request-Id`. */
+  requestIdOf?: (req: IncomingMessage, res: ServerResponse) => string;
+}
+
+/**
+ * Express error handler that answers every error as `application/problem+json`.
+ *
+ * @example
+ * app.use(requestId());
+ * app.get('/x', () => { throw new Problem('forbidden'); });
+ * app.use(problemDetails({ typeBase: 'https://errors.example.com/problems/' }));
+ */
+export function problemDetails(options: ProblemDetailsOptions = {}): ErrorRequestHandler {
+  const typeBase = options.typeBase ?? 'https://tollgate.dev/problems/';
+  const security = securityHeaders();
+  let writer = new ProblemWriter({
+    typeBase: typeof typeBase === 'string' ? typeBase : typeBase(),
+    securityHeaders: security,
+  });
+  const idOf =
+    options.requestIdOf ??
+    ((req: IncomingMessage, res: ServerResponse) => {
+      const known = contextOf(req)?.requestId ?? res.getHeader('x-request-id');
+      return typeof known === 'string' ? known : requestIdFrom(req.headers['x-request-id']);
+    });
+  return function problemDetailsHandler(err: unknown, req, res, _next) {
+    const problem = toProblem(err);
+    if (problem.slug === 'internal-error') options.onInternalError?.(err, req);
+    if (typeof typeBase === 'function' && typeBase() !== writer.typeBase)
+      writer = new ProblemWriter({ typeBase: typeBase(), securityHeaders: security });
+    writer.write(res, problem, idOf(req, res));
+  };
+}
+
+export { catalog, Problem };

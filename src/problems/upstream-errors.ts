@@ -1,0 +1,148 @@
+import type { ServerResponse } from 'node:http';
+import { brotliDecompressSync, gunzipSync, inflateSync } from 'node:zlib';
+import { instanceOf, type ProblemWriter } from './problem-details.js';
+import { reasonPhrase } from '../shared/http.js';
+
+/** Error bodies larger than this are not parsed (the problem gets a generic detail). */
+const MAX_ERROR_BODY = 256 * 1024;
+const MAX_DETAIL = 1000;
+/** Upstream headers that still mean something on the rewritten problem. */
+const KEPT_HEADERS = [
+  'retry-after',
+  'www-authenticate',
+  'allow',
+  'content-language',
+  'ratelimit',
+  'ratelimit-policy',
+];
+
+export interface FieldError {
+  pointer: string;
+  message: string;
+}
+
+/**
+ * The problem document for an upstream error response (SPEC §3, `upstreamErrors: rewrite`):
+ * an upstream problem keeps its members and gains `instance`/`request_id`; anything else becomes
+ * `about:blank` with the reason phrase, and for 4xx the upstream's own message and field errors.
+ * A 5xx never passes its text on: it can hold stack traces or internal names.
+ */
+export function upstreamProblem(
+  status: number,
+  contentType: string,
+  body: Buffer | undefined,
+  requestId: string,
+): Record<string, unknown> {
+  const parsed = body && body.length > 0 && /json/i.test(contentType) ? parseJson(body) : undefined;
+  if (/^application\/problem\+json/i.test(contentType) && isObject(parsed)) {
+    const doc: Record<string, unknown> = { ...parsed };
+    if (doc.instance === undefined) doc.instance = instanceOf(requestId);
+    if (doc.request_id === undefined) doc.request_id = requestId;
+    return doc;
+  }
+  const doc: Record<string, unknown> = {
+    type: 'about:blank',
+    title: reasonPhrase(status),
+    status,
+    detail:
+      status >= 500
+        ? 'The upstream service failed to handle the request.'
+        : `The upstream service answered ${status} ${reasonPhrase(status)}.`,
+    instance: instanceOf(requestId),
+    request_id: requestId,
+  };
+  if (status < 500 && isObject(parsed)) {
+    const message = messageOf(parsed);
+    if (message !== undefined)
+      doc.detail = message.length > MAX_DETAIL ? message.slice(0, MAX_DETAIL) + '…' : message;
+    const errors = fieldErrors(
+      Array.isArray(parsed.errors) ? parsed.errors : Array.isArray(parsed.detail) ? parsed.detail : undefined,
+    );
+    if (errors !== undefined) doc.errors = errors;
+  }
+  return doc;
+}
+
+/** Upstream headers (lower-cased names) as the error rewriter needs them. */
+export type UpstreamHeaders = Readonly<Record<string, string | undefined>>;
+
+/**
+ * Answers an upstream error response as a problem (SPEC §3), given its status, headers and the
+ * body as received (up to `MAX_ERROR_BODY`; `undefined` when it was larger or broken).
+ */
+export function writeUpstreamProblem(
+  res: ServerResponse,
+  writer: ProblemWriter,
+  requestId: string,
+  status: number,
+  headers: UpstreamHeaders,
+  body: Buffer | undefined,
+): void {
+  const kept: Record<string, string> = {};
+  for (const name of KEPT_HEADERS) {
+    const value = headers[name];
+    if (value !== undefined && !(name.startsWith('ratelimit') && res.hasHeader(name))) kept[name] = value;
+  }
+  const decodedBody = body === undefined ? undefined : decode(body, headers['content-encoding']);
+  writer.send(
+    res,
+    status,
+    upstreamProblem(status, headers['content-type'] ?? '', decodedBody, requestId),
+    requestId,
+    kept,
+  );
+}
+
+/** The largest error body read for rewriting; a larger one gets a generic detail. */
+export const MAX_UPSTREAM_ERROR_BODY = MAX_ERROR_BODY;
+
+function decode(body: Buffer, encoding: string | undefined): Buffer | undefined {
+  const e = (encoding ?? '').trim().toLowerCase();
+  const options = { maxOutputLength: MAX_ERROR_BODY };
+  try {
+    if (e === 'gzip' || e === 'x-gzip') return gunzipSync(body, options);
+    if (e === 'deflate') return inflateSync(body, options);
+    if (e === 'br') return brotliDecompressSync(body, options);
+    return body;
+  } catch {
+    return undefined; // corrupt or too large once decoded: the problem gets a generic detail
+  }
+}
+
+function parseJson(body: Buffer): unknown {
+  try {
+    return JSON.parse(body.toString('utf8'));
+  } catch {
+    return undefined;
+  }
+}
+
+function isObject(value: unknown): value is Record<string, unknown> {
+  return value !== null && typeof value === 'object' && !Array.isArray(value);
+}
+
+function messageOf(body: Record<string, unknown>): string | undefined {
+  for (const field of ['detail', 'message', 'error_description', 'error']) {
+    const v = body[field];
+    if (typeof v === 'string' && v.trim() !== '') return v;
+    if (isObject(v) && typeof v.message === 'string') return v.message;
+  }
+  return undefined;
+}
+
+function fieldErrors(list: unknown[] | undefined): FieldError[] | undefined {
+  if (list === undefined || list.length === 0) return undefined;
+  return list.slice(0, 100).map((item) => {
+    if (typeof item === 'string') return { pointer: '', message: item };
+    if (!isObject(item)) return { pointer: '', message: String(item) };
+    const message = [item.message, item.msg, item.detail, item.error].find((m) => typeof m === 'string');
+    return { pointer: pointerOf(item), message: typeof message === 'string' ? message : 'is invalid' };
+  });
+}
+
+function pointerOf(item: Record<string, unknown>): string {
+  if (typeof item.pointer === 'string') return item.pointer;
+  const where = item.field ?? item.path ?? item.param ?? item.loc ?? item.property;
+  const parts = Array.isArray(where) ? where : typeof where === 'string' ? where.split('.') : [];
+  return parts.map((p) => '/' + String(p).replace(/~/g, '~0').replace(/\//g, '~1')).join('');
+}

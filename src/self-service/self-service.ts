@@ -1,0 +1,156 @@
+import { Problem } from '../problems/problem.js';
+import { parseOrThrow } from '../problems/validation.js';
+import type { Config } from '../config/schema.js';
+import type { RequestContext } from '../gateway/request-context.js';
+import type { Stage } from '../gateway/stage.js';
+import type { KeyManagement } from '../keys/management.js';
+import { looksLikeKey } from '../keys/format.js';
+import { listKeysQuery, selfServiceCreateBody } from '../admin/schemas.js';
+
+type SelfServiceConfig = NonNullable<Config['selfService']>;
+
+export interface SelfServiceOptions {
+  config: SelfServiceConfig;
+  management: KeyManagement;
+  apiKeyHeader: string;
+  apiKeyPrefix: string;
+  clock: { now(): number };
+  securityHeaders: ReadonlyArray<readonly [string, string]>;
+}
+
+/** API keys cannot manage keys: refused before authentication, whatever else the request carries. */
+export function createNoApiKeysStage(apiKeyHeader: string, prefix: string): Stage {
+  return {
+    name: 'no-api-keys',
+    run(ctx: RequestContext) {
+      const bearer = /^Bearer\s+(\S+)/i.exec(ctx.req.headers.authorization ?? '')?.[1];
+      if (
+        ctx.req.headers[apiKeyHeader] !== undefined ||
+        (bearer !== undefined && looksLikeKey(bearer, prefix))
+      )
+        throw new Problem('forbidden', { detail: 'API keys cannot manage keys.' });
+    },
+  };
+}
+
+/**
+ * Self-service keys for signed-in users (SPEC §6), at `selfService.path` on the public listener,
+ * after JWT authentication: `POST` creates a key owned by the token's `sub` (and tenant), `GET`
+ * lists the caller's keys masked, `DELETE <path>/{id}` revokes one of them. Another user's key and
+ * an unknown id are both 404 — whether an id exists is not revealed.
+ */
+export function createSelfServiceStage(o: SelfServiceOptions): Stage {
+  const base = o.config.path;
+  const allowedScopes = o.config.scopes === undefined ? undefined : new Set(o.config.scopes);
+
+  const send = (ctx: RequestContext, status: number, body: unknown) => {
+    const text = body === undefined ? '' : JSON.stringify(body);
+    const headers: string[] = [];
+    for (const [k, v] of o.securityHeaders) headers.push(k, v);
+    if (body !== undefined) headers.push('content-type', 'application/json; charset=utf-8');
+    headers.push(
+      'content-length',
+      String(Buffer.byteLength(text)),
+      'cache-control',
+      'no-store',
+      'x-request-id',
+      ctx.requestId,
+    );
+    ctx.res.writeHead(status, headers);
+    ctx.res.end(text);
+    ctx.handled = true;
+  };
+
+  const create = async (ctx: RequestContext, owner: string, tenant: string | undefined) => {
+    let raw: unknown;
+    try {
+      raw = JSON.parse((ctx.rawBody ?? Buffer.alloc(0)).toString('utf8'));
+    } catch {
+      throw new Problem('validation-failed', {
+        detail: 'The request body is not valid JSON.',
+        extensions: { errors: [{ pointer: '', message: 'is not valid JSON' }] },
+      });
+    }
+    const body = parseOrThrow(selfServiceCreateBody, raw, 'The request body is invalid.');
+    const scopes = body.scopes ?? [];
+    const refused =
+      allowedScopes === undefined
+        ? []
+        : scopes.map((s, i) => [s, i] as const).filter(([s]) => !allowedScopes.has(s));
+    if (refused.length > 0)
+      throw new Problem('validation-failed', {
+        detail: 'Some scopes cannot be given to a self-service key.',
+        extensions: {
+          errors: refused.map(([s, i]) => ({
+            pointer: `/scopes/${i}`,
+            message: `"${s}" is not a scope self-service keys may have`,
+          })),
+        },
+      });
+    const active = await o.management.keys.store.countActive(owner, o.clock.now());
+    if (active >= o.config.maxKeysPerUser)
+      throw new Problem('conflict', {
+        detail: `You already have ${active} active keys, the most allowed (${o.config.maxKeysPerUser}). Revoke one first.`,
+      });
+    const created = await o.management.create({
+      name: body.name,
+      scopes,
+      expiresAt: body.expiresAt,
+      meta: body.meta,
+      ownerId: owner,
+      tenantId: tenant ?? null,
+      plan: o.config.plan ?? null,
+    });
+    send(ctx, 201, created);
+  };
+
+  const list = async (ctx: RequestContext, owner: string) => {
+    const params = Object.fromEntries(new URLSearchParams(ctx.search));
+    const query = parseOrThrow(
+      listKeysQuery.pick({ limit: true, cursor: true }),
+      params,
+      'The query is invalid.',
+      ['query'],
+    );
+    const page = await o.management.keys.list({ ...query, ownerId: owner });
+    send(ctx, 200, {
+      items: await Promise.all(page.items.map((r) => o.management.view(r))),
+      nextCursor: page.nextCursor,
+    });
+  };
+
+  const revoke = async (ctx: RequestContext, owner: string, id: string) => {
+    const record = await o.management.keys.get(id);
+    if (record === undefined || record.ownerId !== owner)
+      throw new Problem('not-found', { detail: `No key ${id}.` });
+    await o.management.keys.revoke(id);
+    send(ctx, 204, undefined);
+  };
+
+  return {
+    name: 'self-service',
+    run(ctx: RequestContext) {
+      const identity = ctx.identity;
+      if (identity === undefined || identity.method !== 'jwt')
+        throw new Problem('forbidden', { detail: 'Self-service keys need a signed-in user (a JWT).' });
+      const owner = identity.subject;
+      const rest = ctx.path.slice(base.length).replace(/\/$/, '');
+      const method = ctx.req.method;
+      if (rest === '') {
+        if (method === 'POST') return create(ctx, owner, identity.tenant);
+        if (method === 'GET' || method === 'HEAD') return list(ctx, owner);
+        throw new Problem('method-not-allowed', {
+          detail: `${method} is not allowed here.`,
+          headers: { allow: 'GET, HEAD, POST' },
+        });
+      }
+      const id = rest.slice(1);
+      if (id.includes('/')) throw new Problem('not-found', { detail: 'No such self-service endpoint.' });
+      if (method === 'DELETE') return revoke(ctx, owner, decodeURIComponent(id));
+      throw new Problem('method-not-allowed', {
+        detail: `${method} is not allowed here.`,
+        headers: { allow: 'DELETE' },
+      });
+    },
+  };
+}

@@ -1,0 +1,24 @@
+import type { IncomingMessage } from 'node:http';
+import proxyaddr from 'proxy-addr';
+
+/** Decides whether a hop (address, index from the socket outwards) is a trusted proxy. */
+export type TrustFn = (address: string, hop: number) => boolean;
+
+/** Compiles a `trustProxy` setting exactly as Express compiles its `trust proxy` setting. */
+export function compileTrust(setting: boolean | number | string | readonly string[]): TrustFn {
+  if (setting === true) return () => true;
+  if (setting === false) return () => false;
+  if (typeof setting === 'number') return (_address, hop) => hop < setting;
+  const list = typeof setting === 'string' ? setting.split(',').map((s) => s.trim()) : [...setting];
+  return proxyaddr.compile(list);
+}
+
+/**
+ * The client address of a request: the socket peer, or — when the peer is a trusted proxy —
+ * the right-most untrusted address of `X-Forwarded-For` (Express' `req.ip`).
+ */
+export function clientAddress(req: IncomingMessage, trust: TrustFn, trustsNobody: boolean): string {
+  const peer = req.socket.remoteAddress ?? '';
+  if (trustsNobody) return peer;
+  return proxyaddr(req, trust);
+}

@@ -1,0 +1,78 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { resolve } from 'node:path';
+
+export const CLI = resolve('bin/tollgate.js');
+
+export interface RunningCli {
+  child: ChildProcess;
+  lines: string[];
+  /** Resolves with the first log line (parsed JSON) whose `msg` is `msg`. */
+  waitForLog(msg: string, timeoutMs?: number): Promise<Record<string, any>>;
+  exited: Promise<number | null>;
+  stop(): Promise<void>;
+}
+
+/** Spawns the real CLI (the built `dist/`), capturing its JSON log lines. */
+export function spawnCli(args: string[], env: Record<string, string> = {}): RunningCli {
+  const child = spawn(process.execPath, [CLI, ...args], {
+    env: { ...process.env, NODE_ENV: 'production', LOG_LEVEL: 'info', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const lines: string[] = [];
+  const waiters: Array<() => void> = [];
+  let buffer = '';
+  const onData = (chunk: Buffer) => {
+    buffer += chunk.toString();
+    let nl: number;
+    while ((nl = buffer.indexOf('\n')) !== -1) {
+      lines.push(buffer.slice(0, nl));
+      buffer = buffer.slice(nl + 1);
+    }
+    for (const w of waiters) w();
+  };
+  child.stdout.on('data', onData);
+  child.stderr.on('data', onData);
+  const exited = new Promise<number | null>((res) => child.once('exit', (code) => res(code)));
+  const find = (msg: string) => {
+    for (const l of lines) {
+      try {
+        const parsed = JSON.parse(l) as Record<string, any>;
+        if (typeof parsed.msg === 'string' && parsed.msg.startsWith(msg)) return parsed;
+      } catch {
+        /* not JSON */
+      }
+    }
+    return undefined;
+  };
+  return {
+    child,
+    lines,
+    exited,
+    waitForLog(msg, timeoutMs = 10_000) {
+      return new Promise((res, rej) => {
+        const timer = setTimeout(
+          () => rej(new Error(`no "${msg}" log line within ${timeoutMs} ms:\n${lines.join('\n')}`)),
+          timeoutMs,
+        );
+        const check = () => {
+          const found = find(msg);
+          if (found) {
+            clearTimeout(timer);
+            res(found);
+          }
+        };
+        waiters.push(check);
+        check();
+        void exited.then(() => {
+          check();
+        });
+      });
+    },
+    async stop() {
+      if (child.exitCode === null && child.signalCode === null) {
+        child.kill('SIGKILL');
+        await exited;
+      }
+    },
+  };
+}

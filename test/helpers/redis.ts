@@ -1,0 +1,171 @@
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import net from 'node:net';
+import { freePort, waitFor } from './http.js';
+
+/** The Redis CI provides (REDIS_URL, else the local default). Tests isolate themselves with `uniquePrefix()`. */
+export const sharedRedisUrl = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
+
+/** A key prefix no other test uses. */
+export function uniquePrefix(name: string): string {
+  return `tollgate-test:${name}:${randomBytes(4).toString('hex')}:`;
+}
+
+export interface PrivateRedis {
+  url: string;
+  port: number;
+  process: ChildProcess;
+  /** SIGSTOP: the server freezes (connections stay open, nothing answers). */
+  freeze(): void;
+  /** SIGCONT after `freeze()`. */
+  thaw(): void;
+  /** Stops the server (SIGKILL when `hard`); `start()` brings it back on the same port. */
+  stop(hard?: boolean): Promise<void>;
+  start(): Promise<void>;
+}
+
+function ping(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = net.connect(port, '127.0.0.1');
+    const done = (ok: boolean) => {
+      socket.destroy();
+      resolve(ok);
+    };
+    socket.setTimeout(500, () => done(false));
+    socket.on('error', () => done(false));
+    socket.on('data', (d: Buffer) => done(d.toString().startsWith('+PONG')));
+    socket.on('connect', () => socket.write('PING\r\n'));
+  });
+}
+
+/**
+ * A private `redis-server` on a free loopback port, for tests that stop, freeze or kill Redis —
+ * they must never touch the shared one. Stop it in `afterAll`.
+ */
+export async function startPrivateRedis(): Promise<PrivateRedis> {
+  const port = await freePort();
+  let child: ChildProcess;
+  const launch = async () => {
+    child = spawn(
+      'redis-server',
+      [
+        '--port',
+        String(port),
+        '--bind',
+        '127.0.0.1',
+        '--save',
+        '',
+        '--appendonly',
+        'no',
+        '--daemonize',
+        'no',
+        '--loglevel',
+        'warning',
+      ],
+      { stdio: 'ignore' },
+    );
+    await waitFor(() => ping(port), 5000, 25);
+  };
+  await launch();
+  const handle: PrivateRedis = {
+    url: `redis://127.0.0.1:${port}`,
+    port,
+    get process() {
+      return child;
+    },
+    freeze: () => child.kill('SIGSTOP'),
+    thaw: () => child.kill('SIGCONT'),
+    async stop(hard = false) {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+      child.kill('SIGCONT');
+      child.kill(hard ? 'SIGKILL' : 'SIGTERM');
+      await exited;
+    },
+    start: launch,
+  };
+  return handle;
+}
+
+export interface PrivateCluster {
+  urls: string[];
+  stop(): Promise<void>;
+}
+
+/**
+ * A real three-node Redis Cluster on free loopback ports (no replicas), made with
+ * `redis-cli --cluster create`. For tests of hash-tagged multi-key scripts.
+ */
+export async function startRedisCluster(): Promise<PrivateCluster> {
+  const dir = mkdtempSync(join(tmpdir(), 'tollgate-cluster-'));
+  const ports = [await freePort(), await freePort(), await freePort()];
+  const children = ports.map((port) =>
+    spawn(
+      'redis-server',
+      [
+        '--port',
+        String(port),
+        '--bind',
+        '127.0.0.1',
+        '--cluster-enabled',
+        'yes',
+        '--cluster-config-file',
+        join(dir, `nodes-${port}.conf`),
+        '--dir',
+        dir,
+        '--save',
+        '',
+        '--appendonly',
+        'no',
+        '--loglevel',
+        'warning',
+      ],
+      { stdio: 'ignore' },
+    ),
+  );
+  const stop = async () => {
+    await Promise.all(
+      children.map(
+        (c) =>
+          new Promise<void>((resolve) => {
+            if (c.exitCode !== null || c.signalCode !== null) return resolve();
+            c.once('exit', () => resolve());
+            c.kill('SIGKILL');
+          }),
+      ),
+    );
+    rmSync(dir, { recursive: true, force: true });
+  };
+  try {
+    for (const port of ports) await waitFor(() => ping(port), 5000, 25);
+    await new Promise<void>((resolve, reject) => {
+      execFile(
+        'redis-cli',
+        [
+          '--cluster',
+          'create',
+          ...ports.map((p) => `127.0.0.1:${p}`),
+          '--cluster-replicas',
+          '0',
+          '--cluster-yes',
+        ],
+        { timeout: 20_000 },
+        (err) => (err ? reject(new Error(`redis-cli --cluster create failed: ${err.message}`)) : resolve()),
+      );
+    });
+    const clusterOk = (port: number) =>
+      new Promise<boolean>((resolve) => {
+        execFile('redis-cli', ['-p', String(port), 'cluster', 'info'], { timeout: 2000 }, (err, out) =>
+          resolve(!err && out.includes('cluster_state:ok')),
+        );
+      });
+    await waitFor(async () => (await Promise.all(ports.map(clusterOk))).every(Boolean), 15_000, 100);
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+  return { urls: ports.map((p) => `redis://127.0.0.1:${p}`), stop };
+}

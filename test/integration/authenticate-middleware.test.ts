@@ -1,0 +1,65 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import express from 'express';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { authenticate, contextOf, problemDetails, requestId, sign } from '../../src/index.js';
+import { request } from '../helpers/http.js';
+import { expectProblem } from '../helpers/problem.js';
+
+const servers: http.Server[] = [];
+afterEach(async () => {
+  for (const s of servers.splice(0)) await new Promise<void>((r) => s.close(() => r()));
+});
+
+async function listen(app: express.Express): Promise<string> {
+  const server = http.createServer(app);
+  servers.push(server);
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+}
+
+describe('authenticate() in a plain Express app', () => {
+  it('sets the identity from an API key and enforces scopes', async () => {
+    const auth = authenticate({ route: { methods: ['apiKey'], scopes: ['orders:read'] } });
+    const app = express();
+    app.use(requestId());
+    app.get('/orders', auth, (req, res) => {
+      res.json({ subject: contextOf(req)?.identity?.subject });
+    });
+    app.use(problemDetails());
+    const base = await listen(app);
+    const ok = await auth.keys.create({ name: 'k', ownerId: 'alice', scopes: ['orders:read'] });
+    const res = await request(`${base}/orders`, { headers: { 'x-api-key': ok.key } });
+    expect(res.json()).toEqual({ subject: 'alice' });
+    const weak = await auth.keys.create({ name: 'w', scopes: [] });
+    expectProblem(
+      await request(`${base}/orders`, { headers: { 'x-api-key': weak.key } }),
+      'insufficient-scope',
+    );
+    expectProblem(await request(`${base}/orders`), 'missing-credentials');
+  });
+
+  it('verifies HMAC signatures over the raw body', async () => {
+    const auth = authenticate({ route: { methods: ['apiKey'], hmac: 'required' } });
+    const app = express();
+    app.use(requestId());
+    app.post('/pay', auth, (req, res) => {
+      res.json({ bytes: contextOf(req)?.rawBody?.length });
+    });
+    app.use(problemDetails());
+    const base = await listen(app);
+    const k = await auth.keys.create({ name: 's', hmac: true });
+    const ts = String(Math.floor(Date.now() / 1000));
+    const body = '{"amount":100}';
+    const res = await request(`${base}/pay`, {
+      method: 'POST',
+      body,
+      headers: {
+        'x-api-key': k.key,
+        'x-timestamp': ts,
+        'x-signature': sign(k.signingSecret!, ts, 'POST', '/pay', body),
+      },
+    });
+    expect(res.json()).toEqual({ bytes: body.length });
+  });
+});

@@ -1,0 +1,127 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import net from 'node:net';
+import { runCli } from '../../src/cli/index.js';
+import { spawnCli, type RunningCli } from '../helpers/cli.js';
+import { request, waitFor } from '../helpers/http.js';
+import { startUpstream } from '../helpers/upstream.js';
+
+const cleanup: Array<() => Promise<void> | void> = [];
+afterEach(async () => {
+  while (cleanup.length) await cleanup.pop()!();
+});
+
+function tempFile(name: string, text: string): string {
+  const dir = mkdtempSync(join(tmpdir(), 'tollgate-cli-'));
+  cleanup.push(() => rmSync(dir, { recursive: true, force: true }));
+  const file = join(dir, name);
+  writeFileSync(file, text);
+  return file;
+}
+
+async function run(args: string[], env: Record<string, string> = {}) {
+  const out: string[] = [];
+  const err: string[] = [];
+  const code = await runCli(args, { out: (l) => out.push(l), err: (l) => err.push(l), env });
+  return { code, out, err };
+}
+
+describe('tollgate validate', () => {
+  it('exits 0 for the shipped config', async () => {
+    const r = await run(['validate', '--config', 'config/gateway.yaml']);
+    expect(r.code).toBe(0);
+    expect(r.out.join('\n')).toContain('valid');
+  });
+
+  it('prints every problem with its path and exits 1', async () => {
+    const file = tempFile(
+      'bad.yaml',
+      `routes:
+  - { id: ok, path: /ok, mock: {} }
+  - { id: x, path: /x, auth: none, upstream: { targets: ["http://127.0.0.1:1"] } }
+  - id: r
+    path: /r
+    mock: {}
+    rateLimits: [ { name: b, by: key, limit: 0, windowSec: 1 } ]
+`,
+    );
+    const r = await run(['validate', '--config', file]);
+    expect(r.code).toBe(1);
+    expect(r.err).toContain('routes[2].rateLimits[0].limit: must be a positive integer');
+    expect(r.err.at(-1)).toMatch(/: \d+ problems?$/);
+    expect(r.err.filter((l) => l.startsWith('routes[0]'))).toEqual([]);
+  });
+
+  it('the real binary exits 1 on an invalid file and 2 on a usage error', async () => {
+    const file = tempFile('bad.yaml', 'listen: { port: -1 }\n');
+    const bad = spawnCli(['validate', '--config', file]);
+    expect(await bad.exited).toBe(1);
+    expect(bad.lines.join('\n')).toContain('listen.port: must be a port number (0-65535)');
+    const usage = spawnCli(['validate', '--nope']);
+    expect(await usage.exited).toBe(2);
+  });
+});
+
+describe('tollgate start', () => {
+  let cli: RunningCli | undefined;
+  afterEach(async () => {
+    await cli?.stop();
+    cli = undefined;
+  });
+
+  it('serves, reloads on SIGHUP, and drains in-flight requests on SIGTERM before exiting 0', async () => {
+    let release: () => void = () => undefined;
+    const up = await startUpstream((_req, res) => {
+      release = () => res.end('finished after SIGTERM');
+    });
+    cleanup.push(() => up.close());
+    const yaml = (body: string) => `listen: { host: 127.0.0.1, port: 0 }
+server: { drainTimeoutMs: 5000 }
+routes:
+  - { id: demo, path: /demo, mock: { body: { v: "${body}" } } }
+  - { id: slow, path: /slow, auth: none, upstream: { targets: ["${up.url}"], timeoutMs: 5000 } }
+`;
+    const file = tempFile('gw.yaml', yaml('one'));
+    cli = spawnCli(['--config', file]);
+    const listening = await cli.waitForLog('tollgate listening');
+    const port = Number(String(listening.listen).split(':').pop());
+    const base = `http://127.0.0.1:${port}`;
+    expect((await request(`${base}/demo`)).json()).toEqual({ v: 'one' });
+
+    writeFileSync(file, yaml('two'));
+    cli.child.kill('SIGHUP');
+    await waitFor(async () => (await request(`${base}/demo`)).json().v === 'two', 5000, 50);
+
+    const inFlight = request(`${base}/slow`);
+    await waitFor(() => up.calls.length === 1, 5000);
+    cli.child.kill('SIGTERM');
+    await cli.waitForLog('draining');
+    // New connections are refused once draining started.
+    await waitFor(
+      () =>
+        new Promise<boolean>((resolve) => {
+          const s = net.connect(port, '127.0.0.1');
+          s.on('connect', () => {
+            s.destroy();
+            resolve(false);
+          });
+          s.on('error', () => resolve(true));
+        }),
+      5000,
+    );
+    release();
+    const res = await inFlight;
+    expect(res.status).toBe(200);
+    expect(res.text).toBe('finished after SIGTERM');
+    expect(await cli.exited).toBe(0);
+  });
+
+  it('refuses to start with an invalid config (exit 1)', async () => {
+    const file = tempFile('gw.yaml', 'routes: [ { id: x } ]\n');
+    cli = spawnCli(['--config', file]);
+    expect(await cli.exited).toBe(1);
+    expect(cli.lines.join('\n')).toContain('routes[0]');
+  });
+});

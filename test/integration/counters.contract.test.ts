@@ -1,0 +1,96 @@
+import { afterAll, describe, expect, it } from 'vitest';
+import {
+  MemoryCounters,
+  RedisCounters,
+  type CounterSpec,
+  type CounterStore,
+} from '../../src/policies/rate-limit/counters.js';
+import { RedisHandle } from '../../src/shared/redis.js';
+import { silentLogger } from '../../src/observability/logger.js';
+import { sharedRedisUrl, uniquePrefix } from '../helpers/redis.js';
+import { waitFor } from '../helpers/http.js';
+
+const handles: RedisHandle[] = [];
+afterAll(async () => {
+  await Promise.all(handles.map((h) => h.close()));
+});
+
+const spec = (key: string, limit: number, cost = 1, kind: CounterSpec['kind'] = 'rate'): CounterSpec => ({
+  kind,
+  key: `${key}:{t}`,
+  tag: 't',
+  limit,
+  cost,
+  ttlMs: 60_000,
+  spanSec: 60,
+});
+
+const twins: Array<[string, () => Promise<CounterStore>]> = [
+  ['memory', () => Promise.resolve(new MemoryCounters())],
+  [
+    'redis',
+    async () => {
+      const h = new RedisHandle(
+        {
+          url: sharedRedisUrl,
+          keyPrefix: uniquePrefix('counters'),
+          commandTimeoutMs: 1000,
+          connectTimeoutMs: 1000,
+          onError: 'closed',
+        },
+        silentLogger(),
+      );
+      handles.push(h);
+      await waitFor(() => h.ready, 5000);
+      return new RedisCounters(h);
+    },
+  ],
+];
+
+describe.each(twins)('CounterStore contract: %s', (_name, make) => {
+  it('charges every counter and reports usage', async () => {
+    const c = await make();
+    const specs = [spec('a', 5), spec('b', 10, 2)];
+    expect(await c.consume(specs)).toEqual({ ok: true, used: [1, 2] });
+    expect(await c.consume(specs)).toEqual({ ok: true, used: [2, 4] });
+    expect(await c.peek(specs)).toEqual([2, 4]);
+  });
+
+  it('is all-or-nothing: a refused request charges none of its counters', async () => {
+    const c = await make();
+    const wide = spec('wide', 100);
+    const narrow = spec('narrow', 2);
+    await c.consume([wide, narrow]);
+    await c.consume([wide, narrow]);
+    const refused = await c.consume([wide, narrow]);
+    expect(refused).toEqual({ ok: false, failed: 1, used: [2, 2] });
+    expect(await c.peek([wide, narrow])).toEqual([2, 2]);
+    expect(await c.consume([wide])).toEqual({ ok: true, used: [3] });
+  });
+
+  it('refuses a cost that would overflow even when some room is left', async () => {
+    const c = await make();
+    const s = spec('cost', 5, 3);
+    expect((await c.consume([s])).ok).toBe(true);
+    expect(await c.consume([s])).toEqual({ ok: false, failed: 0, used: [3] });
+  });
+
+  it('refunds and resets', async () => {
+    const c = await make();
+    const s = spec('refund', 3, 1, 'quota');
+    await c.consume([s]);
+    await c.consume([s]);
+    await c.refund([s]);
+    expect(await c.peek([s])).toEqual([1]);
+    await c.reset(s.key, s.tag);
+    expect(await c.peek([s])).toEqual([0]);
+  });
+
+  it('never lets more than the limit through under concurrency', async () => {
+    const c = await make();
+    const s = spec('race', 25);
+    const results = await Promise.all(Array.from({ length: 100 }, () => Promise.resolve(c.consume([s]))));
+    expect(results.filter((r) => r.ok)).toHaveLength(25);
+    expect(await c.peek([s])).toEqual([25]);
+  });
+});

@@ -1,0 +1,111 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import http from 'node:http';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { spawnCli, type RunningCli } from '../helpers/cli.js';
+import { request, waitFor } from '../helpers/http.js';
+
+const TOKEN = 'workers-admin-token-123';
+let cli: RunningCli | undefined;
+let dir: string | undefined;
+afterEach(async () => {
+  await cli?.stop();
+  if (dir) rmSync(dir, { recursive: true, force: true });
+  cli = undefined;
+});
+
+function listeningLines(lines: string[]): Array<Record<string, any>> {
+  return lines
+    .map((l) => {
+      try {
+        return JSON.parse(l) as Record<string, any>;
+      } catch {
+        return {};
+      }
+    })
+    .filter((l) => l.msg === 'tollgate listening');
+}
+
+describe('workers: 2 (node:cluster)', () => {
+  it('shares the listener, aggregates metrics and audit in the primary, reloads all on SIGHUP, drains all on SIGTERM', async () => {
+    dir = mkdtempSync(join(tmpdir(), 'tollgate-workers-'));
+    const file = join(dir, 'gw.yaml');
+    const yaml = (v: number) => `listen: { host: 127.0.0.1, port: 0 }
+admin: { host: 127.0.0.1, port: 0, tokens: ["${TOKEN}"] }
+workers: 2
+routes:
+  - { id: demo, path: /demo, mock: { body: { v: ${v} } } }
+`;
+    writeFileSync(file, yaml(1));
+    cli = spawnCli(['--config', file]);
+    await waitFor(() => listeningLines(cli!.lines).length === 3, 15_000, 50);
+    const lines = listeningLines(cli.lines);
+    const publicLine = lines.find((l) => l.listen !== null)!;
+    const adminLine = lines.find((l) => l.admin !== null)!;
+    const base = `http://${String(publicLine.listen)}`;
+    const admin = `http://${String(adminLine.admin)}`;
+    const workerPids = new Set(lines.filter((l) => l.listen !== null).map((l) => l.pid as number));
+    expect(workerPids.size).toBe(2);
+
+    // Separate connections are spread over both workers.
+    for (let i = 0; i < 20; i++) {
+      const res = await request(`${base}/demo`, {
+        headers: { 'x-request-id': `w-${i}` },
+        agent: new http.Agent({ keepAlive: false }),
+      });
+      expect(res.json()).toEqual({ v: 1 });
+    }
+    const served = new Set(
+      cli.lines
+        .filter((l) => l.includes('"msg":"request"'))
+        .map((l) => (JSON.parse(l) as { pid: number }).pid),
+    );
+    expect(served).toEqual(workerPids);
+
+    let total = 0;
+    await waitFor(
+      async () => {
+        const text = (await request(`${admin}/metrics`)).text;
+        const line = text.split('\n').find((l) => l.startsWith('tollgate_requests_total{route="demo"'));
+        total = line ? Number(line.split(' ').pop()) : 0;
+        return total === 20;
+      },
+      5000,
+      100,
+    );
+    expect(total).toBe(20);
+    await waitFor(
+      async () =>
+        (await request(`${admin}/requests/w-7`, { headers: { authorization: `Bearer ${TOKEN}` } })).status ===
+        200,
+      2000,
+      50,
+    );
+
+    writeFileSync(file, yaml(2));
+    cli.child.kill('SIGHUP');
+    await waitFor(
+      async () => {
+        const answers = await Promise.all(
+          Array.from({ length: 6 }, () =>
+            request(`${base}/demo`, { agent: new http.Agent({ keepAlive: false }) }).then(
+              (r) => r.json().v as number,
+            ),
+          ),
+        );
+        return answers.every((v) => v === 2);
+      },
+      10_000,
+      100,
+    );
+
+    cli.child.kill('SIGTERM');
+    const code = await cli.exited;
+    // On failure, show what the processes said (not the request lines).
+    expect({ code, log: code === 0 ? [] : cli.lines.filter((l) => !l.includes('"msg":"request"')) }).toEqual({
+      code: 0,
+      log: [],
+    });
+  });
+});

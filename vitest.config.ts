@@ -1,0 +1,12 @@
+import { defineConfig } from 'vitest/config';
+
+export default defineConfig({
+  test: {
+    include: ['test/**/*.test.ts', 'src/**/*.test.ts'],
+    testTimeout: 20_000,
+    hookTimeout: 30_000,
+    // Tests start real servers and Redis connections; a couple of workers keeps a 2-core machine responsive.
+    pool: 'forks',
+    maxWorkers: 2,
+  },
+});
