@@ -1,5 +1,5 @@
 import type { KeyListQuery, KeyPage, KeyRecord, KeyStore } from './record.js';
-import { afterCursor, compareKeys, decodeCursor, encodeCursor } from './record.js';
+import { KeyedMutex, afterCursor, compareKeys, decodeCursor, encodeCursor } from './record.js';
 
 /** Key records in this process (the default, for a single instance). */
 export class MemoryKeyStore implements KeyStore {
@@ -8,6 +8,7 @@ export class MemoryKeyStore implements KeyStore {
   readonly #byHash = new Map<string, KeyRecord>();
   /** Last use per key id, epoch ms: a number per request, turned into ISO text only when read. */
   readonly #lastUsed = new Map<string, number>();
+  readonly #owners = new KeyedMutex();
 
   insert(record: KeyRecord): Promise<void> {
     const copy = structuredClone(record);
@@ -65,6 +66,10 @@ export class MemoryKeyStore implements KeyStore {
     for (const r of this.#byId.values())
       if (r.ownerId === ownerId && r.enabled && (r.expiresAt === null || Date.parse(r.expiresAt) > now)) n++;
     return Promise.resolve(n);
+  }
+
+  withOwnerLock<T>(ownerId: string, fn: () => Promise<T>): Promise<T> {
+    return this.#owners.run(ownerId, fn);
   }
 
   #view(r: KeyRecord): KeyRecord {

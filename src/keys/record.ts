@@ -130,5 +130,29 @@ export interface KeyStore {
   touch(id: string, at: number): void;
   /** Active (enabled, unexpired) keys of one owner. */
   countActive(ownerId: string, now: number): Promise<number>;
+  /**
+   * Runs `fn` while no other call for the same owner runs — in this process and, for the Redis
+   * store, on every instance — so a check-then-create (the self-service cap) cannot be raced.
+   */
+  withOwnerLock<T>(ownerId: string, fn: () => Promise<T>): Promise<T>;
   close(): Promise<void>;
+}
+
+/** Serialises async work per key within this process (a promise chain per key). */
+export class KeyedMutex {
+  readonly #tails = new Map<string, Promise<unknown>>();
+
+  run<T>(key: string, fn: () => Promise<T>): Promise<T> {
+    const previous = this.#tails.get(key) ?? Promise.resolve();
+    const result = previous.then(fn, fn);
+    const tail = result.then(
+      () => undefined,
+      () => undefined,
+    );
+    this.#tails.set(key, tail);
+    void tail.then(() => {
+      if (this.#tails.get(key) === tail) this.#tails.delete(key);
+    });
+    return result;
+  }
 }

@@ -3,12 +3,18 @@ import type { RedisHandle } from '../shared/redis.js';
 import type { Logger } from '../observability/logger.js';
 import { Problem } from '../problems/problem.js';
 import type { KeyListQuery, KeyPage, KeyRecord, KeyStore } from './record.js';
-import { afterCursor, compareKeys, decodeCursor, encodeCursor } from './record.js';
+import { KeyedMutex, afterCursor, compareKeys, decodeCursor, encodeCursor } from './record.js';
+import { randomBytes } from 'node:crypto';
 
 const CACHE_MAX = 10_000;
 /** While Redis is down, a cached record keeps serving this long past its TTL. */
 const STALE_GRACE_MS = 5 * 60_000;
 const TOUCH_FLUSH_MS = 5_000;
+/** An owner lock expires on its own after this long (a crashed holder cannot block an owner forever). */
+const OWNER_LOCK_TTL_MS = 10_000;
+/** How long to wait for another instance's owner lock before answering 503. */
+const OWNER_LOCK_WAIT_MS = 3_000;
+const UNLOCK_LUA = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0`;
 
 interface Cached {
   record: KeyRecord | null;
@@ -39,6 +45,7 @@ export class RedisKeyStore implements KeyStore {
   readonly #touched = new Map<string, number>();
   readonly #channel: string;
   readonly #timer: NodeJS.Timeout;
+  readonly #owners = new KeyedMutex();
 
   constructor(options: { redis: RedisHandle; clock: Clock; logger: Logger; cacheTtlMs: number }) {
     this.#redis = options.redis;
@@ -211,6 +218,31 @@ export class RedisKeyStore implements KeyStore {
     const page = await this.list({ ownerId, limit: 10_000 });
     return page.items.filter((r) => r.enabled && (r.expiresAt === null || Date.parse(r.expiresAt) > now))
       .length;
+  }
+
+  /** The in-process mutex first (no self-contention), then `SET NX PX` on Redis for the other instances. */
+  withOwnerLock<T>(ownerId: string, fn: () => Promise<T>): Promise<T> {
+    return this.#owners.run(ownerId, async () => {
+      await this.#redis.whenReady();
+      const key = this.#k('lock', 'owner', ownerId);
+      const token = randomBytes(16).toString('hex');
+      const deadline = performance.now() + OWNER_LOCK_WAIT_MS;
+      while ((await this.#redis.client.set(key, token, 'PX', OWNER_LOCK_TTL_MS, 'NX')) !== 'OK') {
+        if (performance.now() > deadline)
+          throw new Problem('service-unavailable', {
+            detail: 'Another change to these keys is in progress; try again.',
+            headers: { 'retry-after': '1' },
+          });
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      try {
+        return await fn();
+      } finally {
+        await this.#redis.client
+          .eval(UNLOCK_LUA, 1, key, token)
+          .catch((err: unknown) => this.#logger.warn({ err }, 'owner lock release failed; it expires'));
+      }
+    });
   }
 
   async #flushTouches(): Promise<void> {

@@ -87,19 +87,22 @@ export function createSelfServiceStage(o: SelfServiceOptions): Stage {
           })),
         },
       });
-    const active = await o.management.keys.store.countActive(owner, o.clock.now());
-    if (active >= o.config.maxKeysPerUser)
-      throw new Problem('conflict', {
-        detail: `You already have ${active} active keys, the most allowed (${o.config.maxKeysPerUser}). Revoke one first.`,
+    // Count and create under the owner's lock: concurrent creates cannot pass the cap together.
+    const created = await o.management.keys.store.withOwnerLock(owner, async () => {
+      const active = await o.management.keys.store.countActive(owner, o.clock.now());
+      if (active >= o.config.maxKeysPerUser)
+        throw new Problem('conflict', {
+          detail: `You already have ${active} active keys, the most allowed (${o.config.maxKeysPerUser}). Revoke one first.`,
+        });
+      return o.management.create({
+        name: body.name,
+        scopes,
+        expiresAt: body.expiresAt,
+        meta: body.meta,
+        ownerId: owner,
+        tenantId: tenant ?? null,
+        plan: o.config.plan ?? null,
       });
-    const created = await o.management.create({
-      name: body.name,
-      scopes,
-      expiresAt: body.expiresAt,
-      meta: body.meta,
-      ownerId: owner,
-      tenantId: tenant ?? null,
-      plan: o.config.plan ?? null,
     });
     send(ctx, 201, created);
   };

@@ -324,6 +324,36 @@ describe('full key lifecycle on Redis across two gateways', () => {
   });
 });
 
+describe.each(stores)('self-service cap under concurrency (%s store)', (name, store) => {
+  it('creates exactly maxKeysPerUser keys when many creates race, across instances on Redis', async () => {
+    const shared = store();
+    const up = await startUpstream();
+    cleanup.push(() => up.close());
+    // On Redis, two gateways share the store: the cap must hold across instances, not only within one.
+    const gateways =
+      name === 'redis'
+        ? [await harness(shared, { up }), await harness(shared, { up })]
+        : [await harness(shared, { up })];
+    const headers = {
+      authorization: `Bearer ${await token(signer, { sub: `racer-${name}` })}`,
+      'content-type': 'application/json',
+    };
+    const replies = await Promise.all(
+      Array.from({ length: 8 }, (_, i) =>
+        request(`${gateways[i % gateways.length]!.gw.url}/v1/keys`, {
+          method: 'POST',
+          headers,
+          body: JSON.stringify({ name: `k${i}` }),
+        }),
+      ),
+    );
+    expect(replies.map((r) => r.status).sort()).toEqual([201, 201, 409, 409, 409, 409, 409, 409]);
+    for (const r of replies.filter((x) => x.status === 409)) expectProblem(r, 'conflict');
+    const listed = await request(`${gateways[0]!.gw.url}/v1/keys`, { headers });
+    expect(listed.json().items).toHaveLength(2);
+  });
+});
+
 describe('self-service keys', () => {
   it('lets a signed-in user create, list and revoke their own keys, and nobody else’s', async () => {
     const h = await harness({});

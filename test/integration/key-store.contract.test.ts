@@ -159,6 +159,30 @@ describe.each(twins)('KeyStore contract: %s', (_name, make) => {
     keys.store.touch(a.record.id, clock.now());
     expect((await keys.get(a.record.id))?.lastUsedAt).toBe(new Date(clock.now()).toISOString());
   });
+
+  it('runs work under an owner lock one at a time per owner, releasing it on failure', async () => {
+    const store = keys.store;
+    let inside = 0;
+    let most = 0;
+    const order: string[] = [];
+    const work = (name: string, fail = false) =>
+      store.withOwnerLock('owner-1', async () => {
+        inside++;
+        most = Math.max(most, inside);
+        await new Promise((r) => setTimeout(r, 5));
+        order.push(name);
+        inside--;
+        if (fail) throw new Error(`failed ${name}`);
+        return name;
+      });
+    const results = await Promise.allSettled([work('a'), work('b', true), work('c'), work('d')]);
+    expect(most).toBe(1);
+    expect(order).toEqual(['a', 'b', 'c', 'd']);
+    expect(results.map((r) => r.status)).toEqual(['fulfilled', 'rejected', 'fulfilled', 'fulfilled']);
+    // Another owner is not held up by this one.
+    const other = store.withOwnerLock('owner-2', () => Promise.resolve('free'));
+    expect(await other).toBe('free');
+  });
 });
 
 describe('RedisKeyStore across instances', () => {
@@ -187,5 +211,34 @@ describe('RedisKeyStore across instances', () => {
     expect(b.signingSecretOf((await b.find(created.key))!)).toBe(created.signingSecret);
     await a.revoke(created.record.id);
     await waitFor(async () => (await b.find(created.key)) === undefined, 2000, 10);
+  });
+});
+
+describe('RedisKeyStore owner lock across instances', () => {
+  it('never lets two instances hold the same owner lock at once', async () => {
+    const prefix = uniquePrefix('owner-lock');
+    const clock = new ManualClock(Date.UTC(2030, 0, 1));
+    const ra = redisHandle(prefix);
+    const rb = redisHandle(prefix);
+    await waitFor(() => ra.ready && rb.ready, 5000);
+    const a = new RedisKeyStore({ redis: ra, clock, logger: silentLogger(), cacheTtlMs: 5000 });
+    const b = new RedisKeyStore({ redis: rb, clock, logger: silentLogger(), cacheTtlMs: 5000 });
+    let inside = 0;
+    let most = 0;
+    let runs = 0;
+    const work = (store: RedisKeyStore) =>
+      store.withOwnerLock('shared-owner', async () => {
+        inside++;
+        most = Math.max(most, inside);
+        await new Promise((r) => setTimeout(r, 10));
+        inside--;
+        runs++;
+      });
+    await Promise.all(Array.from({ length: 6 }, (_, i) => work(i % 2 ? a : b)));
+    expect(runs).toBe(6);
+    expect(most).toBe(1);
+    // Released: nothing is left behind in Redis.
+    expect(await ra.client.keys(`${prefix}*lock*`)).toEqual([]);
+    await Promise.all([a.close(), b.close()]);
   });
 });
