@@ -335,6 +335,11 @@ async function main() {
       start: () => startBaseline('express', 'express-hpm.cjs', { UPSTREAM: upstream }),
     },
     {
+      name: 'Node floor: node:http + http.request, no framework (reference)',
+      key: 'node-floor',
+      start: () => startBaseline('node-floor', 'node-floor.cjs', { UPSTREAM: upstream }),
+    },
+    {
       name: 'Express 5 res.json (mock baseline)',
       key: 'express-json',
       start: () => startBaseline('express-json', 'express-json.cjs', {}),
