@@ -31,24 +31,10 @@ export interface KeyRecord {
 }
 
 /** What listing and the admin API show: never the hash, the secret or the plaintext. */
-export interface KeyView {
-  id: string;
-  name: string;
+export type KeyView = Omit<KeyRecord, 'environment' | 'prefix' | 'last4' | 'hash' | 'signingSecret'> & {
   maskedKey: string;
-  ownerId: string | null;
-  tenantId: string | null;
-  scopes: string[];
-  plan: string | null;
-  enabled: boolean;
-  expiresAt: string | null;
-  remaining: number | null;
-  meta: Record<string, unknown>;
-  rateLimits: RateLimitConfig[] | null;
-  createdAt: string;
-  lastUsedAt: string | null;
   hmac: boolean;
-  rotatedFrom: string | null;
-}
+};
 
 export function keyView(r: KeyRecord, remaining: number | null = r.remaining): KeyView {
   return {

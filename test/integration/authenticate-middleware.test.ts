@@ -1,22 +1,9 @@
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import express from 'express';
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { authenticate, contextOf, problemDetails, requestId, sign } from '../../src/index.js';
 import { request } from '../helpers/http.js';
+import { listenApp } from '../helpers/express.js';
 import { expectProblem } from '../helpers/problem.js';
-
-const servers: http.Server[] = [];
-afterEach(async () => {
-  for (const s of servers.splice(0)) await new Promise<void>((r) => s.close(() => r()));
-});
-
-async function listen(app: express.Express): Promise<string> {
-  const server = http.createServer(app);
-  servers.push(server);
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-}
 
 describe('authenticate() in a plain Express app', () => {
   it('sets the identity from an API key and enforces scopes', async () => {
@@ -27,7 +14,7 @@ describe('authenticate() in a plain Express app', () => {
       res.json({ subject: contextOf(req)?.identity?.subject });
     });
     app.use(problemDetails());
-    const base = await listen(app);
+    const base = await listenApp(app);
     const ok = await auth.keys.create({ name: 'k', ownerId: 'alice', scopes: ['orders:read'] });
     const res = await request(`${base}/orders`, { headers: { 'x-api-key': ok.key } });
     expect(res.json()).toEqual({ subject: 'alice' });
@@ -47,7 +34,7 @@ describe('authenticate() in a plain Express app', () => {
       res.json({ bytes: contextOf(req)?.rawBody?.length });
     });
     app.use(problemDetails());
-    const base = await listen(app);
+    const base = await listenApp(app);
     const k = await auth.keys.create({ name: 's', hmac: true });
     const ts = String(Math.floor(Date.now() / 1000));
     const body = '{"amount":100}';

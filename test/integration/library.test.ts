@@ -1,9 +1,8 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import express from 'express';
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { createGateway, problemDetails, proxy, Problem, requestId } from '../../src/index.js';
 import { request } from '../helpers/http.js';
+import { listenApp } from '../helpers/express.js';
 import { startUpstream } from '../helpers/upstream.js';
 import { expectProblem } from '../helpers/problem.js';
 
@@ -11,19 +10,6 @@ const cleanup: Array<() => Promise<void>> = [];
 afterEach(async () => {
   while (cleanup.length) await cleanup.pop()!();
 });
-
-async function listen(app: express.Express): Promise<string> {
-  const server = http.createServer(app);
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  cleanup.push(
-    () =>
-      new Promise<void>((resolve) => {
-        server.closeAllConnections();
-        server.close(() => resolve());
-      }),
-  );
-  return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-}
 
 describe('Tollgate as Express middleware', () => {
   it('requestId(), proxy() and problemDetails() work in a plain Express app', async () => {
@@ -39,7 +25,7 @@ describe('Tollgate as Express middleware', () => {
       throw new Error('database password is hunter2');
     });
     app.use(problemDetails({ typeBase: 'https://errors.example.com/problems/' }));
-    const base = await listen(app);
+    const base = await listenApp(app);
 
     const proxied = await request(`${base}/orders/7?x=1`, { headers: { 'x-request-id': 'lib-1' } });
     expect(proxied.status).toBe(200);
@@ -62,7 +48,7 @@ describe('Tollgate as Express middleware', () => {
     app.use(requestId());
     app.use('/down', proxy({ targets: ['http://127.0.0.1:1'], retries: 0 }));
     app.use(problemDetails());
-    const base = await listen(app);
+    const base = await listenApp(app);
     expectProblem(await request(`${base}/down`), 'bad-gateway');
   });
 
@@ -73,7 +59,7 @@ describe('Tollgate as Express middleware', () => {
     cleanup.push(() => gateway.close());
     const app = express();
     app.use('/gw', gateway.app);
-    const base = await listen(app);
+    const base = await listenApp(app);
     const res = await request(`${base}/gw/demo`);
     expect(res.json()).toEqual({ from: 'gateway' });
   });

@@ -1,23 +1,10 @@
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import express from 'express';
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { authenticate, problemDetails, quota, rateLimit, requestId } from '../../src/index.js';
 import { request } from '../helpers/http.js';
+import { listenApp } from '../helpers/express.js';
 import { expectProblem } from '../helpers/problem.js';
 import { parsePolicies } from '../helpers/ratelimit.js';
-
-const servers: http.Server[] = [];
-afterEach(async () => {
-  for (const s of servers.splice(0)) await new Promise<void>((r) => s.close(() => r()));
-});
-
-async function listen(app: express.Express): Promise<string> {
-  const server = http.createServer(app);
-  servers.push(server);
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-}
 
 describe('rateLimit() and quota() in a plain Express app', () => {
   it('limits by IP with headers and a 429 problem', async () => {
@@ -31,7 +18,7 @@ describe('rateLimit() and quota() in a plain Express app', () => {
       },
     );
     app.use(problemDetails());
-    const base = await listen(app);
+    const base = await listenApp(app);
     const first = await request(`${base}/search`);
     expect(parsePolicies(first.headers['ratelimit-policy'])).toEqual([{ name: 'burst', q: 2, w: 60 }]);
     expect((await request(`${base}/search`)).status).toBe(200);
@@ -48,7 +35,7 @@ describe('rateLimit() and quota() in a plain Express app', () => {
       res.status(req.query.fail ? 500 : 200).json({});
     });
     app.use(problemDetails());
-    const base = await listen(app);
+    const base = await listenApp(app);
     const { key } = await auth.keys.create({ name: 'k' });
     const call = (q = '') => request(`${base}/report${q}`, { headers: { 'x-api-key': key } });
     expect((await call('?fail=1')).status).toBe(500);
