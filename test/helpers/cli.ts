@@ -14,8 +14,12 @@ export interface RunningCli {
 
 /** Spawns the real CLI (the built `dist/`), capturing its JSON log lines. */
 export function spawnCli(args: string[], env: Record<string, string> = {}): RunningCli {
+  // The SPEC's environment overrides (PORT, REDIS_URL, LOG_LEVEL) must come from the test, never
+  // from the environment the tests run in: CI exports REDIS_URL, which would otherwise point a
+  // gateway meant to use a private (killable) Redis, or none, at the shared one.
+  const { PORT: _port, REDIS_URL: _redis, LOG_LEVEL: _level, ...inherited } = process.env;
   const child = spawn(process.execPath, [CLI, ...args], {
-    env: { ...process.env, NODE_ENV: 'production', LOG_LEVEL: 'info', ...env },
+    env: { ...inherited, NODE_ENV: 'production', LOG_LEVEL: 'info', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const lines: string[] = [];
