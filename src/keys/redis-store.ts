@@ -70,28 +70,30 @@ export class RedisKeyStore implements KeyStore {
     return this.#redis.key('{keys}', ...parts);
   }
 
-  async insert(record: KeyRecord): Promise<void> {
-    await this.#redis.whenReady();
-    const json = JSON.stringify(record);
-    const score = Date.parse(record.createdAt);
-    const m = this.#redis.client.multi();
-    m.set(this.#k('rec', record.id), json);
-    m.set(this.#k('hash', record.hash), json);
-    m.zadd(this.#k('all'), score, record.id);
-    if (record.ownerId !== null) m.zadd(this.#k('owner', record.ownerId), score, record.id);
-    if (record.tenantId !== null) m.zadd(this.#k('tenant', record.tenantId), score, record.id);
-    await exec(m);
-    this.#cache.delete(record.hash);
+  insert(record: KeyRecord): Promise<void> {
+    return this.#redis.run(async () => {
+      const json = JSON.stringify(record);
+      const score = Date.parse(record.createdAt);
+      const m = this.#redis.client.multi();
+      m.set(this.#k('rec', record.id), json);
+      m.set(this.#k('hash', record.hash), json);
+      m.zadd(this.#k('all'), score, record.id);
+      if (record.ownerId !== null) m.zadd(this.#k('owner', record.ownerId), score, record.id);
+      if (record.tenantId !== null) m.zadd(this.#k('tenant', record.tenantId), score, record.id);
+      await exec(m);
+      this.#cache.delete(record.hash);
+    });
   }
 
-  async get(id: string): Promise<KeyRecord | undefined> {
-    await this.#redis.whenReady();
-    const [json, used] = await Promise.all([
-      this.#redis.client.get(this.#k('rec', id)),
-      this.#redis.client.hget(this.#k('used'), id),
-    ]);
-    if (json === null) return undefined;
-    return withLastUsed(JSON.parse(json) as KeyRecord, used, this.#touched.get(id));
+  get(id: string): Promise<KeyRecord | undefined> {
+    return this.#redis.run(async () => {
+      const [json, used] = await Promise.all([
+        this.#redis.client.get(this.#k('rec', id)),
+        this.#redis.client.hget(this.#k('used'), id),
+      ]);
+      if (json === null) return undefined;
+      return withLastUsed(JSON.parse(json) as KeyRecord, used, this.#touched.get(id));
+    });
   }
 
   findByHash(hash: string): KeyRecord | undefined | Promise<KeyRecord | undefined> {
@@ -138,76 +140,79 @@ export class RedisKeyStore implements KeyStore {
     return record ?? undefined;
   }
 
-  async list(query: KeyListQuery): Promise<KeyPage> {
-    await this.#redis.whenReady();
-    const set =
-      query.ownerId !== undefined
-        ? this.#k('owner', query.ownerId)
-        : query.tenantId !== undefined
-          ? this.#k('tenant', query.tenantId)
-          : this.#k('all');
-    const cursor = query.cursor === undefined ? undefined : decodeCursor(query.cursor);
-    const max = cursor === undefined ? '+inf' : String(Date.parse(cursor.createdAt));
-    const out: KeyRecord[] = [];
-    let offset = 0;
-    // Page through the sorted set by score; records are re-filtered (tenant with owner) and re-sorted by id within a score.
-    for (;;) {
-      const ids = await this.#redis.client.zrevrangebyscore(set, max, '-inf', 'LIMIT', offset, 200);
-      if (ids.length === 0) break;
-      offset += ids.length;
-      const [jsons, used] = await Promise.all([
-        this.#redis.client.mget(ids.map((id) => this.#k('rec', id))),
-        this.#redis.client.hmget(this.#k('used'), ...ids),
-      ]);
-      jsons.forEach((json, i) => {
-        if (json === null) return;
-        const r = withLastUsed(JSON.parse(json) as KeyRecord, used[i] ?? null, this.#touched.get(ids[i]!));
-        if (query.tenantId !== undefined && r.tenantId !== query.tenantId) return;
-        if (cursor !== undefined && !afterCursor(r, cursor)) return;
-        out.push(r);
-      });
-      if (out.length > query.limit) break;
-    }
-    out.sort(compareKeys);
-    const items = out.slice(0, query.limit);
-    const last = items.at(-1);
-    return { items, nextCursor: out.length > query.limit && last ? encodeCursor(last) : null };
+  list(query: KeyListQuery): Promise<KeyPage> {
+    return this.#redis.run(async () => {
+      const set =
+        query.ownerId !== undefined
+          ? this.#k('owner', query.ownerId)
+          : query.tenantId !== undefined
+            ? this.#k('tenant', query.tenantId)
+            : this.#k('all');
+      const cursor = query.cursor === undefined ? undefined : decodeCursor(query.cursor);
+      const max = cursor === undefined ? '+inf' : String(Date.parse(cursor.createdAt));
+      const out: KeyRecord[] = [];
+      let offset = 0;
+      // Page through the sorted set by score; records are re-filtered (tenant with owner) and re-sorted by id within a score.
+      for (;;) {
+        const ids = await this.#redis.client.zrevrangebyscore(set, max, '-inf', 'LIMIT', offset, 200);
+        if (ids.length === 0) break;
+        offset += ids.length;
+        const [jsons, used] = await Promise.all([
+          this.#redis.client.mget(ids.map((id) => this.#k('rec', id))),
+          this.#redis.client.hmget(this.#k('used'), ...ids),
+        ]);
+        jsons.forEach((json, i) => {
+          if (json === null) return;
+          const r = withLastUsed(JSON.parse(json) as KeyRecord, used[i] ?? null, this.#touched.get(ids[i]!));
+          if (query.tenantId !== undefined && r.tenantId !== query.tenantId) return;
+          if (cursor !== undefined && !afterCursor(r, cursor)) return;
+          out.push(r);
+        });
+        if (out.length > query.limit) break;
+      }
+      out.sort(compareKeys);
+      const items = out.slice(0, query.limit);
+      const last = items.at(-1);
+      return { items, nextCursor: out.length > query.limit && last ? encodeCursor(last) : null };
+    });
   }
 
-  async replace(record: KeyRecord): Promise<void> {
-    await this.#redis.whenReady();
-    const previous = await this.get(record.id);
-    const json = JSON.stringify(record);
-    const score = Date.parse(record.createdAt);
-    const m = this.#redis.client.multi();
-    m.set(this.#k('rec', record.id), json);
-    m.set(this.#k('hash', record.hash), json);
-    if (previous && previous.ownerId !== record.ownerId && previous.ownerId !== null)
-      m.zrem(this.#k('owner', previous.ownerId), record.id);
-    if (previous && previous.tenantId !== record.tenantId && previous.tenantId !== null)
-      m.zrem(this.#k('tenant', previous.tenantId), record.id);
-    if (record.ownerId !== null) m.zadd(this.#k('owner', record.ownerId), score, record.id);
-    if (record.tenantId !== null) m.zadd(this.#k('tenant', record.tenantId), score, record.id);
-    m.publish(this.#channel, record.hash);
-    await exec(m);
-    this.#cache.delete(record.hash);
+  replace(record: KeyRecord): Promise<void> {
+    return this.#redis.run(async () => {
+      const previous = await this.get(record.id);
+      const json = JSON.stringify(record);
+      const score = Date.parse(record.createdAt);
+      const m = this.#redis.client.multi();
+      m.set(this.#k('rec', record.id), json);
+      m.set(this.#k('hash', record.hash), json);
+      if (previous && previous.ownerId !== record.ownerId && previous.ownerId !== null)
+        m.zrem(this.#k('owner', previous.ownerId), record.id);
+      if (previous && previous.tenantId !== record.tenantId && previous.tenantId !== null)
+        m.zrem(this.#k('tenant', previous.tenantId), record.id);
+      if (record.ownerId !== null) m.zadd(this.#k('owner', record.ownerId), score, record.id);
+      if (record.tenantId !== null) m.zadd(this.#k('tenant', record.tenantId), score, record.id);
+      m.publish(this.#channel, record.hash);
+      await exec(m);
+      this.#cache.delete(record.hash);
+    });
   }
 
-  async delete(id: string): Promise<KeyRecord | undefined> {
-    await this.#redis.whenReady();
-    const record = await this.get(id);
-    if (record === undefined) return undefined;
-    const m = this.#redis.client.multi();
-    m.del(this.#k('rec', id), this.#k('hash', record.hash));
-    m.zrem(this.#k('all'), id);
-    if (record.ownerId !== null) m.zrem(this.#k('owner', record.ownerId), id);
-    if (record.tenantId !== null) m.zrem(this.#k('tenant', record.tenantId), id);
-    m.hdel(this.#k('used'), id);
-    m.publish(this.#channel, record.hash);
-    await exec(m);
-    this.#cache.delete(record.hash);
-    this.#touched.delete(id);
-    return record;
+  delete(id: string): Promise<KeyRecord | undefined> {
+    return this.#redis.run(async () => {
+      const record = await this.get(id);
+      if (record === undefined) return undefined;
+      const m = this.#redis.client.multi();
+      m.del(this.#k('rec', id), this.#k('hash', record.hash));
+      m.zrem(this.#k('all'), id);
+      if (record.ownerId !== null) m.zrem(this.#k('owner', record.ownerId), id);
+      if (record.tenantId !== null) m.zrem(this.#k('tenant', record.tenantId), id);
+      m.hdel(this.#k('used'), id);
+      m.publish(this.#channel, record.hash);
+      await exec(m);
+      this.#cache.delete(record.hash);
+      this.#touched.delete(id);
+      return record;
+    });
   }
 
   touch(id: string, at: number): void {
@@ -223,11 +228,12 @@ export class RedisKeyStore implements KeyStore {
   /** The in-process mutex first (no self-contention), then `SET NX PX` on Redis for the other instances. */
   withOwnerLock<T>(ownerId: string, fn: () => Promise<T>): Promise<T> {
     return this.#owners.run(ownerId, async () => {
-      await this.#redis.whenReady();
       const key = this.#k('lock', 'owner', ownerId);
       const token = randomBytes(16).toString('hex');
       const deadline = performance.now() + OWNER_LOCK_WAIT_MS;
-      while ((await this.#redis.client.set(key, token, 'PX', OWNER_LOCK_TTL_MS, 'NX')) !== 'OK') {
+      const acquire = () =>
+        this.#redis.run(() => this.#redis.client.set(key, token, 'PX', OWNER_LOCK_TTL_MS, 'NX'));
+      while ((await acquire()) !== 'OK') {
         if (performance.now() > deadline)
           throw new Problem('service-unavailable', {
             detail: 'Another change to these keys is in progress; try again.',

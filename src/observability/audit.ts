@@ -229,14 +229,16 @@ export class RedisAuditStore implements AuditStore {
   async get(id: string): Promise<AuditRecord | undefined> {
     const local = await this.#local.get(id);
     if (local !== undefined) return local;
-    const json = await this.#redis.client.get(this.#recordKey(id));
+    const json = await this.#redis.run(() => this.#redis.client.get(this.#recordKey(id)));
     return json === null ? undefined : (JSON.parse(json) as AuditRecord);
   }
 
   async list(query: AuditQuery): Promise<AuditRecord[]> {
     if (!this.#redis.ready) return this.#local.list(query);
     const end = query.since === undefined ? '-' : String(query.since);
-    const entries = await this.#redis.client.xrevrange(this.#stream, '+', end, 'COUNT', MAX_SCAN);
+    const entries = await this.#redis.run(() =>
+      this.#redis.client.xrevrange(this.#stream, '+', end, 'COUNT', MAX_SCAN),
+    );
     const out: AuditRecord[] = [];
     for (const [, fields] of entries) {
       const json = fields[1];

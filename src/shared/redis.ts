@@ -97,6 +97,26 @@ export class RedisHandle {
     });
   }
 
+  /**
+   * Runs a command off the hot path (key management, audit reads): waits for the connection
+   * (bounded), and turns a failure — a command timeout on a frozen Redis, a connection lost
+   * mid-command — into 503 service-unavailable instead of an internal error.
+   */
+  async run<T>(fn: () => Promise<T>): Promise<T> {
+    await this.whenReady();
+    try {
+      return await fn();
+    } catch (err) {
+      if (err instanceof Problem) throw err;
+      this.recordError(false);
+      throw new Problem('service-unavailable', {
+        detail: 'Redis is unavailable.',
+        headers: { 'retry-after': '1' },
+        cause: err,
+      });
+    }
+  }
+
   /** `prefix + parts.join(':')`. */
   key(...parts: string[]): string {
     return this.prefix + parts.join(':');
@@ -129,11 +149,18 @@ export class RedisHandle {
 
   async close(): Promise<void> {
     this.#closing = true;
+    // QUIT waits for a reply: a frozen Redis would hold shutdown forever, so it gets a bound.
     const quit = async (c: RedisClient) => {
+      let timer: NodeJS.Timeout | undefined;
+      const bound = new Promise<void>((_, reject) => {
+        timer = setTimeout(() => reject(new Error('QUIT timed out')), this.config.commandTimeoutMs + 500);
+      });
       try {
-        await c.quit();
+        await Promise.race([c.quit(), bound]);
       } catch {
         c.disconnect();
+      } finally {
+        clearTimeout(timer);
       }
     };
     await Promise.all([quit(this.client), this.#subscriber ? quit(this.#subscriber) : Promise.resolve()]);

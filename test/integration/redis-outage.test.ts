@@ -134,4 +134,48 @@ describe('Redis going away under traffic', () => {
     await waitFor(() => !gw.gateway.services.redis!.ready, 5000);
     expect((await request(`${gw.url}/metered`, { headers: { 'x-api-key': key } })).status).toBe(200);
   });
+
+  it('the admin key and audit API answer 503 problems, within bounded time, while Redis is frozen or dead', async () => {
+    const redis = await startPrivateRedis();
+    cleanup.push(() => redis.stop(true));
+    const TOKEN = 'outage-admin-token-456';
+    const gw = await startGateway({
+      admin: { host: '127.0.0.1', port: 0, tokens: [TOKEN] },
+      redis: { url: redis.url, keyPrefix: 'admin-outage:', commandTimeoutMs: 200, connectTimeoutMs: 500 },
+      routes: [{ id: 'demo', path: '/demo', mock: { body: { ok: true } } }],
+    });
+    cleanup.push(() => gw.close());
+    const admin = (method: string, path: string, body?: unknown) =>
+      request(`${gw.adminUrl}${path}`, {
+        method,
+        timeoutMs: 5000,
+        headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' },
+        body: body === undefined ? undefined : JSON.stringify(body),
+      });
+    const created = await admin('POST', '/keys', { name: 'k' });
+    expect(created.status).toBe(201);
+    const id = created.json().id as string;
+
+    for (const fault of ['frozen', 'dead'] as const) {
+      if (fault === 'frozen') redis.freeze();
+      else {
+        redis.thaw();
+        await redis.stop(true);
+      }
+      for (const [method, path, body] of [
+        ['POST', '/keys', { name: 'k2' }],
+        ['GET', '/keys', undefined],
+        ['GET', `/keys/${id}`, undefined],
+        ['PATCH', `/keys/${id}`, { name: 'renamed' }],
+        ['DELETE', `/keys/${id}`, undefined],
+        ['GET', '/requests/not-in-this-process', undefined],
+      ] as const) {
+        const t0 = performance.now();
+        const res = await admin(method, path, body);
+        expect({ fault, method, path, status: res.status }).toEqual({ fault, method, path, status: 503 });
+        expectProblem(res, 'service-unavailable');
+        expect(performance.now() - t0).toBeLessThan(3000);
+      }
+    }
+  });
 });
