@@ -190,6 +190,9 @@ function createClient(config: RedisConfig, options: { subscriber?: boolean } = {
     connectTimeout: config.connectTimeoutMs,
     maxRetriesPerRequest: options.subscriber ? null : 0,
     retryStrategy: (times: number) => Math.min(50 * 2 ** Math.min(times, 6), 2000),
+    // After a failover the old master turns replica and answers writes with READONLY: reconnect
+    // (through the Sentinel, to the new master) instead of failing every write until it drops us.
+    reconnectOnError: (err: Error) => err.message.startsWith('READONLY'),
     lazyConnect: false,
   };
   if (config.cluster) {
@@ -210,6 +213,13 @@ function createClient(config: RedisConfig, options: { subscriber?: boolean } = {
     };
     return new Cluster(nodes, clusterOptions);
   }
-  if (config.sentinels) return new Redis({ ...base, sentinels: config.sentinels, name: config.sentinelName });
+  if (config.sentinels)
+    return new Redis({
+      ...base,
+      sentinels: config.sentinels,
+      name: config.sentinelName,
+      // Listen for the Sentinels' +switch-master and reconnect at once, not at the next error.
+      failoverDetector: true,
+    });
   return new Redis(config.url ?? 'redis://127.0.0.1:6379', base);
 }

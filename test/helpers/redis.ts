@@ -1,5 +1,5 @@
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -168,4 +168,110 @@ export async function startRedisCluster(): Promise<PrivateCluster> {
     throw err;
   }
   return { urls: ports.map((p) => `redis://127.0.0.1:${p}`), stop };
+}
+
+export interface PrivateSentinel {
+  /** For `redis.sentinels`. */
+  sentinels: Array<{ host: string; port: number }>;
+  name: string;
+  /** The port of the current master, as the sentinel reports it. */
+  masterPort(): Promise<number>;
+  /** Forces a failover to the replica and resolves when the sentinel reports the new master. */
+  failover(): Promise<number>;
+  stop(): Promise<void>;
+}
+
+/** `redis-cli -p PORT ARGS…`, resolving with its output. */
+export function redisCli(port: number, args: string[]): Promise<string> {
+  return new Promise((resolve, reject) =>
+    execFile('redis-cli', ['-p', String(port), ...args], { timeout: 3000 }, (err, out) => {
+      if (err) reject(new Error(`redis-cli ${args.join(' ')}: ${err.message}`, { cause: err }));
+      else resolve(out);
+    }),
+  );
+}
+
+/**
+ * A master, one replica and one Sentinel (`redis-server --sentinel`), all on free loopback ports,
+ * for tests of `redis.sentinels` and of a failover.
+ */
+export async function startRedisSentinel(): Promise<PrivateSentinel> {
+  const dir = mkdtempSync(join(tmpdir(), 'tollgate-sentinel-'));
+  const name = 'tollgate-test';
+  const [master, replica, sentinel] = [await freePort(), await freePort(), await freePort()];
+  const common = ['--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--loglevel', 'warning'];
+  const children: ChildProcess[] = [];
+  const stop = async () => {
+    await Promise.all(
+      children.map(
+        (c) =>
+          new Promise<void>((resolve) => {
+            if (c.exitCode !== null || c.signalCode !== null) return resolve();
+            c.once('exit', () => resolve());
+            c.kill('SIGKILL');
+          }),
+      ),
+    );
+    rmSync(dir, { recursive: true, force: true });
+  };
+  const masterPort = async () => {
+    const out = await redisCli(sentinel, ['sentinel', 'get-master-addr-by-name', name]);
+    return Number(out.trim().split('\n')[1]);
+  };
+  try {
+    children.push(
+      spawn('redis-server', ['--port', String(master), '--dir', dir, ...common], { stdio: 'ignore' }),
+    );
+    children.push(
+      spawn(
+        'redis-server',
+        ['--port', String(replica), '--dir', dir, '--replicaof', '127.0.0.1', String(master), ...common],
+        { stdio: 'ignore' },
+      ),
+    );
+    const conf = join(dir, 'sentinel.conf');
+    writeFileSync(
+      conf,
+      [
+        `port ${sentinel}`,
+        'bind 127.0.0.1',
+        `dir ${dir}`,
+        `sentinel monitor ${name} 127.0.0.1 ${master} 1`,
+        `sentinel down-after-milliseconds ${name} 1000`,
+        `sentinel failover-timeout ${name} 5000`,
+        '',
+      ].join('\n'),
+    );
+    children.push(spawn('redis-server', [conf, '--sentinel'], { stdio: 'ignore' }));
+    for (const port of [master, replica, sentinel]) await waitFor(() => ping(port), 5000, 25);
+    // The replica is in sync, and the sentinel knows it (a failover needs a known, healthy replica).
+    await waitFor(
+      async () => (await redisCli(replica, ['info', 'replication'])).includes('master_link_status:up'),
+      10_000,
+      50,
+    );
+    await waitFor(
+      async () => {
+        const out = await redisCli(sentinel, ['sentinel', 'replicas', name]);
+        return out.includes(String(replica)) && !out.includes('disconnected');
+      },
+      15_000,
+      100,
+    );
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+  return {
+    sentinels: [{ host: '127.0.0.1', port: sentinel }],
+    name,
+    masterPort,
+    async failover() {
+      const before = await masterPort();
+      await redisCli(sentinel, ['sentinel', 'failover', name]);
+      await waitFor(async () => (await masterPort()) !== before, 15_000, 100);
+      return masterPort();
+    },
+    stop,
+  };
 }
