@@ -192,7 +192,8 @@ function createClient(config: RedisConfig, options: { subscriber?: boolean } = {
     retryStrategy: (times: number) => Math.min(50 * 2 ** Math.min(times, 6), 2000),
     // After a failover the old master turns replica and answers writes with READONLY: reconnect
     // (through the Sentinel, to the new master) instead of failing every write until it drops us.
-    reconnectOnError: (err: Error) => err.message.startsWith('READONLY'),
+    // (A RESP error reply carries its code as the first word: `READONLY You can't write…`.)
+    reconnectOnError: (err: Error) => err.message.split(' ', 1)[0] === 'READONLY',
     lazyConnect: false,
   };
   if (config.cluster) {
