@@ -4,10 +4,25 @@ import { Problem } from '../problems/problem.js';
 const NEEDS_WORK = /%|\/\.|\\|\/\//;
 // Escapes that would let a path change its own structure after an upstream decodes it.
 const FORBIDDEN_ESCAPE = /%(2f|5c|00)/i;
+const ESCAPE = /%([0-9a-f]{2})/gi;
+
+function decodeUnreserved(_escape: string, hex: string): string {
+  const c = parseInt(hex, 16);
+  const unreserved =
+    (c >= 0x41 && c <= 0x5a) || // A-Z
+    (c >= 0x61 && c <= 0x7a) || // a-z
+    (c >= 0x30 && c <= 0x39) || // 0-9
+    c === 0x2d || // -
+    c === 0x2e || // .
+    c === 0x5f || // _
+    c === 0x7e; // ~
+  return unreserved ? String.fromCharCode(c) : `%${hex.toUpperCase()}`;
+}
 
 /**
  * Turns a request path (no query) into the canonical path routes are matched on and that is sent
- * upstream: dot segments resolved (also percent-encoded ones, `%2e`), repeated slashes merged,
+ * upstream: escaped unreserved characters decoded (so `%2e` is a dot and `%61` an `a`), dot
+ * segments resolved, repeated slashes merged,
  * and encoded slashes, backslashes or NUL refused with 400 — so nothing an upstream decodes later
  * can climb out of the route's prefix (RFC 3986 §5.2.4; the same stance as Envoy's
  * `path_with_escaped_slashes_action: REJECT_REQUEST` with `merge_slashes`).
@@ -25,8 +40,10 @@ export function normalizePath(rawPath: string): string {
   const last = segments.length - 1;
   let trailingSlash = false;
   for (let i = 1; i <= last; i++) {
-    const seg = segments[i]!;
-    const plain = seg.includes('%') ? seg.replace(/%2e/gi, '.') : seg;
+    // Escaped unreserved characters mean the same as the characters (RFC 3986 §6.2.2.2): decode
+    // them, so `/api/%61dmin` is matched — and forwarded — as `/api/admin`, never slipping past a
+    // more specific route to a broader one. Other escapes stay, in upper case (§6.2.2.1).
+    const plain = segments[i]!.includes('%') ? segments[i]!.replace(ESCAPE, decodeUnreserved) : segments[i]!;
     if (plain === '') {
       if (i === last) trailingSlash = true;
       continue;
@@ -40,8 +57,7 @@ export function normalizePath(rawPath: string): string {
       if (i === last) trailingSlash = true;
       continue;
     }
-    // Keep the client's own spelling of ordinary segments (escapes included): only structure changes.
-    out.push(seg);
+    out.push(plain);
   }
   if (out.length === 0) return '/';
   return '/' + out.join('/') + (trailingSlash ? '/' : '');

@@ -50,6 +50,12 @@ describe('routing, local answers and correlation', () => {
     expectProblem(await request(`${gw.url}/demox`), 'not-found');
   });
 
+  it('an escaped spelling of a path reaches the same route (no slipping past a more specific one)', async () => {
+    // `%74` is `t`: `/demo/%74ext` is `/demo/text`, which an upstream that decodes would also see.
+    expect((await request(`${gw.url}/demo/%74ext/x`)).text).toBe('plain words');
+    expect((await request(`${gw.url}/%64emo/%54EXT`)).json()).toEqual({ ok: true }); // paths are case-sensitive
+  });
+
   it('405 with Allow for a method the route does not list; HEAD comes with GET', async () => {
     const res = await request(`${gw.url}/demo`, { method: 'DELETE' });
     expectProblem(res, 'method-not-allowed');

@@ -20,6 +20,10 @@ describe('normalizePath', () => {
     ['/v1/orders/', '/v1/orders/'],
     ['/a/b%20c/d', '/a/b%20c/d'],
     ['/.well-known/x', '/.well-known/x'],
+    // Escaped unreserved characters are the characters (RFC 3986 §6.2.2.2); other escapes stay, upper-cased.
+    ['/api/%61dmin/users', '/api/admin/users'],
+    ['/api/%41%7e%2D%5f', '/api/A~-_'],
+    ['/a/%c3%a9/%3a', '/a/%C3%A9/%3A'],
   ])('%s → %s', (input, expected) => {
     expect(normalizePath(input)).toBe(expected);
   });
@@ -35,6 +39,24 @@ describe('normalizePath', () => {
       }
     },
   );
+
+  it('matches an escaped spelling of a path as the path itself (property)', () => {
+    const unreserved = fc.stringMatching(/^[A-Za-z0-9._~-]{1,8}$/).filter((x) => x !== '.' && x !== '..');
+    fc.assert(
+      fc.property(
+        fc.array(unreserved, { minLength: 1, maxLength: 5 }),
+        fc.array(fc.boolean()),
+        (segs, flips) => {
+          const plain = '/' + segs.join('/');
+          let i = 0;
+          const escaped = plain.replace(/[A-Za-z0-9._~-]/g, (c) =>
+            flips[i++ % Math.max(flips.length, 1)] ? `%${c.charCodeAt(0).toString(16)}` : c,
+          );
+          expect(normalizePath(escaped)).toBe(normalizePath(plain));
+        },
+      ),
+    );
+  });
 
   it('never yields a dot segment, an empty segment or a path outside the root (property)', () => {
     const segment = fc.oneof(
