@@ -49,4 +49,28 @@ describe('authenticate() in a plain Express app', () => {
     });
     expect(res.json()).toEqual({ bytes: body.length });
   });
+
+  it('verifies a signature over the path as sent when mounted under a prefix', async () => {
+    const auth = authenticate({ route: { methods: ['apiKey'], hmac: 'required' } });
+    const app = express();
+    app.use(requestId());
+    const orders = express.Router();
+    orders.get('/:id', (req, res) => {
+      res.json({ id: req.params.id });
+    });
+    app.use('/orders', auth, orders); // inside, req.url is `/7?x=1`; the client signed `/orders/7?x=1`
+    app.use(problemDetails());
+    const base = await listenApp(app);
+    const k = await auth.keys.create({ name: 's', hmac: true });
+    const ts = String(Math.floor(Date.now() / 1000));
+    const res = await request(`${base}/orders/7?x=1`, {
+      headers: {
+        'x-api-key': k.key,
+        'x-timestamp': ts,
+        'x-signature': sign(k.signingSecret!, ts, 'GET', '/orders/7?x=1', ''),
+      },
+    });
+    expect(res.status).toBe(200);
+    expect(res.json()).toEqual({ id: '7' });
+  });
 });

@@ -103,8 +103,11 @@ export function createSignatureStage(mode: 'optional' | 'required', deps: Signat
               : 'X-Signature must be "v1=<64 hex digits>".',
         });
       }
+      // The path and query exactly as sent: under an Express mount `req.url` is cut to the mount
+      // point, `originalUrl` is not.
+      const target = (req as { originalUrl?: string }).originalUrl ?? req.url ?? '';
       const expected = createHmac('sha256', Buffer.from(secret, 'utf8'))
-        .update(`${timestamp}\n${(req.method ?? '').toUpperCase()}\n${req.url ?? ''}\n${bodySha256}`)
+        .update(`${timestamp}\n${(req.method ?? '').toUpperCase()}\n${target}\n${bodySha256}`)
         .digest();
       if (!timingSafeEqual(expected, Buffer.from(m[1]!, 'hex'))) {
         note('invalid-signature');
