@@ -370,6 +370,7 @@ export class Gateway {
   }
 
   #finish(ctx: RequestContext): void {
+    ctx.closed = true;
     const hooks = ctx.closeHooks;
     if (hooks !== undefined) {
       for (const hook of hooks) {

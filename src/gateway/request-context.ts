@@ -68,6 +68,8 @@ export class RequestContext {
   /** Which peers' `X-Forwarded-For` is believed (from `trustProxy`); undefined trusts nobody. */
   trust: TrustFn | undefined;
   closeHooks: CloseHook[] | undefined;
+  /** The response is over (finished or aborted) and the close hooks have run. */
+  closed: boolean;
 
   constructor(
     req: IncomingMessage,
@@ -103,6 +105,7 @@ export class RequestContext {
     this.clientIpValue = undefined;
     this.trust = undefined;
     this.closeHooks = undefined;
+    this.closed = false;
     (req as unknown as Record<symbol, RequestContext>)[CONTEXT] = this;
   }
 
@@ -120,9 +123,14 @@ export class RequestContext {
     return this.traceparent.slice(3, 35);
   }
 
-  /** Runs `hook` once the response is over, finished or aborted (hooks run in the order added). */
+  /**
+   * Runs `hook` once the response is over, finished or aborted (hooks run in the order added) —
+   * at once when it already is: a client that left during an earlier async stage must still stop
+   * what a later stage would start for it.
+   */
   onClose(hook: CloseHook): void {
-    (this.closeHooks ??= []).push(hook);
+    if (this.closed) hook(this);
+    else (this.closeHooks ??= []).push(hook);
   }
 }
 

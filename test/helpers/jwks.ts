@@ -20,6 +20,8 @@ export interface JwksServer {
   keys: SigningKey[];
   fetches: number;
   down: boolean;
+  /** Each answer is held this long (a slow identity provider). */
+  delayMs: number;
   close(): Promise<void>;
 }
 
@@ -29,10 +31,17 @@ export async function startJwksServer(keys: SigningKey[]): Promise<JwksServer> {
     keys,
     fetches: 0,
     down: false,
+    delayMs: 0,
     close: () => Promise.resolve(),
   };
   const server = http.createServer((req, res) => {
     state.fetches++;
+    if (state.delayMs > 0) {
+      const timer = setTimeout(() => answer(res), state.delayMs);
+      res.on('close', () => clearTimeout(timer));
+    } else answer(res);
+  });
+  const answer = (res: http.ServerResponse) => {
     if (state.down) {
       res.writeHead(503);
       res.end();
@@ -40,7 +49,7 @@ export async function startJwksServer(keys: SigningKey[]): Promise<JwksServer> {
     }
     res.writeHead(200, { 'content-type': 'application/json' });
     res.end(JSON.stringify({ keys: state.keys.map((k) => k.jwk) }));
-  });
+  };
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   state.url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/.well-known/jwks.json`;
   state.close = () =>

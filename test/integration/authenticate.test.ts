@@ -58,6 +58,12 @@ describe('API keys', () => {
     expect(
       (await request(`${gw.url}/v1/orders`, { headers: { authorization: `Bearer ${key}` } })).status,
     ).toBe(200);
+    // Any spelling authentication accepts is also recognised as a key and kept from the upstream.
+    for (const spelling of [`Bearer  ${key}`, `bearer ${key}  `, `BEARER ${key}`])
+      expect((await request(`${gw.url}/v1/orders`, { headers: { authorization: spelling } })).status).toBe(
+        200,
+      );
+    expect(up.calls).toHaveLength(5);
     for (const call of up.calls) {
       expect(call.headers['x-consumer-id']).toBe('owner-1');
       expect(call.headers['x-tenant-id']).toBe('acme');

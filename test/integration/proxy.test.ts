@@ -2,7 +2,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import http from 'node:http';
 import { createHash } from 'node:crypto';
 import { startGateway, type RunningGateway } from '../helpers/gateway.js';
-import { freePort, request, waitFor } from '../helpers/http.js';
+import { freePort, rawExchange, request, waitFor } from '../helpers/http.js';
 import { echo, startUpstream, type Upstream } from '../helpers/upstream.js';
 import { expectProblem } from '../helpers/problem.js';
 
@@ -54,6 +54,47 @@ describe('proxy: forwarding', () => {
     expect(seen.headers['x-forwarded-proto']).toBe('http');
     expect(seen.headers['x-forwarded-host']).toBe('api.example.com');
     expect(seen.headers.host).toBe(`127.0.0.1:${up.port}`);
+  });
+
+  it('strips an exact prefix to the base path itself, and names the client protocol in Via', async () => {
+    const up = await upstream();
+    const gw = await gateway([
+      {
+        id: 'exact',
+        path: '/v1',
+        auth: 'none',
+        upstream: { targets: [up.url + '/base'], stripPrefix: '/v1' },
+      },
+    ]);
+    expect((await request(`${gw.url}/v1?q=1`)).status).toBe(200);
+    expect((await request(`${gw.url}/v1/?q=2`)).status).toBe(200);
+    const port = Number(new URL(gw.url).port);
+    const { response } = await rawExchange(port, 'GET /v1/x HTTP/1.0\r\nHost: a.test\r\n\r\n');
+    expect(response.startsWith('HTTP/1.1 200')).toBe(true);
+    expect(up.calls.map((c) => c.url)).toEqual(['/base?q=1', '/base/?q=2', '/base/x']);
+    expect(up.calls[2]!.headers.via).toBe('1.0 tollgate');
+  });
+
+  it('refuses a request looping through the gateway with 502 after a bounded number of hops', async () => {
+    let gatewayUrl = '';
+    let hops = 0;
+    // An upstream that sends every request back to the gateway, headers and all: a routing loop.
+    const loop = await upstream((req, res) => {
+      hops++;
+      const back = http.request(`${gatewayUrl}${req.url}`, { headers: req.headers }, (answer) => {
+        res.writeHead(answer.statusCode!, answer.headers);
+        answer.pipe(res);
+      });
+      back.on('error', () => res.destroy());
+      back.end();
+    });
+    const gw = await gateway([
+      { id: 'loop', path: '/loop', auth: 'none', upstream: { targets: [loop.url], timeoutMs: 10_000 } },
+    ]);
+    gatewayUrl = gw.url;
+    const res = await request(`${gw.url}/loop/x`, { timeoutMs: 10_000 });
+    expectProblem(res, 'bad-gateway');
+    expect(hops).toBe(10);
   });
 
   it('forwards a valid traceparent unchanged and replaces an invalid one', async () => {
@@ -127,20 +168,25 @@ describe('proxy: forwarding', () => {
     expect(res.headers['set-cookie']).toEqual(['a=1', 'b=2']);
   });
 
-  it('trusts X-Forwarded-For only from a trusted proxy', async () => {
+  it('trusts X-Forwarded-For (and Forwarded, X-Real-IP) only from a trusted proxy', async () => {
     const up = await upstream();
     const untrusting = await gateway([route([up.url])]);
+    const claims = { forwarded: 'for=6.6.6.6;proto=https', 'x-real-ip': '6.6.6.6' };
     await request(`${untrusting.url}/v1/orders`, {
-      headers: { 'x-forwarded-for': '6.6.6.6', 'x-forwarded-proto': 'https' },
+      headers: { 'x-forwarded-for': '6.6.6.6', 'x-forwarded-proto': 'https', ...claims },
     });
     expect(up.calls[0]!.headers['x-forwarded-for']).toBe('127.0.0.1');
     expect(up.calls[0]!.headers['x-forwarded-proto']).toBe('http');
+    expect(up.calls[0]!.headers.forwarded).toBeUndefined();
+    expect(up.calls[0]!.headers['x-real-ip']).toBeUndefined();
     const trusting = await gateway([route([up.url])], { trustProxy: 'loopback' });
     await request(`${trusting.url}/v1/orders`, {
-      headers: { 'x-forwarded-for': '203.0.113.9', 'x-forwarded-proto': 'https' },
+      headers: { 'x-forwarded-for': '203.0.113.9', 'x-forwarded-proto': 'https', ...claims },
     });
     expect(up.calls[1]!.headers['x-forwarded-for']).toBe('203.0.113.9, 127.0.0.1');
     expect(up.calls[1]!.headers['x-forwarded-proto']).toBe('https');
+    expect(up.calls[1]!.headers.forwarded).toBe(claims.forwarded);
+    expect(up.calls[1]!.headers['x-real-ip']).toBe(claims['x-real-ip']);
   });
 
   it('spreads requests over targets round-robin', async () => {
@@ -215,6 +261,27 @@ describe('proxy: failures', () => {
       statuses.push((await request(`${gw.url}/v1/orders`, { method: 'POST', body: 'x' })).status);
     expect(statuses.filter((s) => s === 502).length).toBe(2);
     expect(statuses.filter((s) => s === 200).length).toBe(2);
+  });
+
+  it('retries a GET on the same target when a kept-alive socket was closed under it (one target)', async () => {
+    // The upstream drops the connection on the second request it carries, without a word, as a
+    // server closing an idle keep-alive socket does in a race. Once only.
+    const served = new WeakMap<object, number>();
+    let dropped = 0;
+    const up = await upstream((req, res) => {
+      const n = (served.get(req.socket) ?? 0) + 1;
+      served.set(req.socket, n);
+      if (n === 2 && dropped === 0) {
+        dropped++;
+        req.socket.destroy();
+        return;
+      }
+      res.end('ok');
+    });
+    const gw = await gateway([route([up.url])]); // one target, retries: 1 (default)
+    for (let i = 0; i < 3; i++) expect((await request(`${gw.url}/v1/orders`)).status).toBe(200);
+    expect(dropped).toBe(1);
+    expect(up.calls).toHaveLength(4); // three answered, one dropped and retried
   });
 
   it('takes a failing target out of rotation, then answers 503 with Retry-After when none is left', async () => {

@@ -4,6 +4,7 @@ import fc from 'fast-check';
 import { startGateway, type RunningGateway } from '../helpers/gateway.js';
 import { parseRaw, rawExchange, request, waitFor } from '../helpers/http.js';
 import { startUpstream, type Upstream } from '../helpers/upstream.js';
+import { signingKey, startJwksServer, token } from '../helpers/jwks.js';
 
 const TOKEN = 'bad-input-admin-token-1';
 let up: Upstream;
@@ -234,5 +235,38 @@ describe('bad input is answered, never crashes', () => {
     await waitFor(() => upstreamClosed, 3000);
     await g2.close();
     await slowUp.close();
+  });
+
+  it('a client that leaves while an earlier stage runs (a slow JWKS fetch) is never proxied', async () => {
+    const key = await signingKey('slow');
+    const jwks = await startJwksServer([key]);
+    jwks.delayMs = 500;
+    const seen = await startUpstream();
+    const g = await startGateway({
+      auth: { jwt: [{ issuer: 'https://idp.test/', audience: 'api://orders', jwksUri: jwks.url }] },
+      routes: [{ id: 'o', path: '/orders', auth: { methods: ['jwt'] }, upstream: { targets: [seen.url] } }],
+    });
+    try {
+      const bearer = { authorization: `Bearer ${await token(key)}` };
+      // Leaves after 100 ms, while the gateway is still fetching the JWKS.
+      const gone = http.request(`${g.url}/orders/abandoned`, { method: 'DELETE', headers: bearer });
+      gone.on('error', () => undefined);
+      gone.end();
+      await waitFor(() => jwks.fetches === 1, 2000, 10);
+      await new Promise((r) => setTimeout(r, 100));
+      gone.destroy();
+      // A second request waits on the same fetch; once it is through, the first would have been too.
+      const kept = await request(`${g.url}/orders/kept`, {
+        method: 'DELETE',
+        headers: bearer,
+        timeoutMs: 5000,
+      });
+      expect(kept.status).toBe(200);
+      expect(seen.calls.map((c) => c.url)).toEqual(['/orders/kept']);
+    } finally {
+      await g.close();
+      await seen.close();
+      await jwks.close();
+    }
   });
 });

@@ -13,6 +13,11 @@ export interface Presented {
 
 const BEARER = /^Bearer +([A-Za-z0-9._~+/=-]+) *$/i;
 
+/** The token of `Authorization: Bearer <token>` (any number of spaces, RFC 6750 §2.1), else undefined. */
+export function bearerToken(authorization: string): string | undefined {
+  return BEARER.exec(authorization)?.[1];
+}
+
 /**
  * The credentials a request presents. Repeats are found in `rawHeaders`, because Node keeps only
  * the first `Authorization` and joins repeated custom headers with ", " — either would hide a
@@ -34,9 +39,8 @@ export function presentedCredentials(req: IncomingMessage, apiKeyHeader: string)
   let bearer: string | undefined;
   let malformed = false;
   if (authorization !== undefined) {
-    const m = BEARER.exec(authorization);
-    if (m) bearer = m[1];
-    else malformed = true;
+    bearer = bearerToken(authorization);
+    malformed = bearer === undefined;
   }
   return { header: header === '' ? undefined : header, bearer, malformed, repeated: auths > 1 || keys > 1 };
 }

@@ -1,3 +1,4 @@
+import { bearerToken } from '../authenticate/credentials.js';
 import type { IncomingHttpHeaders, IncomingMessage, OutgoingHttpHeaders } from 'node:http';
 import { HOP_BY_HOP, connectionTokens } from '../../shared/http.js';
 import type { RequestContext } from '../../gateway/request-context.js';
@@ -13,13 +14,24 @@ export const IDENTITY_HEADERS = [
 ] as const;
 
 /** Our pseudonym in `Via` (RFC 9110 §7.6.3). */
-export const VIA = '1.1 tollgate';
+export const VIA_PSEUDONYM = 'tollgate';
+export const VIA = `1.1 ${VIA_PSEUDONYM}`;
+/** More Tollgate hops than this in `Via` is a loop (a route whose upstream leads back to a gateway). */
+export const MAX_VIA_HOPS = 10;
+
+/** How many entries of a `Via` header name Tollgate. */
+export function tollgateHops(via: string): number {
+  let hops = 0;
+  for (const entry of via.split(',')) if (entry.trim().split(/\s+/)[1] === VIA_PSEUDONYM) hops++;
+  return hops;
+}
 
 export interface RequestHeaderPlan {
   /** Lower-case names never copied from the client. */
   readonly drop: ReadonlySet<string>;
   /** `Authorization` values starting with this (lower-cased) carry an API key and are not forwarded. */
-  readonly apiKeyBearer: string;
+  /** `<prefix>_`: a Bearer token starting with it is an API key, never forwarded. */
+  readonly apiKeyPrefix: string;
   readonly preserveHost: boolean;
   readonly trust: TrustFn;
   readonly trustsNobody: boolean;
@@ -51,7 +63,7 @@ export function requestHeaderPlan(options: {
   ]);
   return {
     drop,
-    apiKeyBearer: `bearer ${options.apiKeyPrefix}_`,
+    apiKeyPrefix: `${options.apiKeyPrefix}_`,
     preserveHost: options.preserveHost,
     trust: options.trust,
     trustsNobody: options.trustsNobody,
@@ -74,16 +86,18 @@ export function upstreamRequestHeaders(
     if (named !== undefined && named.includes(name)) continue;
     out[name] = src[name];
   }
+  // Parsed exactly as authentication parses it, so no spelling of `Bearer <key>` gets through.
   const auth = out.authorization;
-  if (
-    typeof auth === 'string' &&
-    auth.length > plan.apiKeyBearer.length &&
-    auth.toLowerCase().startsWith(plan.apiKeyBearer)
-  )
+  if (typeof auth === 'string' && bearerToken(auth)?.startsWith(plan.apiKeyPrefix) === true)
     delete out.authorization;
 
   const peer = req.socket.remoteAddress ?? '';
   const peerTrusted = !plan.trustsNobody && plan.trust(peer, 0);
+  // Other spellings of the same claims (RFC 7239, nginx's habit) pass only from a trusted proxy.
+  if (!peerTrusted) {
+    delete out.forwarded;
+    delete out['x-real-ip'];
+  }
   const priorFor = src['x-forwarded-for'];
   out['x-forwarded-for'] =
     peerTrusted && typeof priorFor === 'string' && priorFor !== '' ? `${priorFor}, ${peer}` : peer;
@@ -94,8 +108,10 @@ export function upstreamRequestHeaders(
   const host = src.host;
   if (peerTrusted && typeof priorHost === 'string') out['x-forwarded-host'] = priorHost;
   else if (host !== undefined) out['x-forwarded-host'] = host;
+  // `received-protocol` is the version the client spoke to us (RFC 9110 §7.6.3).
+  const via = req.httpVersion === '1.1' ? VIA : `${req.httpVersion} ${VIA_PSEUDONYM}`;
   const priorVia = src.via;
-  out.via = typeof priorVia === 'string' && priorVia !== '' ? `${priorVia}, ${VIA}` : VIA;
+  out.via = typeof priorVia === 'string' && priorVia !== '' ? `${priorVia}, ${via}` : via;
   out.host = plan.preserveHost && host !== undefined ? host : targetHost;
   out['x-request-id'] = ctx.requestId;
   out.traceparent = ctx.traceparent;

@@ -7,7 +7,13 @@ import { IDEMPOTENT_METHODS } from '../../shared/http.js';
 import type { Clock } from '../../shared/clock.js';
 import type { RequestContext } from '../../gateway/request-context.js';
 import type { Stage } from '../../gateway/stage.js';
-import { downstreamHeaders, upstreamRequestHeaders, type RequestHeaderPlan } from './headers.js';
+import {
+  MAX_VIA_HOPS,
+  downstreamHeaders,
+  tollgateHops,
+  upstreamRequestHeaders,
+  type RequestHeaderPlan,
+} from './headers.js';
 import type { Target, UpstreamPool } from './upstream-pool.js';
 import type { UpstreamConfig } from './schema.js';
 
@@ -59,6 +65,13 @@ export class ProxyStage implements Stage {
   }
 
   run(ctx: RequestContext): Promise<void> {
+    const via = ctx.req.headers.via;
+    if (via !== undefined && tollgateHops(via) >= MAX_VIA_HOPS)
+      return Promise.reject(
+        new Problem('bad-gateway', {
+          detail: `The request has passed through the gateway ${MAX_VIA_HOPS} times: a route's upstream leads back to it.`,
+        }),
+      );
     return new Promise<void>((resolve, reject) => {
       new Exchange(ctx, this.#o, this.upstreamPath(ctx), resolve, reject).attempt();
     });
@@ -73,7 +86,8 @@ export class ProxyStage implements Stage {
       path.startsWith(sp) &&
       (path.length === sp.length || path.charCodeAt(sp.length) === 47)
     )
-      path = path.length === sp.length ? '/' : path.slice(sp.length);
+      // The exact prefix strips to nothing: `/api?q` → the target's base path itself (`/base?q`, or `/?q`).
+      path = path.slice(sp.length);
     return path + ctx.search;
   }
 }
@@ -140,6 +154,11 @@ class Exchange implements Dispatcher.DispatchHandlers {
   attempt(): void {
     const o = this.#o;
     const ctx = this.#ctx;
+    if (this.#clientGone) {
+      // The client left while an earlier stage ran: nothing is sent upstream on its behalf.
+      this.#fail(new Problem('bad-gateway', { detail: 'The client closed the connection.' }));
+      return;
+    }
     const target = o.pool.pick(this.#tried);
     if (target === undefined) {
       // With retries exhausted, the failure that made us retry is the answer.
@@ -165,7 +184,7 @@ class Exchange implements Dispatcher.DispatchHandlers {
     target.pool.dispatch(
       {
         origin: target.origin,
-        path: target.basePath + this.#path,
+        path: joinPath(target.basePath, this.#path),
         method: (ctx.req.method ?? 'GET') as Dispatcher.HttpMethod,
         headers: headers as Record<string, string | string[]>,
         body,
@@ -313,7 +332,9 @@ class Exchange implements Dispatcher.DispatchHandlers {
     if (retryable) {
       this.#retriesLeft--;
       this.#lastError = problem;
-      (this.#tried ??= []).push(target);
+      // A target that refused the connection is skipped; after a stale kept-alive socket the same
+      // target may serve the retry on a fresh connection (with one target, it is the only choice).
+      if (!STALE_SOCKET_ERRORS.has(code)) (this.#tried ??= []).push(target);
       this.attempt();
       return;
     }
@@ -338,4 +359,10 @@ class Exchange implements Dispatcher.DispatchHandlers {
 
 export function createProxyStage(options: ProxyStageOptions): Stage {
   return new ProxyStage(options);
+}
+
+/** The target's base path and the forwarded path (which may be empty, or only a query). */
+function joinPath(base: string, path: string): string {
+  const joined = base + path;
+  return joined.charCodeAt(0) === 47 /* / */ ? joined : '/' + joined;
 }

@@ -22,7 +22,7 @@ export const upstreamSchema = z
     retries: nonNegativeInt(5)
       .default(1)
       .describe(
-        'Retries on another target for idempotent methods when the connection failed before any byte was sent.',
+        'Retries of an idempotent request whose connection failed before any response byte: on another target after a refused connection, on any target after a reset (a stale kept-alive socket).',
       ),
     preserveHost: bool()
       .default(false)

@@ -75,6 +75,7 @@ export function ensureContext(
   ctx.path = path;
   ctx.search = search;
   res.once('close', () => {
+    ctx.closed = true;
     for (const hook of ctx.closeHooks ?? []) hook(ctx);
   });
   return ctx;
