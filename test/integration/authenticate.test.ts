@@ -416,9 +416,16 @@ describe('HMAC request signing', () => {
   }
 
   it('accepts a correctly signed request and sends the same body bytes upstream, without the signature', async () => {
-    const { up, send, gw } = await signed('required');
+    const { up, send, gw, created } = await signed('required');
     const res = await send({});
     expect(res.status).toBe(200);
+    // Hex is hex in either case (SPEC §5 says only "hex") — and a replay in the other case is a replay.
+    const ts = String(Math.floor(Date.now() / 1000) - 1);
+    const body = '{"sku":"A1","qty":2}';
+    const lower = sign(created.signingSecret!, ts, 'POST', '/v1/orders?expand=items', body);
+    const upper = `v1=${lower.slice(3).toUpperCase()}`;
+    expect((await send({ ts, sig: upper })).status).toBe(200);
+    expectProblem(await send({ ts, sig: lower }), 'replayed-request');
     expect(up.calls[0]!.body.toString()).toBe('{"sku":"A1","qty":2}');
     expect(up.calls[0]!.headers['x-signature']).toBeUndefined();
     // The audit record keeps what the signature covered (for the playground), never the secret.

@@ -6,7 +6,7 @@ import type { Stage } from '../../gateway/stage.js';
 import type { KeyService } from '../../keys/service.js';
 import type { ReplayStore } from './replay-store.js';
 
-const SIGNATURE = /^v1=([0-9a-f]{64})$/;
+const SIGNATURE = /^v1=([0-9a-fA-F]{64})$/;
 const TIMESTAMP = /^\d{1,12}$/;
 
 /**
@@ -118,7 +118,8 @@ export function createSignatureStage(mode: 'optional' | 'required', deps: Signat
         return;
       }
       // Remembered for both sides of the window: a timestamp is acceptable for 2 × tolerance.
-      const first = deps.replay.first(`${record.id}:${m[1]!}`, 2 * toleranceMs);
+      // Keyed by the digest in one case, so a replay cannot pass by changing the hex's case.
+      const first = deps.replay.first(`${record.id}:${m[1]!.toLowerCase()}`, 2 * toleranceMs);
       const verdict = (isFirst: boolean) => {
         if (!isFirst) {
           note('replayed');

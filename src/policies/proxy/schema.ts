@@ -18,7 +18,9 @@ export const upstreamSchema = z
       .describe('A leading path removed before forwarding (`/v1` turns `/v1/orders/7` into `/orders/7`).'),
     timeoutMs: positiveInt()
       .default(30_000)
-      .describe('Time allowed for the upstream to start answering; then 504 gateway-timeout.'),
+      .describe(
+        'Time allowed for the upstream to start answering (then 504 gateway-timeout), and the longest silence while it sends a body (then the response is cut off). Give streaming routes (SSE, long polls) a value above their quiet periods.',
+      ),
     retries: nonNegativeInt(5)
       .default(1)
       .describe(
