@@ -293,6 +293,47 @@ describe.each(stores)('quotas (%s)', (_name, storeConfig) => {
     expect((await call()).status).toBe(200);
   });
 
+  it("on a mock route, charges the route's own answers only: not the gateway's 400s and 409s, not replays", async () => {
+    const gw = await gateway({
+      ...storeConfig(),
+      admin: { host: '127.0.0.1', port: 0, tokens: ['quota-admin-token-123'] },
+      plans: { metered: { quota: { limit: 3, period: 'day' } } },
+      routes: [
+        {
+          id: 'm',
+          path: '/m',
+          auth: { methods: ['apiKey'] },
+          methods: ['POST'],
+          mock: { status: 201, body: { ok: true } },
+          quota: { cost: 1 },
+          idempotency: {},
+        },
+      ],
+    });
+    const { key, record } = await gw.gateway.services.keys.create({
+      name: 'k',
+      plan: 'metered',
+      remaining: 10,
+    });
+    const post = (idem: string, body = '{}') =>
+      request(`${gw.url}/m`, {
+        method: 'POST',
+        body,
+        headers: { 'x-api-key': key, 'idempotency-key': idem, 'content-type': 'application/json' },
+      });
+    for (let i = 0; i < 3; i++) expectProblem(await post('bad key'), 'validation-failed');
+    expect((await post('one')).status).toBe(201); // charged: 1
+    expect((await post('one')).headers['idempotent-replayed']).toBe('true'); // a replay: free
+    expectProblem(await post('one', '{"other":1}'), 'idempotency-conflict'); // free
+    expect((await post('two')).status).toBe(201); // 2
+    expect((await post('three')).status).toBe(201); // 3
+    expectProblem(await post('four'), 'quota-exceeded');
+    const view = await request(`${gw.adminUrl}/keys/${record.id}`, {
+      headers: { authorization: 'Bearer quota-admin-token-123' },
+    });
+    expect(view.json().remaining).toBe(7);
+  });
+
   it('months are calendar UTC months; lifetime never resets', async () => {
     const month = await quotaGateway('month');
     const k1 = await month.gw.gateway.services.keys.create({ name: 'm', plan: 'metered' });
@@ -346,5 +387,32 @@ describe.each(stores)('quotas (%s)', (_name, storeConfig) => {
     );
     expect(body.limit).toBe(2);
     expect(body.resets_at).toBeNull();
+  });
+});
+
+describe('rate-limit headers and the upstream', () => {
+  it("keeps the gateway's RateLimit headers when the upstream sends its own", async () => {
+    const up = await startUpstream((_req, res) => {
+      res.writeHead(200, { ratelimit: '"up";r=999;t=5', 'ratelimit-policy': '"up";q=1000;w=5' });
+      res.end('{}');
+    });
+    cleanup.push(() => up.close());
+    const gw = await gateway({
+      routes: [
+        {
+          id: 'r',
+          path: '/r',
+          auth: 'none',
+          upstream: { targets: [up.url] },
+          rateLimits: [{ name: 'burst', by: 'ip', limit: 5, windowSec: 60 }],
+        },
+        { id: 'open', path: '/open', auth: 'none', upstream: { targets: [up.url] } },
+      ],
+    });
+    const limited = await request(`${gw.url}/r`);
+    expect(limited.headers['ratelimit-policy']).toBe('"burst";q=5;w=60');
+    expect(parsePolicies(limited.headers.ratelimit)[0]).toMatchObject({ name: 'burst', r: 4 });
+    // A route without limits passes the upstream's through untouched.
+    expect((await request(`${gw.url}/open`)).headers.ratelimit).toBe('"up";r=999;t=5');
   });
 });

@@ -250,7 +250,9 @@ class Exchange implements Dispatcher.DispatchHandlers {
     }
     this.#phase = Phase.Streaming;
     const res = ctx.res;
-    res.writeHead(statusCode, list);
+    // On a limited route the gateway's RateLimit headers are the answer; an upstream's own
+    // (same names) would replace them in writeHead.
+    res.writeHead(statusCode, res.hasHeader('ratelimit-policy') ? withoutRateLimitHeaders(list) : list);
     res.on('drain', resume);
     this.#resolve();
     return true;
@@ -365,4 +367,14 @@ export function createProxyStage(options: ProxyStageOptions): Stage {
 function joinPath(base: string, path: string): string {
   const joined = base + path;
   return joined.charCodeAt(0) === 47 /* / */ ? joined : '/' + joined;
+}
+
+/** `list` (`[name, value, …]`) without `RateLimit` and `RateLimit-Policy` fields. */
+function withoutRateLimitHeaders(list: string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < list.length; i += 2) {
+    const lower = list[i]!.toLowerCase();
+    if (lower !== 'ratelimit' && lower !== 'ratelimit-policy') out.push(list[i]!, list[i + 1]!);
+  }
+  return out;
 }

@@ -155,8 +155,10 @@ export function createLimitsStage(o: LimitsOptions): Stage {
     const owed = applied.filter((a) => a.kind !== 'rate').map((a) => a.spec);
     if (owed.length > 0)
       ctx.onClose((c) => {
+        // Charged only when the route itself answered below 500: the upstream, or a mock route's
+        // own answer — not the gateway's problems (a bad Idempotency-Key, a conflict) nor a replay.
         const answered = o.local
-          ? c.res.writableFinished && c.res.statusCode < 500
+          ? c.res.writableFinished && c.res.statusCode < 500 && c.problem === undefined && !c.idempotentReplay
           : c.upstreamStatus !== undefined && c.upstreamStatus < 500;
         if (!answered) void Promise.resolve(o.counters.refund(owed)).catch(() => undefined);
       });
