@@ -157,6 +157,25 @@ describe.each([
     expect(first.headers['idempotent-replayed']).toBeUndefined();
   });
 
+  it('replays a kept problem with the replaying request’s own request_id and instance', async () => {
+    const { gw } = await setup({}, store(), (_req, res) => {
+      res.writeHead(422, { 'content-type': 'application/problem+json' });
+      res.end(
+        JSON.stringify({ type: 'about:blank', title: 'Unprocessable', status: 422, detail: 'no stock' }),
+      );
+    });
+    const first = await post(gw, 'p-1');
+    const again = await post(gw, 'p-1');
+    expect(again.headers['idempotent-replayed']).toBe('true');
+    for (const res of [first, again]) {
+      const body = res.json();
+      expect(body.request_id).toBe(res.headers['x-request-id']);
+      expect(body.instance).toBe(`/requests/${String(res.headers['x-request-id'])}`);
+      expect(body.detail).toBe('no stock');
+    }
+    expect(again.headers['x-request-id']).not.toBe(first.headers['x-request-id']);
+  });
+
   it('treats the quoted and the bare key as the same key', async () => {
     const { gw, up } = await setup({}, store());
     await post(gw, 'abc');

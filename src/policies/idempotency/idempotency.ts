@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import type { OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import { Problem } from '../../problems/problem.js';
+import { instanceOf } from '../../problems/problem-details.js';
 import { HOP_BY_HOP } from '../../shared/http.js';
 import type { RequestContext } from '../../gateway/request-context.js';
 import type { Stage } from '../../gateway/stage.js';
@@ -152,7 +153,7 @@ export function createIdempotencyStage(o: IdempotencyOptions): Stage {
 }
 
 function replay(ctx: RequestContext, stored: StoredResponse): void {
-  const body = Buffer.from(stored.body, 'base64');
+  const body = withThisRequestId(stored, Buffer.from(stored.body, 'base64'), ctx.requestId);
   const headers = [
     ...stored.headers,
     'idempotent-replayed',
@@ -167,6 +168,27 @@ function replay(ctx: RequestContext, stored: StoredResponse): void {
   ctx.bytesOut = body.length;
   ctx.res.writeHead(stored.status, headers);
   ctx.res.end(body);
+}
+
+/**
+ * A stored problem body names the request that produced it; the replay is another request with its
+ * own id, and SPEC §3 wants `request_id` (and `instance`) to match the `X-Request-Id` header.
+ */
+function withThisRequestId(stored: StoredResponse, body: Buffer, requestId: string): Buffer {
+  let problem = false;
+  for (let i = 0; i < stored.headers.length; i += 2)
+    if (stored.headers[i]!.toLowerCase() === 'content-type')
+      problem = stored.headers[i + 1]!.toLowerCase().startsWith('application/problem+json');
+  if (!problem) return body;
+  try {
+    const parsed = JSON.parse(body.toString('utf8')) as Record<string, unknown>;
+    if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) return body;
+    if ('request_id' in parsed) parsed.request_id = requestId;
+    if ('instance' in parsed) parsed.instance = instanceOf(requestId);
+    return Buffer.from(JSON.stringify(parsed), 'utf8');
+  } catch {
+    return body; // not JSON after all: replayed as it was
+  }
 }
 
 /**
