@@ -132,6 +132,42 @@ describe.each(stores)('rate limits (%s)', (_name, storeConfig) => {
     expect(parsePolicies(next.headers.ratelimit)[0]).toEqual({ name: 'wide', r: 8, t: 60 });
   });
 
+  it('names the limit that blocks longest in Retry-After, so waiting it out is enough', async () => {
+    const clock = new ManualClock(Date.UTC(2030, 0, 1, 0, 0, 0, 100));
+    const up = await upstream();
+    const gw = await gateway(
+      {
+        ...storeConfig(),
+        routes: [
+          {
+            id: 'r',
+            path: '/r',
+            auth: 'none',
+            upstream: { targets: [up.url] },
+            rateLimits: [
+              { name: 'burst', by: 'ip', limit: 2, windowSec: 1 },
+              { name: 'slow', by: 'ip', limit: 2, windowSec: 60 },
+            ],
+          },
+        ],
+      },
+      clock,
+    );
+    const first = await request(`${gw.url}/r`);
+    // Nearest exhaustion: both have 1 left; "slow" resets later, so it is the one shown.
+    expect(parsePolicies(first.headers.ratelimit)[0]).toEqual({ name: 'slow', r: 1, t: 60 });
+    expect((await request(`${gw.url}/r`)).status).toBe(200);
+    // Both are used up; "burst" frees a slot in 1 s but "slow" still refuses then: 60 s it is.
+    const refused = await request(`${gw.url}/r`);
+    expect(expectProblem(refused, 'rate-limit-exceeded').policy).toBe('slow');
+    expect(refused.headers['retry-after']).toBe('60');
+    expect(parsePolicies(refused.headers.ratelimit)[0]).toEqual({ name: 'slow', r: 0, t: 60 });
+    clock.advance(1000);
+    expect(expectProblem(await request(`${gw.url}/r`), 'rate-limit-exceeded').policy).toBe('slow');
+    clock.advance(59_000);
+    expect((await request(`${gw.url}/r`)).status).toBe(200);
+  });
+
   it('counts by key: each credential has its own budget; plan and key limits apply on top of the route', async () => {
     const clock = new ManualClock(Date.UTC(2030, 0, 1));
     const up = await upstream();

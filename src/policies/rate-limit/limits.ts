@@ -106,24 +106,36 @@ export function createLimitsStage(o: LimitsOptions): Stage {
   ): void => {
     const res = ctx.res;
     const policies = policyHeader(applied, cacheKey);
+    // On a refusal, every counter that has no room (not only the first the store found): the
+    // 429 must name the one that blocks longest, or a client waiting out Retry-After is refused again.
+    let blocking = -1;
+    let quotaBlocking = -1;
+    if (!result.ok)
+      applied.forEach((a, i) => {
+        if (result.used[i]! + a.spec.cost <= a.limit) return;
+        if (a.kind !== 'rate') {
+          if (quotaBlocking === -1) quotaBlocking = i;
+        } else if (blocking === -1 || a.resetAt! > applied[blocking]!.resetAt!) blocking = i;
+      });
     if (policies !== '') {
       res.setHeader('ratelimit-policy', policies);
-      // The policy nearest exhaustion (the smallest share left), or the one that refused the request.
-      const tripped = !result.ok && applied[result.failed]!.kind === 'rate' ? result.failed : -1;
-      let best = tripped;
-      let bestShare = Infinity;
-      if (best === -1)
+      // The policy that refused the request, else the one nearest exhaustion: the fewest requests
+      // left, and of those the one that resets last.
+      let best = blocking;
+      if (best === -1) {
+        let bestLeft = Infinity;
         applied.forEach((a, i) => {
           if (a.kind !== 'rate') return;
-          const share = Math.max(0, a.limit - result.used[i]!) / a.limit;
-          if (share < bestShare) {
-            bestShare = share;
+          const left = Math.max(0, a.limit - result.used[i]!);
+          if (left < bestLeft || (left === bestLeft && a.resetAt! > applied[best]!.resetAt!)) {
+            bestLeft = left;
             best = i;
           }
         });
+      }
       if (best !== -1) {
         const a = applied[best]!;
-        const remaining = best === tripped ? 0 : Math.max(0, a.limit - result.used[best]!);
+        const remaining = best === blocking ? 0 : Math.max(0, a.limit - result.used[best]!);
         res.setHeader(
           'ratelimit',
           `"${a.name}";r=${remaining};t=${Math.max(0, Math.ceil((a.resetAt! - now) / 1000))}`,
@@ -131,8 +143,8 @@ export function createLimitsStage(o: LimitsOptions): Stage {
       }
     }
     if (!result.ok) {
-      const a = applied[result.failed]!;
-      if (a.kind === 'rate') {
+      if (blocking !== -1) {
+        const a = applied[blocking]!;
         ctx.rateLimitPolicy = a.name;
         const retryAfter = Math.max(1, Math.ceil((a.resetAt! - now) / 1000));
         throw new Problem('rate-limit-exceeded', {
@@ -141,6 +153,7 @@ export function createLimitsStage(o: LimitsOptions): Stage {
           headers: { 'retry-after': String(retryAfter) },
         });
       }
+      const a = applied[quotaBlocking === -1 ? result.failed : quotaBlocking]!;
       throw new Problem('quota-exceeded', {
         detail:
           a.kind === 'quota'
