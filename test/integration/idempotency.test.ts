@@ -72,6 +72,20 @@ describe.each([
     expect((await store.begin('k{c}', 'x', 5000)).state).toBe('acquired');
   });
 
+  it('extends only its own lock: a long-running first request keeps the key', async () => {
+    const clock = new ManualClock();
+    const store = await make(clock);
+    const mine = await store.begin('k{e}', 'fp', 150);
+    const theirs = await store.begin('k{f}', 'fp', 150);
+    await store.extend('k{e}', (mine as { owner: string }).owner, 5000);
+    await store.extend('k{f}', 'not-the-owner', 5000);
+    if (name === 'memory') clock.advance(200);
+    else await new Promise((r) => setTimeout(r, 250)); // Redis expires by its own clock (PX)
+    expect((await store.begin('k{e}', 'fp', 150)).state).toBe('locked');
+    expect((await store.begin('k{f}', 'fp', 150)).state).toBe('acquired');
+    expect(theirs.state).toBe('acquired');
+  });
+
   it('lets a lock whose owner died expire by its TTL', async () => {
     const clock = new ManualClock();
     const store = await make(clock);
@@ -155,6 +169,27 @@ describe.each([
     expect(second.headers['set-cookie']).toBeUndefined();
     expect(second.headers['x-request-id']).not.toBe(first.headers['x-request-id']);
     expect(first.headers['idempotent-replayed']).toBeUndefined();
+  });
+
+  it('keeps the key locked while a long response streams past the lock TTL (no second run)', async () => {
+    // ttlSec 2 with timeoutMs 1000 makes the lock TTL 2 s; the first response streams for 3 s.
+    const { gw, up } = await setup({ ttlSec: 2 }, store(), (_req, res) => {
+      res.writeHead(201, { 'content-type': 'text/plain' });
+      let n = 0;
+      const timer = setInterval(() => {
+        res.write('.');
+        if (++n === 10) {
+          clearInterval(timer);
+          res.end();
+        }
+      }, 300);
+      res.on('close', () => clearInterval(timer));
+    });
+    const first = post(gw, 'long-1');
+    await new Promise((r) => setTimeout(r, 2500)); // past the lock's own TTL, the first still streaming
+    expectProblem(await post(gw, 'long-1'), 'idempotency-conflict');
+    expect((await first).status).toBe(201);
+    expect(up.calls).toHaveLength(1);
   });
 
   it('replays a kept problem with the replaying request’s own request_id and instance', async () => {

@@ -77,7 +77,15 @@ export function createIdempotencyStage(o: IdempotencyOptions): Stage {
 
   const acquired = (ctx: RequestContext, storeKey: string, owner: string, fingerprint: string) => {
     const capture = captureResponse(ctx.res, o.config.maxResponseBytes);
+    // The lock's TTL bounds how long a dead gateway holds the key, not how long a live response
+    // may stream: while this request runs, its lock is renewed.
+    const renew = setInterval(
+      () => void o.store.extend(storeKey, owner, o.lockTtlMs).catch(() => undefined),
+      Math.max(100, Math.floor(o.lockTtlMs / 3)),
+    );
+    renew.unref();
     ctx.onClose((c) => {
+      clearInterval(renew);
       const response = capture();
       const status = c.res.statusCode;
       const keep =

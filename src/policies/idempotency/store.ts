@@ -35,6 +35,8 @@ export interface IdempotencyStore {
   ): Promise<void>;
   /** Drops the caller's own lock without storing anything (so the client may retry). */
   release(key: string, owner: string): Promise<void>;
+  /** Pushes the expiry of the caller's own lock to `lockTtlMs` from now (a long response still running). */
+  extend(key: string, owner: string, lockTtlMs: number): Promise<void>;
 }
 
 /** In process memory, with expiry by the injected clock. */
@@ -92,6 +94,14 @@ export class MemoryIdempotencyStore implements IdempotencyStore {
     return Promise.resolve();
   }
 
+  extend(key: string, owner: string, lockTtlMs: number): Promise<void> {
+    const found = this.#entries.get(key);
+    const existing = this.#live(key);
+    if (found !== undefined && existing?.state === 'locked' && existing.owner === owner)
+      found.expiresAt = this.#clock.now() + lockTtlMs;
+    return Promise.resolve();
+  }
+
   #sweep(): void {
     const now = this.#clock.now();
     for (const [k, v] of this.#entries) if (v.expiresAt <= now) this.#entries.delete(k);
@@ -118,10 +128,20 @@ if v and string.find(v, ARGV[1], 1, true) then redis.call('DEL', KEYS[1]) end
 return 1
 `;
 
+// Only our own lock, and only while it is a lock (never a stored result).
+const EXTEND_LUA = `
+local v = redis.call('GET', KEYS[1])
+if v and string.find(v, ARGV[1], 1, true) and string.find(v, '"state":"locked"', 1, true) then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 1
+`;
+
 type Scripts = {
   tollgateIdemBegin(key: string, lock: string, ttl: number): Promise<string | null>;
   tollgateIdemComplete(key: string, ownerMarker: string, record: string, ttl: number): Promise<number>;
   tollgateIdemRelease(key: string, ownerMarker: string): Promise<number>;
+  tollgateIdemExtend(key: string, ownerMarker: string, ttl: number): Promise<number>;
 };
 
 /**
@@ -140,6 +160,7 @@ export class RedisIdempotencyStore implements IdempotencyStore {
     client.defineCommand('tollgateIdemBegin', { numberOfKeys: 1, lua: BEGIN_LUA });
     client.defineCommand('tollgateIdemComplete', { numberOfKeys: 1, lua: COMPLETE_LUA });
     client.defineCommand('tollgateIdemRelease', { numberOfKeys: 1, lua: RELEASE_LUA });
+    client.defineCommand('tollgateIdemExtend', { numberOfKeys: 1, lua: EXTEND_LUA });
   }
 
   #scripts(): Scripts {
@@ -187,5 +208,9 @@ export class RedisIdempotencyStore implements IdempotencyStore {
 
   async release(key: string, owner: string): Promise<void> {
     await this.#scripts().tollgateIdemRelease(this.#redis.key(key), `"owner":"${owner}"`);
+  }
+
+  async extend(key: string, owner: string, lockTtlMs: number): Promise<void> {
+    await this.#scripts().tollgateIdemExtend(this.#redis.key(key), `"owner":"${owner}"`, lockTtlMs);
   }
 }
