@@ -19,6 +19,8 @@ export interface Identity {
   rateLimits: readonly RateLimitConfig[] | undefined;
   /** The key record's use allowance (`remaining`), when it has one (API keys only). */
   remaining: number | undefined;
+  /** Whose remaining-uses counter it draws on (a rotated key shares its predecessor's). */
+  usesId?: string | undefined;
 }
 
 /** What a stage may ask to run once the response is over (finished or aborted). */

@@ -2,7 +2,7 @@ import type { Clock } from '../shared/clock.js';
 import type { Config } from '../config/schema.js';
 import type { CounterSpec, CounterStore } from '../policies/rate-limit/counters.js';
 import { quotaCounter, rateCounter, remainingCounter } from '../policies/rate-limit/limits.js';
-import { keyView, type KeyRecord, type KeyView } from './record.js';
+import { keyView, usesIdOf, type KeyRecord, type KeyView } from './record.js';
 import type { CreateKeyInput, KeyPatch, KeyService } from './service.js';
 
 export type VerifyCode =
@@ -56,7 +56,7 @@ export class KeyManagement {
   /** Uses left now: the record's allowance minus what its counter has used. */
   async remainingOf(record: KeyRecord): Promise<number | null> {
     if (record.remaining === null) return null;
-    const { key, tag } = remainingCounter(record.id);
+    const { key, tag } = remainingCounter(usesIdOf(record));
     const [used] = await this.#counters.peek([
       { kind: 'remaining', key, tag, limit: record.remaining, cost: 1, ttlMs: 0, spanSec: 0 },
     ]);
@@ -85,11 +85,11 @@ export class KeyManagement {
   ): Promise<(CreatedView & { previous: { id: string; expiresAt: string } }) | undefined> {
     const old = await this.keys.get(id);
     if (old === undefined) return undefined;
-    const rotated = await this.keys.rotate(id, graceSec, await this.remainingOf(old));
+    const rotated = await this.keys.rotate(id, graceSec);
     if (rotated === undefined) return undefined;
     const { created, previous } = rotated;
     const view: CreatedView & { previous: { id: string; expiresAt: string } } = {
-      ...keyView(created.record),
+      ...(await this.view(created.record)),
       key: created.key,
       previous: { id: previous.id, expiresAt: previous.expiresAt! },
     };

@@ -28,10 +28,24 @@ export interface KeyRecord {
   signingSecret: string | null;
   /** When this key replaced another by rotation, that key's id. */
   rotatedFrom: string | null;
+  /**
+   * The key whose remaining-uses counter this one draws on: the first key of a rotation chain, so
+   * that during a grace period the old and the new key share one allowance. Absent: its own.
+   * Internal.
+   */
+  usesOf?: string | null;
+}
+
+/** The id of the remaining-uses counter a key draws on. */
+export function usesIdOf(r: KeyRecord): string {
+  return r.usesOf ?? r.id;
 }
 
 /** What listing and the admin API show: never the hash, the secret or the plaintext. */
-export type KeyView = Omit<KeyRecord, 'environment' | 'prefix' | 'last4' | 'hash' | 'signingSecret'> & {
+export type KeyView = Omit<
+  KeyRecord,
+  'environment' | 'prefix' | 'last4' | 'hash' | 'signingSecret' | 'usesOf'
+> & {
   maskedKey: string;
   hmac: boolean;
 };

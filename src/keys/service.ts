@@ -3,7 +3,7 @@ import type { RateLimitConfig } from '../policies/rate-limit/schema.js';
 import { Problem } from '../problems/problem.js';
 import { generateKey, newKeyId, parseKey, randomBase62, type KeyEnvironment } from './format.js';
 import { hashKey, sameHash } from './hash.js';
-import type { KeyListQuery, KeyPage, KeyRecord, KeyStore } from './record.js';
+import { usesIdOf, type KeyListQuery, type KeyPage, type KeyRecord, type KeyStore } from './record.js';
 import type { SecretBox } from './secret-box.js';
 
 export interface CreateKeyInput {
@@ -101,7 +101,7 @@ export class KeyService {
     if (record === undefined) return undefined;
     const next: KeyRecord = { ...record, ...stripUndefined(patch) };
     await this.store.replace(next);
-    if (patch.remaining !== undefined) await this.onRemainingChanged?.(id);
+    if (patch.remaining !== undefined) await this.onRemainingChanged?.(usesIdOf(next));
     return next;
   }
 
@@ -118,7 +118,6 @@ export class KeyService {
   async rotate(
     id: string,
     graceSec: number,
-    remainingNow?: number | null,
   ): Promise<{ created: CreatedKey; previous: KeyRecord } | undefined> {
     const old = await this.store.get(id);
     if (old === undefined) return undefined;
@@ -130,7 +129,9 @@ export class KeyService {
       plan: old.plan,
       enabled: old.enabled,
       expiresAt: old.expiresAt,
-      remaining: remainingNow === undefined ? old.remaining : remainingNow,
+      // The same allowance, drawn from the same counter (usesOf below): during the grace period
+      // the two keys share what is left instead of each having it.
+      remaining: old.remaining,
       meta: old.meta,
       rateLimits: old.rateLimits,
       hmac: old.signingSecret !== null,
@@ -143,7 +144,7 @@ export class KeyService {
         : new Date(graceEnd).toISOString();
     const previous: KeyRecord = { ...old, expiresAt };
     await this.store.replace(previous);
-    const record: KeyRecord = { ...created.record, rotatedFrom: old.id };
+    const record: KeyRecord = { ...created.record, rotatedFrom: old.id, usesOf: usesIdOf(old) };
     await this.store.replace(record);
     return { created: { ...created, record }, previous };
   }

@@ -248,6 +248,26 @@ describe.each(stores)('admin key API (%s store)', (_name, store) => {
     );
   });
 
+  it('shares remaining uses between the old and the new key while the grace period runs', async () => {
+    const h = await harness(store());
+    const old = (await h.admin('POST', '/keys', { name: 'metered', remaining: 3 })).json();
+    expect((await h.proxied(old.key)).status).toBe(200); // 2 left
+    const next = (await h.admin('POST', `/keys/${old.id}/rotate`, { gracePeriodSec: 60 })).json();
+    expect(next.remaining).toBe(2);
+    expect((await h.proxied(old.key)).status).toBe(200); // 1 left, for both
+    expect((await h.proxied(next.key)).status).toBe(200); // 0 left
+    expectProblem(await h.proxied(old.key), 'quota-exceeded');
+    expectProblem(await h.proxied(next.key), 'quota-exceeded');
+    expect((await h.admin('GET', `/keys/${old.id}`)).json().remaining).toBe(0);
+    // A second rotation still draws on the same allowance; an admin reset refills it for the chain.
+    const third = (await h.admin('POST', `/keys/${next.id}/rotate`, { gracePeriodSec: 60 })).json();
+    expect(third.remaining).toBe(0);
+    expectProblem(await h.proxied(third.key), 'quota-exceeded');
+    expect((await h.admin('PATCH', `/keys/${third.id}`, { remaining: 1 })).json().remaining).toBe(1);
+    expect((await h.proxied(next.key)).status).toBe(200);
+    expectProblem(await h.proxied(third.key), 'quota-exceeded');
+  });
+
   it('verifies keys with the SPEC codes, without charging them', async () => {
     const h = await harness(store());
     const verify = async (key: string, scopes?: string[]) =>

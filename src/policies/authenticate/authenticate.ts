@@ -4,7 +4,7 @@ import type { Config, RouteConfig } from '../../config/schema.js';
 import type { Identity, RequestContext } from '../../gateway/request-context.js';
 import type { Stage } from '../../gateway/stage.js';
 import { looksLikeKey } from '../../keys/format.js';
-import type { KeyRecord } from '../../keys/record.js';
+import { usesIdOf, type KeyRecord } from '../../keys/record.js';
 import type { KeyService } from '../../keys/service.js';
 import type { RouteAuthConfig } from './schema.js';
 import { challenge } from './challenge.js';
@@ -73,6 +73,7 @@ export function createAuthenticateStage(
       plan: record.plan ?? undefined,
       rateLimits: record.rateLimits ?? undefined,
       remaining: record.remaining ?? undefined,
+      usesId: record.remaining === null ? undefined : usesIdOf(record),
     });
   };
 

@@ -120,6 +120,7 @@ export class JwtVerifier {
       plan: undefined,
       rateLimits: undefined,
       remaining: undefined,
+      usesId: undefined,
     };
     const toleranceMs = c.clockToleranceSec * 1000;
     const exp = (payload.exp as number) * 1000 + toleranceMs;

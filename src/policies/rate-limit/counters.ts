@@ -1,4 +1,4 @@
-import { RateLimiterMemory, type RateLimiterRes } from 'rate-limiter-flexible';
+import { RateLimiterMemory } from 'rate-limiter-flexible';
 import type { RedisHandle } from '../../shared/redis.js';
 
 /**
@@ -39,37 +39,36 @@ export interface CounterStore {
 
 /**
  * Counters in process memory, kept by rate-limiter-flexible's `RateLimiterMemory` (one limiter
- * per limit and lifetime). All-or-nothing: every counter is consumed in the same tick (nothing can
+ * per lifetime). All-or-nothing: every counter is consumed in the same tick (nothing can
  * interleave), and if one is refused, what the others took is rewarded back before any other
  * request runs.
  */
 export class MemoryCounters implements CounterStore {
-  readonly #limiters = new Map<string, RateLimiterMemory>();
+  readonly #limiters = new Map<number, RateLimiterMemory>();
 
+  /**
+   * One limiter per lifetime; limits are checked here, not by the limiter, so that a counter is
+   * one number whatever limit reads it (as in Redis): a rotated key and its successor share a
+   * remaining-uses counter under different allowances.
+   */
   #limiter(spec: CounterSpec): RateLimiterMemory {
-    const id = `${spec.limit}:${spec.spanSec}`;
-    let limiter = this.#limiters.get(id);
+    let limiter = this.#limiters.get(spec.spanSec);
     if (limiter === undefined) {
       // duration 0 keeps a key for ever (lifetime quotas); otherwise a key outlives its window.
       // Expiry runs on setTimeout, which cannot wait past 2³¹ ms: longer spans are kept instead.
       const duration = spec.spanSec * 1000 > 2 ** 31 - 1 ? 0 : spec.spanSec;
-      limiter = new RateLimiterMemory({ points: spec.limit, duration });
-      this.#limiters.set(id, limiter);
+      limiter = new RateLimiterMemory({ points: Number.MAX_SAFE_INTEGER, duration });
+      this.#limiters.set(spec.spanSec, limiter);
     }
     return limiter;
   }
 
   consume(specs: readonly CounterSpec[]): Promise<ConsumeResult> {
     const pending = specs.map((s) => this.#limiter(s).consume(s.key, s.cost));
-    return Promise.allSettled(pending).then((results) => {
-      const used = results.map((r) =>
-        r.status === 'fulfilled' ? r.value.consumedPoints : (r.reason as RateLimiterRes).consumedPoints,
-      );
-      const failed = results.findIndex((r) => r.status === 'rejected');
+    return Promise.all(pending).then((results) => {
+      const used = results.map((r) => r.consumedPoints);
+      const failed = specs.findIndex((s, i) => used[i]! > s.limit);
       if (failed === -1) return { ok: true, used };
-      for (const r of results)
-        if (r.status === 'rejected' && !isRes(r.reason))
-          throw r.reason instanceof Error ? r.reason : new Error(String(r.reason));
       // Give everything back: a refused request consumes no budget.
       specs.forEach((s) => void this.#limiter(s).reward(s.key, s.cost));
       return { ok: false, failed, used: used.map((u, i) => u - specs[i]!.cost) };
@@ -93,12 +92,6 @@ export class MemoryCounters implements CounterStore {
   reset(key: string): Promise<void> {
     return Promise.all([...this.#limiters.values()].map((l) => l.delete(key))).then(() => undefined);
   }
-}
-
-function isRes(value: unknown): value is RateLimiterRes {
-  return (
-    value !== null && typeof value === 'object' && 'consumedPoints' in value && !(value instanceof Error)
-  );
 }
 
 /**

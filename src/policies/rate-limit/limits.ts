@@ -204,11 +204,11 @@ export function createLimitsStage(o: LimitsOptions): Stage {
           ),
         );
       if (id?.remaining !== undefined) {
-        const tag = tagOf(`key:${id.credentialId}`);
+        const { key, tag } = remainingCounter(id.usesId ?? id.credentialId);
         applied.push({
           spec: {
             kind: 'remaining',
-            key: `rem:{${tag}}:${id.credentialId}`,
+            key,
             tag,
             limit: id.remaining,
             cost: 1,
