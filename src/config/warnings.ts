@@ -3,8 +3,17 @@ import type { ConfigIssue } from './issues.js';
 import type { Config } from './schema.js';
 
 /** Valid but probably not what the operator meant: printed by `validate` and logged at start. */
-export function configWarnings(config: Config, _env: Env): ConfigIssue[] {
+export function configWarnings(config: Config, env: Env): ConfigIssue[] {
   const out: ConfigIssue[] = [];
+  const signed = config.routes.findIndex((r) => r.auth !== 'none' && r.auth.hmac !== 'off');
+  if (signed !== -1 && (env.TOLLGATE_SECRET_KEY ?? '') === '')
+    out.push({
+      path: `routes[${signed}].auth.hmac`,
+      message:
+        env.NODE_ENV === 'development'
+          ? 'without TOLLGATE_SECRET_KEY, signing secrets are sealed with a throwaway key (lost on restart)'
+          : 'without TOLLGATE_SECRET_KEY, keys with signing secrets cannot be created (the gateway will not seal them with a throwaway key)',
+    });
   config.routes.forEach((route, i) => {
     if (route.auth !== 'none') return;
     route.rateLimits.forEach((rl, j) => {

@@ -288,7 +288,6 @@ export class Gateway {
     const trustsNobody = tp === false || tp === 0 || (Array.isArray(tp) && tp.length === 0);
     const trust = trustsNobody ? undefined : compileTrust(tp);
     const pools = new Set<UpstreamPool>();
-    requireSecretKey(config, this.services.keys.secretBox, this.#env);
     const jwt = config.auth.jwt.length > 0 ? new JwtVerifier(config.auth.jwt, services.clock) : undefined;
     if (jwt) void jwt.warmUp();
     const compiled: CompiledRoute[] = config.routes.map((route) => {
@@ -391,25 +390,6 @@ export class Gateway {
   }
 }
 
-/**
- * HMAC signing secrets are stored sealed with `TOLLGATE_SECRET_KEY`. Outside development, a config
- * with a signed route refuses to start (or to load) without it: secrets sealed with a throwaway
- * key would be unreadable after a restart, and in Redis they would be unreadable by other
- * instances. In development a per-process key is used, with a warning.
- */
-function requireSecretKey(config: Config, box: SecretBox, env: Env): void {
-  if (!box.ephemeral) return;
-  const signed = config.routes.findIndex((r) => r.auth !== 'none' && r.auth.hmac !== 'off');
-  if (signed === -1 || env.NODE_ENV === 'development') return;
-  throw new ConfigError([
-    {
-      path: `routes[${signed}].auth.hmac`,
-      message:
-        'needs TOLLGATE_SECRET_KEY in the environment (32+ random characters) to seal signing secrets; set NODE_ENV=development to use a throwaway key',
-    },
-  ]);
-}
-
 /** Settings a running process cannot change without a restart. */
 function restartOnly(before: Config, after: Config): ConfigIssue[] {
   const out: ConfigIssue[] = [];
@@ -466,7 +446,13 @@ export function createGateway(config: ConfigInput | Config, options: GatewayOpti
   const keyStore: KeyStore = redis
     ? new RedisKeyStore({ redis, clock, logger, cacheTtlMs: validated.auth.apiKeys.cacheTtlMs })
     : new MemoryKeyStore();
-  const keys = new KeyService({ store: keyStore, prefix: validated.auth.apiKeys.prefix, box, clock });
+  const keys = new KeyService({
+    store: keyStore,
+    prefix: validated.auth.apiKeys.prefix,
+    box,
+    clock,
+    throwawaySealing: env.NODE_ENV === 'development',
+  });
   const replay: ReplayStore = redis
     ? new RedisReplayStore(redis, validated.redis?.onError === 'open')
     : new MemoryReplayStore(clock);
@@ -513,7 +499,18 @@ export function createGateway(config: ConfigInput | Config, options: GatewayOpti
   };
   if (options.logWarnings !== false)
     for (const w of result.warnings) logger.warn(`config: ${w.path}: ${w.message}`);
-  const gateway = new Gateway(result.config, services, env);
+  let gateway: Gateway;
+  try {
+    gateway = new Gateway(result.config, services, env);
+  } catch (err) {
+    // A build that fails (a factory refusing the config) must not leave Redis or timers holding
+    // the process open: `validate` and `start` exit 1 at once.
+    for (const close of [...services.closers].reverse())
+      void Promise.resolve()
+        .then(close)
+        .catch(() => undefined);
+    throw err;
+  }
   reloads = () => gateway.reloadStatus;
   plansOf = () => gateway.config.plans;
   return gateway;

@@ -45,14 +45,27 @@ export class KeyService {
   readonly #box: SecretBox;
   readonly #clock: Clock;
   readonly #secrets = new Map<string, string>();
+  readonly #throwawaySealing: boolean;
   /** Called when `remaining` is set by an admin: the live counter restarts from the new value. */
   onRemainingChanged: ((keyId: string) => void | Promise<void>) | undefined;
 
-  constructor(options: { store: KeyStore; prefix: string; box: SecretBox; clock: Clock }) {
+  /**
+   * `throwawaySealing: false` refuses to create signing secrets when the box has no configured key
+   * (`TOLLGATE_SECRET_KEY`): sealed with a per-process key they would be unreadable after a restart
+   * and, in Redis, by every other instance. The gateway allows it only in development.
+   */
+  constructor(options: {
+    store: KeyStore;
+    prefix: string;
+    box: SecretBox;
+    clock: Clock;
+    throwawaySealing?: boolean;
+  }) {
     this.store = options.store;
     this.prefix = options.prefix;
     this.#box = options.box;
     this.#clock = options.clock;
+    this.#throwawaySealing = options.throwawaySealing ?? true;
   }
 
   get secretBox(): SecretBox {
@@ -60,6 +73,11 @@ export class KeyService {
   }
 
   async create(input: CreateKeyInput): Promise<CreatedKey> {
+    if (input.hmac === true && this.#box.ephemeral && !this.#throwawaySealing)
+      throw new Problem('service-unavailable', {
+        detail:
+          'Keys with a signing secret cannot be created: the gateway has no TOLLGATE_SECRET_KEY to seal it with.',
+      });
     const environment = input.environment ?? 'live';
     const key = generateKey(this.prefix, environment);
     const signingSecret = input.hmac ? `whsec_${randomBase62(40)}` : undefined;

@@ -64,3 +64,48 @@ describe('admin listener', () => {
     expect(demo.headers.connection).toBe('close');
   });
 });
+
+describe('signing secrets without TOLLGATE_SECRET_KEY', () => {
+  const signedConfig = {
+    admin: { host: '127.0.0.1', port: 0, tokens: [TOKEN] },
+    routes: [
+      {
+        id: 'signed',
+        path: '/signed',
+        auth: { methods: ['apiKey'], hmac: 'optional' },
+        upstream: { targets: ['http://127.0.0.1:9'] },
+      },
+    ],
+  } as const;
+  const create = (gw: RunningGateway, hmac: boolean) =>
+    request(`${gw.adminUrl}/keys`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ name: 'k', hmac }),
+    });
+
+  it('start (a signed route is fine), but refuse to seal a secret with a throwaway key outside development', async () => {
+    const gw = await startGateway(signedConfig as any, { env: { NODE_ENV: 'production' } });
+    try {
+      expect((await create(gw, false)).status).toBe(201);
+      const refused = await create(gw, true);
+      expect(expectProblem(refused, 'service-unavailable').detail).toContain('TOLLGATE_SECRET_KEY');
+    } finally {
+      await gw.close();
+    }
+  });
+
+  it('seal with a throwaway key in development, and with the configured key anywhere', async () => {
+    for (const env of [
+      { NODE_ENV: 'development' },
+      { TOLLGATE_SECRET_KEY: 'a-sealing-key-of-32-characters-xx' },
+    ]) {
+      const gw = await startGateway(signedConfig as any, { env });
+      try {
+        expect((await create(gw, true)).json().signingSecret).toMatch(/^whsec_/);
+      } finally {
+        await gw.close();
+      }
+    }
+  });
+});

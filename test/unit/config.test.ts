@@ -196,5 +196,7 @@ describe('shipped configs', () => {
     if (!r.ok) throw new Error(JSON.stringify(r.issues));
     expect(r.config.routes.map((x) => x.id)).toEqual(['orders', 'legacy', 'demo']);
     expect(readFileSync('config/spec-example.yaml', 'utf8')).toContain('selfService: { path: /v1/keys }');
+    // Its signed route needs no TOLLGATE_SECRET_KEY to validate or start, only to create signed keys.
+    expect(r.warnings.map((w) => w.path)).toContain('routes[0].auth.hmac');
   });
 });

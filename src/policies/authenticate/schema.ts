@@ -1,3 +1,4 @@
+import { createPublicKey } from 'node:crypto';
 import { z } from 'zod';
 import { nonNegativeInt, positiveInt, bool } from '../../config/primitives.js';
 
@@ -37,6 +38,7 @@ export const jwtIssuerSchema = z
     publicKey: z
       .string()
       .includes('-----BEGIN', { error: 'must be a PEM public key' })
+      .refine(isPublicKey, { error: 'is not a PEM public key Node can read' })
       .optional()
       .describe('PEM public key.'),
     algorithms: z
@@ -140,3 +142,12 @@ export const routeAuthSchema = z
 export type AuthConfig = z.output<typeof authSchema>;
 export type JwtIssuerConfig = z.output<typeof jwtIssuerSchema>;
 export type RouteAuthConfig = z.output<typeof routeAuthSchema>;
+
+function isPublicKey(pem: string): boolean {
+  try {
+    createPublicKey(pem);
+    return true;
+  } catch {
+    return false;
+  }
+}
