@@ -116,7 +116,7 @@ export function openApiDocument(options: { version: string; selfServicePath: str
         requestBody: { required: false, content: jsonContent('RotateKey') },
         responses: {
           '201': { description: 'The new key', content: jsonContent('RotatedKey') },
-          ...problems(400, 401, 403, 404),
+          ...problems(400, 401, 403, 404, 409),
         },
       },
     },

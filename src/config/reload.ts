@@ -1,16 +1,16 @@
 import { readFileSync, watch, type FSWatcher } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { createHash } from 'node:crypto';
-import { basename, dirname, resolve } from 'node:path';
+import { dirname, resolve } from 'node:path';
 
 /**
- * Watches a config file for changes. The directory is watched, not the file: editors and
- * `kubectl`'s ConfigMap updates replace a file by renaming another over it, which a watch on the
- * file itself would miss. Events are debounced and a content hash filters out no-op writes.
+ * Watches a config file for changes. The directory is watched, not the file: editors replace a
+ * file by renaming another over it, and a ConfigMap volume swaps the directory its files point
+ * into — a watch on the file itself would miss both. Events are debounced and a content hash
+ * filters out the ones that did not change the file.
  */
 export function watchConfigFile(path: string, onChange: () => void, debounceMs = 150): () => void {
   const file = resolve(path);
-  const name = basename(file);
   let lastHash: string | undefined;
   let timer: NodeJS.Timeout | undefined;
   let stopped = false;
@@ -31,8 +31,10 @@ export function watchConfigFile(path: string, onChange: () => void, debounceMs =
   }
   let watcher: FSWatcher | undefined;
   try {
-    watcher = watch(dirname(file), { persistent: false }, (_event, changed) => {
-      if (changed !== null && changed !== name) return;
+    // Every event in the directory counts, not only those naming the file: a Kubernetes ConfigMap
+    // changes by swapping a `..data` symlink the file points through, and the event names that.
+    // The content hash below ignores events that did not change the file.
+    watcher = watch(dirname(file), { persistent: false }, () => {
       if (timer) clearTimeout(timer);
       timer = setTimeout(() => {
         void hashNow().then((h) => {

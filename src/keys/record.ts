@@ -34,6 +34,8 @@ export interface KeyRecord {
    * Internal.
    */
   usesOf?: string | null;
+  /** The key that replaced this one by rotation (it is in, or past, its grace period). Internal. */
+  rotatedTo?: string | null;
 }
 
 /** The id of the remaining-uses counter a key draws on. */
@@ -44,7 +46,7 @@ export function usesIdOf(r: KeyRecord): string {
 /** What listing and the admin API show: never the hash, the secret or the plaintext. */
 export type KeyView = Omit<
   KeyRecord,
-  'environment' | 'prefix' | 'last4' | 'hash' | 'signingSecret' | 'usesOf'
+  'environment' | 'prefix' | 'last4' | 'hash' | 'signingSecret' | 'usesOf' | 'rotatedTo'
 > & {
   maskedKey: string;
   hmac: boolean;

@@ -139,6 +139,14 @@ export class KeyService {
   ): Promise<{ created: CreatedKey; previous: KeyRecord } | undefined> {
     const old = await this.store.get(id);
     if (old === undefined) return undefined;
+    // One successor per key, and none for a key already dead: either would hand out a key the
+    // operator did not mean to exist (a second live copy, or one born expired).
+    if (old.rotatedTo)
+      throw new Problem('conflict', {
+        detail: `This key was already rotated (to ${old.rotatedTo}); rotate that one instead.`,
+      });
+    if (old.expiresAt !== null && Date.parse(old.expiresAt) <= this.#clock.now())
+      throw new Problem('conflict', { detail: 'This key has expired; create a new one instead.' });
     const created = await this.create({
       name: old.name,
       ownerId: old.ownerId,
@@ -160,7 +168,7 @@ export class KeyService {
       old.expiresAt !== null && Date.parse(old.expiresAt) < graceEnd
         ? old.expiresAt
         : new Date(graceEnd).toISOString();
-    const previous: KeyRecord = { ...old, expiresAt };
+    const previous: KeyRecord = { ...old, expiresAt, rotatedTo: created.record.id };
     await this.store.replace(previous);
     const record: KeyRecord = { ...created.record, rotatedFrom: old.id, usesOf: usesIdOf(old) };
     await this.store.replace(record);

@@ -61,7 +61,12 @@ export function createSelfServiceStage(o: SelfServiceOptions): Stage {
     ctx.handled = true;
   };
 
-  const create = async (ctx: RequestContext, owner: string, tenant: string | undefined) => {
+  const create = async (
+    ctx: RequestContext,
+    owner: string,
+    tenant: string | undefined,
+    tokenScopes: readonly string[],
+  ) => {
     let raw: unknown;
     try {
       raw = JSON.parse((ctx.rawBody ?? Buffer.alloc(0)).toString('utf8'));
@@ -73,10 +78,10 @@ export function createSelfServiceStage(o: SelfServiceOptions): Stage {
     }
     const body = parseOrThrow(selfServiceCreateBody, raw, 'The request body is invalid.');
     const scopes = body.scopes ?? [];
-    const refused =
-      allowedScopes === undefined
-        ? []
-        : scopes.map((s, i) => [s, i] as const).filter(([s]) => !allowedScopes.has(s));
+    // Without `selfService.scopes`, a user may give a key only scopes their own token carries: a
+    // key never grants more than the user who made it has.
+    const allowed = allowedScopes ?? new Set(tokenScopes);
+    const refused = scopes.map((s, i) => [s, i] as const).filter(([s]) => !allowed.has(s));
     if (refused.length > 0)
       throw new Problem('validation-failed', {
         detail: 'Some scopes cannot be given to a self-service key.',
@@ -137,10 +142,13 @@ export function createSelfServiceStage(o: SelfServiceOptions): Stage {
       if (identity === undefined || identity.method !== 'jwt')
         throw new Problem('forbidden', { detail: 'Self-service keys need a signed-in user (a JWT).' });
       const owner = identity.subject;
+      // Keys are owned by `sub`: a token without one cannot tell its user from anyone else's.
+      if (owner === '')
+        throw new Problem('forbidden', { detail: 'Self-service keys need a token with a subject (sub).' });
       const rest = ctx.path.slice(base.length).replace(/\/$/, '');
       const method = ctx.req.method;
       if (rest === '') {
-        if (method === 'POST') return create(ctx, owner, identity.tenant);
+        if (method === 'POST') return create(ctx, owner, identity.tenant, identity.scopes);
         if (method === 'GET' || method === 'HEAD') return list(ctx, owner);
         throw new Problem('method-not-allowed', {
           detail: `${method} is not allowed here.`,
@@ -149,11 +157,20 @@ export function createSelfServiceStage(o: SelfServiceOptions): Stage {
       }
       const id = rest.slice(1);
       if (id.includes('/')) throw new Problem('not-found', { detail: 'No such self-service endpoint.' });
-      if (method === 'DELETE') return revoke(ctx, owner, decodeURIComponent(id));
+      if (method === 'DELETE') return revoke(ctx, owner, decodeId(id));
       throw new Problem('method-not-allowed', {
         detail: `${method} is not allowed here.`,
         headers: { allow: 'DELETE' },
       });
     },
   };
+}
+
+/** A key id from the path; a malformed escape is no key of anyone's (404, not 500). */
+function decodeId(segment: string): string {
+  try {
+    return decodeURIComponent(segment);
+  } catch {
+    throw new Problem('not-found', { detail: `No key ${segment}.` });
+  }
 }

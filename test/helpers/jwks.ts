@@ -75,8 +75,8 @@ export function token(key: SigningKey, o: TokenOptions = {}, alg = 'RS256'): Pro
     .setProtectedHeader({ alg, kid: key.kid })
     .setIssuer(o.iss ?? 'https://idp.test/')
     .setAudience(o.aud ?? 'api://orders')
-    .setSubject(o.sub ?? 'user-1')
     .setIssuedAt(now);
+  if (o.sub !== '') jwt.setSubject(o.sub ?? 'user-1'); // '' makes a token without `sub`
   if (o.expSec !== null) jwt.setExpirationTime(now + (o.expSec ?? 300));
   if (o.nbfSec !== undefined) jwt.setNotBefore(now + o.nbfSec);
   return jwt.sign(key.privateKey);

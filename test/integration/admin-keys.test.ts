@@ -246,6 +246,15 @@ describe.each(stores)('admin key API (%s store)', (_name, store) => {
       await h.admin('POST', `/keys/${old.id}/rotate`, { gracePeriodSec: -1 }),
       'validation-failed',
     );
+    // One successor per key, and none for a dead key.
+    expect(expectProblem(await h.admin('POST', `/keys/${old.id}/rotate`, {}), 'conflict').detail).toContain(
+      next.id,
+    );
+    const dead = (
+      await h.admin('POST', '/keys', { name: 'd', expiresAt: new Date(h.clock.now() + 1000).toISOString() })
+    ).json();
+    h.clock.advance(2000);
+    expectProblem(await h.admin('POST', `/keys/${dead.id}/rotate`, {}), 'conflict');
   });
 
   it('shares remaining uses between the old and the new key while the grace period runs', async () => {
@@ -445,5 +454,34 @@ describe('self-service keys', () => {
       await request(`${h.gw.url}/v1/keys`, { method: 'PUT', headers: alice }),
       'method-not-allowed',
     );
+  });
+});
+
+describe('self-service without a configured scope list', () => {
+  it('gives a key only scopes the user’s own token has; needs a sub; a malformed id is 404', async () => {
+    const gw = await startGateway({
+      auth: { jwt: [{ issuer: 'https://idp.test/', audience: 'api://orders', jwksUri: jwks.url }] },
+      selfService: { path: '/v1/keys' },
+      routes: [{ id: 'demo', path: '/demo', mock: {} }],
+    });
+    cleanup.push(() => gw.close());
+    const call = async (method: string, path: string, claims: Record<string, unknown>, body?: unknown) =>
+      request(`${gw.url}${path}`, {
+        method,
+        headers: {
+          authorization: `Bearer ${await token(signer, claims)}`,
+          'content-type': 'application/json',
+        },
+        body: body === undefined ? undefined : JSON.stringify(body),
+      });
+    const reader = { sub: 'reader-1', claims: { scope: 'orders:read' } };
+    expect((await call('POST', '/v1/keys', reader, { name: 'k', scopes: ['orders:read'] })).status).toBe(201);
+    const escalate = await call('POST', '/v1/keys', reader, { name: 'k', scopes: ['orders:write'] });
+    expect(expectProblem(escalate, 'validation-failed').errors).toEqual([
+      { pointer: '/scopes/0', message: '"orders:write" is not a scope self-service keys may have' },
+    ]);
+    // Without `sub`, two users could not be told apart: refused.
+    expectProblem(await call('GET', '/v1/keys', { sub: '' }), 'forbidden');
+    expectProblem(await call('DELETE', '/v1/keys/%E0%A4%A', reader), 'not-found');
   });
 });

@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import http from 'node:http';
-import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startGateway } from '../helpers/gateway.js';
@@ -73,6 +73,31 @@ describe('config reload', () => {
     const res = await pending;
     expect(res.status).toBe(200);
     expect(res.text).toBe('slow answer');
+  });
+
+  it('reloads when a ConfigMap-style volume swaps the directory its file points into', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tollgate-configmap-'));
+    cleanup.push(() => rmSync(dir, { recursive: true, force: true }));
+    const yaml = (v: number) =>
+      `listen: { host: 127.0.0.1, port: 0 }\nroutes:\n  - { id: v, path: /v, mock: { body: { version: ${v} } } }\n`;
+    // The kubelet's layout: gateway.yaml -> ..data/gateway.yaml, ..data -> ..v1 (a timestamped dir).
+    const version = (v: number) => {
+      mkdirSync(join(dir, `..v${v}`));
+      writeFileSync(join(dir, `..v${v}`, 'gateway.yaml'), yaml(v));
+    };
+    version(1);
+    symlinkSync(`..v1`, join(dir, '..data'));
+    symlinkSync(join('..data', 'gateway.yaml'), join(dir, 'gateway.yaml'));
+    const proc = await GatewayProcess.start({ configPath: join(dir, 'gateway.yaml'), env: {} });
+    cleanup.push(() => proc.shutdown());
+    const url = `http://127.0.0.1:${proc.addresses().public!.port}/v`;
+    expect((await request(url)).json()).toEqual({ version: 1 });
+    // An update: a new dir, a new symlink to it renamed over ..data (atomic), the old dir removed.
+    version(2);
+    symlinkSync(`..v2`, join(dir, '..data_tmp'));
+    renameSync(join(dir, '..data_tmp'), join(dir, '..data'));
+    rmSync(join(dir, '..v1'), { recursive: true });
+    await waitFor(async () => (await request(url)).json().version === 2, 5000, 50);
   });
 
   it('reloads when the file changes; a broken file is logged and the old config stays', async () => {
