@@ -60,6 +60,11 @@ export function createAdminApp(options: AdminAppOptions): Express {
     express.static(consoleDirectory(), { index: 'index.html', fallthrough: false }),
   );
   app.use(helmet(apiHelmetOptions));
+  // API answers carry keys, secrets and audit records: no cache, shared or private, may keep them.
+  app.use((_req, res, next) => {
+    res.setHeader('cache-control', 'no-store');
+    next();
+  });
 
   app.get('/healthz', (_req, res) => {
     res.json({ status: 'ok' });

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { rateLimitListSchema } from '../policies/rate-limit/schema.js';
+import { decodeCursor } from '../keys/record.js';
 
 /*
  * The admin and self-service API's bodies and answers, as zod schemas: requests are validated
@@ -68,7 +69,12 @@ export const listKeysQuery = z.strictObject({
     .transform(Number)
     .pipe(z.int().min(1, 'must be an integer from 1 to 200').max(200, 'must be an integer from 1 to 200'))
     .default(50),
-  cursor: z.string().min(1).max(500).optional(),
+  cursor: z
+    .string()
+    .min(1)
+    .max(500)
+    .refine((c) => decodeCursor(c) !== undefined, 'is not a cursor this API gave out')
+    .optional(),
 });
 
 export const selfServiceCreateBody = z.strictObject({

@@ -68,11 +68,14 @@ export async function loadConfigFile(path: string, env: Env = {}): Promise<LoadR
   return parseConfigText(text, env);
 }
 
+const LOG_LEVELS = new Set(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']);
+
 function applyEnvOverrides(input: unknown, env: Env, issues: ConfigIssue[]): unknown {
   if (input === null || typeof input !== 'object' || Array.isArray(input)) return input;
   const out: Record<string, unknown> = { ...(input as Record<string, unknown>) };
   if (env.PORT !== undefined && env.PORT !== '') {
-    const port = Number(env.PORT);
+    // Digits only: Number() would read '  ' as 0 (a random port) and '1e3' as 1000.
+    const port = /^\d{1,5}$/.test(env.PORT) ? Number(env.PORT) : NaN;
     if (!Number.isInteger(port) || port < 0 || port > 65535)
       issues.push({ path: 'PORT (environment)', message: 'must be a port number (0-65535)' });
     else out.listen = { ...asRecord(out.listen), port };
@@ -83,8 +86,15 @@ function applyEnvOverrides(input: unknown, env: Env, issues: ConfigIssue[]): unk
     if (redis.cluster === undefined && redis.sentinels === undefined)
       out.redis = { ...redis, url: env.REDIS_URL };
   }
-  if (env.LOG_LEVEL !== undefined && env.LOG_LEVEL !== '')
-    out.logging = { ...asRecord(out.logging), level: env.LOG_LEVEL };
+  if (env.LOG_LEVEL !== undefined && env.LOG_LEVEL !== '') {
+    const level = env.LOG_LEVEL.toLowerCase(); // `DEBUG` means debug
+    if (!LOG_LEVELS.has(level))
+      issues.push({
+        path: 'LOG_LEVEL (environment)',
+        message: `must be one of ${[...LOG_LEVELS].join(', ')}`,
+      });
+    else out.logging = { ...asRecord(out.logging), level };
+  }
   return out;
 }
 

@@ -101,7 +101,9 @@ export function decodeCursor(cursor: string): { createdAt: string; id: string } 
   const text = Buffer.from(cursor, 'base64url').toString('utf8');
   const bar = text.lastIndexOf('|');
   if (bar <= 0) return undefined;
-  return { createdAt: text.slice(0, bar), id: text.slice(bar + 1) };
+  const createdAt = text.slice(0, bar);
+  const id = text.slice(bar + 1);
+  return Number.isNaN(Date.parse(createdAt)) || id === '' ? undefined : { createdAt, id };
 }
 
 /** Whether `r` sorts after the cursor position (is on a later page). */

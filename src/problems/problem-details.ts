@@ -122,6 +122,14 @@ export function toProblem(err: unknown): Problem {
       extensions: { errors: [{ pointer: '', message: 'is not valid JSON' }] },
       cause: err,
     });
+  // The body parser's other refusals (an unsupported charset or content encoding, a body whose
+  // length does not match): the client's request, not the gateway, is at fault.
+  if (typeof status === 'number' && status >= 400 && status < 500 && typeof type === 'string')
+    return new Problem('validation-failed', {
+      detail: 'The request body cannot be read.',
+      extensions: { errors: [{ pointer: '', message: (err as Error).message }] },
+      cause: err,
+    });
   return new Problem('internal-error', { detail: 'An unexpected error occurred.', cause: err });
 }
 

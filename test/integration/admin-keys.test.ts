@@ -196,6 +196,22 @@ describe.each(stores)('admin key API (%s store)', (_name, store) => {
         .errors,
     ).toEqual([{ pointer: '/plan', message: 'is not a plan in the config' }]);
     expectProblem(await h.admin('POST', '/keys'), 'validation-failed');
+    // Bodies the parser refuses are the client's fault (400), never a 500.
+    for (const headers of [
+      { 'content-type': 'application/json; charset=klingon' },
+      { 'content-type': 'application/json', 'content-encoding': 'xyz' },
+    ]) {
+      const refused = await request(`${h.gw.adminUrl}/keys`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${TOKEN}`, ...headers },
+        body: '{"name":"x"}',
+      });
+      expectProblem(refused, 'validation-failed');
+    }
+    const badCursor = await h.admin('GET', '/keys?cursor=bm90LWEtY3Vyc29y');
+    expect(expectProblem(badCursor, 'validation-failed').errors).toEqual([
+      { pointer: '/query/cursor', message: 'is not a cursor this API gave out' },
+    ]);
   });
 
   it('patches, revokes, and answers 404 for unknown ids', async () => {
@@ -236,6 +252,7 @@ describe.each(stores)('admin key API (%s store)', (_name, store) => {
     const next = rotated.json();
     expect(next).toMatchObject({ name: 'r', scopes: ['s'], rotatedFrom: old.id, previous: { id: old.id } });
     expect(next.key).not.toBe(old.key);
+    expect(rotated.headers['cache-control']).toBe('no-store'); // it carries a plaintext key
     expect(next.signingSecret).toMatch(/^whsec_/);
     expect((await h.proxied(old.key)).status).toBe(200);
     expect((await h.proxied(next.key)).status).toBe(200);

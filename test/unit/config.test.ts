@@ -101,6 +101,13 @@ describe('config schema', () => {
     expect(r.config.logging.level).toBe('debug');
     const bad = validateConfig({}, { PORT: 'x' });
     expect(bad.ok).toBe(false);
+    // Nothing a typo could turn into another port or a silently ignored level.
+    for (const env of [{ PORT: '  ' }, { PORT: '1e3' }, { PORT: '0x50' }, { LOG_LEVEL: 'verbose' }]) {
+      const r2 = validateConfig({ routes: [minimalRoute] }, env);
+      expect(r2.ok ? [] : r2.issues.map((i) => i.path)).toEqual([`${Object.keys(env)[0]} (environment)`]);
+    }
+    const upper = validateConfig({ routes: [minimalRoute] }, { LOG_LEVEL: 'DEBUG' });
+    expect(upper.ok && upper.config.logging.level).toBe('debug');
   });
 
   it('formats paths like the SPEC', () => {
