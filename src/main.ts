@@ -97,7 +97,19 @@ export class GatewayProcess {
   }
 
   /** Re-reads the config file; an invalid one is logged and the running config stays. */
-  async reload(): Promise<boolean> {
+  /**
+   * Reads the file and swaps the config in. Reloads run one after another: a SIGHUP racing a file
+   * event must not let an older read be applied after a newer one.
+   */
+  reload(): Promise<boolean> {
+    const run = this.#reloading.then(() => this.#reload());
+    this.#reloading = run.catch(() => false);
+    return run;
+  }
+
+  #reloading: Promise<unknown> = Promise.resolve();
+
+  async #reload(): Promise<boolean> {
     const loaded = await loadConfigFile(this.#configPath, this.#env);
     const result = loaded.ok ? this.gateway.reload(loaded.config) : loaded;
     if (!result.ok) {

@@ -5,6 +5,12 @@ import type { Config } from './schema.js';
 /** Valid but probably not what the operator meant: printed by `validate` and logged at start. */
 export function configWarnings(config: Config, env: Env): ConfigIssue[] {
   const out: ConfigIssue[] = [];
+  const sealing = env.TOLLGATE_SECRET_KEY ?? '';
+  if (sealing !== '' && sealing.length < 32)
+    out.push({
+      path: 'TOLLGATE_SECRET_KEY (environment)',
+      message: 'is shorter than 32 characters: use 32+ random ones (openssl rand -base64 32)',
+    });
   const signed = config.routes.findIndex((r) => r.auth !== 'none' && r.auth.hmac !== 'off');
   if (signed !== -1 && (env.TOLLGATE_SECRET_KEY ?? '') === '')
     out.push({

@@ -106,6 +106,8 @@ describe('config schema', () => {
       const r2 = validateConfig({ routes: [minimalRoute] }, env);
       expect(r2.ok ? [] : r2.issues.map((i) => i.path)).toEqual([`${Object.keys(env)[0]} (environment)`]);
     }
+    const weak = validateConfig({ routes: [minimalRoute] }, { TOLLGATE_SECRET_KEY: 'short' });
+    expect(weak.warnings.map((w) => w.path)).toEqual(['TOLLGATE_SECRET_KEY (environment)']);
     const upper = validateConfig({ routes: [minimalRoute] }, { LOG_LEVEL: 'DEBUG' });
     expect(upper.ok && upper.config.logging.level).toBe('debug');
   });
