@@ -1,5 +1,6 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { RequestContext } from '../gateway/request-context.js';
+import { finalStatus } from './observer.js';
 
 const METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS', 'TRACE']);
 const AUTH_FAILURES = new Set([
@@ -109,16 +110,18 @@ export class GatewayMetrics {
       labelNames: ['route', 'reason'],
       registers,
     });
-    new Gauge({
-      name: 'tollgate_redis_up',
-      aggregator: 'min',
-      help: '1 when the Redis connection is ready, 0 when it is down (absent without Redis).',
-      registers,
-      collect() {
-        const up = sources.redisUp?.();
-        if (up !== undefined) this.set(up);
-      },
-    });
+    // Registered only with Redis: an unset gauge would still be exported as 0 ("down").
+    const redisUp = sources.redisUp;
+    if (redisUp !== undefined)
+      new Gauge({
+        name: 'tollgate_redis_up',
+        aggregator: 'min',
+        help: '1 when the Redis connection is ready, 0 when it is down (absent without Redis).',
+        registers,
+        collect() {
+          this.set(redisUp() ?? 0);
+        },
+      });
     new Gauge({
       name: 'tollgate_redis_errors',
       aggregator: 'sum',
@@ -177,7 +180,7 @@ export class GatewayMetrics {
   observe(ctx: RequestContext, endMono: number): void {
     const route = ctx.routeId ?? 'unmatched';
     const method = METHODS.has(ctx.req.method ?? '') ? ctx.req.method! : 'OTHER';
-    const status = ctx.res.statusCode;
+    const status = finalStatus(ctx);
     const key = `${route}|${method}|${status}`;
     let series = this.#series.get(key);
     if (series === undefined) {

@@ -6,6 +6,18 @@ import type { GatewayMetrics } from './metrics.js';
 
 const round3 = (ms: number) => Math.round(ms * 1000) / 1000;
 
+/** nginx's convention for "the client closed the connection before any answer was sent". */
+export const CLIENT_CLOSED = 499;
+
+/**
+ * The status a request ended with: what was sent, or 499 when the client left before any
+ * response head (Node's `statusCode` would still say its default, 200).
+ */
+export function finalStatus(ctx: RequestContext): number {
+  const res = ctx.res;
+  return res.headersSent || res.writableFinished ? res.statusCode : CLIENT_CLOSED;
+}
+
 /** The record of one finished request: the audit record and the access-log line share it. */
 export function auditRecord(ctx: RequestContext, endMono: number): AuditRecord {
   const id = ctx.identity;
@@ -22,7 +34,7 @@ export function auditRecord(ctx: RequestContext, endMono: number): AuditRecord {
     method: ctx.req.method,
     path: ctx.path,
     route: ctx.routeId ?? null,
-    status: res.statusCode,
+    status: finalStatus(ctx),
     aborted: !res.writableFinished,
     latency_ms: round3(endMono - ctx.startMono),
     client_ip: ctx.clientIp || null,

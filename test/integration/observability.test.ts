@@ -1,4 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest';
+import http from 'node:http';
 import { startGateway } from '../helpers/gateway.js';
 import { freePort, request, waitFor } from '../helpers/http.js';
 import { startUpstream } from '../helpers/upstream.js';
@@ -253,6 +254,28 @@ describe('metrics', () => {
     // Labels are bounded: raw paths never become label values.
     expect(text).not.toContain('/a/b/c');
     expect(text).not.toContain('/orders/1');
+    // Without Redis there is no Redis gauge (an unset one would read 0, "down").
+    expect(text).not.toContain('tollgate_redis_up');
+  });
+
+  it('records a request whose client left before any answer as 499, not 200', async () => {
+    const slow = await startUpstream((_req, res) => {
+      const timer = setTimeout(() => res.end('late'), 2000);
+      res.on('close', () => clearTimeout(timer));
+    });
+    cleanup.push(() => slow.close());
+    const gw = await gateway({
+      routes: [{ id: 'slow', path: '/slow', auth: 'none', upstream: { targets: [slow.url] } }],
+    });
+    const gone = http.get(`${gw.url}/slow`, { headers: { 'x-request-id': 'left-early' } });
+    gone.on('error', () => undefined);
+    await waitFor(() => slow.calls.length === 1, 2000, 10);
+    gone.destroy();
+    const record = await auditOf(gw.adminUrl, '/requests/left-early');
+    expect(record).toMatchObject({ status: 499, aborted: true, upstream_status: null });
+    const text = (await request(`${gw.adminUrl}/metrics`)).text;
+    expect(sample(text, 'tollgate_requests_total', { route: 'slow', status_class: '2xx' })).toBeUndefined();
+    expect(sample(text, 'tollgate_requests_total', { route: 'slow', status_class: '4xx' })).toBe(1);
   });
 });
 
