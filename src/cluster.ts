@@ -60,8 +60,12 @@ export async function runPrimary(options: StartOptions, workers: number): Promis
   for (let i = 0; i < workers; i++) fork();
   logger.info({ workers }, 'cluster started');
 
+  // Every worker reloads too, also when the primary refused the file: each records the outcome in
+  // its own metrics (aggregated into /metrics), and each keeps its config when the file is bad.
   const reloadAll = async () => {
-    if (stopping || !(await admin.reload()) || stopping) return;
+    if (stopping) return;
+    await admin.reload();
+    if (stopping) return;
     for (const w of Object.values(cluster.workers ?? {}))
       if (w?.isConnected()) w.send({ type: RELOAD_MESSAGE }); // a failure is logged by the 'error' listener
   };
@@ -73,6 +77,8 @@ export async function runPrimary(options: StartOptions, workers: number): Promis
       if (stopping) return;
       stopping = true;
       stopWatching();
+      // Not ready from the first moment of the drain (the workers are draining already).
+      admin.gateway.startDrain();
       logger.info({ signal }, 'stopping workers');
       const alive = Object.values(cluster.workers ?? {}).filter((w): w is Worker => w !== undefined);
       const exits = alive.map(
@@ -96,7 +102,12 @@ export async function runPrimary(options: StartOptions, workers: number): Promis
 /** A cluster worker: the public listener only; reloads when the primary says so. */
 export async function runWorker(options: StartOptions): Promise<number> {
   const loaded = await loadConfigFile(options.configPath, options.env);
-  if (!loaded.ok) throw new ConfigError(loaded.issues);
+  if (!loaded.ok) {
+    // The IPC channel would keep a failed worker alive (and silent to metrics requests): let go
+    // of it so the worker exits and the primary starts another (when the file is fixed, it starts).
+    process.disconnect?.();
+    throw new ConfigError(loaded.issues);
+  }
   const send = (message: unknown) => process.send?.(message);
   const proc = await GatewayProcess.start({
     ...options,

@@ -5,12 +5,15 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { spawnCli, type RunningCli } from '../helpers/cli.js';
 import { request, waitFor } from '../helpers/http.js';
+import { startUpstream } from '../helpers/upstream.js';
 
 const TOKEN = 'workers-admin-token-123';
 let cli: RunningCli | undefined;
 let dir: string | undefined;
+const servers: Array<{ close(): Promise<void> }> = [];
 afterEach(async () => {
   await cli?.stop();
+  for (const s of servers.splice(0)) await s.close();
   if (dir) rmSync(dir, { recursive: true, force: true });
   cli = undefined;
 });
@@ -107,5 +110,49 @@ routes:
       code: 0,
       log: [],
     });
+  });
+});
+
+describe('workers: faults', () => {
+  it('a worker that dies while the file is broken is replaced once it is fixed; /metrics keeps answering; /readyz is 503 from the start of the drain', async () => {
+    const slow = await startUpstream((_req, res) => {
+      const timer = setTimeout(() => res.end('done'), 1500);
+      res.on('close', () => clearTimeout(timer));
+    });
+    servers.push(slow);
+    dir = mkdtempSync(join(tmpdir(), 'tollgate-workers-'));
+    const file = join(dir, 'gw.yaml');
+    const good = `listen: { host: 127.0.0.1, port: 0 }
+admin: { host: 127.0.0.1, port: 0, tokens: ["${TOKEN}"] }
+workers: 2
+routes:
+  - { id: slow, path: /slow, auth: none, upstream: { targets: ["${slow.url}"] } }
+`;
+    writeFileSync(file, good);
+    cli = spawnCli(['--config', file]);
+    await waitFor(() => listeningLines(cli!.lines).length === 3, 15_000, 50);
+    const lines = listeningLines(cli.lines);
+    const admin = `http://${String(lines.find((l) => l.admin !== null)!.admin)}`;
+    const workerPids = lines.filter((l) => l.listen !== null).map((l) => l.pid as number);
+
+    writeFileSync(file, 'routes: [ { broken');
+    process.kill(workerPids[0]!, 'SIGKILL');
+    await waitFor(() => cli!.lines.filter((l) => l.includes('worker died')).length >= 2, 10_000, 50);
+    // The failed replacement exited (it did not hang on its IPC channel): metrics still aggregate.
+    const metrics = await request(`${admin}/metrics`, { timeoutMs: 4000 });
+    expect(metrics.status).toBe(200);
+
+    writeFileSync(file, good);
+    await waitFor(() => listeningLines(cli!.lines).length >= 4, 10_000, 50);
+    expect((await request(`${admin}/metrics`, { timeoutMs: 4000 })).status).toBe(200);
+
+    // A request in flight keeps a worker draining; meanwhile the primary already says not ready.
+    const base = `http://${String(lines.find((l) => l.listen !== null)!.listen)}`;
+    const inFlight = request(`${base}/slow`, { timeoutMs: 5000 });
+    await waitFor(() => slow.calls.length === 1, 3000, 10);
+    cli.child.kill('SIGTERM');
+    await waitFor(async () => (await request(`${admin}/readyz`)).status === 503, 1000, 20);
+    expect((await inFlight).status).toBe(200);
+    expect(await cli.exited).toBe(0);
   });
 });
