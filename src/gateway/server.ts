@@ -82,9 +82,16 @@ export function answerClientError(
   logger: Logger,
 ): void {
   const code = err.code ?? '';
-  const busy = (socket as unknown as { _httpMessage?: { headersSent?: boolean } })._httpMessage;
-  // Timeouts (slowloris) and resets get no answer: the peer is gone or not worth one.
-  if (code === 'ECONNRESET' || code === 'ERR_HTTP_REQUEST_TIMEOUT' || !socket.writable || busy?.headersSent) {
+  const busy = (socket as unknown as { _httpMessage?: unknown })._httpMessage;
+  // Timeouts (slowloris) and resets get no answer: the peer is gone or not worth one. Nor does a
+  // parse error while a response is pending (a bad chunk mid-body, garbage pipelined after a
+  // request): a 400 there would read as the answer to that request, under another request id.
+  if (
+    code === 'ECONNRESET' ||
+    code === 'ERR_HTTP_REQUEST_TIMEOUT' ||
+    !socket.writable ||
+    (busy !== undefined && busy !== null)
+  ) {
     socket.destroy();
     return;
   }

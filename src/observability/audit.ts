@@ -160,6 +160,7 @@ export class RedisAuditStore implements AuditStore {
   readonly #retentionMs: number;
   readonly #maxEntries: number;
   readonly #stream: string;
+  readonly #clock: Clock;
   #pending: Array<{ id: string; json: string }> = [];
   #flushing: Promise<void> | undefined;
   #timer: NodeJS.Timeout;
@@ -174,6 +175,7 @@ export class RedisAuditStore implements AuditStore {
   }) {
     this.#redis = options.redis;
     this.#logger = options.logger;
+    this.#clock = options.clock;
     this.#retentionMs = options.retentionSec * 1000;
     this.#maxEntries = options.maxEntries;
     this.#local = new MemoryAuditStore({
@@ -240,10 +242,14 @@ export class RedisAuditStore implements AuditStore {
       this.#redis.client.xrevrange(this.#stream, '+', end, 'COUNT', MAX_SCAN),
     );
     const out: AuditRecord[] = [];
+    // The stream is capped by count (approximately: MAXLEN ~) and lives while traffic flows, so
+    // retention is applied here: newest first, the first record past it ends the list.
+    const oldest = this.#clock.now() - this.#retentionMs;
     for (const [, fields] of entries) {
       const json = fields[1];
       if (json === undefined) continue;
       const r = JSON.parse(json) as AuditRecord;
+      if (Date.parse(r.time) < oldest) break;
       if (matches(r, query)) out.push(r);
       if (out.length >= query.limit) break;
     }

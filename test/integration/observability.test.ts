@@ -6,6 +6,7 @@ import { startUpstream } from '../helpers/upstream.js';
 import { sharedRedisUrl, startPrivateRedis, uniquePrefix } from '../helpers/redis.js';
 import { expectProblem } from '../helpers/problem.js';
 import { createLogger } from '../../src/observability/logger.js';
+import { ManualClock } from '../../src/shared/clock.js';
 
 const TOKEN = 'observability-admin-token';
 const auth = { authorization: `Bearer ${TOKEN}` };
@@ -170,6 +171,32 @@ describe('audit trail', () => {
       return items.length === 1;
     }, 2000);
     expect(items[0].request_id).toBe(body.request_id);
+  });
+
+  it('lists through Redis only records within the retention', async () => {
+    const clock = new ManualClock(Date.now());
+    const config = {
+      admin: { host: '127.0.0.1', port: 0, tokens: [TOKEN] },
+      redis: { url: sharedRedisUrl, keyPrefix: uniquePrefix('audit-retention') },
+      audit: { retentionSec: 60 },
+      routes: [{ id: 'demo', path: '/demo', mock: {} }],
+    };
+    const a = await startGateway(config, { clock });
+    cleanup.push(() => a.close());
+    const b = await startGateway(config, { clock });
+    cleanup.push(() => b.close());
+    await request(`${a.url}/demo`, { headers: { 'x-request-id': 'old-one' } });
+    const listed = async () =>
+      (
+        (await request(`${b.adminUrl}/requests`, { headers: auth })).json().items as Array<{
+          request_id: string;
+        }>
+      ).map((r) => r.request_id);
+    await waitFor(async () => (await listed()).includes('old-one'), 2000, 50);
+    clock.advance(61_000);
+    await request(`${a.url}/demo`, { headers: { 'x-request-id': 'new-one' } });
+    await waitFor(async () => (await listed()).includes('new-one'), 2000, 50);
+    expect(await listed()).toEqual(['new-one']);
   });
 
   it('never holds a credential: the Authorization value is absent from the audit record and the log', async () => {

@@ -189,6 +189,17 @@ describe('bad input is answered, never crashes', () => {
     expect(parsed.headers['content-type']).toBe('application/problem+json');
   });
 
+  it('a malformed chunk mid-body closes the connection rather than answer 400 under another request id', async () => {
+    const port = Number(new URL(gw.url).port);
+    const { response, closed } = await rawExchange(
+      port,
+      'POST /v1/files/x HTTP/1.1\r\nHost: a\r\nX-Request-Id: chunk-1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nZZZ\r\n',
+      3000,
+    );
+    expect(closed).toBe(true);
+    if (response !== '') expect(parseRaw(response).headers['x-request-id']).toBe('chunk-1');
+  });
+
   it('a client that aborts mid-upload frees its idempotency key; one that aborts mid-download frees the upstream', async () => {
     const req = http.request(`${gw.url}/v1/pay`, {
       method: 'POST',
