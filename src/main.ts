@@ -60,7 +60,7 @@ export class GatewayProcess {
       logWarnings: false,
     });
     const serve = options.serve ?? { public: true, admin: true };
-    const serverOptions = { server: config.server, writer: () => gateway.writer, logger };
+    const serverOptions = gateway.serverOptions();
     const publicServer = serve.public
       ? createHttpServer(config.server.viaExpress ? gateway.app : gateway.handle, serverOptions)
       : undefined;

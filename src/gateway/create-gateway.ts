@@ -9,9 +9,15 @@ import { ProblemWriter, toProblem } from '../problems/problem-details.js';
 import { securityHeaders } from '../shared/security-headers.js';
 import { systemClock, type Clock } from '../shared/clock.js';
 import { compileTrust, type TrustFn } from '../shared/trust.js';
-import { createRequestObserver } from '../observability/observer.js';
+import { accessLogWriter, createRequestObserver } from '../observability/observer.js';
 import { GatewayMetrics } from '../observability/metrics.js';
-import { MemoryAuditStore, RedisAuditStore, type AuditStore } from '../observability/audit.js';
+import {
+  MemoryAuditStore,
+  RedisAuditStore,
+  type AuditRecord,
+  type AuditStore,
+} from '../observability/audit.js';
+import type { ClientErrorAnswer, ServerOptions } from './server.js';
 import { silentLogger, type Logger } from '../observability/logger.js';
 import { ReadinessRegistry } from '../observability/readiness.js';
 import { UpstreamRegistry, type UpstreamPool } from '../policies/proxy/upstream-pool.js';
@@ -264,6 +270,53 @@ export class Gateway {
   }
 
   /** Stops keep-alive: every response from now on says `Connection: close`; `/readyz` says 503. */
+  /** What the listeners' servers need from the gateway (timeouts at start, the writer in force). */
+  serverOptions(): ServerOptions {
+    return {
+      server: this.config.server,
+      writer: () => this.writer,
+      logger: this.services.logger,
+      onClientError: (answered) => this.recordClientError(answered),
+    };
+  }
+
+  /**
+   * A request Node refused before routing still gets what every answered request gets (SPEC §4):
+   * an audit record its problem's `instance` finds, an access-log line and a count in the metrics.
+   */
+  recordClientError(answered: ClientErrorAnswer): void {
+    const { audit, logger, metrics, clock } = this.services;
+    const record: AuditRecord = {
+      time: new Date(clock.now()).toISOString(),
+      request_id: answered.requestId,
+      trace_id: '',
+      method: undefined,
+      path: '',
+      route: null,
+      status: answered.status,
+      aborted: false,
+      latency_ms: 0,
+      client_ip: answered.clientIp,
+      auth_method: null,
+      credential_id: null,
+      subject: null,
+      tenant: null,
+      problem: answered.slug,
+      upstream_status: null,
+      upstream_target: null,
+      upstream_latency_ms: null,
+      bytes_in: 0,
+      bytes_out: 0,
+      idempotent_replay: false,
+      rate_limit_policy: null,
+      signature: null,
+    };
+    const json = JSON.stringify(record);
+    accessLogWriter(logger)?.(record, json);
+    metrics.observeRefused(answered.status);
+    audit.append(record, json);
+  }
+
   startDrain(): void {
     this.#draining = true;
   }

@@ -38,6 +38,16 @@ export interface ServerOptions {
   server: Config['server'];
   writer: () => ProblemWriter;
   logger: Logger;
+  /** Told about every request answered by the `clientError` handler (audit, access log, metrics). */
+  onClientError?: (answered: ClientErrorAnswer) => void;
+}
+
+/** A request Node refused before routing, as the `clientError` handler answered it. */
+export interface ClientErrorAnswer {
+  requestId: string;
+  status: number;
+  slug: string;
+  clientIp: string | null;
 }
 
 /**
@@ -64,7 +74,8 @@ export function createHttpServer(handler: Express | RequestListener, options: Se
     handler as RequestListener,
   );
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
-    answerClientError(err, socket, options.writer(), options.logger);
+    const answered = answerClientError(err, socket, options.writer(), options.logger);
+    if (answered !== undefined) options.onClientError?.(answered);
   });
   return server;
 }
@@ -80,7 +91,7 @@ export function answerClientError(
   socket: Socket,
   writer: ProblemWriter,
   logger: Logger,
-): void {
+): ClientErrorAnswer | undefined {
   const code = err.code ?? '';
   const busy = (socket as unknown as { _httpMessage?: unknown })._httpMessage;
   // Timeouts (slowloris) and resets get no answer: the peer is gone or not worth one. Nor does a
@@ -93,7 +104,7 @@ export function answerClientError(
     (busy !== undefined && busy !== null)
   ) {
     socket.destroy();
-    return;
+    return undefined;
   }
   const problem =
     code === 'HPE_HEADER_OVERFLOW'
@@ -103,4 +114,10 @@ export function answerClientError(
   logger.debug({ request_id: id, code, problem: problem.slug }, 'client error');
   socket.end(writer.raw(problem, id));
   socket.destroySoon();
+  return {
+    requestId: id,
+    status: problem.status,
+    slug: problem.slug,
+    clientIp: socket.remoteAddress ?? null,
+  };
 }

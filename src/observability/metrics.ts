@@ -176,6 +176,11 @@ export class GatewayMetrics {
     });
   }
 
+  /** A request Node refused before routing (answered by the `clientError` handler). */
+  observeRefused(status: number): void {
+    this.#requests.labels({ route: 'unmatched', method: 'OTHER', status_class: statusClass(status) }).inc();
+  }
+
   /** Records one finished request: called once per request from the gateway's close handler. */
   observe(ctx: RequestContext, endMono: number): void {
     const route = ctx.routeId ?? 'unmatched';

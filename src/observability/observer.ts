@@ -73,21 +73,25 @@ export function createRequestObserver(deps: {
   clock: Clock;
 }): (ctx: RequestContext) => void {
   const { logger, metrics, audit, clock } = deps;
-  const fastLine = accessLineWriter(logger);
-  const logs = logger.isLevelEnabled('info');
+  const accessLog = accessLogWriter(logger);
   return function observeRequest(ctx) {
     const end = clock.monotonic();
     const record = auditRecord(ctx, end);
     const json = JSON.stringify(record);
-    if (logs) {
-      if (fastLine !== undefined) fastLine(json);
-      else {
-        // pino stamps its own `time` on the line; the record's (the arrival time) would repeat the key.
-        const { time: _arrival, ...line } = record;
-        logger.info(line, 'request');
-      }
-    }
+    accessLog?.(record, json);
     metrics.observe(ctx, end);
     audit.append(record, json);
+  };
+}
+
+/** Writes the access-log line of a record (and its JSON), or undefined when `info` is off. */
+export function accessLogWriter(logger: Logger): ((record: AuditRecord, json: string) => void) | undefined {
+  if (!logger.isLevelEnabled('info')) return undefined;
+  const fastLine = accessLineWriter(logger);
+  if (fastLine !== undefined) return (_record, json) => fastLine(json);
+  return (record) => {
+    // pino stamps its own `time` on the line; the record's (the arrival time) would repeat the key.
+    const { time: _arrival, ...line } = record;
+    logger.info(line, 'request');
   };
 }

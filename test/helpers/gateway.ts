@@ -23,11 +23,7 @@ export async function startGateway(
   options: GatewayOptions = {},
 ): Promise<RunningGateway> {
   const gateway = createGateway({ listen: { host: '127.0.0.1', port: 0 }, ...config }, options);
-  const serverOptions = {
-    server: gateway.config.server,
-    writer: () => gateway.writer,
-    logger: gateway.services.logger,
-  };
+  const serverOptions = gateway.serverOptions();
   // As the CLI does: node:http straight into the pipeline, or the Express app with `server.viaExpress`.
   const server = createHttpServer(
     gateway.config.server.viaExpress ? gateway.app : gateway.handle,

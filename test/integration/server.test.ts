@@ -36,6 +36,13 @@ describe('HTTP server: what Node refuses, and slow clients', () => {
     expect(body.request_id).toBe(parsed.headers['x-request-id']);
     expect(body.instance).toBe(`/requests/${parsed.headers['x-request-id']}`);
     expect(closed).toBe(true);
+    // Its instance dereferences like any other request's (SPEC §4: logged and stored).
+    expect(await gw.gateway.services.audit.get(body.request_id)).toMatchObject({
+      request_id: body.request_id,
+      status: 400,
+      problem: 'bad-request',
+      client_ip: '127.0.0.1',
+    });
   });
 
   it('answers malformed header framing with 400', async () => {
