@@ -126,19 +126,7 @@ export async function startRedisCluster(): Promise<PrivateCluster> {
       { stdio: 'ignore' },
     ),
   );
-  const stop = async () => {
-    await Promise.all(
-      children.map(
-        (c) =>
-          new Promise<void>((resolve) => {
-            if (c.exitCode !== null || c.signalCode !== null) return resolve();
-            c.once('exit', () => resolve());
-            c.kill('SIGKILL');
-          }),
-      ),
-    );
-    rmSync(dir, { recursive: true, force: true });
-  };
+  const stop = () => killAll(children, dir);
   try {
     for (const port of ports) await waitFor(() => ping(port), 5000, 25);
     await new Promise<void>((resolve, reject) => {
@@ -201,19 +189,7 @@ export async function startRedisSentinel(): Promise<PrivateSentinel> {
   const [master, replica, sentinel] = [await freePort(), await freePort(), await freePort()];
   const common = ['--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--loglevel', 'warning'];
   const children: ChildProcess[] = [];
-  const stop = async () => {
-    await Promise.all(
-      children.map(
-        (c) =>
-          new Promise<void>((resolve) => {
-            if (c.exitCode !== null || c.signalCode !== null) return resolve();
-            c.once('exit', () => resolve());
-            c.kill('SIGKILL');
-          }),
-      ),
-    );
-    rmSync(dir, { recursive: true, force: true });
-  };
+  const stop = () => killAll(children, dir);
   const masterPort = async () => {
     const out = await redisCli(sentinel, ['sentinel', 'get-master-addr-by-name', name]);
     return Number(out.trim().split('\n')[1]);
@@ -274,4 +250,19 @@ export async function startRedisSentinel(): Promise<PrivateSentinel> {
     },
     stop,
   };
+}
+
+/** SIGKILLs the servers a helper started and removes their directory, once all have exited. */
+async function killAll(children: readonly ChildProcess[], dir: string): Promise<void> {
+  await Promise.all(
+    children.map(
+      (c) =>
+        new Promise<void>((resolve) => {
+          if (c.exitCode !== null || c.signalCode !== null) return resolve();
+          c.once('exit', () => resolve());
+          c.kill('SIGKILL');
+        }),
+    ),
+  );
+  rmSync(dir, { recursive: true, force: true });
 }
