@@ -126,6 +126,7 @@ class Exchange implements Dispatcher.DispatchHandlers {
   #collected: Buffer[] | undefined;
   #collectedBytes = 0;
   #lastError: Problem | undefined;
+  #anyTarget = false;
 
   constructor(
     ctx: RequestContext,
@@ -159,7 +160,8 @@ class Exchange implements Dispatcher.DispatchHandlers {
       this.#fail(new Problem('bad-gateway', { detail: 'The client closed the connection.' }));
       return;
     }
-    const target = o.pool.pick(this.#tried);
+    // After a reset, another target first; the same one (on a fresh connection) when it is the only one.
+    const target = o.pool.pick(this.#tried) ?? (this.#anyTarget ? o.pool.pick(undefined) : undefined);
     if (target === undefined) {
       // With retries exhausted, the failure that made us retry is the answer.
       this.#fail(
@@ -334,9 +336,11 @@ class Exchange implements Dispatcher.DispatchHandlers {
     if (retryable) {
       this.#retriesLeft--;
       this.#lastError = problem;
-      // A target that refused the connection is skipped; after a stale kept-alive socket the same
-      // target may serve the retry on a fresh connection (with one target, it is the only choice).
-      if (!STALE_SOCKET_ERRORS.has(code)) (this.#tried ??= []).push(target);
+      // A target that refused the connection is skipped. After a reset (usually a kept-alive socket
+      // the upstream closed) another target is preferred, but the same one may serve the retry on a
+      // fresh connection when there is no other.
+      (this.#tried ??= []).push(target);
+      this.#anyTarget = STALE_SOCKET_ERRORS.has(code);
       this.attempt();
       return;
     }
