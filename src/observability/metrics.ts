@@ -64,7 +64,8 @@ export class GatewayMetrics {
       name: 'tollgate_request_duration_seconds',
       help: 'Time from request to the end of the response, by route, method and status class.',
       labelNames: ['route', 'method', 'status_class'],
-      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+      // Up to the default requestTimeoutMs (60 s): slow responses land in a bucket, not only in +Inf.
+      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
       registers,
     });
     this.#upstreamDuration = new Histogram({
