@@ -192,7 +192,12 @@ export const configSchema = z
         path: mountPath().describe('Where signed-in (JWT) users manage their own keys.'),
         maxKeysPerUser: positiveInt().default(20).describe('Active keys one user may hold.'),
         plan: z.string().optional().describe('Plan of self-service keys.'),
-        scopes: z.array(z.string().min(1)).optional().describe('Scopes a user may give a self-service key.'),
+        scopes: z
+          .array(z.string().min(1))
+          .optional()
+          .describe(
+            "Scopes a user may give a self-service key. Unset: only scopes the user's own token carries.",
+          ),
       })
       .optional(),
     logging: z
