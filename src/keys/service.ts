@@ -77,6 +77,8 @@ export class KeyService {
       throw new Problem('service-unavailable', {
         detail:
           'Keys with a signing secret cannot be created: the gateway has no TOLLGATE_SECRET_KEY to seal it with.',
+        // The catalog gives every 503 a Retry-After; this one lasts until an operator sets the key.
+        headers: { 'retry-after': '60' },
       });
     const environment = input.environment ?? 'live';
     const key = generateKey(this.prefix, environment);

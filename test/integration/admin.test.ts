@@ -90,6 +90,7 @@ describe('signing secrets without TOLLGATE_SECRET_KEY', () => {
       expect((await create(gw, false)).status).toBe(201);
       const refused = await create(gw, true);
       expect(expectProblem(refused, 'service-unavailable').detail).toContain('TOLLGATE_SECRET_KEY');
+      expect(refused.headers['retry-after']).toBe('60');
     } finally {
       await gw.close();
     }

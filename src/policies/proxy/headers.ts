@@ -88,7 +88,11 @@ export function upstreamRequestHeaders(
   }
   // Parsed exactly as authentication parses it, so no spelling of `Bearer <key>` gets through.
   const auth = out.authorization;
-  if (typeof auth === 'string' && bearerToken(auth)?.startsWith(plan.apiKeyPrefix) === true)
+  if (
+    typeof auth === 'string' &&
+    auth.includes(plan.apiKeyPrefix) && // cheap: a JWT never gets to the parse below
+    bearerToken(auth)?.startsWith(plan.apiKeyPrefix) === true
+  )
     delete out.authorization;
 
   const peer = req.socket.remoteAddress ?? '';
