@@ -32,16 +32,19 @@ export const httpMethod = z
   .transform((m) => m.toUpperCase())
   .pipe(z.enum(HTTP_METHODS, { error: `must be one of ${HTTP_METHODS.join(', ')}` }));
 
-/** A path a route or endpoint is mounted at: `/`, or `/seg/seg` without empty, dot or trailing segments. */
+/**
+ * A path a route or endpoint is mounted at: `/`, or `/seg/seg` without empty, dot or trailing
+ * segments. No `;`: routing ignores `;params`, so a path holding one could never match.
+ */
 export const mountPath = () =>
   z
     .string()
     .refine(
       (p) =>
         p === '/' ||
-        (/^(\/[A-Za-z0-9._~!$&'()*+,;=:@-]+)+$/.test(p) &&
+        (/^(\/[A-Za-z0-9._~!$&'()*+,=:@-]+)+$/.test(p) &&
           !p.split('/').some((s) => s === '.' || s === '..')),
-      'must be "/" or "/segment[/segment…]" without a trailing slash, dot segments or encoded characters',
+      'must be "/" or "/segment[/segment…]" without a trailing slash, dot segments, ";" or encoded characters',
     );
 
 export const isoDateTime = () => z.iso.datetime({ offset: true, error: 'must be an ISO 8601 date-time' });

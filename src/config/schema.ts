@@ -221,11 +221,24 @@ export const configSchema = z
       .union([positiveInt(), z.literal('auto')])
       .default(1)
       .describe('Processes sharing the listener (node:cluster); `auto` = one per core.'),
+    routing: z
+      .strictObject({
+        caseSensitive: bool()
+          .default(false)
+          .describe(
+            'Match route paths in exact case. By default case is ignored (`/v1/ORDERS/7` is the `/v1/orders` route), as Express, ASP.NET and IIS upstreams route; the path goes upstream as sent either way.',
+          ),
+      })
+      .prefault({})
+      .describe('How request paths find their route (`;params` in a segment are always ignored).'),
     routes: z.array(routeSchema).default([]),
   })
   .superRefine((cfg, ctx) => {
     const ids = new Map<string, number>();
     const paths = new Map<string, number>();
+    // Paths that differ only in case are one route unless matching is case-sensitive.
+    const caseSensitive = (cfg.routing as typeof cfg.routing | undefined)?.caseSensitive === true;
+    const pathKey = (p: string) => (caseSensitive ? p : p.toLowerCase());
     cfg.routes.forEach((r, i) => {
       const firstId = ids.get(r.id);
       if (firstId !== undefined)
@@ -235,14 +248,17 @@ export const configSchema = z
           message: `duplicate of routes[${firstId}].id`,
         });
       else ids.set(r.id, i);
-      const firstPath = paths.get(r.path);
+      const firstPath = paths.get(pathKey(r.path));
       if (firstPath !== undefined)
         ctx.addIssue({
           code: 'custom',
           path: ['routes', i, 'path'],
-          message: `duplicate of routes[${firstPath}].path`,
+          message:
+            cfg.routes[firstPath]?.path === r.path || caseSensitive
+              ? `duplicate of routes[${firstPath}].path`
+              : `duplicate of routes[${firstPath}].path (paths match ignoring case; set routing.caseSensitive: true to tell them apart)`,
         });
-      else paths.set(r.path, i);
+      else paths.set(pathKey(r.path), i);
       // Refinements also run over routes that failed their own checks: read defensively.
       const auth = r.auth as typeof r.auth | undefined;
       if (
@@ -265,7 +281,7 @@ export const configSchema = z
           path: ['selfService'],
           message: 'needs auth.jwt issuers (it is JWT only)',
         });
-      if (paths.has(cfg.selfService.path))
+      if (paths.has(pathKey(cfg.selfService.path)))
         ctx.addIssue({ code: 'custom', path: ['selfService', 'path'], message: 'is also a route path' });
       if (cfg.selfService.plan !== undefined && !(cfg.selfService.plan in cfg.plans))
         ctx.addIssue({ code: 'custom', path: ['selfService', 'plan'], message: 'is not a plan in plans' });

@@ -35,6 +35,7 @@ export function configWarnings(config: Config, env: Env): ConfigIssue[] {
         message: 'has no effect on a public route (no credential, no plan)',
       });
   });
+  out.push(...weakerPrefixWarnings(config));
   const workers = config.workers;
   if (workers !== 1 && !config.redis)
     out.push({
@@ -47,4 +48,56 @@ export function configWarnings(config: Config, env: Env): ConfigIssue[] {
       message: 'is empty: the admin listener serves only /healthz, /readyz and /metrics',
     });
   return out;
+}
+
+type Route = Config['routes'][number];
+
+/**
+ * Route confusion: a route with weaker auth (public, or scopes that are not a superset) whose path
+ * is a segment prefix of a stronger route's, on the same upstream targets. A request the stronger
+ * route would refuse can reach the same service through the weaker one, under a spelling the
+ * gateway routes to the weaker route but the upstream reads as the protected path.
+ */
+function weakerPrefixWarnings(config: Config): ConfigIssue[] {
+  const out: ConfigIssue[] = [];
+  const key = (p: string) => (config.routing.caseSensitive ? p : p.toLowerCase());
+  const byPath = new Map<string, number>();
+  config.routes.forEach((r, i) => byPath.set(key(r.path), i));
+  config.routes.forEach((strong, j) => {
+    if (strong.upstream === undefined || strong.auth === 'none') return;
+    const targets = targetSet(strong);
+    let p = key(strong.path);
+    while (p !== '/') {
+      const cut = p.lastIndexOf('/');
+      p = cut <= 0 ? '/' : p.slice(0, cut);
+      const i = byPath.get(p);
+      if (i === undefined) continue;
+      const weak = config.routes[i]!;
+      if (weak.upstream === undefined || targetSet(weak) !== targets || !weaker(weak, strong)) continue;
+      out.push({
+        path: `routes[${i}].path`,
+        message: `"${weak.path}" (route "${weak.id}", ${authSummary(weak)}) is a segment prefix of "${strong.path}" (routes[${j}], route "${strong.id}", ${authSummary(strong)}) on the same upstream targets: a request "${strong.id}" would refuse can reach that service through "${weak.id}". Give "${weak.id}" the same auth, or another upstream.`,
+      });
+    }
+  });
+  return out;
+}
+
+function targetSet(route: Route): string {
+  return (route.upstream?.targets ?? [])
+    .map((t) => t.replace(/\/+$/, ''))
+    .sort()
+    .join(' ');
+}
+
+function weaker(weak: Route, strong: Route): boolean {
+  if (strong.auth === 'none') return false;
+  if (weak.auth === 'none') return true;
+  const has = new Set(weak.auth.scopes);
+  return !strong.auth.scopes.every((s) => has.has(s));
+}
+
+function authSummary(route: Route): string {
+  if (route.auth === 'none') return 'public';
+  return route.auth.scopes.length === 0 ? 'any credential' : `scopes: ${route.auth.scopes.join(' ')}`;
 }
