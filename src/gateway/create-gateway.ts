@@ -17,7 +17,7 @@ import {
   type AuditRecord,
   type AuditStore,
 } from '../observability/audit.js';
-import type { ClientErrorAnswer, ServerOptions } from './server.js';
+import { claimContinue, type ClientErrorAnswer, type ServerOptions } from './server.js';
 import { silentLogger, type Logger } from '../observability/logger.js';
 import { ReadinessRegistry } from '../observability/readiness.js';
 import { UpstreamRegistry, type UpstreamPool } from '../policies/proxy/upstream-pool.js';
@@ -51,6 +51,7 @@ import { KeyManagement } from '../keys/management.js';
 import { packageVersion } from '../shared/version.js';
 import { digestTokens } from '../admin/admin-auth.js';
 import { normalizePath, splitTarget } from './path.js';
+import { checkHost } from './host.js';
 import { buildRouteStages } from './pipeline.js';
 import type { RequestContext } from './request-context.js';
 import { RouteTable, allowedMethods, type CompiledRoute } from './route-table.js';
@@ -203,18 +204,29 @@ export class Gateway {
     const state = this.#state;
     const ctx = newContext(req, res, this.services.clock);
     ctx.trust = state.trust;
+    // Claimed at once: the gateway, not the server, now says when the body may come.
+    if (req.headers.expect !== undefined) ctx.expectsContinue = claimContinue(req);
     res.once('close', () => this.#finish(ctx));
     if (this.#draining) res.setHeader('connection', 'close');
     try {
-      const target = splitTarget(req.url ?? '/');
+      const url = req.url ?? '/';
+      // RFC 9112 §3.2: a request target has no fragment. An upstream drops it, so `/app/orders#`
+      // would be routed as a segment `orders#` under `/app` but served as `/app/orders`.
+      if (url.includes('#'))
+        throw new Problem('bad-request', { detail: 'The request target must not contain a fragment (#).' });
+      const target = splitTarget(url);
       ctx.search = target.search;
       ctx.path = normalizePath(target.path);
+      checkHost(ctx, url);
       const route = state.routes.match(ctx.path);
       if (route === undefined)
         throw new Problem('not-found', { detail: 'No route matches the request path.' });
       ctx.route = route.config;
       ctx.routeId = route.config.id;
-      if (route.methods !== undefined && !route.methods.has(req.method ?? ''))
+      const method = req.method ?? '';
+      // A route without a `methods` list takes any method but TRACE, which would echo the
+      // request (cookies included) back; CONNECT never gets here (server.ts refuses it).
+      if (route.methods !== undefined ? !route.methods.has(method) : method === 'TRACE')
         throw new Problem('method-not-allowed', {
           detail: `${req.method} is not allowed here.`,
           headers: { allow: route.allow },
@@ -361,7 +373,7 @@ export class Gateway {
       compiled.push(this.#selfServiceRoute(config, config.selfService, jwt, security));
     return new GatewayState(
       config,
-      new RouteTable(compiled),
+      new RouteTable(compiled, { caseSensitive: config.routing.caseSensitive }),
       writer,
       trust,
       pools,

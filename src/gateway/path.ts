@@ -48,6 +48,11 @@ export function normalizePath(rawPath: string): string {
       if (i === last) trailingSlash = true;
       continue;
     }
+    // `..;x` is `..` to an upstream that strips `;params` before resolving dot segments (Tomcat,
+    // Spring): resolved there, it would climb out of the prefix this path was routed by.
+    const semi = plain.charCodeAt(0) === 46 /* . */ ? plain.indexOf(';') : -1;
+    if (semi !== -1 && isDotSegment(plain.slice(0, semi)))
+      throw new Problem('bad-request', { detail: 'Dot segments with parameters are not allowed in the path.' });
     if (plain === '.') {
       if (i === last) trailingSlash = true;
       continue;
@@ -61,6 +66,65 @@ export function normalizePath(rawPath: string): string {
   }
   if (out.length === 0) return '/';
   return '/' + out.join('/') + (trailingSlash ? '/' : '');
+}
+
+function isDotSegment(s: string): boolean {
+  return s === '.' || s === '..';
+}
+
+/**
+ * The path a route is looked up by: `;params` removed from every segment (with segments that held
+ * nothing else), as Java upstreams strip them before routing (`/v1/orders;jsessionid=1/7` is
+ * `/v1/orders/7`). Only called for a path that contains `;`.
+ */
+export function withoutParams(path: string): string {
+  let out = '';
+  for (const segment of path.split('/')) {
+    const semi = segment.indexOf(';');
+    const bare = semi === -1 ? segment : segment.slice(0, semi);
+    if (bare !== '') out += '/' + bare;
+  }
+  return out === '' ? '/' : out;
+}
+
+/** The lower-cased segments of a mount path, for `afterSegmentPrefix` (computed at config load). */
+export function prefixSegments(prefix: string): readonly string[] {
+  return prefix === '/' ? [] : prefix.slice(1).toLowerCase().split('/');
+}
+
+/**
+ * What is left of `path` once the segments of a prefix (`prefixSegments`) are removed, matched as
+ * routes match (case ignored, `;params` and parameter-only segments skipped): `''` for the prefix
+ * itself, else a rest starting with `/`; `undefined` when `path` does not start with them.
+ */
+export function afterSegmentPrefix(path: string, segments: readonly string[]): string | undefined {
+  let pos = 0; // at a '/' of `path`
+  for (const segment of segments) {
+    for (;;) {
+      if (pos >= path.length || path.charCodeAt(pos) !== 47) return undefined;
+      let end = path.indexOf('/', pos + 1);
+      if (end === -1) end = path.length;
+      const semi = path.indexOf(';', pos + 1);
+      const bare = path.slice(pos + 1, semi !== -1 && semi < end ? semi : end);
+      pos = end;
+      if (bare === '') continue; // a segment of parameters only
+      if (bare.toLowerCase() !== segment) return undefined;
+      break;
+    }
+  }
+  return path.slice(pos);
+}
+
+/**
+ * The authority of an absolute-form request target (`http://a.example:8080/x` → `a.example:8080`),
+ * which RFC 9112 §3.2.2 says wins over the `Host` header; `undefined` for any other form.
+ */
+export function targetAuthority(url: string): string | undefined {
+  if (url.charCodeAt(0) === 47 || !/^https?:\/\//i.test(url)) return undefined;
+  const start = url.indexOf('//') + 2;
+  let end = start;
+  while (end < url.length && url.charCodeAt(end) !== 47 && url.charCodeAt(end) !== 63) end++;
+  return url.slice(start, end);
 }
 
 /** Splits `req.url` into path and query (`?` included), accepting the absolute form too (RFC 9112 §3.2.2). */

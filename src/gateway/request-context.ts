@@ -72,6 +72,13 @@ export class RequestContext {
   closeHooks: CloseHook[] | undefined;
   /** The response is over (finished or aborted) and the close hooks have run. */
   closed: boolean;
+  /**
+   * The host the request is for: its `Host` header, or the authority of an absolute-form target
+   * (RFC 9112 §3.2.2). The gateway validates it before routing.
+   */
+  host: string | undefined;
+  /** The client sent `Expect: 100-continue` and has not been told to send its body yet. */
+  expectsContinue: boolean;
 
   constructor(
     req: IncomingMessage,
@@ -108,6 +115,8 @@ export class RequestContext {
     this.trust = undefined;
     this.closeHooks = undefined;
     this.closed = false;
+    this.host = req.headers.host;
+    this.expectsContinue = false;
     (req as unknown as Record<symbol, RequestContext>)[CONTEXT] = this;
   }
 
@@ -118,6 +127,17 @@ export class RequestContext {
       this.clientIpValue = clientAddress(this.req, trust ?? noTrust, trust === undefined);
     }
     return this.clientIpValue;
+  }
+
+  /**
+   * Tells a client waiting on `Expect: 100-continue` to send its body: called just before the
+   * body is first read, so a request refused earlier (authentication, limits) is answered with
+   * its final status and the body is never sent.
+   */
+  sendContinue(): void {
+    if (!this.expectsContinue) return;
+    this.expectsContinue = false;
+    if (!this.res.headersSent) this.res.writeContinue();
   }
 
   /** W3C trace id (the second field of `traceparent`). */

@@ -6,6 +6,8 @@ import { Problem } from '../problems/problem.js';
 import type { ProblemWriter } from '../problems/problem-details.js';
 import type { Config } from '../config/schema.js';
 import type { Logger } from '../observability/logger.js';
+import { requestIdFrom } from '../policies/request-id/request-id.js';
+import { ANY_METHOD_ALLOW } from './route-table.js';
 
 /**
  * Constructors whose instances already have the app's request/response prototypes.
@@ -68,6 +70,9 @@ export function createHttpServer(handler: Express | RequestListener, options: Se
       requestTimeout: s.requestTimeoutMs,
       keepAliveTimeout: s.keepAliveTimeoutMs,
       maxHeaderSize: s.maxHeaderBytes,
+      // RFC 9112 §3.2's Host rules are checked by the gateway and answered as problems, not
+      // with Node's bare 400.
+      requireHostHeader: false,
       // Check for timed-out connections often enough that the timeouts above are honoured closely.
       connectionsCheckingInterval: Math.min(1000, Math.max(50, Math.floor(s.headersTimeoutMs / 4))),
     },
@@ -77,7 +82,78 @@ export function createHttpServer(handler: Express | RequestListener, options: Se
     const answered = answerClientError(err, socket, options.writer(), options.logger);
     if (answered !== undefined) options.onClientError?.(answered);
   });
+  // Without these listeners Node answers by itself, outside the gateway: `100 Continue` before
+  // authentication, a bare 417 for other expectations, and CONNECT dropped without a word.
+  server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => {
+    const marked = req as unknown as Record<symbol, boolean>;
+    marked[EXPECTS_CONTINUE] = true;
+    (handler as RequestListener)(req, res);
+    // A handler that did not claim the interim answer (the admin app) gets Node's default: now.
+    if (marked[EXPECTS_CONTINUE]) {
+      marked[EXPECTS_CONTINUE] = false;
+      if (!res.headersSent) res.writeContinue();
+    }
+  });
+  server.on('checkExpectation', (req: IncomingMessage, res: ServerResponse) => {
+    options.onClientError?.(answerExpectation(req, res, options.writer(), options.logger));
+  });
+  server.on('connect', (req: IncomingMessage, socket: Socket) => {
+    options.onClientError?.(answerConnect(req, socket, options.writer(), options.logger));
+  });
   return server;
+}
+
+const EXPECTS_CONTINUE = Symbol('tollgate.expectsContinue');
+
+/**
+ * Whether the request sent `Expect: 100-continue` through a server of `createHttpServer`; the
+ * caller then owns the interim answer (`RequestContext.sendContinue`) and the server will not
+ * send it. Requests of other servers got theirs from Node already.
+ */
+export function claimContinue(req: IncomingMessage): boolean {
+  const marked = req as unknown as Record<symbol, boolean | undefined>;
+  if (marked[EXPECTS_CONTINUE] !== true) return false;
+  marked[EXPECTS_CONTINUE] = false;
+  return true;
+}
+
+/** An `Expect` other than `100-continue`: 417 (RFC 9110 §10.1.1), the body unread, the connection closed. */
+export function answerExpectation(
+  req: IncomingMessage,
+  res: ServerResponse,
+  writer: ProblemWriter,
+  logger: Logger,
+): ClientErrorAnswer {
+  const problem = new Problem('expectation-failed', {
+    detail: 'The only expectation this server meets is 100-continue.',
+    headers: { connection: 'close' },
+  });
+  const id = requestIdFrom(req.headers['x-request-id']);
+  logger.debug({ request_id: id, problem: problem.slug }, 'expectation failed');
+  writer.write(res, problem, id);
+  return { requestId: id, status: problem.status, slug: problem.slug, clientIp: req.socket.remoteAddress ?? null };
+}
+
+/** CONNECT (RFC 9110 §9.3.6) asks for a tunnel: this is a reverse proxy, so 405, and the socket closed. */
+export function answerConnect(
+  req: IncomingMessage,
+  socket: Socket,
+  writer: ProblemWriter,
+  logger: Logger,
+): ClientErrorAnswer {
+  // Node has taken its own listeners off a CONNECT socket: a reset there must not go unhandled.
+  socket.on('error', () => socket.destroy());
+  const problem = new Problem('method-not-allowed', {
+    detail: 'CONNECT is not supported: the gateway is not a forward proxy.',
+    headers: { allow: ANY_METHOD_ALLOW },
+  });
+  const id = requestIdFrom(req.headers['x-request-id']);
+  logger.debug({ request_id: id, problem: problem.slug }, 'CONNECT refused');
+  if (socket.writable) {
+    socket.end(writer.raw(problem, id));
+    socket.destroySoon();
+  } else socket.destroy();
+  return { requestId: id, status: problem.status, slug: problem.slug, clientIp: socket.remoteAddress ?? null };
 }
 
 function isExpress(handler: Express | RequestListener): handler is Express {

@@ -77,7 +77,7 @@ export const catalog = {
   'method-not-allowed': {
     status: 405,
     title: 'Method not allowed',
-    when: 'The route exists but does not list the method.',
+    when: 'The route exists but does not list the method; TRACE on a route without a `methods` list; CONNECT.',
   },
   gone: {
     status: 410,
@@ -92,12 +92,17 @@ export const catalog = {
   'bad-request': {
     status: 400,
     title: 'Bad request',
-    when: "A request Node's HTTP parser refused (malformed request line, headers or framing), or a path the gateway will not route.",
+    when: "A request Node's HTTP parser refused (malformed request line, headers or framing); a path the gateway will not route; a request target with a fragment (`#`); a missing, repeated or malformed `Host`.",
   },
   'headers-too-large': {
     status: 431,
     title: 'Request header fields too large',
     when: "The request line and headers are over the server's limit.",
+  },
+  'expectation-failed': {
+    status: 417,
+    title: 'Expectation failed',
+    when: 'An `Expect` header other than `100-continue` (RFC 9110 §10.1.1).',
   },
   'bad-gateway': {
     status: 502,

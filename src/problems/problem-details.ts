@@ -9,6 +9,9 @@ import { requestIdFrom } from '../policies/request-id/request-id.js';
 
 export const PROBLEM_CONTENT_TYPE = 'application/problem+json';
 
+/** Header fields `raw()` writes itself. */
+const RAW_FIXED = new Set(['content-type', 'content-length', 'x-request-id', 'cache-control', 'connection']);
+
 /** Members RFC 9457 and SPEC §3 reserve; extensions never overwrite them. */
 const RESERVED = new Set(['type', 'title', 'status', 'detail', 'instance', 'request_id']);
 
@@ -97,6 +100,10 @@ export class ProblemWriter {
       'cache-control: no-store',
       'connection: close',
       ...this.#security.map(([k, v]) => `${k}: ${v}`),
+      // The problem's own headers (`Allow` of a refused CONNECT); the framing above is fixed.
+      ...Object.entries(problem.headers ?? {})
+        .filter(([k]) => !RAW_FIXED.has(k.toLowerCase()))
+        .map(([k, v]) => `${k}: ${v}`),
     ];
     return `${lines.join('\r\n')}\r\n\r\n${body}`;
   }

@@ -3,6 +3,7 @@ import { parseOrThrow } from '../problems/validation.js';
 import type { Config } from '../config/schema.js';
 import type { RequestContext } from '../gateway/request-context.js';
 import type { Stage } from '../gateway/stage.js';
+import { afterSegmentPrefix, prefixSegments } from '../gateway/path.js';
 import type { KeyManagement } from '../keys/management.js';
 import { looksLikeKey } from '../keys/format.js';
 import { listKeysQuery, selfServiceCreateBody } from '../admin/schemas.js';
@@ -40,7 +41,7 @@ export function createNoApiKeysStage(apiKeyHeader: string, prefix: string): Stag
  * an unknown id are both 404 — whether an id exists is not revealed.
  */
 export function createSelfServiceStage(o: SelfServiceOptions): Stage {
-  const base = o.config.path;
+  const base = prefixSegments(o.config.path);
   const allowedScopes = o.config.scopes === undefined ? undefined : new Set(o.config.scopes);
 
   const send = (ctx: RequestContext, status: number, body: unknown) => {
@@ -145,7 +146,8 @@ export function createSelfServiceStage(o: SelfServiceOptions): Stage {
       // Keys are owned by `sub`: a token without one cannot tell its user from anyone else's.
       if (owner === '')
         throw new Problem('forbidden', { detail: 'Self-service keys need a token with a subject (sub).' });
-      const rest = ctx.path.slice(base.length).replace(/\/$/, '');
+      // Matched ignoring case and `;params`, as every route is.
+      const rest = (afterSegmentPrefix(ctx.path, base) ?? '').replace(/\/$/, '');
       const method = ctx.req.method;
       if (rest === '') {
         if (method === 'POST') return create(ctx, owner, identity.tenant, identity.scopes);

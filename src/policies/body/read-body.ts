@@ -23,6 +23,8 @@ export function createReadBodyStage(limit: number): Stage {
         ctx.rawBody = EMPTY;
         return;
       }
+      // Authentication has passed: a client waiting on `Expect: 100-continue` may send its body.
+      ctx.sendContinue();
       return readLimited(ctx.req, limit, 'pause').then(
         (body) => {
           if (body === undefined) throw new Problem('payload-too-large', tooLarge);

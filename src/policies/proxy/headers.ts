@@ -109,7 +109,7 @@ export function upstreamRequestHeaders(
   out['x-forwarded-proto'] =
     peerTrusted && typeof priorProto === 'string' ? priorProto : isEncrypted(req) ? 'https' : 'http';
   const priorHost = src['x-forwarded-host'];
-  const host = src.host;
+  const host = ctx.host;
   if (peerTrusted && typeof priorHost === 'string') out['x-forwarded-host'] = priorHost;
   else if (host !== undefined) out['x-forwarded-host'] = host;
   // `received-protocol` is the version the client spoke to us (RFC 9110 §7.6.3).

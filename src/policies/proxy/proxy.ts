@@ -6,6 +6,7 @@ import { MAX_UPSTREAM_ERROR_BODY, writeUpstreamProblem } from '../../problems/up
 import { IDEMPOTENT_METHODS } from '../../shared/http.js';
 import type { Clock } from '../../shared/clock.js';
 import type { RequestContext } from '../../gateway/request-context.js';
+import { afterSegmentPrefix, prefixSegments } from '../../gateway/path.js';
 import type { Stage } from '../../gateway/stage.js';
 import {
   MAX_VIA_HOPS,
@@ -57,11 +58,13 @@ export class ProxyStage implements Stage {
   readonly name = 'proxy';
   readonly #o: ProxyStageOptions;
   readonly #stripPrefix: string | undefined;
+  readonly #stripSegments: readonly string[];
 
   constructor(options: ProxyStageOptions) {
     this.#o = options;
     const sp = options.upstream.stripPrefix;
     this.#stripPrefix = sp === '/' ? undefined : sp;
+    this.#stripSegments = sp === undefined ? [] : prefixSegments(sp);
   }
 
   run(ctx: RequestContext): Promise<void> {
@@ -81,13 +84,13 @@ export class ProxyStage implements Stage {
   upstreamPath(ctx: RequestContext): string {
     let path = ctx.path;
     const sp = this.#stripPrefix;
-    if (
-      sp !== undefined &&
-      path.startsWith(sp) &&
-      (path.length === sp.length || path.charCodeAt(sp.length) === 47)
-    )
-      // The exact prefix strips to nothing: `/api?q` → the target's base path itself (`/base?q`, or `/?q`).
-      path = path.slice(sp.length);
+    if (sp !== undefined) {
+      if (path.startsWith(sp) && (path.length === sp.length || path.charCodeAt(sp.length) === 47))
+        // The exact prefix strips to nothing: `/api?q` → the target's base path itself (`/base?q`, or `/?q`).
+        path = path.slice(sp.length);
+      // Routes match ignoring case and `;params` (`/V1;x/orders`): strip the segments that matched.
+      else path = afterSegmentPrefix(path, this.#stripSegments) ?? path;
+    }
     return path + ctx.search;
   }
 }
@@ -198,6 +201,8 @@ class Exchange implements Dispatcher.DispatchHandlers {
   #bodyStream(): Readable {
     const ctx = this.#ctx;
     const source = ctx.req;
+    // Everything before the proxy has passed: a client waiting on `Expect: 100-continue` may send.
+    ctx.sendContinue();
     const length = source.headers['content-length'];
     if (length !== undefined) {
       ctx.bytesIn = Number(length) || 0;
