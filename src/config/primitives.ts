@@ -42,8 +42,7 @@ export const mountPath = () =>
     .refine(
       (p) =>
         p === '/' ||
-        (/^(\/[A-Za-z0-9._~!$&'()*+,=:@-]+)+$/.test(p) &&
-          !p.split('/').some((s) => s === '.' || s === '..')),
+        (/^(\/[A-Za-z0-9._~!$&'()*+,=:@-]+)+$/.test(p) && !p.split('/').some((s) => s === '.' || s === '..')),
       'must be "/" or "/segment[/segment…]" without a trailing slash, dot segments, ";" or encoded characters',
     );
 

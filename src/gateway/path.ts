@@ -52,7 +52,9 @@ export function normalizePath(rawPath: string): string {
     // Spring): resolved there, it would climb out of the prefix this path was routed by.
     const semi = plain.charCodeAt(0) === 46 /* . */ ? plain.indexOf(';') : -1;
     if (semi !== -1 && isDotSegment(plain.slice(0, semi)))
-      throw new Problem('bad-request', { detail: 'Dot segments with parameters are not allowed in the path.' });
+      throw new Problem('bad-request', {
+        detail: 'Dot segments with parameters are not allowed in the path.',
+      });
     if (plain === '.') {
       if (i === last) trailingSlash = true;
       continue;

@@ -131,7 +131,12 @@ export function answerExpectation(
   const id = requestIdFrom(req.headers['x-request-id']);
   logger.debug({ request_id: id, problem: problem.slug }, 'expectation failed');
   writer.write(res, problem, id);
-  return { requestId: id, status: problem.status, slug: problem.slug, clientIp: req.socket.remoteAddress ?? null };
+  return {
+    requestId: id,
+    status: problem.status,
+    slug: problem.slug,
+    clientIp: req.socket.remoteAddress ?? null,
+  };
 }
 
 /** CONNECT (RFC 9110 §9.3.6) asks for a tunnel: this is a reverse proxy, so 405, and the socket closed. */
@@ -153,7 +158,12 @@ export function answerConnect(
     socket.end(writer.raw(problem, id));
     socket.destroySoon();
   } else socket.destroy();
-  return { requestId: id, status: problem.status, slug: problem.slug, clientIp: socket.remoteAddress ?? null };
+  return {
+    requestId: id,
+    status: problem.status,
+    slug: problem.slug,
+    clientIp: socket.remoteAddress ?? null,
+  };
 }
 
 function isExpress(handler: Express | RequestListener): handler is Express {
