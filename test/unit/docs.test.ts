@@ -41,6 +41,8 @@ describe('documentation drift', () => {
       'payload-too-large': 413,
       'bad-request': 400,
       'headers-too-large': 431,
+      // Version 2: an `Expect` other than 100-continue (RFC 9110 §10.1.1), answered as a problem.
+      'expectation-failed': 417,
       'bad-gateway': 502,
       'service-unavailable': 503,
       'gateway-timeout': 504,
