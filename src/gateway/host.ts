@@ -8,11 +8,21 @@ import { targetAuthority } from './path.js';
 const REG_NAME_HOST = /^(?:[A-Za-z0-9._~!$&'()*+,;=-]|%[0-9A-Fa-f]{2})+(?::[0-9]{1,5})?$/;
 const IP_LITERAL_HOST = /^\[([0-9A-Fa-f:.]+)\](?::[0-9]{1,5})?$/;
 
+// Nearly every request names the same host as the one before: remembering the last valid one
+// makes the check a string compare on the hot path. Only a value that passed is remembered.
+let lastValid = '';
+
 /** Whether `value` is a valid `Host` (or absolute-form authority): reg-name / IPv4 / [IPv6], optional port. */
 export function isValidHost(value: string): boolean {
-  if (value.charCodeAt(0) !== 91 /* [ */) return REG_NAME_HOST.test(value);
-  const m = IP_LITERAL_HOST.exec(value);
-  return m !== null && isIPv6(m[1]!);
+  if (value === lastValid && value !== '') return true;
+  let ok: boolean;
+  if (value.charCodeAt(0) !== 91 /* [ */) ok = REG_NAME_HOST.test(value);
+  else {
+    const m = IP_LITERAL_HOST.exec(value);
+    ok = m !== null && isIPv6(m[1]!);
+  }
+  if (ok) lastValid = value;
+  return ok;
 }
 
 /** How many `Host` field lines the request had (Node keeps only the first). */
