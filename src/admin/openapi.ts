@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { auditQuerySchema } from './requests-routes.js';
 import {
+  auditLookupSchema,
   auditRecordSchema,
   createKeyBody,
   createdKey,
@@ -125,8 +126,10 @@ export function openApiDocument(options: { version: string; selfServicePath: str
       get: {
         ...admin,
         summary: 'The audit record of one request (a problem’s `instance`)',
+        description:
+          'The newest record with this request id; `others` lists every other record kept with the same id (a client-chosen `X-Request-Id` may be reused), newest first.',
         responses: {
-          '200': { description: 'The record', content: jsonContent('AuditRecord') },
+          '200': { description: 'The record', content: jsonContent('AuditLookup') },
           ...problems(401, 403, 404),
         },
       },
@@ -250,6 +253,7 @@ export function openApiDocument(options: { version: string; selfServicePath: str
         KeyPage: schemaOf(keyPage, 'output'),
         VerifyResult: schemaOf(verifyResult, 'output'),
         AuditRecord: schemaOf(auditRecordSchema, 'output'),
+        AuditLookup: schemaOf(auditLookupSchema, 'output'),
         Problem: schemaOf(problemDocument, 'output'),
       },
     },

@@ -29,15 +29,17 @@ export const auditQuerySchema = z.strictObject({
 
 /**
  * `GET /requests/{id}`: the audit record of one request (the `instance` of a problem
- * dereferenced). `GET /requests?credentialId=&status=&route=&since=&limit=`: recent records,
- * newest first.
+ * dereferenced). A client may choose its `X-Request-Id`, so an id is not proof of one request:
+ * the answer is the newest record with that id, and `others` lists every other one kept, newest
+ * first (empty when the id is unique) — a reused id never hides a request.
+ * `GET /requests?credentialId=&status=&route=&since=&limit=`: recent records, newest first.
  */
 export function mountAuditRoutes(router: Router, audit: () => AuditStore): void {
   router.get('/requests/:id', async (req, res) => {
-    const record = await audit().get(req.params.id);
-    if (record === undefined)
+    const [newest, ...others] = await audit().getAll(req.params.id);
+    if (newest === undefined)
       throw new Problem('not-found', { detail: `No audit record for request ${req.params.id}.` });
-    res.json(record);
+    res.json({ ...newest, others });
   });
   router.get('/requests', async (req, res) => {
     const query = parseOrThrow(auditQuerySchema, { ...req.query }, 'The query is invalid.', ['query']);

@@ -201,3 +201,14 @@ export const auditRecordSchema = z
       .optional(),
   })
   .strict();
+
+export const auditLookupSchema = auditRecordSchema
+  .extend({
+    others: z
+      .array(auditRecordSchema)
+      .describe(
+        'The other records with the same request id (a client-chosen `X-Request-Id` may be reused), newest first; empty when the id is unique.',
+      ),
+  })
+  .strict()
+  .describe('The newest audit record with this request id, and every other one kept.');

@@ -9,7 +9,7 @@ import { ProblemWriter, toProblem } from '../problems/problem-details.js';
 import { securityHeaders } from '../shared/security-headers.js';
 import { systemClock, type Clock } from '../shared/clock.js';
 import { compileTrust, type TrustFn } from '../shared/trust.js';
-import { accessLogWriter, createRequestObserver } from '../observability/observer.js';
+import { createRequestObserver, observeRefused } from '../observability/observer.js';
 import { GatewayMetrics } from '../observability/metrics.js';
 import {
   MemoryAuditStore,
@@ -297,7 +297,7 @@ export class Gateway {
    * an audit record its problem's `instance` finds, an access-log line and a count in the metrics.
    */
   recordClientError(answered: ClientErrorAnswer): void {
-    const { audit, logger, metrics, clock } = this.services;
+    const { clock } = this.services;
     const record: AuditRecord = {
       time: new Date(clock.now()).toISOString(),
       request_id: answered.requestId,
@@ -323,10 +323,7 @@ export class Gateway {
       rate_limit_policy: null,
       signature: null,
     };
-    const json = JSON.stringify(record);
-    accessLogWriter(logger)?.(record, json);
-    metrics.observeRefused(answered.status);
-    audit.append(record, json);
+    observeRefused(this.services, record);
   }
 
   startDrain(): void {

@@ -65,6 +65,12 @@ export class RequestContext {
   handled: boolean;
   bytesIn: number;
   bytesOut: number;
+  /**
+   * The socket peer, read when the request arrives: by the time the response ends, a request
+   * whose body streamed upstream may have lost its socket (`req.socket` is null), and the audit
+   * record still needs the address.
+   */
+  readonly peerAddress: string;
   /** Filled lazily by `clientIp`. */
   clientIpValue: string | undefined;
   /** Which peers' `X-Forwarded-For` is believed (from `trustProxy`); undefined trusts nobody. */
@@ -111,6 +117,8 @@ export class RequestContext {
     this.handled = false;
     this.bytesIn = 0;
     this.bytesOut = 0;
+    // `socket` is typed non-null, but is null on a request whose stream was already destroyed.
+    this.peerAddress = (req.socket as IncomingMessage['socket'] | null)?.remoteAddress ?? '';
     this.clientIpValue = undefined;
     this.trust = undefined;
     this.closeHooks = undefined;
@@ -120,11 +128,19 @@ export class RequestContext {
     (req as unknown as Record<symbol, RequestContext>)[CONTEXT] = this;
   }
 
-  /** The client address (SPEC §2 `trustProxy`), computed on first use. */
+  /**
+   * The client address (SPEC §2 `trustProxy`), computed on first use from the peer captured on
+   * arrival and the request headers — never from the socket, which may be gone by then.
+   */
   get clientIp(): string {
     if (this.clientIpValue === undefined) {
       const trust = this.trust;
-      this.clientIpValue = clientAddress(this.req, trust ?? noTrust, trust === undefined);
+      this.clientIpValue = clientAddress(
+        this.peerAddress,
+        this.req.headers,
+        trust ?? noTrust,
+        trust === undefined,
+      );
     }
     return this.clientIpValue;
   }

@@ -26,6 +26,10 @@ export class ForwardingAuditStore implements AuditStore {
     return Promise.resolve(undefined);
   }
 
+  getAll(): Promise<AuditRecord[]> {
+    return Promise.resolve([]);
+  }
+
   list(_query: AuditQuery): Promise<AuditRecord[]> {
     return Promise.resolve([]);
   }

@@ -49,7 +49,13 @@ export interface AuditQuery {
  */
 export interface AuditStore {
   append(record: AuditRecord, json: string): void;
+  /** The newest record with this request id. */
   get(id: string): Promise<AuditRecord | undefined>;
+  /**
+   * Every record kept with this request id, newest first (by `time`). A client may choose its own
+   * `X-Request-Id`, so several requests can share one: none of them replaces another.
+   */
+  getAll(id: string): Promise<AuditRecord[]>;
   /** Newest first. */
   list(query: AuditQuery): Promise<AuditRecord[]>;
   flush(): Promise<void>;
@@ -99,18 +105,23 @@ export class MemoryAuditStore implements AuditStore {
     this.#next = (slot + 1) % this.#json.length;
   }
 
+  async get(id: string): Promise<AuditRecord | undefined> {
+    return (await this.getAll(id))[0];
+  }
+
   /**
-   * Newest match first. A scan (at most `maxEntries` string compares, well under a millisecond
-   * for 10⁴) on the rare admin read keeps the per-request write free of index upkeep.
+   * A scan (at most `maxEntries` string compares, well under a millisecond for 10⁴) on the rare
+   * admin read keeps the per-request write free of index upkeep.
    */
-  get(id: string): Promise<AuditRecord | undefined> {
+  getAll(id: string): Promise<AuditRecord[]> {
+    const out: AuditRecord[] = [];
     const n = this.#json.length;
     for (let i = 1; i <= n; i++) {
       const slot = (this.#next - i + n) % n;
       if (this.#ids[slot] === undefined || !this.#fresh(slot)) break;
-      if (this.#ids[slot] === id) return Promise.resolve(JSON.parse(this.#json[slot]!) as AuditRecord);
+      if (this.#ids[slot] === id) out.push(JSON.parse(this.#json[slot]!) as AuditRecord);
     }
-    return Promise.resolve(undefined);
+    return Promise.resolve(newestFirst(out));
   }
 
   list(query: AuditQuery): Promise<AuditRecord[]> {
@@ -139,6 +150,11 @@ export class MemoryAuditStore implements AuditStore {
   }
 }
 
+/** Sorts records newest first by arrival (`time`); ties keep their order (stable sort). */
+function newestFirst(records: AuditRecord[]): AuditRecord[] {
+  return records.length < 2 ? records : records.sort((a, b) => Date.parse(b.time) - Date.parse(a.time));
+}
+
 const FLUSH_MS = 100;
 // Small batches: a large pipeline right after an outage must not run into the command timeout.
 const BATCH = 100;
@@ -146,9 +162,11 @@ const MAX_PENDING = 10_000;
 const MAX_SCAN = 5_000;
 
 /**
- * Audit records in Redis, shared by every instance: each record under its own key with the
- * retention as TTL (lookup by id is one GET) and in a capped stream (`MAXLEN ~ maxEntries`) for
- * listing. Writes are batched off the request path (one pipeline per 100 ms or 256 records);
+ * Audit records in Redis, shared by every instance: appended to a list per request id with the
+ * retention as TTL (lookup by id is one LRANGE; a reused id adds to the list, never replaces a
+ * record; a list over `maxEntries` is trimmed to the newest, as the stream is) and to a capped
+ * stream (`MAXLEN ~ maxEntries`) for listing. Writes are batched off the request path (one
+ * pipeline per 100 ms or 100 records);
  * while Redis is down records wait in a bounded buffer and the oldest are dropped first. A local
  * ring answers for this instance's own recent records even when Redis does not.
  * All keys share one `{audit}` hash tag so a pipeline stays in one Cluster slot.
@@ -211,7 +229,9 @@ export class RedisAuditStore implements AuditStore {
       const batch = this.#pending.slice(0, BATCH);
       const pipeline = this.#redis.client.pipeline();
       for (const { id, json } of batch) {
-        pipeline.set(this.#recordKey(id), json, 'PX', this.#retentionMs);
+        const key = this.#recordsKey(id);
+        pipeline.rpush(key, json);
+        pipeline.pexpire(key, this.#retentionMs);
         pipeline.xadd(this.#stream, 'MAXLEN', '~', String(this.#maxEntries), '*', 'r', json);
       }
       pipeline.pexpire(this.#stream, this.#retentionMs);
@@ -220,6 +240,7 @@ export class RedisAuditStore implements AuditStore {
         if (results.some(([err]) => err !== null))
           throw results.find(([err]) => err !== null)?.[0] ?? new Error('pipeline failed');
         this.#pending.splice(0, batch.length);
+        await this.#trim(batch, results);
       } catch (err) {
         this.#redis.recordError(false);
         this.#logger.debug({ err }, 'audit flush failed; records kept for the next attempt');
@@ -228,11 +249,66 @@ export class RedisAuditStore implements AuditStore {
     }
   }
 
+  /**
+   * A list longer than `maxEntries` (one id reused that often within the retention) loses its
+   * oldest records, as the stream does: the RPUSH replies say which, so the common write pays no
+   * LTRIM.
+   */
+  async #trim(batch: Array<{ id: string }>, results: Array<[Error | null, unknown]>): Promise<void> {
+    let pipeline: ReturnType<RedisHandle['client']['pipeline']> | undefined;
+    batch.forEach(({ id }, i) => {
+      const length = results[i * 3]?.[1];
+      if (typeof length === 'number' && length > this.#maxEntries)
+        (pipeline ??= this.#redis.client.pipeline()).ltrim(this.#recordsKey(id), -this.#maxEntries, -1);
+    });
+    // A failed trim is retried by the next RPUSH on that id, which finds the list still too long.
+    if (pipeline !== undefined) await pipeline.exec();
+  }
+
   async get(id: string): Promise<AuditRecord | undefined> {
-    const local = await this.#local.get(id);
-    if (local !== undefined) return local;
-    const json = await this.#redis.run(() => this.#redis.client.get(this.#recordKey(id)));
-    return json === null ? undefined : (JSON.parse(json) as AuditRecord);
+    return (await this.getAll(id))[0];
+  }
+
+  /**
+   * Every instance's records with this id (Redis), plus this instance's not yet flushed. While
+   * Redis is unreachable, this instance's own recent records answer when it has any.
+   */
+  async getAll(id: string): Promise<AuditRecord[]> {
+    if (!this.#redis.ready) {
+      const local = await this.#local.getAll(id);
+      if (local.length > 0) return local;
+    }
+    let stored: string[];
+    try {
+      stored = await this.#redis.run(async () => {
+        const results = await this.#redis.client
+          .pipeline()
+          .lrange(this.#recordsKey(id), 0, -1)
+          .get(this.#legacyKey(id))
+          .exec();
+        const failed = results?.find(([err]) => err !== null)?.[0];
+        if (failed) throw failed;
+        const list = (results?.[0]?.[1] ?? []) as string[];
+        const legacy = results?.[1]?.[1] as string | null | undefined;
+        return typeof legacy === 'string' ? [legacy, ...list] : list;
+      });
+    } catch (err) {
+      const local = await this.#local.getAll(id);
+      if (local.length > 0) return local;
+      throw err;
+    }
+    // A flush retried after a partial failure may have pushed a record twice: one JSON text is one
+    // record. Records of this instance still waiting for the next flush are added.
+    const texts = new Set(stored);
+    for (const p of this.#pending) if (p.id === id) texts.add(p.json);
+    const oldest = this.#clock.now() - this.#retentionMs;
+    const out: AuditRecord[] = [];
+    for (const json of texts) {
+      const r = JSON.parse(json) as AuditRecord;
+      // PEXPIRE is renewed by each append: records past the retention are dropped here.
+      if (Date.parse(r.time) >= oldest) out.push(r);
+    }
+    return newestFirst(out.reverse());
   }
 
   async list(query: AuditQuery): Promise<AuditRecord[]> {
@@ -261,7 +337,12 @@ export class RedisAuditStore implements AuditStore {
     await this.flush();
   }
 
-  #recordKey(id: string): string {
+  #recordsKey(id: string): string {
+    return this.#redis.key('{audit}', 'reqs', id);
+  }
+
+  /** Where versions before 2 kept one record per id (a string, overwritten): read, never written. */
+  #legacyKey(id: string): string {
     return this.#redis.key('{audit}', 'req', id);
   }
 }

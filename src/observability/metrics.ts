@@ -16,6 +16,15 @@ const AUTH_FAILURES = new Set([
 
 const statusClass = (status: number): string => `${Math.floor(status / 100)}xx`;
 
+/** A target URL's origin (`http://host:port`), the `target` label of every metric. */
+function originOf(target: string): string {
+  try {
+    return new URL(target).origin;
+  } catch {
+    return target;
+  }
+}
+
 /** Sources read when Prometheus scrapes (gauges computed on demand, nothing per request). */
 export interface MetricSources {
   redisUp?: () => number | undefined;
@@ -52,8 +61,9 @@ export class GatewayMetrics {
 
   constructor(sources: MetricSources = {}, options: { defaultMetrics?: boolean } = {}) {
     const registers = [this.registry];
-    if (options.defaultMetrics !== false)
-      collectDefaultMetrics({ register: this.registry, prefix: 'tollgate_' });
+    // Node's standard names, unprefixed (`process_cpu_seconds_total`, `nodejs_heap_size_used_bytes`):
+    // stock Node.js dashboards and alerts work as they are. Only the gateway's own carry `tollgate_`.
+    if (options.defaultMetrics !== false) collectDefaultMetrics({ register: this.registry });
     this.#requests = new Counter({
       name: 'tollgate_requests_total',
       help: 'Requests answered, by route, method and status class.',
@@ -123,13 +133,15 @@ export class GatewayMetrics {
           this.set(redisUp() ?? 0);
         },
       });
-    new Gauge({
-      name: 'tollgate_redis_errors',
+    // Counts kept by their owners, read when scraped: counters (`_total`), so `rate()` works.
+    new Counter({
+      name: 'tollgate_redis_errors_total',
       aggregator: 'sum',
       help: 'Redis commands that failed since start.',
       registers,
       collect() {
-        this.set(sources.redisErrors?.() ?? 0);
+        this.reset();
+        this.inc(sources.redisErrors?.() ?? 0);
       },
     });
     new Gauge({
@@ -149,12 +161,22 @@ export class GatewayMetrics {
       registers,
       collect() {
         this.reset();
-        for (const t of sources.targets?.() ?? [])
-          this.set({ route: t.route, target: t.target }, t.healthy ? 1 : 0);
+        // `target` is the origin, as on every other metric (a base path is not part of it): targets
+        // of one route that differ only by path share a series, healthy only when all are.
+        const series = new Map<string, { route: string; target: string; healthy: boolean }>();
+        for (const t of sources.targets?.() ?? []) {
+          const target = originOf(t.target);
+          const key = `${t.route}|${target}`;
+          const seen = series.get(key);
+          if (seen === undefined) series.set(key, { route: t.route, target, healthy: t.healthy });
+          else seen.healthy &&= t.healthy;
+        }
+        for (const t of series.values()) this.set({ route: t.route, target: t.target }, t.healthy ? 1 : 0);
       },
     });
-    new Gauge({
-      name: 'tollgate_config_reloads',
+    new Counter({
+      name: 'tollgate_config_reloads_total',
+      // Every worker of a cluster reloads on the same signal: the cluster's count is one worker's.
       aggregator: 'max',
       help: 'Config reloads attempted since start, by result.',
       labelNames: ['result'],
@@ -162,8 +184,9 @@ export class GatewayMetrics {
       collect() {
         const r = sources.reloads?.();
         if (!r) return;
-        this.set({ result: 'success' }, r.count - r.failures);
-        this.set({ result: 'failure' }, r.failures);
+        this.reset();
+        this.inc({ result: 'success' }, r.count - r.failures);
+        this.inc({ result: 'failure' }, r.failures);
       },
     });
     new Gauge({

@@ -64,7 +64,8 @@ export function auditRecord(ctx: RequestContext, endMono: number): AuditRecord {
 /**
  * What happens once per request when its response is over: one access-log line (the process
  * logger, no child logger), the metrics, and the audit record — all from one record, serialised
- * once.
+ * once. Each output is guarded on its own: one that throws costs only its own output, never the
+ * others' (a try block costs nothing until something throws).
  */
 export function createRequestObserver(deps: {
   logger: Logger;
@@ -76,12 +77,70 @@ export function createRequestObserver(deps: {
   const accessLog = accessLogWriter(logger);
   return function observeRequest(ctx) {
     const end = clock.monotonic();
-    const record = auditRecord(ctx, end);
-    const json = JSON.stringify(record);
-    accessLog?.(record, json);
-    metrics.observe(ctx, end);
-    audit.append(record, json);
+    try {
+      metrics.observe(ctx, end);
+    } catch (err) {
+      outputFailed(logger, 'metrics', ctx.requestId, err);
+    }
+    let record: AuditRecord;
+    let json: string;
+    try {
+      record = auditRecord(ctx, end);
+      json = JSON.stringify(record);
+    } catch (err) {
+      outputFailed(logger, 'audit record', ctx.requestId, err);
+      return;
+    }
+    try {
+      accessLog?.(record, json);
+    } catch (err) {
+      outputFailed(logger, 'access log', ctx.requestId, err);
+    }
+    try {
+      audit.append(record, json);
+    } catch (err) {
+      outputFailed(logger, 'audit', ctx.requestId, err);
+    }
   };
+}
+
+/**
+ * Reports an observer output that threw. The logger may be what failed: reporting must not throw
+ * out of a `close` listener (that would be an uncaught exception).
+ */
+export function outputFailed(logger: Logger, output: string, requestId: string, err: unknown): void {
+  try {
+    logger.error({ err, request_id: requestId, output }, 'observer failed');
+  } catch {
+    // Nothing left to tell: the other outputs already ran or still will.
+  }
+}
+
+/**
+ * The outputs of a request Node refused before routing (no context): its access-log line, its
+ * count and its audit record, each guarded as in `createRequestObserver`.
+ */
+export function observeRefused(
+  deps: { logger: Logger; metrics: GatewayMetrics; audit: AuditStore },
+  record: AuditRecord,
+): void {
+  const { logger, metrics, audit } = deps;
+  try {
+    metrics.observeRefused(record.status);
+  } catch (err) {
+    outputFailed(logger, 'metrics', record.request_id, err);
+  }
+  const json = JSON.stringify(record);
+  try {
+    accessLogWriter(logger)?.(record, json);
+  } catch (err) {
+    outputFailed(logger, 'access log', record.request_id, err);
+  }
+  try {
+    audit.append(record, json);
+  } catch (err) {
+    outputFailed(logger, 'audit', record.request_id, err);
+  }
 }
 
 /** Writes the access-log line of a record (and its JSON), or undefined when `info` is off. */

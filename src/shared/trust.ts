@@ -1,4 +1,4 @@
-import type { IncomingMessage } from 'node:http';
+import type { IncomingHttpHeaders, IncomingMessage } from 'node:http';
 import proxyaddr from 'proxy-addr';
 
 /** Decides whether a hop (address, index from the socket outwards) is a trusted proxy. */
@@ -14,11 +14,18 @@ export function compileTrust(setting: boolean | number | string | readonly strin
 }
 
 /**
- * The client address of a request: the socket peer, or — when the peer is a trusted proxy —
- * the right-most untrusted address of `X-Forwarded-For` (Express' `req.ip`).
+ * The client address of a request from its socket peer (`peer`, captured when it arrived) and its
+ * headers: the peer, or — when the peer is a trusted proxy — the right-most untrusted address of
+ * `X-Forwarded-For` (Express' `req.ip`).
  */
-export function clientAddress(req: IncomingMessage, trust: TrustFn, trustsNobody: boolean): string {
-  const peer = req.socket.remoteAddress ?? '';
+export function clientAddress(
+  peer: string,
+  headers: IncomingHttpHeaders,
+  trust: TrustFn,
+  trustsNobody: boolean,
+): string {
   if (trustsNobody) return peer;
-  return proxyaddr(req, trust);
+  // proxy-addr reads only `headers` and `socket.remoteAddress`: the captured peer stands in for a
+  // socket that may be gone by the time the address is asked for.
+  return proxyaddr({ headers, socket: { remoteAddress: peer } } as IncomingMessage, trust);
 }

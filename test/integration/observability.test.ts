@@ -276,7 +276,7 @@ describe('metrics', () => {
     expect(sample(text, 'tollgate_upstream_errors_total', { route: 'dead', code: 'ECONNREFUSED' })).toBe(1);
     expect(sample(text, 'tollgate_upstream_target_healthy', { route: 'dead' })).toBe(0);
     expect(sample(text, 'tollgate_upstream_target_healthy', { route: 'orders' })).toBe(1);
-    expect(sample(text, 'tollgate_config_reloads', { result: 'failure' })).toBe(1);
+    expect(sample(text, 'tollgate_config_reloads_total', { result: 'failure' })).toBe(1);
     expect(sample(text, 'tollgate_config_last_reload_success', {})).toBe(0);
     // Labels are bounded: raw paths never become label values.
     expect(text).not.toContain('/a/b/c');
