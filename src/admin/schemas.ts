@@ -11,6 +11,13 @@ const name = z.string().min(1, 'must not be empty').max(200, 'must be at most 20
 const scopes = z.array(z.string().min(1).max(200)).max(100, 'must list at most 100 scopes');
 const id = z.string().min(1).max(200);
 const isoDate = z.iso.datetime({ offset: true, error: 'must be an ISO 8601 date-time' });
+const ownerIssuer = z
+  .string()
+  .min(1)
+  .max(2000)
+  .describe(
+    'The JWT issuer (`iss`) whose subject `ownerId` is: the key is that signed-in user’s in self-service.',
+  );
 const meta = z.record(z.string(), z.unknown()).describe('Free-form data kept with the key.');
 
 export const createKeyBody = z.strictObject({
@@ -18,6 +25,7 @@ export const createKeyBody = z.strictObject({
   scopes: scopes.optional(),
   plan: z.string().min(1).optional().describe('A plan of the config.'),
   ownerId: id.optional(),
+  ownerIssuer: ownerIssuer.optional(),
   tenantId: id.optional(),
   expiresAt: isoDate.optional(),
   remaining: z
@@ -32,6 +40,7 @@ export const createKeyBody = z.strictObject({
 
 export const patchKeyBody = z.strictObject({
   name: name.optional(),
+  ownerIssuer: ownerIssuer.nullable().optional(),
   scopes: scopes.optional(),
   plan: z.string().min(1).nullable().optional(),
   enabled: z.boolean().optional(),
@@ -98,6 +107,10 @@ export const keyView = z
     name: z.string(),
     maskedKey: z.string().describe('Prefix, environment and the last 4 characters.'),
     ownerId: z.string().nullable(),
+    ownerIssuer: z
+      .string()
+      .nullable()
+      .describe('The JWT issuer of the owner (self-service keys); null on keys made without one.'),
     tenantId: z.string().nullable(),
     scopes: z.array(z.string()),
     plan: z.string().nullable(),

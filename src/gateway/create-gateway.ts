@@ -411,6 +411,7 @@ export class Gateway {
         management: s.management,
         apiKeyHeader: config.auth.apiKeys.header,
         apiKeyPrefix: config.auth.apiKeys.prefix,
+        issuers: config.auth.jwt.map((i) => i.issuer),
         clock: s.clock,
         securityHeaders: security,
       }),

@@ -10,8 +10,13 @@ export interface Identity {
   method: 'jwt' | 'api-key';
   /** Key id, or for a JWT `jwt:` + a hash of issuer and subject. What `by: key` counts. */
   credentialId: string;
-  /** Key owner or JWT `sub`. */
+  /** Key owner, or the JWT's principal (`sub`, or its issuer's `subjectClaim`). */
   subject: string;
+  /**
+   * The JWT's `iss`; for an API key made in self-service, its owner's issuer. Subjects are unique
+   * only within one issuer: `alice` of two issuers are two people.
+   */
+  issuer?: string | undefined;
   tenant: string | undefined;
   scopes: readonly string[];
   plan: string | undefined;

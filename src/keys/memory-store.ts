@@ -1,5 +1,5 @@
 import type { KeyListQuery, KeyPage, KeyRecord, KeyStore } from './record.js';
-import { KeyedMutex, afterCursor, compareKeys, decodeCursor, encodeCursor } from './record.js';
+import { KeyedMutex, afterCursor, compareKeys, decodeCursor, encodeCursor, ownedAs } from './record.js';
 
 /** Key records in this process (the default, for a single instance). */
 export class MemoryKeyStore implements KeyStore {
@@ -29,11 +29,7 @@ export class MemoryKeyStore implements KeyStore {
   list(query: KeyListQuery): Promise<KeyPage> {
     const cursor = query.cursor === undefined ? undefined : decodeCursor(query.cursor);
     const all = [...this.#byId.values()]
-      .filter(
-        (r) =>
-          (query.ownerId === undefined || r.ownerId === query.ownerId) &&
-          (query.tenantId === undefined || r.tenantId === query.tenantId),
-      )
+      .filter((r) => ownedAs(r, query) && (query.tenantId === undefined || r.tenantId === query.tenantId))
       .sort(compareKeys)
       .filter((r) => cursor === undefined || afterCursor(r, cursor));
     const items = all.slice(0, query.limit).map((r) => this.#view(r));
@@ -61,10 +57,15 @@ export class MemoryKeyStore implements KeyStore {
     this.#lastUsed.set(id, at);
   }
 
-  countActive(ownerId: string, now: number): Promise<number> {
+  countActive(ownerId: string, now: number, ownerIssuers?: ReadonlyArray<string | null>): Promise<number> {
     let n = 0;
     for (const r of this.#byId.values())
-      if (r.ownerId === ownerId && r.enabled && (r.expiresAt === null || Date.parse(r.expiresAt) > now)) n++;
+      if (
+        ownedAs(r, { ownerId, ownerIssuers }) &&
+        r.enabled &&
+        (r.expiresAt === null || Date.parse(r.expiresAt) > now)
+      )
+        n++;
     return Promise.resolve(n);
   }
 

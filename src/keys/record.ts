@@ -6,6 +6,12 @@ export interface KeyRecord {
   id: string;
   name: string;
   ownerId: string | null;
+  /**
+   * The JWT issuer `ownerId` is a subject of: set on keys a signed-in user made in self-service,
+   * which belong to issuer + subject (SPEC §9). Absent or null on keys from the admin API or CLI
+   * without one, and on self-service keys made before version 2 (see `ownerIssuersOf`).
+   */
+  ownerIssuer?: string | null;
   tenantId: string | null;
   scopes: string[];
   plan: string | null;
@@ -58,6 +64,7 @@ export function keyView(r: KeyRecord, remaining: number | null = r.remaining): K
     name: r.name,
     maskedKey: maskKey(r.prefix, r.environment, r.last4),
     ownerId: r.ownerId,
+    ownerIssuer: r.ownerIssuer ?? null,
     tenantId: r.tenantId,
     scopes: r.scopes,
     plan: r.plan,
@@ -75,6 +82,8 @@ export function keyView(r: KeyRecord, remaining: number | null = r.remaining): K
 
 export interface KeyListQuery {
   ownerId?: string | undefined;
+  /** Only keys whose owner issuer is one of these (`null`: keys without one). */
+  ownerIssuers?: ReadonlyArray<string | null> | undefined;
   tenantId?: string | undefined;
   limit: number;
   /** Opaque: `nextCursor` of the previous page. */
@@ -84,6 +93,12 @@ export interface KeyListQuery {
 export interface KeyPage {
   items: KeyRecord[];
   nextCursor: string | null;
+}
+
+/** Whether `r` passes the owner filters of `query` (`ownerId` and `ownerIssuers`). */
+export function ownedAs(r: KeyRecord, query: Pick<KeyListQuery, 'ownerId' | 'ownerIssuers'>): boolean {
+  if (query.ownerId !== undefined && r.ownerId !== query.ownerId) return false;
+  return query.ownerIssuers === undefined || query.ownerIssuers.includes(r.ownerIssuer ?? null);
 }
 
 /** Newest first: by creation time, then id. */
@@ -132,8 +147,8 @@ export interface KeyStore {
   delete(id: string): Promise<KeyRecord | undefined>;
   /** Records a use; written in batches, never once per request. */
   touch(id: string, at: number): void;
-  /** Active (enabled, unexpired) keys of one owner. */
-  countActive(ownerId: string, now: number): Promise<number>;
+  /** Active (enabled, unexpired) keys of one owner (of one of `ownerIssuers`, when given). */
+  countActive(ownerId: string, now: number, ownerIssuers?: ReadonlyArray<string | null>): Promise<number>;
   /**
    * Runs `fn` while no other call for the same owner runs — in this process and, for the Redis
    * store, on every instance — so a check-then-create (the self-service cap) cannot be raced.

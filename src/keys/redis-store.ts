@@ -3,7 +3,7 @@ import type { RedisHandle } from '../shared/redis.js';
 import type { Logger } from '../observability/logger.js';
 import { Problem } from '../problems/problem.js';
 import type { KeyListQuery, KeyPage, KeyRecord, KeyStore } from './record.js';
-import { KeyedMutex, afterCursor, compareKeys, decodeCursor, encodeCursor } from './record.js';
+import { KeyedMutex, afterCursor, compareKeys, decodeCursor, encodeCursor, ownedAs } from './record.js';
 import { randomBytes } from 'node:crypto';
 
 const CACHE_MAX = 10_000;
@@ -165,6 +165,7 @@ export class RedisKeyStore implements KeyStore {
           if (json === null) return;
           const r = withLastUsed(JSON.parse(json) as KeyRecord, used[i] ?? null, this.#touched.get(ids[i]!));
           if (query.tenantId !== undefined && r.tenantId !== query.tenantId) return;
+          if (!ownedAs(r, query)) return;
           if (cursor !== undefined && !afterCursor(r, cursor)) return;
           out.push(r);
         });
@@ -219,8 +220,12 @@ export class RedisKeyStore implements KeyStore {
     this.#touched.set(id, at);
   }
 
-  async countActive(ownerId: string, now: number): Promise<number> {
-    const page = await this.list({ ownerId, limit: 10_000 });
+  async countActive(
+    ownerId: string,
+    now: number,
+    ownerIssuers?: ReadonlyArray<string | null>,
+  ): Promise<number> {
+    const page = await this.list({ ownerId, ownerIssuers, limit: 10_000 });
     return page.items.filter((r) => r.enabled && (r.expiresAt === null || Date.parse(r.expiresAt) > now))
       .length;
   }

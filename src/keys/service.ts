@@ -9,6 +9,8 @@ import type { SecretBox } from './secret-box.js';
 export interface CreateKeyInput {
   name: string;
   ownerId?: string | null | undefined;
+  /** The JWT issuer of the owner (self-service keys). */
+  ownerIssuer?: string | null | undefined;
   tenantId?: string | null | undefined;
   scopes?: string[] | undefined;
   plan?: string | null | undefined;
@@ -23,7 +25,10 @@ export interface CreateKeyInput {
 }
 
 export type KeyPatch = Partial<
-  Pick<KeyRecord, 'name' | 'scopes' | 'plan' | 'enabled' | 'expiresAt' | 'remaining' | 'meta' | 'rateLimits'>
+  Pick<
+    KeyRecord,
+    'name' | 'ownerIssuer' | 'scopes' | 'plan' | 'enabled' | 'expiresAt' | 'remaining' | 'meta' | 'rateLimits'
+  >
 >;
 
 export interface CreatedKey {
@@ -87,6 +92,7 @@ export class KeyService {
       id: newKeyId(),
       name: input.name,
       ownerId: input.ownerId ?? null,
+      ownerIssuer: input.ownerIssuer ?? null,
       tenantId: input.tenantId ?? null,
       scopes: input.scopes ?? [],
       plan: input.plan ?? null,
@@ -152,6 +158,7 @@ export class KeyService {
     const created = await this.create({
       name: old.name,
       ownerId: old.ownerId,
+      ownerIssuer: old.ownerIssuer ?? null,
       tenantId: old.tenantId,
       scopes: old.scopes,
       plan: old.plan,

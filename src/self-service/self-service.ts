@@ -6,6 +6,7 @@ import type { Stage } from '../gateway/stage.js';
 import { afterSegmentPrefix, prefixSegments } from '../gateway/path.js';
 import type { KeyManagement } from '../keys/management.js';
 import { looksLikeKey } from '../keys/format.js';
+import { ownedAs } from '../keys/record.js';
 import { listKeysQuery, selfServiceCreateBody } from '../admin/schemas.js';
 
 type SelfServiceConfig = NonNullable<Config['selfService']>;
@@ -15,6 +16,8 @@ export interface SelfServiceOptions {
   management: KeyManagement;
   apiKeyHeader: string;
   apiKeyPrefix: string;
+  /** The configured JWT issuers (`auth.jwt[].issuer`): with exactly one, keys without an owner issuer are its users'. */
+  issuers: readonly string[];
   clock: { now(): number };
   securityHeaders: ReadonlyArray<readonly [string, string]>;
 }
@@ -34,15 +37,35 @@ export function createNoApiKeysStage(apiKeyHeader: string, prefix: string): Stag
   };
 }
 
+/** Who owns a self-service key: a subject is unique only within its issuer (SPEC §9). */
+interface Owner {
+  subject: string;
+  issuer: string;
+  /** The owner issuers a key of this user may carry: theirs, and none for pre-version-2 keys when unambiguous. */
+  issuers: ReadonlyArray<string | null>;
+}
+
 /**
  * Self-service keys for signed-in users (SPEC §6), at `selfService.path` on the public listener,
- * after JWT authentication: `POST` creates a key owned by the token's `sub` (and tenant), `GET`
- * lists the caller's keys masked, `DELETE <path>/{id}` revokes one of them. Another user's key and
- * an unknown id are both 404 — whether an id exists is not revealed.
+ * after JWT authentication: `POST` creates a key owned by the token's issuer and subject (and
+ * tenant), `GET` lists the caller's keys masked, `DELETE <path>/{id}` revokes one of them. Another
+ * user's key — the same subject at another issuer included — and an unknown id are both 404:
+ * whether an id exists is not revealed.
+ *
+ * Keys without an owner issuer (self-service keys made before version 2, and admin or CLI keys
+ * given only an `ownerId`) belong to that subject of the only issuer when exactly one is
+ * configured — as they always did; with several, to nobody here until an admin sets their
+ * `ownerIssuer` (`PATCH /keys/{id}`), because which issuer's user made them is not known.
  */
 export function createSelfServiceStage(o: SelfServiceOptions): Stage {
   const base = prefixSegments(o.config.path);
   const allowedScopes = o.config.scopes === undefined ? undefined : new Set(o.config.scopes);
+  const legacyIssuer = o.issuers.length === 1 ? o.issuers[0] : undefined;
+  const ownerOf = (subject: string, issuer: string): Owner => ({
+    subject,
+    issuer,
+    issuers: issuer === legacyIssuer ? [issuer, null] : [issuer],
+  });
 
   const send = (ctx: RequestContext, status: number, body: unknown) => {
     const text = body === undefined ? '' : JSON.stringify(body);
@@ -64,7 +87,7 @@ export function createSelfServiceStage(o: SelfServiceOptions): Stage {
 
   const create = async (
     ctx: RequestContext,
-    owner: string,
+    owner: Owner,
     tenant: string | undefined,
     tokenScopes: readonly string[],
   ) => {
@@ -94,8 +117,9 @@ export function createSelfServiceStage(o: SelfServiceOptions): Stage {
         },
       });
     // Count and create under the owner's lock: concurrent creates cannot pass the cap together.
-    const created = await o.management.keys.store.withOwnerLock(owner, async () => {
-      const active = await o.management.keys.store.countActive(owner, o.clock.now());
+    const store = o.management.keys.store;
+    const created = await store.withOwnerLock(owner.subject, async () => {
+      const active = await store.countActive(owner.subject, o.clock.now(), owner.issuers);
       if (active >= o.config.maxKeysPerUser)
         throw new Problem('conflict', {
           detail: `You already have ${active} active keys, the most allowed (${o.config.maxKeysPerUser}). Revoke one first.`,
@@ -105,7 +129,8 @@ export function createSelfServiceStage(o: SelfServiceOptions): Stage {
         scopes,
         expiresAt: body.expiresAt,
         meta: body.meta,
-        ownerId: owner,
+        ownerId: owner.subject,
+        ownerIssuer: owner.issuer,
         tenantId: tenant ?? null,
         plan: o.config.plan ?? null,
       });
@@ -113,7 +138,7 @@ export function createSelfServiceStage(o: SelfServiceOptions): Stage {
     send(ctx, 201, created);
   };
 
-  const list = async (ctx: RequestContext, owner: string) => {
+  const list = async (ctx: RequestContext, owner: Owner) => {
     const params = Object.fromEntries(new URLSearchParams(ctx.search));
     const query = parseOrThrow(
       listKeysQuery.pick({ limit: true, cursor: true }),
@@ -121,16 +146,20 @@ export function createSelfServiceStage(o: SelfServiceOptions): Stage {
       'The query is invalid.',
       ['query'],
     );
-    const page = await o.management.keys.list({ ...query, ownerId: owner });
+    const page = await o.management.keys.list({
+      ...query,
+      ownerId: owner.subject,
+      ownerIssuers: owner.issuers,
+    });
     send(ctx, 200, {
       items: await Promise.all(page.items.map((r) => o.management.view(r))),
       nextCursor: page.nextCursor,
     });
   };
 
-  const revoke = async (ctx: RequestContext, owner: string, id: string) => {
+  const revoke = async (ctx: RequestContext, owner: Owner, id: string) => {
     const record = await o.management.keys.get(id);
-    if (record === undefined || record.ownerId !== owner)
+    if (record === undefined || !ownedAs(record, { ownerId: owner.subject, ownerIssuers: owner.issuers }))
       throw new Problem('not-found', { detail: `No key ${id}.` });
     await o.management.keys.revoke(id);
     send(ctx, 204, undefined);
@@ -140,12 +169,10 @@ export function createSelfServiceStage(o: SelfServiceOptions): Stage {
     name: 'self-service',
     run(ctx: RequestContext) {
       const identity = ctx.identity;
-      if (identity === undefined || identity.method !== 'jwt')
+      if (identity === undefined || identity.method !== 'jwt' || identity.issuer === undefined)
         throw new Problem('forbidden', { detail: 'Self-service keys need a signed-in user (a JWT).' });
-      const owner = identity.subject;
-      // Keys are owned by `sub`: a token without one cannot tell its user from anyone else's.
-      if (owner === '')
-        throw new Problem('forbidden', { detail: 'Self-service keys need a token with a subject (sub).' });
+      // Authentication refused tokens without a subject, so issuer + subject names one user.
+      const owner = ownerOf(identity.subject, identity.issuer);
       // Matched ignoring case and `;params`, as every route is.
       const rest = (afterSegmentPrefix(ctx.path, base) ?? '').replace(/\/$/, '');
       const method = ctx.req.method;

@@ -497,8 +497,8 @@ describe('self-service without a configured scope list', () => {
     expect(expectProblem(escalate, 'validation-failed').errors).toEqual([
       { pointer: '/scopes/0', message: '"orders:write" is not a scope self-service keys may have' },
     ]);
-    // Without `sub`, two users could not be told apart: refused.
-    expectProblem(await call('GET', '/v1/keys', { sub: '' }), 'forbidden');
+    // Without `sub`, two users could not be told apart: refused, by authentication (SPEC §9).
+    expectProblem(await call('GET', '/v1/keys', { sub: '' }), 'invalid-credentials');
     expectProblem(await call('DELETE', '/v1/keys/%E0%A4%A', reader), 'not-found');
   });
 });

@@ -68,6 +68,7 @@ export function createAuthenticateStage(
       method: 'api-key',
       credentialId: record.id,
       subject: record.ownerId ?? record.id,
+      issuer: record.ownerIssuer ?? undefined,
       tenant: record.tenantId ?? undefined,
       scopes: record.scopes,
       plan: record.plan ?? undefined,
@@ -102,7 +103,9 @@ export function createAuthenticateStage(
           detail: 'A credential header was sent more than once.',
           headers: challenge('invalid_request', 'A credential header was sent more than once.'),
         });
-      if (presented.malformed && presented.header === undefined)
+      // Beside an API key too: an `Authorization` the gateway cannot read is a second credential
+      // it has not verified, and it must not ride along to the upstream.
+      if (presented.malformed)
         throw new Problem('invalid-credentials', {
           detail: 'The Authorization header must be "Bearer <token>".',
           headers: challenge('invalid_request', 'The Authorization header must be "Bearer <token>".'),

@@ -108,15 +108,29 @@ export class JwtVerifier {
     } catch (err) {
       throw mapJoseError(err);
     }
-    const sub = typeof payload.sub === 'string' ? payload.sub : '';
+    // The principal: every token without one would be the same caller (one credential id, one
+    // set of limits, one idempotency scope), so a token must name it.
+    const sub = claimText(payload[c.subjectClaim]);
+    if (sub === undefined || sub === '')
+      throw invalid(
+        c.subjectClaim === 'sub'
+          ? 'The token names no subject (sub).'
+          : `The token names no subject (${c.subjectClaim}).`,
+      );
     const tenantValue = c.tenantClaim === undefined ? undefined : payload[c.tenantClaim];
+    const tenant = claimText(tenantValue);
+    const scopes = scopesOf(payload);
+    // Identity values go upstream in headers (percent-encoded there); a lone surrogate has no
+    // encoding, and two tokens that differ only in one would look alike upstream.
+    if (!wellFormed(sub) || (tenant !== undefined && !wellFormed(tenant)) || !scopes.every(wellFormed))
+      throw invalid('The token carries a subject, tenant or scope that is not valid Unicode.');
     const identity: Identity = {
       method: 'jwt',
       credentialId: `jwt_${createHash('sha256').update(`${c.issuer}\n${sub}`).digest('hex').slice(0, 20)}`,
       subject: sub,
-      tenant:
-        typeof tenantValue === 'string' || typeof tenantValue === 'number' ? String(tenantValue) : undefined,
-      scopes: scopesOf(payload),
+      issuer: c.issuer,
+      tenant,
+      scopes,
       plan: undefined,
       rateLimits: undefined,
       remaining: undefined,
@@ -129,6 +143,17 @@ export class JwtVerifier {
     this.#cache.set(digest, { identity, exp, nbf });
     return identity;
   }
+}
+
+/** A string or number claim as text; anything else (absent, object, array, boolean) is undefined. */
+function claimText(value: unknown): string | undefined {
+  return typeof value === 'string' || (typeof value === 'number' && Number.isFinite(value))
+    ? String(value)
+    : undefined;
+}
+
+function wellFormed(text: string): boolean {
+  return !/\p{Cs}/u.test(text);
 }
 
 /** Scopes from `scope` (space separated, RFC 8693) or `scp` (an array, as some IdPs send). */

@@ -48,6 +48,13 @@ export const jwtIssuerSchema = z
       .describe('Allow-list; defaults to HS256 with `secret` and RS256 otherwise.'),
     clockToleranceSec: nonNegativeInt(300).default(30).describe('Leeway for `exp` and `nbf`.'),
     tenantClaim: z.string().min(1).optional().describe('Claim that carries the tenant id.'),
+    subjectClaim: z
+      .string()
+      .min(1)
+      .default('sub')
+      .describe(
+        'Claim that names the principal (`X-Consumer-Id`, `by: subject`, the credential id, self-service ownership), e.g. `client_id` or `azp` for an issuer whose machine tokens carry no `sub`. A token without it is refused: tokens that name nobody would all be one caller. Every token of the issuer is read the same way, so only name a claim that tells callers apart.',
+      ),
     jwksCooldownSec: positiveInt()
       .default(30)
       .describe(

@@ -1,16 +1,55 @@
-import { bearerToken } from '../authenticate/credentials.js';
 import type { IncomingHttpHeaders, IncomingMessage, OutgoingHttpHeaders } from 'node:http';
 import { HOP_BY_HOP, connectionTokens } from '../../shared/http.js';
 import type { RequestContext } from '../../gateway/request-context.js';
 import type { TrustFn } from '../../shared/trust.js';
 
-/** Headers the gateway sets upstream itself; a client's copies never pass (SPEC §5). */
+/** Headers the gateway sets upstream itself; a client's copies never pass (SPEC §5, §9). */
 export const IDENTITY_HEADERS = [
   'x-consumer-id',
+  'x-consumer-issuer',
   'x-tenant-id',
   'x-credential-id',
   'x-auth-method',
   'x-scopes',
+] as const;
+
+/**
+ * Claims only a proxy in front may make (the client's address, scheme, port, prefix or original
+ * URL): dropped unless the socket peer is a `trustProxy` peer, as `X-Forwarded-*` are believed
+ * only from one. docs/security.md lists them.
+ */
+export const UNTRUSTED_PEER_HEADERS = [
+  'forwarded',
+  'x-real-ip',
+  'x-forwarded-port',
+  'x-forwarded-prefix',
+  'x-forwarded-scheme',
+  'x-forwarded-protocol',
+  'x-forwarded-ssl',
+  'x-forwarded-server',
+  'x-forwarded-uri',
+  'x-original-url',
+  'x-original-uri',
+  'x-original-host',
+  'x-rewrite-url',
+  'true-client-ip',
+  'x-client-ip',
+  'x-cluster-client-ip',
+  'cf-connecting-ip',
+  'fastly-client-ip',
+  'front-end-https',
+  'x-url-scheme',
+] as const;
+
+/**
+ * Method overrides, dropped from every request: the route's `methods` check sees only the request
+ * method, so an upstream framework that honours one would run a method the route does not allow —
+ * and a trusted proxy forwards a client's override as readily as an untrusted client sends it.
+ */
+export const METHOD_OVERRIDE_HEADERS = [
+  'x-http-method-override',
+  'x-http-method',
+  'x-method-override',
 ] as const;
 
 /** Our pseudonym in `Via` (RFC 9110 §7.6.3). */
@@ -27,11 +66,18 @@ export function tollgateHops(via: string): number {
 }
 
 export interface RequestHeaderPlan {
-  /** Lower-case names never copied from the client. */
+  /** Lower-case names never copied from a `trustProxy` peer. */
   readonly drop: ReadonlySet<string>;
-  /** `Authorization` values starting with this (lower-cased) carry an API key and are not forwarded. */
+  /** Lower-case names never copied from any other peer: `drop` plus `UNTRUSTED_PEER_HEADERS`. */
+  readonly dropUntrusted: ReadonlySet<string>;
   /** `<prefix>_`: a Bearer token starting with it is an API key, never forwarded. */
   readonly apiKeyPrefix: string;
+  /**
+   * `<prefix>_` at the start of `Authorization` or after white space: an API key in any spelling
+   * (`Bearer<TAB>tg_…`, extra tokens). Authentication parses strictly and refuses the odd ones, but a
+   * public route forwards `Authorization` as sent. A JWT has no white space, so it never matches.
+   */
+  readonly apiKeyInAuthorization: RegExp;
   readonly preserveHost: boolean;
   readonly trust: TrustFn;
   readonly trustsNobody: boolean;
@@ -48,6 +94,7 @@ export function requestHeaderPlan(options: {
   const drop = new Set<string>([
     ...HOP_BY_HOP,
     ...IDENTITY_HEADERS,
+    ...METHOD_OVERRIDE_HEADERS,
     options.apiKeyHeader,
     'x-signature',
     // Set by the gateway below.
@@ -63,7 +110,9 @@ export function requestHeaderPlan(options: {
   ]);
   return {
     drop,
+    dropUntrusted: new Set([...drop, ...UNTRUSTED_PEER_HEADERS]),
     apiKeyPrefix: `${options.apiKeyPrefix}_`,
+    apiKeyInAuthorization: new RegExp(`(?:^|\\s)${escapeRegExp(options.apiKeyPrefix)}_`),
     preserveHost: options.preserveHost,
     trust: options.trust,
     trustsNobody: options.trustsNobody,
@@ -80,28 +129,32 @@ export function upstreamRequestHeaders(
   const src = req.headers;
   const out: OutgoingHttpHeaders = {};
   const named = src.connection === undefined ? undefined : connectionTokens(src.connection);
-  const drop = plan.drop;
+  const peer = req.socket.remoteAddress ?? '';
+  const peerTrusted = !plan.trustsNobody && plan.trust(peer, 0);
+  // Other spellings of the proxy's claims (RFC 7239, nginx's and CDNs' habits) pass only from a trusted proxy.
+  const drop = peerTrusted ? plan.drop : plan.dropUntrusted;
   for (const name in src) {
     if (drop.has(name)) continue;
     if (named !== undefined && named.includes(name)) continue;
+    // CGI, WSGI and Rack read `X_Tenant_Id` as `HTTP_X_TENANT_ID`, the same variable as `X-Tenant-Id`
+    // (Envoy's `headers_with_underscores_action`): such a spelling of a gateway-owned name is
+    // dropped like the name itself. Only names with `_` pay for the check.
+    if (name.includes('_') && drop.has(name.replaceAll('_', '-'))) continue;
     out[name] = src[name];
   }
-  // Parsed exactly as authentication parses it, so no spelling of `Bearer <key>` gets through.
+  const id = ctx.identity;
   const auth = out.authorization;
-  if (
-    typeof auth === 'string' &&
-    auth.includes(plan.apiKeyPrefix) && // cheap: a JWT never gets to the parse below
-    bearerToken(auth)?.startsWith(plan.apiKeyPrefix) === true
-  )
-    delete out.authorization;
-
-  const peer = req.socket.remoteAddress ?? '';
-  const peerTrusted = !plan.trustsNobody && plan.trust(peer, 0);
-  // Other spellings of the same claims (RFC 7239, nginx's habit) pass only from a trusted proxy.
-  if (!peerTrusted) {
-    delete out.forwarded;
-    delete out['x-real-ip'];
+  if (auth !== undefined) {
+    // On an API-key request, authentication let `Authorization` through only as the same key.
+    if (id?.method === 'api-key') delete out.authorization;
+    else if (
+      typeof auth === 'string' &&
+      auth.includes(plan.apiKeyPrefix) && // cheap: a JWT never gets to the test below
+      plan.apiKeyInAuthorization.test(auth)
+    )
+      delete out.authorization;
   }
+
   const priorFor = src['x-forwarded-for'];
   out['x-forwarded-for'] =
     peerTrusted && typeof priorFor === 'string' && priorFor !== '' ? `${priorFor}, ${peer}` : peer;
@@ -120,15 +173,62 @@ export function upstreamRequestHeaders(
   out['x-request-id'] = ctx.requestId;
   out.traceparent = ctx.traceparent;
 
-  const id = ctx.identity;
   if (id !== undefined) {
-    out['x-consumer-id'] = id.subject;
+    out['x-consumer-id'] = identityHeaderValue(id.subject);
     out['x-credential-id'] = id.credentialId;
     out['x-auth-method'] = id.method;
-    out['x-scopes'] = id.scopes.join(' ');
-    if (id.tenant !== undefined) out['x-tenant-id'] = id.tenant;
+    out['x-scopes'] = scopesHeaderValue(id.scopes);
+    if (id.tenant !== undefined) out['x-tenant-id'] = identityHeaderValue(id.tenant);
+    if (id.issuer !== undefined) out['x-consumer-issuer'] = identityHeaderValue(id.issuer);
   }
   return out;
+}
+
+/**
+ * An identity value (subject, tenant, issuer) as a header value every upstream can read and
+ * decode exactly: visible ASCII (0x21–0x7E) other than `%`, and spaces between them, pass
+ * unchanged; anything else — `%`, a space at either end, control characters (CR, LF, TAB, NUL),
+ * and every non-ASCII character, as its UTF-8 bytes — is percent-encoded (`%XX`, upper-case hex,
+ * RFC 3986 §2.1). `decodeURIComponent` gives the original back; on values without `%` it is a no-op.
+ * A lone surrogate (not Unicode) is sent as U+FFFD; tokens never carry one (refused at verification).
+ */
+export function identityHeaderValue(value: string): string {
+  return encodeIdentity(value, false);
+}
+
+/** `X-Scopes`: each scope encoded as `identityHeaderValue`, with every space encoded, joined by single spaces. */
+export function scopesHeaderValue(scopes: readonly string[]): string {
+  let out = '';
+  for (let i = 0; i < scopes.length; i++) out += (i === 0 ? '' : ' ') + encodeIdentity(scopes[i]!, true);
+  return out;
+}
+
+function encodeIdentity(value: string, spaces: boolean): string {
+  const n = value.length;
+  for (let i = 0; i < n; i++) {
+    const c = value.charCodeAt(i);
+    if (c > 0x7e || c < 0x20 || c === 0x25 || (c === 0x20 && (spaces || i === 0 || i === n - 1)))
+      return percentEncode(value, spaces);
+  }
+  return value;
+}
+
+function percentEncode(value: string, spaces: boolean): string {
+  const text = /\p{Cs}/u.test(value) ? value.replace(/\p{Cs}/gu, '\ufffd') : value;
+  const bytes = Buffer.from(text, 'utf8');
+  const last = bytes.length - 1;
+  let out = '';
+  for (let i = 0; i <= last; i++) {
+    const b = bytes[i]!;
+    if (b > 0x20 && b < 0x7f && b !== 0x25) out += String.fromCharCode(b);
+    else if (b === 0x20 && !spaces && i !== 0 && i !== last) out += ' ';
+    else out += `%${b < 16 ? '0' : ''}${b.toString(16).toUpperCase()}`;
+  }
+  return out;
+}
+
+function escapeRegExp(text: string): string {
+  return text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 }
 
 function isEncrypted(req: IncomingMessage): boolean {

@@ -5,6 +5,9 @@ export {
   upstreamRequestHeaders,
   downstreamHeaders,
   IDENTITY_HEADERS,
+  UNTRUSTED_PEER_HEADERS,
+  METHOD_OVERRIDE_HEADERS,
+  identityHeaderValue,
   VIA,
 } from './headers.js';
 export { upstreamSchema, type UpstreamConfig } from './schema.js';

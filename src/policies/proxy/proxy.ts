@@ -30,6 +30,21 @@ const CONNECT_ERRORS = new Set([
 ]);
 /** The upstream closed a kept-alive socket as we used it: nothing reached the application. */
 const STALE_SOCKET_ERRORS = new Set(['ECONNRESET', 'EPIPE', 'UND_ERR_SOCKET']);
+/**
+ * Errors undici raises before anything is sent: the request the gateway built is one undici will
+ * not send (a header value outside Latin-1 or with CR/LF, say). The target is not at fault, so
+ * they are neither retried nor counted against its health — one caller's odd value must not take
+ * an upstream out of rotation for everyone — and they are a gateway error, not a 502.
+ */
+const LOCAL_ERRORS = new Set([
+  'UND_ERR_INVALID_ARG',
+  'UND_ERR_NOT_SUPPORTED',
+  'UND_ERR_INVALID_RETURN_VALUE',
+  'ERR_INVALID_ARG_TYPE',
+  'ERR_INVALID_ARG_VALUE',
+  'ERR_INVALID_CHAR',
+  'ERR_INVALID_HTTP_TOKEN',
+]);
 const TIMEOUT_ERRORS = new Set([
   'UND_ERR_HEADERS_TIMEOUT',
   'UND_ERR_CONNECT_TIMEOUT',
@@ -321,6 +336,15 @@ class Exchange implements Dispatcher.DispatchHandlers {
     }
     const target = this.#target!;
     const code = (err as NodeJS.ErrnoException).code ?? 'unknown';
+    if (LOCAL_ERRORS.has(code)) {
+      this.#fail(
+        new Problem('internal-error', {
+          detail: 'The gateway could not build the upstream request.',
+          cause: err,
+        }),
+      );
+      return;
+    }
     o.onUpstreamError?.(ctx, target, code);
     const retryable =
       (CONNECT_ERRORS.has(code) || STALE_SOCKET_ERRORS.has(code)) &&
