@@ -36,9 +36,11 @@ const routeSchema = z
     quota: routeQuotaSchema.optional(),
     idempotency: idempotencySchema.optional(),
     upstreamErrors: z
-      .enum(['rewrite', 'passthrough'])
+      .enum(['rewrite', 'rewrite-5xx', 'passthrough'])
       .default('rewrite')
-      .describe('Turn upstream error responses into problem+json (SPEC §3), or pass them through.'),
+      .describe(
+        'Turn upstream error responses into problem+json (SPEC §3); `rewrite-5xx` rewrites only 5xx and passes 4xx bodies through untouched; `passthrough` passes all through.',
+      ),
   })
   .superRefine((route, ctx) => {
     const kinds = (['upstream', 'mock', 'gone'] as const).filter((k) => route[k] !== undefined);

@@ -139,6 +139,7 @@ export const PIPELINE: readonly PipelineEntry[] = [
         writer: b.writer,
         clock: b.services.clock,
         bodyLimit: b.config.limits.bodyBytes,
+        logger: b.services.logger,
         onUpstreamError: (ctx, target, code) =>
           b.services.metrics.upstreamError(b.route.id, target.origin, code),
       });

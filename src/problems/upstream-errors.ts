@@ -19,22 +19,50 @@ const KEPT_HEADERS = [
 export interface FieldError {
   pointer: string;
   message: string;
+  /** The upstream's own kind of this error, when it gives one (FastAPI's `type`). */
+  type?: string;
 }
+
+/** The `detail` of every rewritten 5xx: its own text can hold stack traces or internal names. */
+const GENERIC_5XX_DETAIL = 'The upstream service failed to handle the request.';
+/** The members an upstream 5xx problem keeps (SPEC §3); the rest are where stack traces live. */
+const KEPT_5XX_MEMBERS = new Set(['type', 'title', 'status']);
+/** A scheme: a `type` that starts with one is a URI (a problem type), not an error code. */
+const URI_SCHEME = /^[A-Za-z][A-Za-z0-9+.-]*:/;
+const MAX_CODE = 200;
+const MAX_DROPPED_NAMES = 20;
 
 /**
  * The problem document for an upstream error response (SPEC §3, `upstreamErrors: rewrite`):
- * an upstream problem keeps its members and gains `instance`/`request_id`; anything else becomes
- * `about:blank` with the reason phrase, and for 4xx the upstream's own message and field errors.
- * A 5xx never passes its text on: it can hold stack traces or internal names.
+ * an upstream 4xx problem keeps its members and gains `instance`/`request_id`; an upstream 5xx
+ * problem keeps only `type`, `title` and `status` (the names of the members it loses are pushed
+ * to `dropped`, for the log); anything else becomes `about:blank` with the reason phrase, and for
+ * 4xx the upstream's own message, field errors and error code. A 5xx never passes its text on:
+ * it can hold stack traces or internal names.
  */
 export function upstreamProblem(
   status: number,
   contentType: string,
   body: Buffer | undefined,
   requestId: string,
+  dropped?: string[],
 ): Record<string, unknown> {
   const parsed = body && body.length > 0 && /json/i.test(contentType) ? parseJson(body) : undefined;
   if (/^application\/problem\+json/i.test(contentType) && isObject(parsed)) {
+    if (status >= 500) {
+      if (dropped !== undefined)
+        for (const k of Object.keys(parsed))
+          // Bounded: the names come from the upstream, and a log line is no place for 10 000 of them.
+          if (!KEPT_5XX_MEMBERS.has(k) && dropped.length < MAX_DROPPED_NAMES) dropped.push(clip(k, 64));
+      return {
+        type: typeof parsed.type === 'string' ? clip(parsed.type) : 'about:blank',
+        title: typeof parsed.title === 'string' ? clip(parsed.title) : reasonPhrase(status),
+        status,
+        detail: GENERIC_5XX_DETAIL,
+        instance: instanceOf(requestId),
+        request_id: requestId,
+      };
+    }
     const doc: Record<string, unknown> = { ...parsed };
     if (doc.instance === undefined) doc.instance = instanceOf(requestId);
     if (doc.request_id === undefined) doc.request_id = requestId;
@@ -45,20 +73,19 @@ export function upstreamProblem(
     title: reasonPhrase(status),
     status,
     detail:
-      status >= 500
-        ? 'The upstream service failed to handle the request.'
-        : `The upstream service answered ${status} ${reasonPhrase(status)}.`,
+      status >= 500 ? GENERIC_5XX_DETAIL : `The upstream service answered ${status} ${reasonPhrase(status)}.`,
     instance: instanceOf(requestId),
     request_id: requestId,
   };
   if (status < 500 && isObject(parsed)) {
     const message = messageOf(parsed);
-    if (message !== undefined)
-      doc.detail = message.length > MAX_DETAIL ? message.slice(0, MAX_DETAIL) + '…' : message;
+    if (message !== undefined) doc.detail = clip(message);
     const errors = fieldErrors(
       Array.isArray(parsed.errors) ? parsed.errors : Array.isArray(parsed.detail) ? parsed.detail : undefined,
     );
     if (errors !== undefined) doc.errors = errors;
+    const code = codeOf(parsed);
+    if (code !== undefined) doc.code = code;
   }
   return doc;
 }
@@ -68,7 +95,9 @@ export type UpstreamHeaders = Readonly<Record<string, string | undefined>>;
 
 /**
  * Answers an upstream error response as a problem (SPEC §3), given its status, headers and the
- * body as received (up to `MAX_ERROR_BODY`; `undefined` when it was larger or broken).
+ * body as received (up to `MAX_ERROR_BODY`; `undefined` when it was larger or broken). Returns
+ * the names of the members of an upstream 5xx problem that were dropped (for the log; their
+ * values are never logged).
  */
 export function writeUpstreamProblem(
   res: ServerResponse,
@@ -77,20 +106,22 @@ export function writeUpstreamProblem(
   status: number,
   headers: UpstreamHeaders,
   body: Buffer | undefined,
-): void {
+): string[] {
   const kept: Record<string, string> = {};
   for (const name of KEPT_HEADERS) {
     const value = headers[name];
     if (value !== undefined && !(name.startsWith('ratelimit') && res.hasHeader(name))) kept[name] = value;
   }
   const decodedBody = body === undefined ? undefined : decode(body, headers['content-encoding']);
+  const dropped: string[] = [];
   writer.send(
     res,
     status,
-    upstreamProblem(status, headers['content-type'] ?? '', decodedBody, requestId),
+    upstreamProblem(status, headers['content-type'] ?? '', decodedBody, requestId, dropped),
     requestId,
     kept,
   );
+  return dropped;
 }
 
 /** The largest error body read for rewriting; a larger one gets a generic detail. */
@@ -136,8 +167,37 @@ function fieldErrors(list: unknown[] | undefined): FieldError[] | undefined {
     if (typeof item === 'string') return { pointer: '', message: item };
     if (!isObject(item)) return { pointer: '', message: String(item) };
     const message = [item.message, item.msg, item.detail, item.error].find((m) => typeof m === 'string');
-    return { pointer: pointerOf(item), message: typeof message === 'string' ? message : 'is invalid' };
+    const entry: FieldError = {
+      pointer: pointerOf(item),
+      message: typeof message === 'string' ? message : 'is invalid',
+    };
+    // FastAPI's `[{loc, msg, type}]`: the type (`missing`, `int_parsing`) is the machine-readable part.
+    if (typeof item.type === 'string' && item.type !== '') entry.type = clip(item.type, MAX_CODE);
+    return entry;
   });
+}
+
+/**
+ * The upstream's machine-readable error code: `code`, `error.code` (Stripe, Google), `error_code`,
+ * or a `type` that is not a URI (a problem type is, an error kind such as `invalid_request` is not).
+ */
+function codeOf(body: Record<string, unknown>): string | number | undefined {
+  const error = body.error;
+  for (const v of [body.code, isObject(error) ? error.code : undefined, body.error_code]) {
+    const code = usableCode(v);
+    if (code !== undefined) return code;
+  }
+  const type = body.type;
+  return typeof type === 'string' && !URI_SCHEME.test(type) ? usableCode(type) : undefined;
+}
+
+function usableCode(v: unknown): string | number | undefined {
+  if (typeof v === 'string') return v.trim() === '' ? undefined : clip(v, MAX_CODE);
+  return Number.isSafeInteger(v) ? (v as number) : undefined;
+}
+
+function clip(text: string, max = MAX_DETAIL): string {
+  return text.length > max ? text.slice(0, max) + '…' : text;
 }
 
 function pointerOf(item: Record<string, unknown>): string {

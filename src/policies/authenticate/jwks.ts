@@ -1,9 +1,19 @@
 import { createLocalJWKSet, type JSONWebKeySet, type JWTVerifyGetKey } from 'jose';
 import type { Clock } from '../../shared/clock.js';
 
-/** The JWKS cannot be had and no usable copy is cached: the caller answers 503. */
+/**
+ * The JWKS cannot be had and no usable copy is cached, or a token names a key the gateway cannot
+ * look up because the IdP is down: the caller answers 503 with `Retry-After: retryAfterSec`.
+ */
 export class JwksUnavailableError extends Error {
   readonly code = 'ERR_TOLLGATE_JWKS_UNAVAILABLE';
+  /** Whole seconds until the next fetch may be tried (the rest of the cooldown, at least 1). */
+  readonly retryAfterSec: number;
+
+  constructor(message: string, retryAfterSec: number) {
+    super(message);
+    this.retryAfterSec = retryAfterSec;
+  }
 }
 
 export interface JwksStatus {
@@ -17,9 +27,14 @@ export interface JwksStatus {
 /**
  * A remote JWKS with the failure behaviour an operator needs, which jose's `createRemoteJWKSet`
  * does not give on its own: the last good key set keeps verifying tokens for `maxStaleMs` while
- * the endpoint is down (it is only refreshed in the background), an unknown `kid` triggers at
- * most one refetch per `cooldownMs` (a flood of made-up kids cannot hammer the IdP), and
- * concurrent refetches are coalesced into one. Verification itself is jose's `createLocalJWKSet`.
+ * the endpoint is down (it is only refreshed in the background), at most one fetch per
+ * `cooldownMs` — for an unknown `kid` and before the first success alike (neither a flood of
+ * made-up kids nor traffic during an outage can hammer the IdP) — and concurrent fetches are
+ * coalesced into one. Verification itself is jose's `createLocalJWKSet`.
+ *
+ * An unknown `kid` is a bad credential only when the key set is known to be current: if the
+ * refetch it triggers fails, or the cooldown suppresses it while the last fetch failed, the
+ * gateway cannot tell a rotated key from a forged one and says so (503, never 401).
  */
 export class RemoteJwks {
   readonly uri: string;
@@ -32,6 +47,7 @@ export class RemoteJwks {
   #keys = 0;
   #fetchedAt = 0;
   #lastAttempt = 0;
+  #attempts = 0;
   #lastError: string | null = null;
   #inflight: Promise<void> | undefined;
 
@@ -51,20 +67,25 @@ export class RemoteJwks {
   readonly getKey: JWTVerifyGetKey = async (header, token) => {
     const now = this.#clock.now();
     if (this.#set === undefined || now - this.#fetchedAt > this.#maxStaleMs) {
-      if (this.#set === undefined || now - this.#lastAttempt >= this.#cooldownMs) await this.#refresh();
+      // No usable set: wait for a fetch under way, or start one if the cooldown allows.
+      if (this.#inflight !== undefined) await this.#inflight;
+      else if (this.#mayFetch(now)) await this.#refresh();
       if (this.#set === undefined || this.#clock.now() - this.#fetchedAt > this.#maxStaleMs)
-        throw new JwksUnavailableError(`JWKS ${this.uri} unavailable: ${this.#lastError ?? 'not fetched'}`);
-    } else if (now - this.#fetchedAt > this.#refreshMs && now - this.#lastAttempt >= this.#cooldownMs) {
+        throw this.#unavailable();
+    } else if (now - this.#fetchedAt > this.#refreshMs && this.#mayFetch(now)) {
       void this.#refresh(); // in the background: the cached set answers meanwhile
     }
     try {
       return await this.#set(header, token);
     } catch (err) {
-      const code = (err as { code?: string }).code;
-      if (code !== 'ERR_JWKS_NO_MATCHING_KEY' || this.#clock.now() - this.#lastAttempt < this.#cooldownMs)
-        throw err;
+      if ((err as { code?: string }).code !== 'ERR_JWKS_NO_MATCHING_KEY') throw err;
       // An unknown kid: the IdP may have rotated its keys. One refetch, then the verdict stands.
-      await this.#refresh();
+      if (this.#inflight !== undefined) await this.#inflight;
+      else if (this.#mayFetch(this.#clock.now())) await this.#refresh();
+      // The set is not known to be current (the refetch failed, or the cooldown held it back
+      // after a failure): a rotated key and a forged one look alike, so this is no verdict.
+      else if (this.#lastError === null) throw err;
+      if (this.#lastError !== null) throw this.#unavailable();
       return this.#set(header, token);
     }
   };
@@ -89,6 +110,19 @@ export class RemoteJwks {
     return this.#set !== undefined && this.#clock.now() - this.#fetchedAt <= this.#maxStaleMs;
   }
 
+  /** A new fetch is allowed: none tried yet, or the last one started a cooldown ago. */
+  #mayFetch(now: number): boolean {
+    return this.#attempts === 0 || now - this.#lastAttempt >= this.#cooldownMs;
+  }
+
+  #unavailable(): JwksUnavailableError {
+    const waitMs = this.#lastAttempt + this.#cooldownMs - this.#clock.now();
+    return new JwksUnavailableError(
+      `JWKS ${this.uri} unavailable: ${this.#lastError ?? 'not fetched'}`,
+      Math.max(1, Math.ceil(waitMs / 1000)),
+    );
+  }
+
   #refresh(): Promise<void> {
     this.#inflight ??= this.#fetch().finally(() => {
       this.#inflight = undefined;
@@ -98,6 +132,7 @@ export class RemoteJwks {
 
   async #fetch(): Promise<void> {
     this.#lastAttempt = this.#clock.now();
+    this.#attempts++;
     try {
       const res = await fetch(this.uri, {
         signal: AbortSignal.timeout(this.#timeoutMs),

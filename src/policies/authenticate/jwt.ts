@@ -175,7 +175,8 @@ function mapJoseError(err: unknown): Problem {
   if (err instanceof JwksUnavailableError)
     return new Problem('service-unavailable', {
       detail: 'The identity provider’s keys are unavailable; try again shortly.',
-      headers: { 'retry-after': '5' },
+      // Until the next JWKS fetch is allowed: retrying sooner cannot succeed.
+      headers: { 'retry-after': String(err.retryAfterSec) },
       cause: err,
     });
   const code = (err as { code?: string }).code;

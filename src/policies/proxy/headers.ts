@@ -236,20 +236,57 @@ function isEncrypted(req: IncomingMessage): boolean {
 }
 
 /**
+ * Upstream response headers that never reach the client: hop-by-hop ones, the gateway's own
+ * (`X-Request-Id`, `Via`) and those that name the upstream's software. The upstream's `Via`
+ * entries are dropped rather than extended: they name internal hops (load balancers, sidecars),
+ * and the gateway's own `1.1 tollgate` stands for the whole internal chain (RFC 9110 §7.6.3 lets an
+ * intermediary replace received-by hosts with a pseudonym and combine entries).
+ */
+const DOWNSTREAM_DROP = new Set([...HOP_BY_HOP, 'x-request-id', 'via', 'server', 'x-powered-by']);
+/** RFC 9110 §5.6.2 `token`: what Node accepts as a header name. */
+const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+/** What Node refuses in a header value (its own check in `writeHead`): controls other than HTAB. */
+const BAD_VALUE_CHAR = /[^\t\x20-\x7e\x80-\xff]/;
+/** A `Host` value fit to build a URL from: a DNS name or IP literal and an optional port. */
+const HOST_VALUE = /^(?:[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.?|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?$/;
+
+/** The upstream target a response came from, as `Location` rewriting needs it. */
+export interface ResponseOrigin {
+  /** `scheme://host[:port]`, as `URL.origin` spells it. */
+  readonly origin: string;
+  /** `host[:port]`. */
+  readonly host: string;
+  /** The target URL's path, no trailing slash ('' for none). */
+  readonly basePath: string;
+}
+
+/**
  * The upstream response's end-to-end headers as a flat `[name, value, …]` list for `writeHead`
  * (raw casing and repeated fields such as `Set-Cookie` kept), plus `Via` and `X-Request-Id`, and
  * the lower-cased map the error rewriter reads. `raw` is undici's `[name, value, …]` Buffers.
+ *
+ * `invalid` names the first header Node would refuse to write (a name that is not a token, a
+ * value with control characters): such a response is unusable, and the caller answers 502 rather
+ * than let `writeHead` throw mid-response. A 204 or 304 loses `Content-Length` (a 204 must not
+ * have one, and clients such as undici wait for the body a 304's would announce). A `Location`
+ * or `Content-Location` that names the target is rewritten to the gateway (see `relocate`).
  */
 export function downstreamHeaders(
   raw: readonly Buffer[],
-  requestId: string,
-): { list: string[]; map: Record<string, string> } {
+  status: number,
+  ctx: RequestContext,
+  target: ResponseOrigin,
+  stripPrefix: string | undefined,
+  plan: RequestHeaderPlan,
+): { list: string[]; map: Record<string, string>; invalid: string | undefined } {
   const map: Record<string, string> = {};
   const names: string[] = new Array<string>(raw.length >> 1);
   const values: string[] = new Array<string>(raw.length >> 1);
+  let invalid: string | undefined;
   for (let i = 0, j = 0; i < raw.length; i += 2, j++) {
     const name = raw[i]!.toString('latin1');
     const value = raw[i + 1]!.toString('latin1');
+    if (invalid === undefined && (!HEADER_NAME.test(name) || BAD_VALUE_CHAR.test(value))) invalid = name;
     names[j] = name;
     values[j] = value;
     const lower = name.toLowerCase();
@@ -257,16 +294,82 @@ export function downstreamHeaders(
     map[lower] = prior === undefined ? value : `${prior}, ${value}`;
   }
   const named = map.connection === undefined ? undefined : connectionTokens(map.connection);
+  const bodiless = status === 204 || status === 304;
   const list: string[] = [];
   for (let j = 0; j < names.length; j++) {
     const lower = names[j]!.toLowerCase();
-    if (HOP_BY_HOP.has(lower) || lower === 'x-request-id' || lower === 'via') continue;
+    if (DOWNSTREAM_DROP.has(lower)) continue;
     if (named !== undefined && named.includes(lower)) continue;
-    list.push(names[j]!, values[j]!);
+    if (bodiless && lower === 'content-length') continue;
+    const value = values[j]!;
+    list.push(
+      names[j]!,
+      lower === 'location' || lower === 'content-location'
+        ? relocate(value, ctx, target, stripPrefix, plan)
+        : value,
+    );
   }
-  const via = map.via;
-  list.push('via', via === undefined ? VIA : `${via}, ${VIA}`, 'x-request-id', requestId);
-  return { list, map };
+  list.push('via', VIA, 'x-request-id', ctx.requestId);
+  return { list, map, invalid };
+}
+
+/**
+ * A `Location`/`Content-Location` that names the upstream target, rewritten to the gateway as
+ * nginx's `proxy_redirect default` does: the client's scheme and host (a trusted proxy's
+ * `X-Forwarded-Proto/Host`, else what the client connected to), and the path mapped back through
+ * the route (the target's base path removed, `stripPrefix` put back). A path outside the target's
+ * base path keeps its path but still loses the internal origin. Any other value (relative,
+ * another origin) passes unchanged. Runs only for responses that carry these headers.
+ */
+function relocate(
+  value: string,
+  ctx: RequestContext,
+  target: ResponseOrigin,
+  stripPrefix: string | undefined,
+  plan: RequestHeaderPlan,
+): string {
+  let rest: string;
+  const origin = target.origin;
+  if (value.length >= origin.length && value.slice(0, origin.length).toLowerCase() === origin)
+    rest = value.slice(origin.length);
+  else if (value.startsWith('//') && value.slice(2, 2 + target.host.length).toLowerCase() === target.host)
+    rest = value.slice(2 + target.host.length); // a network-path reference to the target
+  else return value;
+  // The origin must end here: `http://up:9001x` and `http://up:90010` are other hosts.
+  const next = rest.charCodeAt(0);
+  if (rest !== '' && next !== 47 /* / */ && next !== 63 /* ? */ && next !== 35 /* # */) return value;
+  let path = rest;
+  const base = target.basePath;
+  const underBase =
+    base === '' ||
+    (path.startsWith(base) && (path.length === base.length || '/?#'.includes(path.charAt(base.length))));
+  if (underBase) {
+    path = path.slice(base.length);
+    if (stripPrefix !== undefined && stripPrefix !== '/') path = stripPrefix + path;
+  }
+  if (path.charCodeAt(0) !== 47) path = '/' + path;
+  return (clientOrigin(ctx, plan) ?? '') + path;
+}
+
+/** `scheme://host` as the client addressed the gateway, or undefined when its host is unusable. */
+function clientOrigin(ctx: RequestContext, plan: RequestHeaderPlan): string | undefined {
+  const req = ctx.req;
+  const src = req.headers;
+  const trusted = !plan.trustsNobody && plan.trust(req.socket.remoteAddress ?? '', 0);
+  const claimedProto = trusted ? firstValue(src['x-forwarded-proto'])?.toLowerCase() : undefined;
+  const proto =
+    claimedProto === 'https' || claimedProto === 'http' ? claimedProto : isEncrypted(req) ? 'https' : 'http';
+  const host = (trusted ? firstValue(src['x-forwarded-host']) : undefined) ?? src.host;
+  // Without a usable host the reference stays relative (RFC 9110 §10.2.2 allows it).
+  return host !== undefined && HOST_VALUE.test(host) ? `${proto}://${host}` : undefined;
+}
+
+/** The first entry of a comma-separated header a chain of proxies appended to. */
+function firstValue(value: string | string[] | undefined): string | undefined {
+  if (typeof value !== 'string') return undefined;
+  const comma = value.indexOf(',');
+  const first = (comma === -1 ? value : value.slice(0, comma)).trim();
+  return first === '' ? undefined : first;
 }
 
 export type { IncomingHttpHeaders };

@@ -11,8 +11,8 @@ import { upstreamSchema } from './schema.js';
 import { UpstreamPool } from './upstream-pool.js';
 
 export interface ProxyOptions extends z.input<typeof upstreamSchema> {
-  /** Rewrite upstream errors as problem+json (default) or pass them through. */
-  upstreamErrors?: 'rewrite' | 'passthrough';
+  /** Rewrite upstream errors as problem+json (default), only the 5xx ones, or pass them through. */
+  upstreamErrors?: 'rewrite' | 'rewrite-5xx' | 'passthrough';
   /** Problem `type` base for the problems this middleware makes. */
   typeBase?: string;
   /** Largest request body streamed without a Content-Length. Default 1 MiB. */

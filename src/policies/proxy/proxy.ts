@@ -53,13 +53,15 @@ const TIMEOUT_ERRORS = new Set([
 
 export interface ProxyStageOptions {
   upstream: UpstreamConfig;
-  upstreamErrors: 'rewrite' | 'passthrough';
+  upstreamErrors: 'rewrite' | 'rewrite-5xx' | 'passthrough';
   pool: UpstreamPool;
   headers: RequestHeaderPlan;
   writer: ProblemWriter;
   clock: Clock;
   /** Largest request body; enforced here for bodies streamed without Content-Length. */
   bodyLimit: number;
+  /** Where the members dropped from an upstream 5xx problem are named (warn). */
+  logger?: { warn(fields: object, message: string): void };
   /** Called for every upstream attempt that failed (metrics). */
   onUpstreamError?: (ctx: RequestContext, target: Target, code: string) => void;
 }
@@ -258,12 +260,33 @@ class Exchange implements Dispatcher.DispatchHandlers {
     if (statusCode < 200) return true; // 1xx: the final response follows
     const ctx = this.#ctx;
     const o = this.#o;
-    o.pool.succeeded(this.#target!);
+    const target = this.#target!;
+    o.pool.succeeded(target);
     ctx.upstreamStatus = statusCode;
     ctx.upstreamLatencyMs = o.clock.monotonic() - this.#started;
     if (this.#phase !== Phase.Waiting) return true; // already answered (413 mid-upload)
-    const { list, map } = downstreamHeaders(rawHeaders, ctx.requestId);
-    if (statusCode >= 400 && o.upstreamErrors === 'rewrite') {
+    const { list, map, invalid } = downstreamHeaders(
+      rawHeaders,
+      statusCode,
+      ctx,
+      target,
+      o.upstream.stripPrefix,
+      o.headers,
+    );
+    if (invalid !== undefined) {
+      // writeHead would throw on it and the client lose its connection: an unusable response is a 502.
+      o.onUpstreamError?.(ctx, target, 'INVALID_RESPONSE_HEADER');
+      this.#fail(
+        new Problem('bad-gateway', {
+          detail: 'The upstream service sent an invalid response.',
+          cause: new Error(`upstream response header ${JSON.stringify(invalid)} is not valid HTTP`),
+        }),
+      );
+      this.#abort?.(); // the rest of that response is not wanted, nor its connection
+      return false;
+    }
+    const mode = o.upstreamErrors;
+    if (statusCode >= 400 && mode !== 'passthrough' && (mode === 'rewrite' || statusCode >= 500)) {
       this.#phase = Phase.Collecting;
       this.#status = statusCode;
       this.#headers = map;
@@ -275,6 +298,18 @@ class Exchange implements Dispatcher.DispatchHandlers {
     // On a limited route the gateway's RateLimit headers are the answer; an upstream's own
     // (same names) would replace them in writeHead.
     res.writeHead(statusCode, res.hasHeader('ratelimit-policy') ? withoutRateLimitHeaders(list) : list);
+    if (statusCode === 204 || statusCode === 304 || ctx.req.method === 'HEAD') {
+      // No body, whatever the upstream's framing says (RFC 9110 §6.4.5, §15.3.5, §15.4.5): the answer
+      // is complete now. A 204/304 that announces a body would keep undici waiting for it until the
+      // timeout, and where its next response starts is unclear: that connection is dropped.
+      this.#phase = Phase.Done;
+      res.end();
+      this.#resolve();
+      const length = map['content-length'];
+      if (ctx.req.method !== 'HEAD' && ((length !== undefined && length !== '0') || map['transfer-encoding']))
+        this.#abort?.();
+      return true;
+    }
     res.on('drain', resume);
     this.#resolve();
     return true;
@@ -304,7 +339,7 @@ class Exchange implements Dispatcher.DispatchHandlers {
       const body =
         this.#collectedBytes <= MAX_UPSTREAM_ERROR_BODY ? Buffer.concat(this.#collected!) : undefined;
       const isHead = ctx.req.method === 'HEAD';
-      writeUpstreamProblem(
+      const dropped = writeUpstreamProblem(
         ctx.res,
         this.#o.writer,
         ctx.requestId,
@@ -312,6 +347,12 @@ class Exchange implements Dispatcher.DispatchHandlers {
         this.#headers!,
         isHead ? undefined : body,
       );
+      // Names only: the values are where an upstream's stack traces and hostnames live.
+      if (dropped.length > 0)
+        this.#o.logger?.warn(
+          { request_id: ctx.requestId, route: ctx.routeId, upstream_status: this.#status, dropped },
+          'upstream problem members dropped',
+        );
       this.#resolve();
     }
   }
