@@ -129,7 +129,7 @@ export function upstreamRequestHeaders(
   const src = req.headers;
   const out: OutgoingHttpHeaders = {};
   const named = src.connection === undefined ? undefined : connectionTokens(src.connection);
-  const peer = req.socket.remoteAddress ?? '';
+  const peer = ctx.peerAddress;
   const peerTrusted = !plan.trustsNobody && plan.trust(peer, 0);
   // Other spellings of the proxy's claims (RFC 7239, nginx's and CDNs' habits) pass only from a trusted proxy.
   const drop = peerTrusted ? plan.drop : plan.dropUntrusted;
@@ -232,7 +232,7 @@ function escapeRegExp(text: string): string {
 }
 
 function isEncrypted(req: IncomingMessage): boolean {
-  return (req.socket as { encrypted?: boolean }).encrypted === true;
+  return (req.socket as { encrypted?: boolean } | null)?.encrypted === true;
 }
 
 /**
@@ -355,11 +355,11 @@ function relocate(
 function clientOrigin(ctx: RequestContext, plan: RequestHeaderPlan): string | undefined {
   const req = ctx.req;
   const src = req.headers;
-  const trusted = !plan.trustsNobody && plan.trust(req.socket.remoteAddress ?? '', 0);
+  const trusted = !plan.trustsNobody && plan.trust(ctx.peerAddress, 0);
   const claimedProto = trusted ? firstValue(src['x-forwarded-proto'])?.toLowerCase() : undefined;
   const proto =
     claimedProto === 'https' || claimedProto === 'http' ? claimedProto : isEncrypted(req) ? 'https' : 'http';
-  const host = (trusted ? firstValue(src['x-forwarded-host']) : undefined) ?? src.host;
+  const host = (trusted ? firstValue(src['x-forwarded-host']) : undefined) ?? ctx.host;
   // Without a usable host the reference stays relative (RFC 9110 §10.2.2 allows it).
   return host !== undefined && HOST_VALUE.test(host) ? `${proto}://${host}` : undefined;
 }
