@@ -1,7 +1,7 @@
 import type { AddressInfo } from 'node:net';
 import type { Server } from 'node:http';
 import type { DestinationStream } from 'pino';
-import { loadConfigFile } from './config/load.js';
+import { loadConfigFile, unexpectedIssue, type LoadResult } from './config/load.js';
 import type { Env } from './config/interpolate.js';
 import { watchConfigFile } from './config/reload.js';
 import type { Config } from './config/schema.js';
@@ -110,8 +110,15 @@ export class GatewayProcess {
   #reloading: Promise<unknown> = Promise.resolve();
 
   async #reload(): Promise<boolean> {
-    const loaded = await loadConfigFile(this.#configPath, this.#env);
-    const result = loaded.ok ? this.gateway.reload(loaded.config) : loaded;
+    let loaded: LoadResult;
+    let result: LoadResult;
+    try {
+      loaded = await loadConfigFile(this.#configPath, this.#env);
+      result = loaded.ok ? this.gateway.reload(loaded.config) : loaded;
+    } catch (err) {
+      // Never silent: whatever went wrong, the reload is logged and counted as a failure.
+      loaded = result = { ok: false, issues: [unexpectedIssue(err)], warnings: [] };
+    }
     if (!result.ok) {
       if (!loaded.ok) this.gateway.recordRejectedReload();
       this.logger.error(

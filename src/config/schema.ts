@@ -6,6 +6,7 @@ import { mockSchema } from '../policies/mock/schema.js';
 import { upstreamSchema } from '../policies/proxy/schema.js';
 import { planQuotaSchema, routeQuotaSchema } from '../policies/quota/schema.js';
 import { rateLimitListSchema } from '../policies/rate-limit/schema.js';
+import { compileTrust } from '../shared/trust.js';
 import { httpMethod, mountPath, nonNegativeInt, port, positiveInt, bool } from './primitives.js';
 
 /**
@@ -176,6 +177,17 @@ export const configSchema = z
       .prefault({}),
     trustProxy: z
       .union([bool(), nonNegativeInt(), z.string(), z.array(z.string())])
+      .superRefine((tp, ctx) => {
+        if (typeof tp === 'boolean' || typeof tp === 'number') return;
+        try {
+          compileTrust(tp);
+        } catch (err) {
+          ctx.addIssue({
+            code: 'custom',
+            message: `must be true, a hop count, or loopback, linklocal, uniquelocal, addresses and CIDRs (${(err as Error).message})`,
+          });
+        }
+      })
       .default(false)
       .describe(
         "As Express' `trust proxy`: which peers' `X-Forwarded-For` is believed for the client IP (`loopback`, CIDRs, a hop count, true).",
