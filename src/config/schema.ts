@@ -1,3 +1,4 @@
+import { availableParallelism } from 'node:os';
 import { z } from 'zod';
 import { authSchema, routeAuthSchema } from '../policies/authenticate/schema.js';
 import { goneSchema } from '../policies/gone/schema.js';
@@ -232,7 +233,9 @@ export const configSchema = z
     workers: z
       .union([positiveInt(), z.literal('auto')])
       .default(1)
-      .describe('Processes sharing the listener (node:cluster); `auto` = one per core.'),
+      .describe(
+        'Processes sharing the listener (node:cluster); `auto` = one per core. More than one needs `redis`.',
+      ),
     routes: z.array(routeSchema).default([]),
   })
   .superRefine((cfg, ctx) => {
@@ -282,6 +285,15 @@ export const configSchema = z
       if (cfg.selfService.plan !== undefined && !(cfg.selfService.plan in cfg.plans))
         ctx.addIssue({ code: 'custom', path: ['selfService', 'plan'], message: 'is not a plan in plans' });
     }
+    // In-memory stores live in one process: with several workers the admin API (in the primary)
+    // and each worker would hold keys of their own — admin-made keys would never authenticate.
+    const workers = cfg.workers === 'auto' ? availableParallelism() : cfg.workers;
+    if (workers > 1 && cfg.redis === undefined)
+      ctx.addIssue({
+        code: 'custom',
+        path: ['workers'],
+        message: `${cfg.workers === 'auto' ? `"auto" is ${workers} processes here; ` : ''}more than one worker needs redis (or REDIS_URL): in-memory keys, limits, quotas and idempotency records cannot be shared between processes`,
+      });
     if (cfg.admin && cfg.admin.port === cfg.listen.port && cfg.admin.port !== 0)
       ctx.addIssue({ code: 'custom', path: ['admin', 'port'], message: 'must differ from listen.port' });
   });
