@@ -282,7 +282,7 @@ export const configSchema = z
         });
       if (paths.has(cfg.selfService.path))
         ctx.addIssue({ code: 'custom', path: ['selfService', 'path'], message: 'is also a route path' });
-      if (cfg.selfService.plan !== undefined && !(cfg.selfService.plan in cfg.plans))
+      if (cfg.selfService.plan !== undefined && !Object.hasOwn(cfg.plans, cfg.selfService.plan))
         ctx.addIssue({ code: 'custom', path: ['selfService', 'plan'], message: 'is not a plan in plans' });
     }
     // In-memory stores live in one process: with several workers the admin API (in the primary)
