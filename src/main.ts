@@ -78,11 +78,14 @@ export class GatewayProcess {
     if (options.watch !== false)
       proc.#stopWatching = watchConfigFile(options.configPath, () => void proc.reload());
     const { public: pub, admin } = proc.addresses();
+    // `listen` and `admin` are host:port (tools read them); the URLs are for the person starting it.
     logger.info(
       {
         listen: pub ? `${pub.address}:${pub.port}` : null,
         admin: admin ? `${admin.address}:${admin.port}` : null,
         routes: config.routes.length,
+        ...(pub ? { url: httpUrl(pub, '/') } : {}),
+        ...(admin ? { admin_url: httpUrl(admin, '/'), console_url: httpUrl(admin, '/console/') } : {}),
       },
       'tollgate listening',
     );
@@ -183,6 +186,12 @@ export async function loadForStart(options: StartOptions): Promise<{ config: Con
   });
   for (const w of loaded.warnings) logger.warn(`config: ${w.path}: ${w.message}`);
   return { config, logger };
+}
+
+/** A URL for a bound address: a wildcard bind (`0.0.0.0`, `::`) is reachable on loopback. */
+function httpUrl(address: AddressInfo, path: string): string {
+  const host = address.address === '0.0.0.0' ? '127.0.0.1' : address.address === '::' ? '::1' : address.address;
+  return `http://${host.includes(':') ? `[${host}]` : host}:${address.port}${path}`;
 }
 
 function listen(server: Server, port: number, host: string): Promise<void> {

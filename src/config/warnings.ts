@@ -40,7 +40,8 @@ export function configWarnings(config: Config, env: Env): ConfigIssue[] {
   if (config.admin && config.admin.tokens.length === 0)
     out.push({
       path: 'admin.tokens',
-      message: 'is empty: the admin listener serves only /healthz, /readyz and /metrics',
+      message:
+        'is empty: the admin API is off; the admin listener serves only /healthz, /readyz, /metrics and the console (which says so)',
     });
   return out;
 }
