@@ -190,7 +190,8 @@ export async function loadForStart(options: StartOptions): Promise<{ config: Con
 
 /** A URL for a bound address: a wildcard bind (`0.0.0.0`, `::`) is reachable on loopback. */
 function httpUrl(address: AddressInfo, path: string): string {
-  const host = address.address === '0.0.0.0' ? '127.0.0.1' : address.address === '::' ? '::1' : address.address;
+  const host =
+    address.address === '0.0.0.0' ? '127.0.0.1' : address.address === '::' ? '::1' : address.address;
   return `http://${host.includes(':') ? `[${host}]` : host}:${address.port}${path}`;
 }
 

@@ -23,8 +23,7 @@ interface Reference {
   word: Part[];
 }
 
-const SYNTAX =
-  'write ${NAME}, ${NAME:-default}, ${NAME-default} or ${NAME:?message}, and $$ for a literal $';
+const SYNTAX = 'write ${NAME}, ${NAME:-default}, ${NAME-default} or ${NAME:?message}, and $$ for a literal $';
 
 /** Parses `text` from `start`; inside a default (`nested > 0`) it stops at the closing `}`. */
 function parseParts(
@@ -64,8 +63,7 @@ function parseParts(
       return { error: `"\${${name}" is not a complete reference: ${SYNTAX}` };
     let word: Part[] = [];
     if (op !== undefined) {
-      if (nested + 1 > MAX_NESTING)
-        return { error: `references nest more than ${MAX_NESTING} deep` };
+      if (nested + 1 > MAX_NESTING) return { error: `references nest more than ${MAX_NESTING} deep` };
       const inner = parseParts(text, j + 1, nested + 1);
       if ('error' in inner) return inner;
       word = inner.parts;

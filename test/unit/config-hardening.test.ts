@@ -217,7 +217,9 @@ const mutation = fc.record({
   value: junk,
 });
 
-function mutate(example: Record<string, Json>, mutations: Array<fc.RecordValue<typeof mutation>>): Json {
+type Mutation = typeof mutation extends fc.Arbitrary<infer M> ? M : never;
+
+function mutate(example: Record<string, Json>, mutations: Mutation[]): Json {
   const root = structuredClone(example);
   for (const m of mutations) {
     const all = slots(root);
