@@ -396,11 +396,16 @@ async function main() {
           publicKey: tokens.publicPem,
         }),
     },
-    {
-      name: 'Tollgate proxy only, workers: 2',
-      key: 'tg-proxy-2w',
-      start: () => startTollgate('tg-proxy-2w', { upstream, workers: 2 }),
-    },
+    // More than one worker needs Redis (the config is refused without it).
+    ...(redisUrl
+      ? [
+          {
+            name: 'Tollgate proxy only, workers: 2',
+            key: 'tg-proxy-2w',
+            start: () => startTollgate('tg-proxy-2w', { upstream, workers: 2, redis: redisUrl }),
+          },
+        ]
+      : []),
     {
       name: 'Express + HPM, node:cluster × 2',
       key: 'express-2w',

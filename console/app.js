@@ -5,7 +5,9 @@ import { signRequest } from './sha256.js';
 const TOKEN_KEY = 'tollgate.adminToken';
 const $ = (sel, root = document) => root.querySelector(sel);
 const $$ = (sel, root = document) => [...root.querySelectorAll(sel)];
-let problemTypeBase = '';
+// Where problem slugs link: `problems#` (the catalog this listener serves) or the operator's
+// `problems.typeBase`, as GET /console/status says.
+let problemDocs = 'problems#';
 
 // ---------------------------------------------------------------------------- API and status
 
@@ -91,6 +93,27 @@ function signOut(message = 'Signed out.') {
   route();
 }
 
+/** What the admin listener says without a token: is the admin API on, where do problems link. */
+async function consoleStatus() {
+  try {
+    const res = await fetch('/console/status', { cache: 'no-store' });
+    const data = res.ok ? await res.json() : undefined;
+    if (data && typeof data.problemDocs === 'string') problemDocs = data.problemDocs;
+    return data;
+  } catch {
+    return undefined; // unreachable: the sign-in attempt reports it
+  }
+}
+
+/** With no admin token configured, signing in cannot work: say so instead of "not valid". */
+function showAdminApi(info) {
+  const off = info?.adminApi === 'off';
+  $('#admin-off').hidden = !off;
+  for (const input of $$('#signin-form input, #signin-form button')) input.disabled = off;
+  if (off) $('#signin-error').textContent = '';
+  return !off;
+}
+
 $('#signin-form').addEventListener('submit', async (event) => {
   event.preventDefault();
   const token = $('#token').value.trim();
@@ -104,6 +127,8 @@ $('#signin-form').addEventListener('submit', async (event) => {
     route();
   } catch (err) {
     sessionStorage.removeItem(TOKEN_KEY);
+    // A refusal may mean the tokens were removed since the page loaded: ask again.
+    if (err instanceof ApiError && err.status === 401 && !showAdminApi(await consoleStatus())) return;
     $('#signin-error').textContent =
       err instanceof ApiError && err.status === 401 ? 'That token is not valid.' : err.message;
   }
@@ -276,9 +301,7 @@ async function revokeKey(k) {
 
 function problemLink(slug) {
   if (!slug) return '—';
-  return problemTypeBase
-    ? el('a', { href: problemTypeBase + slug, target: '_blank', rel: 'noopener' }, slug)
-    : slug;
+  return el('a', { href: problemDocs + encodeURIComponent(slug), target: '_blank', rel: 'noopener' }, slug);
 }
 
 function showRecord(record) {
@@ -309,17 +332,7 @@ function showRecord(record) {
   box.focus();
 }
 
-async function ensureTypeBase() {
-  if (problemTypeBase) return;
-  try {
-    problemTypeBase = (await api('GET', '/stats')).problemTypeBase;
-  } catch {
-    // links to problem docs are a convenience
-  }
-}
-
 async function loadAudit() {
-  await ensureTypeBase();
   const form = new FormData($('#audit-filter'));
   const params = new URLSearchParams({ limit: '50' });
   for (const f of ['status', 'route', 'credentialId'])
@@ -377,7 +390,6 @@ const idOf = (text) =>
 
 $('#audit-search').addEventListener('submit', async (event) => {
   event.preventDefault();
-  await ensureTypeBase();
   const id = idOf(new FormData(event.target).get('id'));
   try {
     showRecord(await api('GET', `/requests/${encodeURIComponent(id)}`));
@@ -450,7 +462,6 @@ function startTraffic() {
   const tick = async () => {
     try {
       const now = await api('GET', '/stats');
-      problemTypeBase = now.problemTypeBase;
       if (previous) {
         const dt = Math.max(0.001, (now.time - previous.time) / 1000);
         const rate = (c) => Math.max(0, (now.requests[c] - previous.requests[c]) / dt);
@@ -572,3 +583,4 @@ $('#playground-compare').addEventListener('submit', async (event) => {
 });
 
 route();
+void consoleStatus().then(showAdminApi);

@@ -22,8 +22,8 @@ export function workerCount(setting: number | 'auto'): number {
  * across workers, reloads them all on SIGHUP or a change of the file, restarts a worker that
  * dies, and on SIGTERM/SIGINT drains them all before exiting 0.
  *
- * In-memory stores are per worker: without Redis, keys, limits, quotas and idempotency records
- * are not shared (`tollgate validate` warns). Audit records are forwarded to the primary.
+ * More than one worker needs Redis (the config schema refuses it otherwise): in-memory keys,
+ * limits, quotas and idempotency records could not be shared between the processes.
  */
 export async function runPrimary(options: StartOptions, workers: number): Promise<number> {
   const { config, logger } = await loadForStart(options);

@@ -1,7 +1,7 @@
 import type { AddressInfo } from 'node:net';
 import type { Server } from 'node:http';
 import type { DestinationStream } from 'pino';
-import { loadConfigFile } from './config/load.js';
+import { loadConfigFile, unexpectedIssue, type LoadResult } from './config/load.js';
 import type { Env } from './config/interpolate.js';
 import { watchConfigFile } from './config/reload.js';
 import type { Config } from './config/schema.js';
@@ -78,11 +78,14 @@ export class GatewayProcess {
     if (options.watch !== false)
       proc.#stopWatching = watchConfigFile(options.configPath, () => void proc.reload());
     const { public: pub, admin } = proc.addresses();
+    // `listen` and `admin` are host:port (tools read them); the URLs are for the person starting it.
     logger.info(
       {
         listen: pub ? `${pub.address}:${pub.port}` : null,
         admin: admin ? `${admin.address}:${admin.port}` : null,
         routes: config.routes.length,
+        ...(pub ? { url: httpUrl(pub, '/') } : {}),
+        ...(admin ? { admin_url: httpUrl(admin, '/'), console_url: httpUrl(admin, '/console/') } : {}),
       },
       'tollgate listening',
     );
@@ -110,8 +113,15 @@ export class GatewayProcess {
   #reloading: Promise<unknown> = Promise.resolve();
 
   async #reload(): Promise<boolean> {
-    const loaded = await loadConfigFile(this.#configPath, this.#env);
-    const result = loaded.ok ? this.gateway.reload(loaded.config) : loaded;
+    let loaded: LoadResult;
+    let result: LoadResult;
+    try {
+      loaded = await loadConfigFile(this.#configPath, this.#env);
+      result = loaded.ok ? this.gateway.reload(loaded.config) : loaded;
+    } catch (err) {
+      // Never silent: whatever went wrong, the reload is logged and counted as a failure.
+      loaded = result = { ok: false, issues: [unexpectedIssue(err)], warnings: [] };
+    }
     if (!result.ok) {
       if (!loaded.ok) this.gateway.recordRejectedReload();
       this.logger.error(
@@ -176,6 +186,13 @@ export async function loadForStart(options: StartOptions): Promise<{ config: Con
   });
   for (const w of loaded.warnings) logger.warn(`config: ${w.path}: ${w.message}`);
   return { config, logger };
+}
+
+/** A URL for a bound address: a wildcard bind (`0.0.0.0`, `::`) is reachable on loopback. */
+function httpUrl(address: AddressInfo, path: string): string {
+  const host =
+    address.address === '0.0.0.0' ? '127.0.0.1' : address.address === '::' ? '::1' : address.address;
+  return `http://${host.includes(':') ? `[${host}]` : host}:${address.port}${path}`;
 }
 
 function listen(server: Server, port: number, host: string): Promise<void> {

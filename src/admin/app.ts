@@ -1,5 +1,4 @@
-import { fileURLToPath } from 'node:url';
-import express, { type Express, type Router } from 'express';
+import express, { type Express, type NextFunction, type Request, type Response, type Router } from 'express';
 import helmet from 'helmet';
 import { Problem } from '../problems/problem.js';
 import { problemDetails } from '../problems/problem-details.js';
@@ -10,6 +9,7 @@ import type { Logger } from '../observability/logger.js';
 import type { ReadinessRegistry } from '../observability/readiness.js';
 import type { Clock } from '../shared/clock.js';
 import { adminAuth, type AdminAuthOptions } from './admin-auth.js';
+import { consoleRouter } from './console.js';
 
 export interface AdminAppOptions extends AdminAuthOptions {
   clock: Clock;
@@ -21,11 +21,6 @@ export interface AdminAppOptions extends AdminAuthOptions {
   mountPublic?: (router: Router) => void;
   /** Token-guarded routes: key management, audit, OpenAPI. */
   mountGuarded?: (router: Router) => void;
-}
-
-/** `console/` at the package root (beside `dist/` and `src/`). */
-function consoleDirectory(): string {
-  return fileURLToPath(new URL('../../console/', import.meta.url));
 }
 
 /**
@@ -57,7 +52,11 @@ export function createAdminApp(options: AdminAppOptions): Express {
         },
       },
     }),
-    express.static(consoleDirectory(), { index: 'index.html', fallthrough: false }),
+    consoleRouter({
+      logger: options.logger,
+      typeBase: options.typeBase,
+      adminApiOn: () => options.digests().length > 0,
+    }),
   );
   app.use(helmet(apiHelmetOptions));
   // API answers carry keys, secrets and audit records: no cache, shared or private, may keep them.
@@ -89,6 +88,19 @@ export function createAdminApp(options: AdminAppOptions): Express {
     next(new Problem('not-found', { detail: `No admin endpoint ${req.method} ${req.path}.` }));
   });
   app.use(guarded);
+
+  // A malformed escape in a path parameter (`/keys/%E0%A4%A`): the router's URIError, marked 400.
+  app.use(function malformedPathParameter(err: unknown, _req: Request, _res: Response, next: NextFunction) {
+    if (err instanceof URIError && (err as { status?: unknown }).status === 400)
+      next(
+        new Problem('validation-failed', {
+          detail: 'The request path is not valid.',
+          extensions: { errors: [{ pointer: '/path', message: 'has a malformed percent-escape' }] },
+          cause: err,
+        }),
+      );
+    else next(err);
+  });
 
   const writeProblem = problemDetails({
     typeBase: options.typeBase,

@@ -17,7 +17,8 @@ function notFound(id: string): Problem {
 }
 
 function checkPlan(plan: string | null | undefined, plans: Config['plans']): void {
-  if (plan !== undefined && plan !== null && !(plan in plans))
+  // Own properties only: `__proto__` or `constructor` is no plan (`in` would say it is).
+  if (plan !== undefined && plan !== null && !Object.hasOwn(plans, plan))
     throw new Problem('validation-failed', {
       detail: 'The request body is invalid.',
       extensions: { errors: [{ pointer: '/plan', message: 'is not a plan in the config' }] },

@@ -18,7 +18,54 @@ const ownerIssuer = z
   .describe(
     'The JWT issuer (`iss`) whose subject `ownerId` is: the key is that signed-in user’s in self-service.',
   );
-const meta = z.record(z.string(), z.unknown()).describe('Free-form data kept with the key.');
+/*
+ * `meta` is bounded: it is cloned, serialised and listed with every key, so a deeply nested or
+ * huge value (a self-service user's) must not make the admin's list of keys fail.
+ */
+export const META_LIMITS = { depth: 8, keys: 100, bytes: 4096 } as const;
+
+function checkMeta(meta: Record<string, unknown>, ctx: z.RefinementCtx): void {
+  let keys = 0;
+  // Iterative, and never deeper than the limit: a value nested 30,000 levels is refused cheaply.
+  const stack: Array<[unknown, Array<string | number>]> = [[meta, []]];
+  while (stack.length > 0) {
+    const [value, path] = stack.pop()!;
+    if (value === null || typeof value !== 'object') continue;
+    if (path.length >= META_LIMITS.depth) {
+      ctx.addIssue({ code: 'custom', path, message: `nests more than ${META_LIMITS.depth} levels deep` });
+      return;
+    }
+    if (Array.isArray(value)) {
+      value.forEach((item, i) => stack.push([item, [...path, i]]));
+      continue;
+    }
+    for (const [k, item] of Object.entries(value)) {
+      if (++keys > META_LIMITS.keys) {
+        ctx.addIssue({ code: 'custom', path: [], message: `has more than ${META_LIMITS.keys} keys in all` });
+        return;
+      }
+      if (k === '__proto__') {
+        ctx.addIssue({ code: 'custom', path: [...path, k], message: 'is a reserved name' });
+        return;
+      }
+      stack.push([item, [...path, k]]);
+    }
+  }
+  const bytes = Buffer.byteLength(JSON.stringify(meta));
+  if (bytes > META_LIMITS.bytes)
+    ctx.addIssue({
+      code: 'custom',
+      path: [],
+      message: `is ${bytes} bytes as JSON, more than ${META_LIMITS.bytes}`,
+    });
+}
+
+const meta = z
+  .record(z.string().max(200, 'must be at most 200 characters'), z.unknown())
+  .superRefine(checkMeta)
+  .describe(
+    `Free-form JSON kept with the key: at most ${META_LIMITS.depth} levels deep, ${META_LIMITS.keys} keys in all and ${META_LIMITS.bytes} bytes.`,
+  );
 
 export const createKeyBody = z.strictObject({
   name,

@@ -2,6 +2,7 @@ import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { packageVersion } from '../shared/version.js';
 import { loadConfigFile } from '../config/load.js';
 import type { Env } from '../config/interpolate.js';
+import type { ConfigIssue } from '../config/issues.js';
 import { ConfigError, createGateway } from '../gateway/create-gateway.js';
 import { GatewayProcess } from '../main.js';
 import { cluster, runPrimary, runWorker, workerCount } from '../cluster.js';
@@ -83,13 +84,20 @@ async function validate(args: string[], io: CliIo): Promise<number> {
   const path = configPathFrom(values, io.env);
   const result = await loadConfigFile(path, io.env);
   for (const w of result.warnings) io.err(`warning: ${w.path}: ${w.message}`);
-  if (!result.ok) {
-    for (const issue of result.issues) io.err(`${issue.path}: ${issue.message}`);
-    io.err(`${path}: ${result.issues.length} problem${result.issues.length === 1 ? '' : 's'}`);
+  const refuse = (issues: readonly ConfigIssue[]) => {
+    for (const issue of issues) io.err(`${issue.path}: ${issue.message}`);
+    io.err(`${path}: ${issues.length} problem${issues.length === 1 ? '' : 's'}`);
     return 1;
-  }
+  };
+  if (!result.ok) return refuse(result.issues);
   // Build it too (nothing listens, nothing connects): factories check what the schema cannot.
-  const gateway = createGateway(result.config, { env: io.env });
+  let gateway;
+  try {
+    gateway = createGateway(result.config, { env: io.env });
+  } catch (err) {
+    if (err instanceof ConfigError) return refuse(err.issues);
+    throw err;
+  }
   await gateway.close();
   io.out(
     `${path}: valid (${result.config.routes.length} route${result.config.routes.length === 1 ? '' : 's'})`,

@@ -44,7 +44,7 @@ export async function keysCreate(args: string[], io: CliIo): Promise<number> {
     );
     return 1;
   }
-  if (values.plan !== undefined && !(values.plan in config.plans)) {
+  if (values.plan !== undefined && !Object.hasOwn(config.plans, values.plan)) {
     io.err(`tollgate keys create: plan "${values.plan}" is not in the config's plans`);
     return 1;
   }

@@ -3,8 +3,81 @@ import { formatPath, type ConfigIssue } from './issues.js';
 
 export type Env = Readonly<Record<string, string | undefined>>;
 
-// ${VAR} · ${VAR:-default} (unset or empty) · ${VAR-default} (unset) · ${VAR:?message} · $$ for a literal $.
-const REFERENCE = /\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?)([-?])((?:[^}\\]|\\.)*))?\}/g;
+/*
+ * References: ${VAR} · ${VAR:-default} (unset or empty) · ${VAR-default} (unset) · ${VAR:?message}
+ * (required) · ${VAR?message} · $$ for a literal $. A default or message may itself hold
+ * references (`${A:-${B}}`), expanded only when it is used; `\x` inside one is a literal x.
+ * Any other `${` is an error, never literal text: left in place it would be a public string
+ * (an admin token of `${B}` passes a length check).
+ */
+const NAME = /[A-Za-z_][A-Za-z0-9_]*/y;
+/** Deeper nesting than any config needs; it also bounds the parser's recursion. */
+const MAX_NESTING = 8;
+
+type Part = string | Reference;
+interface Reference {
+  name: string;
+  /** `:` — an empty value counts as unset. */
+  colon: boolean;
+  op: '-' | '?' | undefined;
+  word: Part[];
+}
+
+const SYNTAX = 'write ${NAME}, ${NAME:-default}, ${NAME-default} or ${NAME:?message}, and $$ for a literal $';
+
+/** Parses `text` from `start`; inside a default (`nested > 0`) it stops at the closing `}`. */
+function parseParts(
+  text: string,
+  start: number,
+  nested: number,
+): { parts: Part[]; end: number } | { error: string } {
+  const parts: Part[] = [];
+  let literal = '';
+  let i = start;
+  while (i < text.length) {
+    const c = text[i]!;
+    if (nested > 0 && c === '}') break;
+    if (nested > 0 && c === '\\' && i + 1 < text.length) {
+      literal += text[i + 1];
+      i += 2;
+      continue;
+    }
+    if (c !== '$' || (text[i + 1] !== '$' && text[i + 1] !== '{')) {
+      literal += c;
+      i++;
+      continue;
+    }
+    if (text[i + 1] === '$') {
+      literal += '$';
+      i += 2;
+      continue;
+    }
+    NAME.lastIndex = i + 2;
+    const name = NAME.exec(text)?.[0];
+    if (name === undefined) return { error: `"\${" does not start a reference: ${SYNTAX}` };
+    let j = i + 2 + name.length;
+    const colon = text[j] === ':';
+    if (colon) j++;
+    const op = text[j] === '-' || text[j] === '?' ? (text[j] as '-' | '?') : undefined;
+    if (op === undefined && (colon || text[j] !== '}'))
+      return { error: `"\${${name}" is not a complete reference: ${SYNTAX}` };
+    let word: Part[] = [];
+    if (op !== undefined) {
+      if (nested + 1 > MAX_NESTING) return { error: `references nest more than ${MAX_NESTING} deep` };
+      const inner = parseParts(text, j + 1, nested + 1);
+      if ('error' in inner) return inner;
+      word = inner.parts;
+      j = inner.end;
+    }
+    if (text[j] !== '}') return { error: `"\${${name}" has no closing "}"` };
+    if (literal !== '') parts.push(literal);
+    literal = '';
+    parts.push({ name, colon, op, word });
+    i = j + 1;
+  }
+  if (literal !== '') parts.push(literal);
+  return { parts, end: i };
+}
 
 export interface InterpolationReport {
   errors: ConfigIssue[];
@@ -18,37 +91,53 @@ export function interpolateString(
   path: string,
   report: InterpolationReport,
 ): { value: string; replaced: boolean } {
+  if (!value.includes('$')) return { value, replaced: false };
+  const parsed = parseParts(value, 0, 0);
+  if ('error' in parsed) {
+    report.errors.push({ path, message: parsed.error });
+    return { value: '', replaced: true };
+  }
   let replaced = false;
-  const out = value.replace(
-    REFERENCE,
-    (
-      match,
-      name: string | undefined,
-      colon: string | undefined,
-      op: string | undefined,
-      arg: string | undefined,
-    ) => {
-      if (match === '$$') return '$';
+  const evaluate = (parts: Part[]): string => {
+    let out = '';
+    for (const part of parts) {
+      if (typeof part === 'string') {
+        out += part;
+        continue;
+      }
       replaced = true;
-      const raw = env[name!];
-      const missing = raw === undefined || (colon === ':' && raw === '');
-      if (!missing) return raw;
-      const text = (arg ?? '').replace(/\\(.)/g, '$1');
-      if (op === '-') return text;
-      if (op === '?') {
+      out += resolve(part);
+    }
+    return out;
+  };
+  const resolve = ({ name, colon, op, word }: Reference): string => {
+    // Own, string values only: `${constructor}` must not find Object.prototype's.
+    const raw = Object.hasOwn(env, name) ? env[name] : undefined;
+    const missing = typeof raw !== 'string' || (colon && raw === '');
+    if (!missing) {
+      if (raw.includes('${'))
         report.errors.push({
           path,
-          message: `environment variable ${name} is required${text ? `: ${text}` : ''}`,
+          message: `environment variable ${name} holds "\${": a reference nothing expanded (values are not interpolated again)`,
         });
-        return '';
-      }
-      report.warnings.push({
+      return raw;
+    }
+    if (op === '-') return evaluate(word);
+    if (op === '?') {
+      const text = evaluate(word);
+      report.errors.push({
         path,
-        message: `environment variable ${name} is not set; using an empty string`,
+        message: `environment variable ${name} is required${text ? `: ${text}` : ''}`,
       });
       return '';
-    },
-  );
+    }
+    report.warnings.push({
+      path,
+      message: `environment variable ${name} is not set; using an empty string`,
+    });
+    return '';
+  };
+  const out = evaluate(parsed.parts);
   return { value: out, replaced };
 }
 

@@ -16,12 +16,24 @@ export type LoadResult =
 export function validateConfig(input: unknown, env: Env = {}): LoadResult {
   const warnings: ConfigIssue[] = [];
   const issues: ConfigIssue[] = [];
-  const raw = applyEnvOverrides(input, env, issues);
-  const parsed = configSchema.safeParse(raw, { reportInput: true });
-  if (!parsed.success) issues.push(...fromZodIssues(parsed.error.issues));
-  if (issues.length > 0 || !parsed.success) return { ok: false, issues, warnings };
-  warnings.push(...configWarnings(parsed.data, env));
-  return { ok: true, config: deepFreeze(parsed.data), warnings };
+  try {
+    const raw = applyEnvOverrides(input, env, issues);
+    const parsed = configSchema.safeParse(raw, { reportInput: true });
+    if (!parsed.success) issues.push(...fromZodIssues(parsed.error.issues));
+    if (issues.length > 0 || !parsed.success) return { ok: false, issues, warnings };
+    warnings.push(...configWarnings(parsed.data, env));
+    return { ok: true, config: deepFreeze(parsed.data), warnings };
+  } catch (err) {
+    // A check that throws is a bug of ours, but the operator still gets an answer with a path
+    // (and `validate`, start and reload an issue to report), never a bare exception.
+    return { ok: false, issues: [...issues, unexpectedIssue(err)], warnings };
+  }
+}
+
+/** An exception from validating or building a config, as an issue. */
+export function unexpectedIssue(err: unknown, path = '(config)'): ConfigIssue {
+  const message = err instanceof Error ? err.message : String(err);
+  return { path, message: `cannot be checked (${message})` };
 }
 
 /** Parses YAML or JSON text (JSON is YAML 1.2), interpolates `${VAR}` references and validates. */

@@ -1,3 +1,4 @@
+import { availableParallelism } from 'node:os';
 import { z } from 'zod';
 import { authSchema, routeAuthSchema } from '../policies/authenticate/schema.js';
 import { goneSchema } from '../policies/gone/schema.js';
@@ -6,6 +7,7 @@ import { mockSchema } from '../policies/mock/schema.js';
 import { upstreamSchema } from '../policies/proxy/schema.js';
 import { planQuotaSchema, routeQuotaSchema } from '../policies/quota/schema.js';
 import { rateLimitListSchema } from '../policies/rate-limit/schema.js';
+import { compileTrust } from '../shared/trust.js';
 import { httpMethod, mountPath, nonNegativeInt, port, positiveInt, bool } from './primitives.js';
 
 /**
@@ -178,6 +180,17 @@ export const configSchema = z
       .prefault({}),
     trustProxy: z
       .union([bool(), nonNegativeInt(), z.string(), z.array(z.string())])
+      .superRefine((tp, ctx) => {
+        if (typeof tp === 'boolean' || typeof tp === 'number') return;
+        try {
+          compileTrust(tp);
+        } catch (err) {
+          ctx.addIssue({
+            code: 'custom',
+            message: `must be true, a hop count, or loopback, linklocal, uniquelocal, addresses and CIDRs (${(err as Error).message})`,
+          });
+        }
+      })
       .default(false)
       .describe(
         "As Express' `trust proxy`: which peers' `X-Forwarded-For` is believed for the client IP (`loopback`, CIDRs, a hop count, true).",
@@ -222,7 +235,9 @@ export const configSchema = z
     workers: z
       .union([positiveInt(), z.literal('auto')])
       .default(1)
-      .describe('Processes sharing the listener (node:cluster); `auto` = one per core.'),
+      .describe(
+        'Processes sharing the listener (node:cluster); `auto` = one per core. More than one needs `redis`.',
+      ),
     routing: z
       .strictObject({
         caseSensitive: bool()
@@ -285,9 +300,18 @@ export const configSchema = z
         });
       if (paths.has(pathKey(cfg.selfService.path)))
         ctx.addIssue({ code: 'custom', path: ['selfService', 'path'], message: 'is also a route path' });
-      if (cfg.selfService.plan !== undefined && !(cfg.selfService.plan in cfg.plans))
+      if (cfg.selfService.plan !== undefined && !Object.hasOwn(cfg.plans, cfg.selfService.plan))
         ctx.addIssue({ code: 'custom', path: ['selfService', 'plan'], message: 'is not a plan in plans' });
     }
+    // In-memory stores live in one process: with several workers the admin API (in the primary)
+    // and each worker would hold keys of their own — admin-made keys would never authenticate.
+    const workers = cfg.workers === 'auto' ? availableParallelism() : cfg.workers;
+    if (workers > 1 && cfg.redis === undefined)
+      ctx.addIssue({
+        code: 'custom',
+        path: ['workers'],
+        message: `${cfg.workers === 'auto' ? `"auto" is ${workers} processes here; ` : ''}more than one worker needs redis (or REDIS_URL): in-memory keys, limits, quotas and idempotency records cannot be shared between processes`,
+      });
     if (cfg.admin && cfg.admin.port === cfg.listen.port && cfg.admin.port !== 0)
       ctx.addIssue({ code: 'custom', path: ['admin', 'port'], message: 'must differ from listen.port' });
   });

@@ -36,16 +36,13 @@ export function configWarnings(config: Config, env: Env): ConfigIssue[] {
       });
   });
   out.push(...weakerPrefixWarnings(config));
-  const workers = config.workers;
-  if (workers !== 1 && !config.redis)
-    out.push({
-      path: 'workers',
-      message: 'without redis every worker keeps its own keys, rate limits, quotas and idempotency records',
-    });
+  // `workers` above 1 without redis is no warning but an error (the schema refuses it): the
+  // workers' keys, limits and idempotency records would not be shared.
   if (config.admin && config.admin.tokens.length === 0)
     out.push({
       path: 'admin.tokens',
-      message: 'is empty: the admin listener serves only /healthz, /readyz and /metrics',
+      message:
+        'is empty: the admin API is off; the admin listener serves only /healthz, /readyz, /metrics and the console (which says so)',
     });
   return out;
 }

@@ -1,6 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import express, { type Express } from 'express';
-import { validateConfig, type LoadResult } from '../config/load.js';
+import { unexpectedIssue, validateConfig, type LoadResult } from '../config/load.js';
 import type { Config, ConfigInput, RouteConfig } from '../config/schema.js';
 import type { Env } from '../config/interpolate.js';
 import type { ConfigIssue } from '../config/issues.js';
@@ -261,7 +261,7 @@ export class Gateway {
       return {
         ok: false,
         warnings: result.warnings,
-        issues: [{ path: '(config)', message: (err as Error).message }],
+        issues: err instanceof ConfigError ? err.issues : [unexpectedIssue(err)],
       };
     }
     const previous = this.#state;
@@ -346,28 +346,50 @@ export class Gateway {
     const services = this.services;
     const security = securityHeaders();
     const writer = new ProblemWriter({ typeBase: config.problems.typeBase, securityHeaders: security });
+    // A factory that throws is a config issue with the path of what it was building, never an
+    // exception: `validate`, start and reload all report it (and reload keeps the old config).
+    const issues: ConfigIssue[] = [];
+    const attempt = <T>(path: string, build: () => T): T | undefined => {
+      try {
+        return build();
+      } catch (err) {
+        issues.push(...(err instanceof ConfigError ? err.issues : [unexpectedIssue(err, path)]));
+        return undefined;
+      }
+    };
     const tp = config.trustProxy;
     const trustsNobody = tp === false || tp === 0 || (Array.isArray(tp) && tp.length === 0);
-    const trust = trustsNobody ? undefined : compileTrust(tp);
+    const trust = trustsNobody ? undefined : attempt('trustProxy', () => compileTrust(tp));
     const pools = new Set<UpstreamPool>();
-    const jwt = config.auth.jwt.length > 0 ? new JwtVerifier(config.auth.jwt, services.clock) : undefined;
-    if (jwt) void jwt.warmUp();
-    const compiled: CompiledRoute[] = config.routes.map((route) => {
-      const stages = buildRouteStages({
-        route,
-        config,
-        services,
-        writer,
-        securityHeaders: security,
-        trust: trust ?? (() => false),
-        trustsNobody,
-        jwt,
+    const jwt =
+      config.auth.jwt.length > 0
+        ? attempt('auth.jwt', () => new JwtVerifier(config.auth.jwt, services.clock))
+        : undefined;
+    const compiled: CompiledRoute[] = [];
+    config.routes.forEach((route, i) => {
+      const built = attempt(`routes[${i}]`, () => {
+        const stages = buildRouteStages({
+          route,
+          config,
+          services,
+          writer,
+          securityHeaders: security,
+          trust: trust ?? (() => false),
+          trustsNobody,
+          jwt,
+        });
+        if (route.upstream) pools.add(services.upstreams.pool(route.upstream, route.id));
+        return { config: route, stages, ...allowedMethods(route.methods) };
       });
-      if (route.upstream) pools.add(services.upstreams.pool(route.upstream, route.id));
-      return { config: route, stages, ...allowedMethods(route.methods) };
+      if (built) compiled.push(built);
     });
-    if (config.selfService && jwt)
-      compiled.push(this.#selfServiceRoute(config, config.selfService, jwt, security));
+    if (config.selfService && jwt) {
+      const selfService = config.selfService;
+      const built = attempt('selfService', () => this.#selfServiceRoute(config, selfService, jwt, security));
+      if (built) compiled.push(built);
+    }
+    if (issues.length > 0) throw new ConfigError(issues);
+    if (jwt) void jwt.warmUp();
     return new GatewayState(
       config,
       new RouteTable(compiled, { caseSensitive: config.routing.caseSensitive }),

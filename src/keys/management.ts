@@ -103,7 +103,8 @@ export class KeyManagement {
     if (record === undefined) return result('NOT_FOUND', undefined, null);
     const remaining = await this.remainingOf(record);
     const now = this.#clock.now();
-    const plan = record.plan === null ? undefined : this.#plans()[record.plan];
+    const plans = this.#plans();
+    const plan = record.plan !== null && Object.hasOwn(plans, record.plan) ? plans[record.plan] : undefined;
     let code: VerifyCode = 'VALID';
     if (!record.enabled) code = 'DISABLED';
     else if (record.expiresAt !== null && Date.parse(record.expiresAt) <= now) code = 'EXPIRED';

@@ -6,16 +6,31 @@ import { join } from 'node:path';
 import { spawnCli, type RunningCli } from '../helpers/cli.js';
 import { request, waitFor } from '../helpers/http.js';
 import { startUpstream } from '../helpers/upstream.js';
+import { Redis } from 'ioredis';
+import { sharedRedisUrl, uniquePrefix } from '../helpers/redis.js';
 
 const TOKEN = 'workers-admin-token-123';
 let cli: RunningCli | undefined;
 let dir: string | undefined;
 const servers: Array<{ close(): Promise<void> }> = [];
+// More than one worker needs Redis (in-memory stores cannot be shared): a prefix of its own.
+const prefixes: string[] = [];
+function redisBlock(name: string): string {
+  const prefix = uniquePrefix(name);
+  prefixes.push(prefix);
+  return `redis: { url: "${sharedRedisUrl}", keyPrefix: "${prefix}" }`;
+}
 afterEach(async () => {
   await cli?.stop();
   for (const s of servers.splice(0)) await s.close();
   if (dir) rmSync(dir, { recursive: true, force: true });
   cli = undefined;
+  const redis = new Redis(sharedRedisUrl, { maxRetriesPerRequest: 1 });
+  for (const prefix of prefixes.splice(0)) {
+    const keys = await redis.keys(`${prefix}*`);
+    if (keys.length > 0) await redis.del(...keys);
+  }
+  redis.disconnect();
 });
 
 function listeningLines(lines: string[]): Array<Record<string, any>> {
@@ -34,8 +49,10 @@ describe('workers: 2 (node:cluster)', () => {
   it('shares the listener, aggregates metrics and audit in the primary, reloads all on SIGHUP, drains all on SIGTERM', async () => {
     dir = mkdtempSync(join(tmpdir(), 'tollgate-workers-'));
     const file = join(dir, 'gw.yaml');
+    const redis = redisBlock('workers');
     const yaml = (v: number) => `listen: { host: 127.0.0.1, port: 0 }
 admin: { host: 127.0.0.1, port: 0, tokens: ["${TOKEN}"] }
+${redis}
 workers: 2
 routes:
   - { id: demo, path: /demo, mock: { body: { v: ${v} } } }
@@ -110,7 +127,7 @@ routes:
       code: 0,
       log: [],
     });
-  });
+  }, 60_000);
 });
 
 describe('workers: faults', () => {
@@ -124,6 +141,7 @@ describe('workers: faults', () => {
     const file = join(dir, 'gw.yaml');
     const good = `listen: { host: 127.0.0.1, port: 0 }
 admin: { host: 127.0.0.1, port: 0, tokens: ["${TOKEN}"] }
+${redisBlock('workers-faults')}
 workers: 2
 routes:
   - { id: slow, path: /slow, auth: none, upstream: { targets: ["${slow.url}"] } }
@@ -154,5 +172,5 @@ routes:
     await waitFor(async () => (await request(`${admin}/readyz`)).status === 503, 1000, 20);
     expect((await inFlight).status).toBe(200);
     expect(await cli.exited).toBe(0);
-  });
+  }, 60_000);
 });

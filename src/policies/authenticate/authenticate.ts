@@ -58,7 +58,8 @@ export function createAuthenticateStage(
         headers: challenge('invalid_token', 'The API key has expired.'),
       });
     if (record.plan !== null) {
-      const plan = deps.plans[record.plan];
+      // A stored name is looked up as an own property: `constructor` must not find Object's.
+      const plan = Object.hasOwn(deps.plans, record.plan) ? deps.plans[record.plan] : undefined;
       if (plan === undefined || !plan.apiAccess)
         throw new Problem('forbidden', { detail: 'The plan of this key does not include API access.' });
     }

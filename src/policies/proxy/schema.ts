@@ -7,7 +7,11 @@ export const upstreamSchema = z
       .array(
         z
           .url({ protocol: /^https?$/, error: 'must be an http:// or https:// URL' })
-          .refine((u) => !new URL(u).search && !new URL(u).hash, 'must not carry a query or fragment'),
+          // Runs even when `.url()` failed (zod keeps checking): it must not throw on a non-URL.
+          .refine((u) => {
+            const url = URL.canParse(u) ? new URL(u) : undefined;
+            return url === undefined || (!url.search && !url.hash);
+          }, 'must not carry a query or fragment'),
       )
       .min(1, 'must list at least one target')
       .describe(

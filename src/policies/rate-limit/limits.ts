@@ -182,7 +182,8 @@ export function createLimitsStage(o: LimitsOptions): Stage {
     run(ctx: RequestContext) {
       const id = ctx.identity;
       const planName = id?.plan;
-      const plan: PlanConfig | undefined = planName === undefined ? undefined : o.plans[planName];
+      const plan: PlanConfig | undefined =
+        planName !== undefined && Object.hasOwn(o.plans, planName) ? o.plans[planName] : undefined;
       const now = o.clock.now();
       const applied: Applied[] = [];
       for (const rl of o.rateLimits) applied.push(rateApplied(ctx, routeScope, rl, now));

@@ -1,0 +1,151 @@
+/// <reference lib="dom" />
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { chromium, type Browser, type Page } from 'playwright-core';
+import { startGateway, type RunningGateway } from '../helpers/gateway.js';
+import { request } from '../helpers/http.js';
+import type { ConfigInput } from '../../src/config/schema.js';
+
+const TOKEN = 'console-hardening-admin-token';
+const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
+
+let browser: Browser;
+const cleanup: Array<() => Promise<void>> = [];
+
+beforeAll(async () => {
+  browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    args: [
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-quic',
+      '--no-first-run',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+    ],
+  });
+}, 60_000);
+afterEach(async () => {
+  while (cleanup.length) await cleanup.pop()!();
+});
+afterAll(async () => {
+  await browser?.close();
+});
+
+async function gateway(extra: Partial<ConfigInput> = {}): Promise<RunningGateway> {
+  const gw = await startGateway({
+    admin: { host: '127.0.0.1', port: 0, tokens: [TOKEN] },
+    routes: [{ id: 'private', path: '/private', auth: { methods: ['apiKey'] }, mock: { body: { ok: 1 } } }],
+    ...extra,
+  });
+  cleanup.push(() => gw.close());
+  return gw;
+}
+
+async function open(gw: RunningGateway): Promise<{ page: Page; errors: string[] }> {
+  const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+  cleanup.push(() => page.close());
+  const errors: string[] = [];
+  page.on('pageerror', (e) => errors.push(String(e)));
+  await page.goto(`${gw.adminUrl}/console/`);
+  return { page, errors };
+}
+
+async function signIn(page: Page): Promise<void> {
+  await page.getByLabel('Admin token').fill(TOKEN);
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await page.waitForSelector('#view-keys:not([hidden])');
+}
+
+/** The first audit-table link of a slug, after a request that earns it. */
+async function problemHref(page: Page, gw: RunningGateway): Promise<string> {
+  await request(`${gw.url}/private`, { headers: { 'x-api-key': 'tg_live_notarealkey' } });
+  await page.getByRole('link', { name: 'Audit' }).click();
+  await page.waitForSelector('#view-audit:not([hidden])');
+  await page.locator('#audit-filter [name=status]').selectOption('4xx');
+  await expect
+    .poll(
+      async () => {
+        await page.getByRole('button', { name: 'Show' }).click();
+        return page.locator('#audit-table tbody').textContent();
+      },
+      { timeout: 5000 },
+    )
+    .toContain('invalid-credentials');
+  const link = page.locator('#audit-table a', { hasText: 'invalid-credentials' }).first();
+  return link.evaluate((a) => (a as HTMLAnchorElement).href);
+}
+
+describe('the console, signed out and with the admin API off (14.5)', () => {
+  it('shows neither the navigation nor "Sign out" while signed out (hidden beats nav{display:flex})', async () => {
+    const gw = await gateway();
+    const { page, errors } = await open(gw);
+    expect(await page.locator('#nav').isVisible()).toBe(false);
+    expect(await page.getByRole('button', { name: 'Sign out' }).isVisible()).toBe(false);
+    expect(await page.getByRole('link', { name: 'Keys' }).isVisible()).toBe(false);
+    await signIn(page);
+    expect(await page.getByRole('button', { name: 'Sign out' }).isVisible()).toBe(true);
+    await page.getByRole('button', { name: 'Sign out' }).click();
+    await page.waitForSelector('#view-signin:not([hidden])');
+    expect(await page.locator('#nav').isVisible()).toBe(false);
+    expect(errors).toEqual([]);
+  }, 30_000);
+
+  it('with no admin token configured, says the admin API is off instead of "That token is not valid"', async () => {
+    const gw = await gateway({ admin: { host: '127.0.0.1', port: 0, tokens: [] } });
+    const { page, errors } = await open(gw);
+    await page.waitForSelector('#admin-off:not([hidden])');
+    expect(await page.locator('#admin-off').textContent()).toContain('The admin API is off');
+    expect(await page.getByRole('button', { name: 'Sign in' }).isDisabled()).toBe(true);
+    expect(await page.locator('#signin-error').textContent()).toBe('');
+    expect(errors).toEqual([]);
+  }, 30_000);
+
+  it('when the tokens are removed by a reload after the page loaded, a sign-in says the API is off', async () => {
+    const gw = await gateway();
+    const { page } = await open(gw);
+    await expect.poll(() => page.getByRole('button', { name: 'Sign in' }).isEnabled()).toBe(true);
+    const reloaded = gw.gateway.reload({
+      listen: { host: '127.0.0.1', port: 0 },
+      admin: { host: '127.0.0.1', port: 0, tokens: [] },
+      routes: [],
+    });
+    expect(reloaded.ok).toBe(true);
+    await page.getByLabel('Admin token').fill(TOKEN);
+    await page.getByRole('button', { name: 'Sign in' }).click();
+    await page.waitForSelector('#admin-off:not([hidden])');
+    expect(await page.locator('#signin-error').textContent()).not.toBe('That token is not valid.');
+    // A token that is simply wrong, with the API on, still reads as not valid.
+    const on = await gateway();
+    const second = await open(on);
+    await second.page.getByLabel('Admin token').fill('a-wrong-admin-token-here');
+    await second.page.getByRole('button', { name: 'Sign in' }).click();
+    await expect
+      .poll(() => second.page.locator('#signin-error').textContent())
+      .toBe('That token is not valid.');
+    expect(await second.page.locator('#admin-off').isVisible()).toBe(false);
+  }, 30_000);
+});
+
+describe('problem links in the console (14.5)', () => {
+  it('link to the catalog the admin listener serves when problems.typeBase names no real page', async () => {
+    for (const typeBase of ['https://tollgate.dev/problems/', 'https://errors.example.com/problems/']) {
+      const gw = await gateway({ problems: { typeBase } });
+      const { page, errors } = await open(gw);
+      await signIn(page);
+      const href = await problemHref(page, gw);
+      expect(href, typeBase).toBe(`${gw.adminUrl}/console/problems#invalid-credentials`);
+      await page.goto(href);
+      await expect.poll(() => page.locator('#invalid-credentials').textContent()).toContain('401');
+      expect(errors).toEqual([]);
+    }
+  }, 60_000);
+
+  it('link to problems.typeBase + slug when the operator set it to a real URL', async () => {
+    const gw = await gateway({ problems: { typeBase: 'https://docs.acme.io/problems/' } });
+    const { page } = await open(gw);
+    await signIn(page);
+    expect(await problemHref(page, gw)).toBe('https://docs.acme.io/problems/invalid-credentials');
+  }, 30_000);
+});
