@@ -422,17 +422,9 @@ export class Gateway {
   }
 
   #finish(ctx: RequestContext): void {
-    ctx.closed = true;
-    const hooks = ctx.closeHooks;
-    if (hooks !== undefined) {
-      for (const hook of hooks) {
-        try {
-          hook(ctx);
-        } catch (err) {
-          this.services.logger.error({ err, request_id: ctx.requestId }, 'close hook failed');
-        }
-      }
-    }
+    // Close hooks (refunds, idempotency records) run on their own, before and whatever the
+    // observers do — or later, when an upstream answer still finishes for idempotency.
+    ctx.close((err) => this.services.logger.error({ err, request_id: ctx.requestId }, 'close hook failed'));
     for (const observe of this.services.observers) {
       try {
         observe(ctx);

@@ -50,8 +50,11 @@ const tagOf = (value: string) =>
  *   global; anonymous requests count by client IP), fixed windows aligned to the epoch.
  *   `RateLimit-Policy` and `RateLimit` (IETF httpapi draft) on every response; 429 with
  *   `Retry-After` and `policy`.
- * - Quota and `remaining`: reserved with the request, refunded when the upstream answered 500 or
- *   more, or never answered (charge-on-success, by reservation and refund). Exhausted: 402.
+ * - Quota and `remaining`: reserved with the request, refunded unless the route answered: the
+ *   upstream answered below 500, or the request reached it and the client left before the answer
+ *   (the upstream may have acted on it). Refunded for an upstream 5xx, a gateway error, a request
+ *   that never reached the upstream, and every refusal after this stage (idempotency conflicts, a
+ *   replay). Exhausted: 402.
  */
 export function createLimitsStage(o: LimitsOptions): Stage {
   const policyHeaderCache = new Map<string, string>();
@@ -170,9 +173,13 @@ export function createLimitsStage(o: LimitsOptions): Stage {
       ctx.onClose((c) => {
         // Charged only when the route itself answered below 500: the upstream, or a mock route's
         // own answer — not the gateway's problems (a bad Idempotency-Key, a conflict) nor a replay.
+        // A request the upstream received stays charged when its client hangs up before the answer
+        // (else hanging up would be free); with idempotency the answer is awaited, so its status decides.
         const answered = o.local
           ? c.res.writableFinished && c.res.statusCode < 500 && c.problem === undefined && !c.idempotentReplay
-          : c.upstreamStatus !== undefined && c.upstreamStatus < 500;
+          : c.upstreamStatus !== undefined
+            ? c.upstreamStatus < 500
+            : c.upstreamSent && c.problem === undefined;
         if (!answered) void Promise.resolve(o.counters.refund(owed)).catch(() => undefined);
       });
   };
