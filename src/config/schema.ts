@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { authSchema, routeAuthSchema } from '../policies/authenticate/schema.js';
 import { goneSchema } from '../policies/gone/schema.js';
-import { idempotencySchema } from '../policies/idempotency/schema.js';
+import { idempotencySchema, idempotencyStoreSchema } from '../policies/idempotency/schema.js';
 import { mockSchema } from '../policies/mock/schema.js';
 import { upstreamSchema } from '../policies/proxy/schema.js';
 import { planQuotaSchema, routeQuotaSchema } from '../policies/quota/schema.js';
@@ -217,6 +217,7 @@ export const configSchema = z
           .describe('Records kept in memory (or in the Redis stream).'),
       })
       .prefault({}),
+    idempotency: idempotencyStoreSchema.prefault({}),
     workers: z
       .union([positiveInt(), z.literal('auto')])
       .default(1)

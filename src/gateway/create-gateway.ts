@@ -532,7 +532,9 @@ export function createGateway(config: ConfigInput | Config, options: GatewayOpti
     replay,
     counters,
     management: new KeyManagement({ keys, counters, plans: () => plansOf(), clock }),
-    idempotency: redis ? new RedisIdempotencyStore(redis) : new MemoryIdempotencyStore(clock),
+    idempotency: redis
+      ? new RedisIdempotencyStore(redis)
+      : new MemoryIdempotencyStore(clock, validated.idempotency),
     observers: [createRequestObserver({ logger, metrics, audit, clock })],
     // Closed in reverse: the audit store flushes before Redis goes.
     closers: [
