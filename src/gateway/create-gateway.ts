@@ -449,6 +449,10 @@ function restartOnly(before: Config, after: Config): ConfigIssue[] {
     out.push({ path: 'workers', message: 'changed; takes effect after a restart' });
   if (before.admin?.host !== after.admin?.host || before.admin?.port !== after.admin?.port)
     out.push({ path: 'admin', message: 'listener address changed; takes effect after a restart' });
+  if (!same(before.auth.hmac.replayCache, after.auth.hmac.replayCache))
+    out.push({ path: 'auth.hmac.replayCache', message: 'changed; takes effect after a restart' });
+  if (!same(before.idempotency, after.idempotency))
+    out.push({ path: 'idempotency', message: 'changed; takes effect after a restart' });
   if (!same(before.logging, after.logging))
     out.push({ path: 'logging', message: 'changed; takes effect after a restart' });
   if (
@@ -500,7 +504,7 @@ export function createGateway(config: ConfigInput | Config, options: GatewayOpti
   });
   const replay: ReplayStore = redis
     ? new RedisReplayStore(redis, validated.redis?.onError === 'open')
-    : new MemoryReplayStore(clock);
+    : new MemoryReplayStore(clock, validated.auth.hmac.replayCache);
   const counters: CounterStore = redis
     ? new ResilientCounters(redis, validated.redis?.onError === 'open')
     : new MemoryCounters();
