@@ -73,9 +73,11 @@ const planSchema = z
     apiAccess: bool().default(true).describe('Keys on a plan without API access get 403 forbidden.'),
     quota: planQuotaSchema.optional(),
     quotaBy: z
-      .enum(['credential', 'tenant'])
-      .default('credential')
-      .describe('Whose quota a request is charged to.'),
+      .enum(['credential', 'tenant', 'owner'])
+      .optional()
+      .describe(
+        'Whose quota a request is charged to: the credential, its tenant, or its owner (every key of one `ownerId` shares one quota). Unset: `owner` for keys made by self-service (so revoking and re-creating keys cannot reset a quota), `credential` for the rest.',
+      ),
     rateLimits: rateLimitListSchema.describe('Rate limits of every credential on the plan.'),
   })
   .describe('A plan credentials belong to.');

@@ -107,6 +107,7 @@ export function createSelfServiceStage(o: SelfServiceOptions): Stage {
         ownerId: owner,
         tenantId: tenant ?? null,
         plan: o.config.plan ?? null,
+        selfService: true,
       });
     });
     send(ctx, 201, created);
