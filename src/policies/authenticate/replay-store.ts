@@ -56,7 +56,7 @@ export class MemoryReplayStore implements ReplayStore {
       if (this.#size >= this.#maxEntries) throw full(this.#nextExpiry - now);
       seen = this.#keys.get(partition); // the sweep may have emptied (and dropped) it
     }
-    if (seen === undefined) this.#keys.set(partition, (seen = new Map()));
+    if (seen === undefined) this.#keys.set(partition, (seen = new Map<string, number>()));
     const expiresAt = now + ttlMs;
     seen.set(signature, expiresAt);
     this.#size++;

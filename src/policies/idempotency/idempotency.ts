@@ -231,20 +231,20 @@ class ResponseRecorder implements UpstreamSink {
     const writeHead = proto.writeHead;
     const write = proto.write;
     const end = proto.end;
-    const recorder = this;
-    res.writeHead = function (this: ServerResponse, ...args: unknown[]) {
-      recorder.#headList = args.find((a) => typeof a === 'object' && a !== null);
-      return writeHead.apply(this, args);
-    } as ServerResponse['writeHead'];
-    res.write = function (this: ServerResponse, chunk: unknown, ...rest: unknown[]) {
-      recorder.#keep(chunk, rest[0]);
-      return write.apply(this, [chunk, ...rest]);
-    } as ServerResponse['write'];
-    res.end = function (this: ServerResponse, chunk?: unknown, ...rest: unknown[]) {
-      recorder.#keep(chunk, rest[0]);
-      recorder.#ended = true;
-      return end.apply(this, [chunk, ...rest]);
-    } as ServerResponse['end'];
+    // Arrows: `this` is the recorder; the response's own methods are called on `res`.
+    res.writeHead = ((...args: unknown[]) => {
+      this.#headList = args.find((a) => typeof a === 'object' && a !== null);
+      return writeHead.apply(res, args);
+    }) as ServerResponse['writeHead'];
+    res.write = ((chunk: unknown, ...rest: unknown[]) => {
+      this.#keep(chunk, rest[0]);
+      return write.apply(res, [chunk, ...rest]);
+    }) as ServerResponse['write'];
+    res.end = ((chunk?: unknown, ...rest: unknown[]) => {
+      this.#keep(chunk, rest[0]);
+      this.#ended = true;
+      return end.apply(res, [chunk, ...rest]);
+    }) as ServerResponse['end'];
   }
 
   storable(status: number): boolean {

@@ -406,7 +406,9 @@ class Exchange implements Dispatcher.DispatchHandlers {
       // `storeServerErrors`), and the close hooks must see it was the gateway's answer.
       this.#ctx.problem = problem;
       const o = this.#o;
-      this.#toSink(o.writer.render(problem.status, o.writer.document(problem, this.#ctx.requestId), problem.headers));
+      this.#toSink(
+        o.writer.render(problem.status, o.writer.document(problem, this.#ctx.requestId), problem.headers),
+      );
     }
     this.#reject(problem);
     this.#settle();

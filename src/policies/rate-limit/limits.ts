@@ -276,8 +276,7 @@ export function quotaHolder(
 ): { by: QuotaBy; subject: string } {
   const effective = by ?? (key?.selfService === true ? 'owner' : 'credential');
   if (effective === 'tenant') return { by: 'tenant', subject: tenant ?? credentialId };
-  if (effective === 'owner' && typeof key?.ownerId === 'string')
-    return { by: 'owner', subject: key.ownerId };
+  if (effective === 'owner' && typeof key?.ownerId === 'string') return { by: 'owner', subject: key.ownerId };
   return { by: 'credential', subject: credentialId };
 }
 
