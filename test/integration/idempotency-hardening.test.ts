@@ -1,11 +1,11 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import http from 'node:http';
-import { Redis } from 'ioredis';
 import { startGateway, type RunningGateway } from '../helpers/gateway.js';
 import { request, waitFor } from '../helpers/http.js';
 import { startUpstream, type Upstream, type UpstreamHandler } from '../helpers/upstream.js';
 import { expectProblem } from '../helpers/problem.js';
 import { sharedRedisUrl, uniquePrefix } from '../helpers/redis.js';
+import { deleteRedisKeys } from '../helpers/redis-cleanup.js';
 import { validateConfig } from '../../src/config/load.js';
 
 /*
@@ -18,22 +18,6 @@ const cleanup: Array<() => Promise<void>> = [];
 afterEach(async () => {
   while (cleanup.length) await cleanup.pop()!();
 });
-
-/** Deletes every key under `prefix` in the shared Redis (what a test made). */
-async function deleteRedisKeys(prefix: string): Promise<void> {
-  const redis = new Redis(sharedRedisUrl, { lazyConnect: true, maxRetriesPerRequest: 1 });
-  try {
-    await redis.connect();
-    let cursor = '0';
-    do {
-      const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 500);
-      cursor = next;
-      if (keys.length > 0) await redis.del(...keys);
-    } while (cursor !== '0');
-  } finally {
-    redis.disconnect();
-  }
-}
 
 const stores: Array<[string, () => Record<string, unknown>]> = [
   ['memory store', () => ({})],
@@ -141,98 +125,105 @@ const post = (gw: RunningGateway, key: string, body = '{"amount":100}') =>
 /** The client's retry, repeated (bounded) while the first request is still in flight (409). */
 async function retryUntilSettled(gw: RunningGateway, key: string, timeoutMs = 5000) {
   let reply = await post(gw, key);
-  await waitFor(async () => reply.status !== 409 || (reply = await post(gw, key)).status !== 409, timeoutMs, 25);
+  await waitFor(
+    async () => reply.status !== 409 || (reply = await post(gw, key)).status !== 409,
+    timeoutMs,
+    25,
+  );
   return reply;
 }
 
-describe.each(stores)('idempotency: a client that hangs up after the upstream got its request (%s)', (_n, store) => {
-  it('keeps the key, stores the answer that arrives after the hang-up, and replays it: the upstream runs once', async () => {
-    const { up, release } = await heldUpstream((res, n) => {
-      res.writeHead(201, { 'content-type': 'application/json', 'x-charge': `ch_${n}` });
-      res.end(JSON.stringify({ charged: true, charge: n }));
+describe.each(stores)(
+  'idempotency: a client that hangs up after the upstream got its request (%s)',
+  (_n, store) => {
+    it('keeps the key, stores the answer that arrives after the hang-up, and replays it: the upstream runs once', async () => {
+      const { up, release } = await heldUpstream((res, n) => {
+        res.writeHead(201, { 'content-type': 'application/json', 'x-charge': `ch_${n}` });
+        res.end(JSON.stringify({ charged: true, charge: n }));
+      });
+      const gw = await gatewayFor(up, store());
+      await postAndHangUp(gw, 'pay-1', () => up.calls.length === 1);
+      // The upstream is still working on it: the retry waits, it does not run a second time.
+      const early = await post(gw, 'pay-1');
+      expect(expectProblem(early, 'idempotency-conflict').reason).toBe('in-flight');
+      release();
+      const retry = await retryUntilSettled(gw, 'pay-1');
+      expect(retry.status).toBe(201);
+      expect(retry.headers['idempotent-replayed']).toBe('true');
+      expect(retry.headers['x-charge']).toBe('ch_1');
+      expect(retry.json()).toEqual({ charged: true, charge: 1 });
+      expect(up.calls).toHaveLength(1);
     });
-    const gw = await gatewayFor(up, store());
-    await postAndHangUp(gw, 'pay-1', () => up.calls.length === 1);
-    // The upstream is still working on it: the retry waits, it does not run a second time.
-    const early = await post(gw, 'pay-1');
-    expect(expectProblem(early, 'idempotency-conflict').reason).toBe('in-flight');
-    release();
-    const retry = await retryUntilSettled(gw, 'pay-1');
-    expect(retry.status).toBe(201);
-    expect(retry.headers['idempotent-replayed']).toBe('true');
-    expect(retry.headers['x-charge']).toBe('ch_1');
-    expect(retry.json()).toEqual({ charged: true, charge: 1 });
-    expect(up.calls).toHaveLength(1);
-  });
 
-  it('reads on a body cut off mid-stream and stores all of it', async () => {
-    let sendRest: () => void = () => undefined;
-    const up = await startUpstream((_req, res) => {
-      res.writeHead(200, { 'content-type': 'text/plain' });
-      res.write('first part;');
-      sendRest = () => res.end('second part');
+    it('reads on a body cut off mid-stream and stores all of it', async () => {
+      let sendRest: () => void = () => undefined;
+      const up = await startUpstream((_req, res) => {
+        res.writeHead(200, { 'content-type': 'text/plain' });
+        res.write('first part;');
+        sendRest = () => res.end('second part');
+      });
+      cleanup.push(() => up.close());
+      const gw = await gatewayFor(up, store());
+      let gotFirst = false;
+      await postAndHangUp(
+        gw,
+        'stream-1',
+        () => gotFirst,
+        (res) => res.once('data', () => (gotFirst = true)),
+      );
+      sendRest();
+      const retry = await retryUntilSettled(gw, 'stream-1', 5000);
+      expect(retry.headers['idempotent-replayed']).toBe('true');
+      expect(retry.text).toBe('first part;second part');
+      expect(up.calls).toHaveLength(1);
     });
-    cleanup.push(() => up.close());
-    const gw = await gatewayFor(up, store());
-    let gotFirst = false;
-    await postAndHangUp(
-      gw,
-      'stream-1',
-      () => gotFirst,
-      (res) => res.once('data', () => (gotFirst = true)),
-    );
-    sendRest();
-    const retry = await retryUntilSettled(gw, 'stream-1', 5000);
-    expect(retry.headers['idempotent-replayed']).toBe('true');
-    expect(retry.text).toBe('first part;second part');
-    expect(up.calls).toHaveLength(1);
-  });
 
-  it('stores an upstream error rewritten as a problem after the hang-up, replayed with the retry’s own request_id', async () => {
-    const { up, release } = await heldUpstream((res) => {
-      res.writeHead(402, { 'content-type': 'application/json' });
-      res.end(JSON.stringify({ message: 'card declined', code: 'card_declined' }));
+    it('stores an upstream error rewritten as a problem after the hang-up, replayed with the retry’s own request_id', async () => {
+      const { up, release } = await heldUpstream((res) => {
+        res.writeHead(402, { 'content-type': 'application/json' });
+        res.end(JSON.stringify({ message: 'card declined', code: 'card_declined' }));
+      });
+      const gw = await gatewayFor(up, store());
+      await postAndHangUp(gw, 'declined-1', () => up.calls.length === 1);
+      release();
+      const retry = await retryUntilSettled(gw, 'declined-1', 5000);
+      expect(retry.headers['idempotent-replayed']).toBe('true');
+      expect(retry.headers['content-type']).toBe('application/problem+json');
+      const body = retry.json();
+      expect(body.request_id).toBe(retry.headers['x-request-id']);
+      expect(body.instance).toBe(`/requests/${String(retry.headers['x-request-id'])}`);
+      expect(body.detail).toBe('card declined');
+      expect(up.calls).toHaveLength(1);
     });
-    const gw = await gatewayFor(up, store());
-    await postAndHangUp(gw, 'declined-1', () => up.calls.length === 1);
-    release();
-    const retry = await retryUntilSettled(gw, 'declined-1', 5000);
-    expect(retry.headers['idempotent-replayed']).toBe('true');
-    expect(retry.headers['content-type']).toBe('application/problem+json');
-    const body = retry.json();
-    expect(body.request_id).toBe(retry.headers['x-request-id']);
-    expect(body.instance).toBe(`/requests/${String(retry.headers['x-request-id'])}`);
-    expect(body.detail).toBe('card declined');
-    expect(up.calls).toHaveLength(1);
-  });
 
-  it('releases the key when the answer after the hang-up is a 5xx (not kept), so the retry runs', async () => {
-    const { up, release } = await heldUpstream((res, n) => {
-      res.writeHead(n === 1 ? 503 : 201);
-      res.end(`attempt ${n}`);
+    it('releases the key when the answer after the hang-up is a 5xx (not kept), so the retry runs', async () => {
+      const { up, release } = await heldUpstream((res, n) => {
+        res.writeHead(n === 1 ? 503 : 201);
+        res.end(`attempt ${n}`);
+      });
+      const gw = await gatewayFor(up, store());
+      await postAndHangUp(gw, 'flaky-1', () => up.calls.length === 1);
+      release();
+      const retry = await retryUntilSettled(gw, 'flaky-1', 5000);
+      expect(retry.headers['idempotent-replayed']).toBeUndefined();
+      expect(retry.text).toBe('attempt 2');
+      expect(up.calls).toHaveLength(2);
     });
-    const gw = await gatewayFor(up, store());
-    await postAndHangUp(gw, 'flaky-1', () => up.calls.length === 1);
-    release();
-    const retry = await retryUntilSettled(gw, 'flaky-1', 5000);
-    expect(retry.headers['idempotent-replayed']).toBeUndefined();
-    expect(retry.text).toBe('attempt 2');
-    expect(up.calls).toHaveLength(2);
-  });
 
-  it('keeps a 5xx answered after the hang-up with storeServerErrors', async () => {
-    const { up, release } = await heldUpstream((res) => {
-      res.writeHead(500, { 'content-type': 'text/plain' });
-      res.end('exploded');
+    it('keeps a 5xx answered after the hang-up with storeServerErrors', async () => {
+      const { up, release } = await heldUpstream((res) => {
+        res.writeHead(500, { 'content-type': 'text/plain' });
+        res.end('exploded');
+      });
+      const gw = await gatewayFor(up, store(), { idempotency: { storeServerErrors: true } });
+      await postAndHangUp(gw, 'boom-1', () => up.calls.length === 1);
+      release();
+      const retry = await retryUntilSettled(gw, 'boom-1', 5000);
+      expect(retry.headers['idempotent-replayed']).toBe('true');
+      expect(up.calls).toHaveLength(1);
     });
-    const gw = await gatewayFor(up, store(), { idempotency: { storeServerErrors: true } });
-    await postAndHangUp(gw, 'boom-1', () => up.calls.length === 1);
-    release();
-    const retry = await retryUntilSettled(gw, 'boom-1', 5000);
-    expect(retry.headers['idempotent-replayed']).toBe('true');
-    expect(up.calls).toHaveLength(1);
-  });
-});
+  },
+);
 
 describe('idempotency: after a hang-up', () => {
   it('reads on a large body under backpressure (the dead socket never drains) and stores all of it', async () => {
