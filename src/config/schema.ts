@@ -2,7 +2,7 @@ import { availableParallelism } from 'node:os';
 import { z } from 'zod';
 import { authSchema, routeAuthSchema } from '../policies/authenticate/schema.js';
 import { goneSchema } from '../policies/gone/schema.js';
-import { idempotencySchema } from '../policies/idempotency/schema.js';
+import { idempotencySchema, idempotencyStoreSchema } from '../policies/idempotency/schema.js';
 import { mockSchema } from '../policies/mock/schema.js';
 import { upstreamSchema } from '../policies/proxy/schema.js';
 import { planQuotaSchema, routeQuotaSchema } from '../policies/quota/schema.js';
@@ -77,9 +77,11 @@ const planSchema = z
     apiAccess: bool().default(true).describe('Keys on a plan without API access get 403 forbidden.'),
     quota: planQuotaSchema.optional(),
     quotaBy: z
-      .enum(['credential', 'tenant'])
-      .default('credential')
-      .describe('Whose quota a request is charged to.'),
+      .enum(['credential', 'tenant', 'owner'])
+      .optional()
+      .describe(
+        'Whose quota a request is charged to: the credential, its tenant, or its owner (every key of one `ownerId` shares one quota). Unset: `owner` for keys made by self-service (so revoking and re-creating keys cannot reset a quota), `credential` for the rest.',
+      ),
     rateLimits: rateLimitListSchema.describe('Rate limits of every credential on the plan.'),
   })
   .describe('A plan credentials belong to.');
@@ -232,6 +234,7 @@ export const configSchema = z
           .describe('Records kept in memory (or in the Redis stream).'),
       })
       .prefault({}),
+    idempotency: idempotencyStoreSchema.prefault({}),
     workers: z
       .union([positiveInt(), z.literal('auto')])
       .default(1)

@@ -454,17 +454,9 @@ export class Gateway {
   }
 
   #finish(ctx: RequestContext): void {
-    ctx.closed = true;
-    const hooks = ctx.closeHooks;
-    if (hooks !== undefined) {
-      for (const hook of hooks) {
-        try {
-          hook(ctx);
-        } catch (err) {
-          this.services.logger.error({ err, request_id: ctx.requestId }, 'close hook failed');
-        }
-      }
-    }
+    // Close hooks (refunds, idempotency records) run on their own, before and whatever the
+    // observers do — or later, when an upstream answer still finishes for idempotency.
+    ctx.close((err) => this.services.logger.error({ err, request_id: ctx.requestId }, 'close hook failed'));
     for (const observe of this.services.observers) {
       try {
         observe(ctx);
@@ -489,6 +481,10 @@ function restartOnly(before: Config, after: Config): ConfigIssue[] {
     out.push({ path: 'workers', message: 'changed; takes effect after a restart' });
   if (before.admin?.host !== after.admin?.host || before.admin?.port !== after.admin?.port)
     out.push({ path: 'admin', message: 'listener address changed; takes effect after a restart' });
+  if (!same(before.auth.hmac.replayCache, after.auth.hmac.replayCache))
+    out.push({ path: 'auth.hmac.replayCache', message: 'changed; takes effect after a restart' });
+  if (!same(before.idempotency, after.idempotency))
+    out.push({ path: 'idempotency', message: 'changed; takes effect after a restart' });
   if (!same(before.logging, after.logging))
     out.push({ path: 'logging', message: 'changed; takes effect after a restart' });
   if (
@@ -540,7 +536,7 @@ export function createGateway(config: ConfigInput | Config, options: GatewayOpti
   });
   const replay: ReplayStore = redis
     ? new RedisReplayStore(redis, validated.redis?.onError === 'open')
-    : new MemoryReplayStore(clock);
+    : new MemoryReplayStore(clock, validated.auth.hmac.replayCache);
   const counters: CounterStore = redis
     ? new ResilientCounters(redis, validated.redis?.onError === 'open')
     : new MemoryCounters();
@@ -572,7 +568,9 @@ export function createGateway(config: ConfigInput | Config, options: GatewayOpti
     replay,
     counters,
     management: new KeyManagement({ keys, counters, plans: () => plansOf(), clock }),
-    idempotency: redis ? new RedisIdempotencyStore(redis) : new MemoryIdempotencyStore(clock),
+    idempotency: redis
+      ? new RedisIdempotencyStore(redis)
+      : new MemoryIdempotencyStore(clock, validated.idempotency),
     observers: [createRequestObserver({ logger, metrics, audit, clock })],
     // Closed in reverse: the audit store flushes before Redis goes.
     closers: [

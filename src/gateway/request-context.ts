@@ -31,6 +31,20 @@ export interface Identity {
 /** What a stage may ask to run once the response is over (finished or aborted). */
 export type CloseHook = (ctx: RequestContext) => void;
 
+/**
+ * Where the proxy delivers the upstream's answer once the client has left, on a request whose
+ * context has one (the idempotency stage sets it: the answer is kept for the client's retry).
+ * Nothing pushes back: a sink keeps what it is given, or says it is not worth keeping.
+ */
+export interface UpstreamSink {
+  /** The head of the answer, as the client would have got it; false: not worth keeping, stop. */
+  head(status: number, headers: readonly string[]): boolean;
+  /** A body chunk; false: no longer worth keeping (too large), stop. */
+  data(chunk: Buffer): boolean;
+  /** The answer is complete. */
+  end(): void;
+}
+
 const CONTEXT = Symbol.for('tollgate.context');
 const noTrust: TrustFn = () => false;
 
@@ -64,6 +78,10 @@ export class RequestContext {
   upstreamTarget: string | undefined;
   upstreamStatus: number | undefined;
   upstreamLatencyMs: number | undefined;
+  /** The whole request was written to an upstream: it may act on it (charges are owed from here). */
+  upstreamSent: boolean;
+  /** Set by a stage that needs the upstream's answer even if the client leaves (see `UpstreamSink`). */
+  upstreamSink: UpstreamSink | undefined;
   rateLimitPolicy: string | undefined;
   idempotentReplay: boolean;
   /** Set by a stage that answered the request itself; later stages are skipped. */
@@ -81,7 +99,7 @@ export class RequestContext {
   /** Which peers' `X-Forwarded-For` is believed (from `trustProxy`); undefined trusts nobody. */
   trust: TrustFn | undefined;
   closeHooks: CloseHook[] | undefined;
-  /** The response is over (finished or aborted) and the close hooks have run. */
+  /** The response is over (finished or aborted); the close hooks have run unless a hold keeps them. */
   closed: boolean;
   /**
    * The host the request is for: its `Host` header, or the authority of an absolute-form target
@@ -90,6 +108,9 @@ export class RequestContext {
   host: string | undefined;
   /** The client sent `Expect: 100-continue` and has not been told to send its body yet. */
   expectsContinue: boolean;
+  /** Holders' callbacks for the client leaving (see `hold`); undefined while nothing holds. */
+  #holders: Array<() => void> | undefined;
+  #reportHookError: ((err: unknown) => void) | undefined;
 
   constructor(
     req: IncomingMessage,
@@ -117,6 +138,8 @@ export class RequestContext {
     this.upstreamTarget = undefined;
     this.upstreamStatus = undefined;
     this.upstreamLatencyMs = undefined;
+    this.upstreamSent = false;
+    this.upstreamSink = undefined;
     this.rateLimitPolicy = undefined;
     this.idempotentReplay = false;
     this.handled = false;
@@ -130,6 +153,8 @@ export class RequestContext {
     this.closed = false;
     this.host = req.headers.host;
     this.expectsContinue = false;
+    this.#holders = undefined;
+    this.#reportHookError = undefined;
     (req as unknown as Record<symbol, RequestContext>)[CONTEXT] = this;
   }
 
@@ -172,8 +197,54 @@ export class RequestContext {
    * what a later stage would start for it.
    */
   onClose(hook: CloseHook): void {
-    if (this.closed) hook(this);
+    if (this.closed && this.#holders === undefined) hook(this);
     else (this.closeHooks ??= []).push(hook);
+  }
+
+  /**
+   * Keeps the close hooks waiting until the returned release is called: for work that goes on
+   * after the client left (the proxy reading an answer the idempotency stage keeps), whose outcome
+   * the hooks judge (store or release the key, charge or refund the quota). `onClientGone` runs
+   * at once if the response closes while held.
+   */
+  hold(onClientGone: () => void): () => void {
+    const holders = (this.#holders ??= []);
+    holders.push(onClientGone);
+    let held = true;
+    return () => {
+      if (!held) return;
+      held = false;
+      holders.splice(holders.indexOf(onClientGone), 1);
+      if (holders.length > 0) return;
+      this.#holders = undefined;
+      if (this.closed) this.#runCloseHooks();
+    };
+  }
+
+  /**
+   * The response is over: runs the close hooks in the order added (now, or once the last hold is
+   * released). A hook that throws is given to `report` and the others still run.
+   */
+  close(report: (err: unknown) => void): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.#reportHookError = report;
+    const holders = this.#holders;
+    if (holders === undefined) this.#runCloseHooks();
+    else for (const gone of [...holders]) gone();
+  }
+
+  #runCloseHooks(): void {
+    const hooks = this.closeHooks;
+    if (hooks === undefined) return;
+    this.closeHooks = undefined;
+    for (const hook of hooks) {
+      try {
+        hook(this);
+      } catch (err) {
+        this.#reportHookError?.(err);
+      }
+    }
   }
 }
 

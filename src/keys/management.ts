@@ -1,7 +1,7 @@
 import type { Clock } from '../shared/clock.js';
 import type { Config } from '../config/schema.js';
 import type { CounterSpec, CounterStore } from '../policies/rate-limit/counters.js';
-import { quotaCounter, rateCounter, remainingCounter } from '../policies/rate-limit/limits.js';
+import { quotaCounter, quotaHolder, rateCounter, remainingCounter } from '../policies/rate-limit/limits.js';
 import { keyView, usesIdOf, type KeyRecord, type KeyView } from './record.js';
 import type { CreateKeyInput, KeyPatch, KeyService } from './service.js';
 
@@ -112,16 +112,9 @@ export class KeyManagement {
     else if (scopes.some((s) => !record.scopes.includes(s))) code = 'INSUFFICIENT_PERMISSIONS';
     else if (remaining === 0) code = 'USAGE_EXCEEDED';
     else {
+      const holder = quotaHolder(plan?.quotaBy, record.id, record.tenantId, record);
       const quota =
-        plan?.quota === undefined
-          ? undefined
-          : quotaCounter(
-              plan.quota,
-              plan.quotaBy === 'tenant' ? (record.tenantId ?? record.id) : record.id,
-              plan.quotaBy,
-              1,
-              now,
-            );
+        plan?.quota === undefined ? undefined : quotaCounter(plan.quota, holder.subject, holder.by, 1, now);
       // Only limits counted per key can be judged without a request: per-IP or per-route ones cannot.
       const limits: CounterSpec[] = [
         ...(plan?.rateLimits ?? [])

@@ -42,6 +42,8 @@ export interface KeyRecord {
   usesOf?: string | null;
   /** The key that replaced this one by rotation (it is in, or past, its grace period). Internal. */
   rotatedTo?: string | null;
+  /** Made by its owner through self-service (its quota counts per owner by default). Internal. */
+  selfService?: boolean;
 }
 
 /** The id of the remaining-uses counter a key draws on. */
@@ -52,7 +54,7 @@ export function usesIdOf(r: KeyRecord): string {
 /** What listing and the admin API show: never the hash, the secret or the plaintext. */
 export type KeyView = Omit<
   KeyRecord,
-  'environment' | 'prefix' | 'last4' | 'hash' | 'signingSecret' | 'usesOf' | 'rotatedTo'
+  'environment' | 'prefix' | 'last4' | 'hash' | 'signingSecret' | 'usesOf' | 'rotatedTo' | 'selfService'
 > & {
   maskedKey: string;
   hmac: boolean;

@@ -22,6 +22,8 @@ export interface CreateKeyInput {
   /** Also make an HMAC signing secret (returned once). */
   hmac?: boolean | undefined;
   environment?: KeyEnvironment | undefined;
+  /** Made by its owner through self-service (never from an admin or API body). */
+  selfService?: boolean | undefined;
 }
 
 export type KeyPatch = Partial<
@@ -110,6 +112,7 @@ export class KeyService {
       signingSecret: signingSecret === undefined ? null : this.#box.seal(signingSecret),
       rotatedFrom: null,
     };
+    if (input.selfService === true) record.selfService = true;
     await this.store.insert(record);
     return signingSecret === undefined ? { record, key } : { record, key, signingSecret };
   }
@@ -171,6 +174,7 @@ export class KeyService {
       rateLimits: old.rateLimits,
       hmac: old.signingSecret !== null,
       environment: old.environment,
+      selfService: old.selfService,
     });
     const graceEnd = this.#clock.now() + graceSec * 1000;
     const expiresAt =

@@ -73,17 +73,32 @@ export class ProblemWriter {
       res.destroy();
       return;
     }
-    const body = JSON.stringify(doc);
+    const answer = this.render(status, doc, headers);
     for (const name of ['content-encoding', 'content-range', 'etag', 'last-modified', 'content-disposition'])
       res.removeHeader(name);
-    for (const [k, v] of this.#security) res.setHeader(k, v);
-    if (headers) for (const [k, v] of Object.entries(headers)) res.setHeader(k, v);
-    res.setHeader('content-type', PROBLEM_CONTENT_TYPE);
-    res.setHeader('cache-control', 'no-store');
+    const list = answer.headers;
+    for (let i = 0; i < list.length; i += 2) res.setHeader(list[i]!, list[i + 1]!);
     res.setHeader('x-request-id', requestId);
-    res.setHeader('content-length', Buffer.byteLength(body));
+    res.setHeader('content-length', answer.body.length);
     res.statusCode = status;
-    res.end(body);
+    res.end(answer.body);
+  }
+
+  /**
+   * A problem response as data (status, headers without `X-Request-Id` and `Content-Length`, body):
+   * what `send` writes, for an answer that goes somewhere other than a client (an idempotency
+   * record of a client that left).
+   */
+  render(
+    status: number,
+    doc: Record<string, unknown>,
+    headers?: Record<string, string>,
+  ): { status: number; headers: string[]; body: Buffer } {
+    const list: string[] = [];
+    for (const [k, v] of this.#security) list.push(k, v);
+    if (headers) for (const [k, v] of Object.entries(headers)) list.push(k, v);
+    list.push('content-type', PROBLEM_CONTENT_TYPE, 'cache-control', 'no-store');
+    return { status, headers: list, body: Buffer.from(JSON.stringify(doc), 'utf8') };
   }
 
   /**

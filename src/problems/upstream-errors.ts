@@ -124,6 +124,31 @@ export function writeUpstreamProblem(
   return dropped;
 }
 
+/**
+ * The answer `writeUpstreamProblem` would write, as data: for an upstream error whose client has
+ * left (an idempotency record keeps it for the retry).
+ */
+export function renderUpstreamProblem(
+  writer: ProblemWriter,
+  requestId: string,
+  status: number,
+  headers: UpstreamHeaders,
+  body: Buffer | undefined,
+  dropped?: string[],
+): { status: number; headers: string[]; body: Buffer } {
+  const kept: Record<string, string> = {};
+  for (const name of KEPT_HEADERS) {
+    const value = headers[name];
+    if (value !== undefined) kept[name] = value;
+  }
+  const decodedBody = body === undefined ? undefined : decode(body, headers['content-encoding']);
+  return writer.render(
+    status,
+    upstreamProblem(status, headers['content-type'] ?? '', decodedBody, requestId, dropped),
+    kept,
+  );
+}
+
 /** The largest error body read for rewriting; a larger one gets a generic detail. */
 export const MAX_UPSTREAM_ERROR_BODY = MAX_ERROR_BODY;
 

@@ -133,6 +133,7 @@ export function createSelfServiceStage(o: SelfServiceOptions): Stage {
         ownerIssuer: owner.issuer,
         tenantId: tenant ?? null,
         plan: o.config.plan ?? null,
+        selfService: true,
       });
     });
     send(ctx, 201, created);

@@ -71,7 +71,9 @@ export function authenticate(options: AuthenticateOptions = {}): RequestHandler 
     stages.push(
       createSignatureStage(route.hmac, {
         keys,
-        replay: auth.hmac.replayProtection ? (options.replay ?? new MemoryReplayStore(clock)) : undefined,
+        replay: auth.hmac.replayProtection
+          ? (options.replay ?? new MemoryReplayStore(clock, auth.hmac.replayCache))
+          : undefined,
         toleranceSec: auth.hmac.toleranceSec,
         clock,
       }),

@@ -93,6 +93,23 @@ export const jwtIssuerSchema = z
   }))
   .describe('A trusted JWT issuer.');
 
+export const replayCacheSchema = z
+  .strictObject({
+    maxEntries: positiveInt()
+      .default(200_000)
+      .describe(
+        'Signatures remembered at once; full, a new signed request is 503 service-unavailable with Retry-After (a signature inside its window is never forgotten early: it could be replayed).',
+      ),
+    maxEntriesPerKey: positiveInt()
+      .default(20_000)
+      .describe(
+        'Signatures remembered for one key: a key that fills its share gets 503 alone, other keys go on.',
+      ),
+  })
+  .describe('The in-memory replay protection store (no Redis; Redis keeps each signature with a TTL).');
+
+export type ReplayCacheConfig = z.output<typeof replayCacheSchema>;
+
 export const authSchema = z
   .strictObject({
     jwt: z.array(jwtIssuerSchema).default([]).describe('Trusted JWT issuers.'),
@@ -122,6 +139,7 @@ export const authSchema = z
         replayProtection: bool()
           .default(true)
           .describe('Accept a given signature only once inside the window.'),
+        replayCache: replayCacheSchema.prefault({}),
       })
       .prefault({}),
   })

@@ -119,7 +119,7 @@ export function createSignatureStage(mode: 'optional' | 'required', deps: Signat
       }
       // Remembered for both sides of the window: a timestamp is acceptable for 2 × tolerance.
       // Keyed by the digest in one case, so a replay cannot pass by changing the hex's case.
-      const first = deps.replay.first(`${record.id}:${m[1]!.toLowerCase()}`, 2 * toleranceMs);
+      const first = deps.replay.first(record.id, m[1]!.toLowerCase(), 2 * toleranceMs);
       const verdict = (isFirst: boolean) => {
         if (!isFirst) {
           note('replayed');

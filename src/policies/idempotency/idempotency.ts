@@ -3,7 +3,7 @@ import type { OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import { Problem } from '../../problems/problem.js';
 import { instanceOf } from '../../problems/problem-details.js';
 import { HOP_BY_HOP } from '../../shared/http.js';
-import type { RequestContext } from '../../gateway/request-context.js';
+import type { RequestContext, UpstreamSink } from '../../gateway/request-context.js';
 import type { Stage } from '../../gateway/stage.js';
 import type { IdempotencyConfig } from './schema.js';
 import type { IdempotencyStore, StoredResponse } from './store.js';
@@ -69,14 +69,20 @@ export function parseIdempotencyKey(
  * with the same method, path, query and body gets that response again with
  * `Idempotent-Replayed: true`; a repeat while the first runs gets 409 `in-flight`; a repeat with a
  * different request gets 409 `payload-mismatch`. Responses of 500 or more (gateway errors
- * included), over `maxResponseBytes`, or cut short by the client are not kept: the key is released.
+ * included), over `maxResponseBytes`, or cut short are not kept: the key is released.
+ *
+ * A client that leaves once its request was sent upstream does not free the key (the upstream may
+ * have acted: a payment charged): the proxy reads the answer on into this stage's sink, bounded by
+ * the route's upstream timeout, and it is kept for the retry (Stripe's semantics). The key is
+ * released only when the request never reached the upstream or its answer cannot be kept.
  */
 export function createIdempotencyStage(o: IdempotencyOptions): Stage {
   const methods = new Set<string>(o.config.methods);
   const ttlMs = o.config.ttlSec * 1000;
 
   const acquired = (ctx: RequestContext, storeKey: string, owner: string, fingerprint: string) => {
-    const capture = captureResponse(ctx.res, o.config.maxResponseBytes);
+    const recorder = new ResponseRecorder(ctx.res, o.config.maxResponseBytes, o.config.storeServerErrors);
+    ctx.upstreamSink = recorder;
     // The lock's TTL bounds how long a dead gateway holds the key, not how long a live response
     // may stream: while this request runs, its lock is renewed.
     const renew = setInterval(
@@ -84,12 +90,12 @@ export function createIdempotencyStage(o: IdempotencyOptions): Stage {
       Math.max(100, Math.floor(o.lockTtlMs / 3)),
     );
     renew.unref();
-    ctx.onClose((c) => {
+    // Runs once the answer is over: at the close of the response, or — when the client left after
+    // the request was sent — once the proxy finished reading the answer into the recorder.
+    ctx.onClose(() => {
       clearInterval(renew);
-      const response = capture();
-      const status = c.res.statusCode;
-      const keep =
-        response !== undefined && c.res.writableFinished && (status < 500 || o.config.storeServerErrors);
+      const response = recorder.result();
+      const keep = response !== undefined && recorder.storable(response.status);
       const done = keep
         ? o.store.complete(storeKey, owner, fingerprint, response, ttlMs)
         : o.store.release(storeKey, owner);
@@ -150,8 +156,8 @@ export function createIdempotencyStage(o: IdempotencyOptions): Stage {
   };
 
   function storeDown(err: unknown): void {
+    if (err instanceof Problem) throw err; // the store's own answer (a full memory store: 503)
     if (o.failOpen) return; // run without idempotency (redis.onError: open)
-    if (err instanceof Problem) throw err;
     throw new Problem('service-unavailable', {
       detail: 'Idempotency records are unavailable; try again shortly.',
       headers: { 'retry-after': '1' },
@@ -200,54 +206,89 @@ function withThisRequestId(stored: StoredResponse, body: Buffer, requestId: stri
 }
 
 /**
- * Records what is written to one response (status, end-to-end headers, body up to `limit` bytes)
- * by wrapping that response's own `writeHead`, `write` and `end`. Returns a function that gives
- * the recording, or undefined when the body went over the limit.
+ * Records the answer to one request (status, end-to-end headers, body up to `limit` bytes): what
+ * is written to the response, by wrapping that response's own `writeHead`, `write` and `end`, and
+ * — after the client left — what the proxy delivers to it as the context's upstream sink.
  */
-function captureResponse(res: ServerResponse, limit: number): () => StoredResponse | undefined {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  let over = false;
-  let headList: unknown;
-  const keep = (chunk: unknown, encoding?: unknown) => {
-    if (over || chunk === undefined || chunk === null || typeof chunk === 'function') return;
+class ResponseRecorder implements UpstreamSink {
+  readonly #res: ServerResponse;
+  readonly #limit: number;
+  readonly #storeServerErrors: boolean;
+  readonly #chunks: Buffer[] = [];
+  #size = 0;
+  #over = false;
+  #ended = false;
+  #status: number | undefined;
+  #headList: unknown;
+
+  constructor(res: ServerResponse, limit: number, storeServerErrors: boolean) {
+    this.#res = res;
+    this.#limit = limit;
+    this.#storeServerErrors = storeServerErrors;
+    // The prototype's methods, called with this response as `this`.
+    type Fn = (this: ServerResponse, ...a: unknown[]) => unknown;
+    const proto = Object.getPrototypeOf(res) as Record<'writeHead' | 'write' | 'end', Fn>;
+    const writeHead = proto.writeHead;
+    const write = proto.write;
+    const end = proto.end;
+    // Arrows: `this` is the recorder; the response's own methods are called on `res`.
+    res.writeHead = ((...args: unknown[]) => {
+      this.#headList = args.find((a) => typeof a === 'object' && a !== null);
+      return writeHead.apply(res, args);
+    }) as ServerResponse['writeHead'];
+    res.write = ((chunk: unknown, ...rest: unknown[]) => {
+      this.#keep(chunk, rest[0]);
+      return write.apply(res, [chunk, ...rest]);
+    }) as ServerResponse['write'];
+    res.end = ((chunk?: unknown, ...rest: unknown[]) => {
+      this.#keep(chunk, rest[0]);
+      this.#ended = true;
+      return end.apply(res, [chunk, ...rest]);
+    }) as ServerResponse['end'];
+  }
+
+  storable(status: number): boolean {
+    return status < 500 || this.#storeServerErrors;
+  }
+
+  head(status: number, headers: readonly string[]): boolean {
+    this.#status = status;
+    this.#headList = headers;
+    return this.storable(status);
+  }
+
+  data(chunk: Buffer): boolean {
+    this.#keep(chunk);
+    return !this.#over;
+  }
+
+  end(): void {
+    this.#ended = true;
+  }
+
+  /** The complete answer, or undefined when it never completed or went over the limit. */
+  result(): StoredResponse | undefined {
+    if (!this.#ended || this.#over) return undefined;
+    return {
+      status: this.#status ?? this.#res.statusCode,
+      headers: storedHeaders(this.#res.getHeaders(), this.#headList),
+      body: Buffer.concat(this.#chunks).toString('base64'),
+    };
+  }
+
+  #keep(chunk: unknown, encoding?: unknown): void {
+    if (this.#over || chunk === undefined || chunk === null || typeof chunk === 'function') return;
     const buf = Buffer.isBuffer(chunk)
       ? chunk
       : Buffer.from(chunk as string, typeof encoding === 'string' ? (encoding as BufferEncoding) : 'utf8');
-    size += buf.length;
-    if (size > limit) {
-      over = true;
-      chunks.length = 0;
+    this.#size += buf.length;
+    if (this.#size > this.#limit) {
+      this.#over = true;
+      this.#chunks.length = 0;
       return;
     }
-    chunks.push(buf);
-  };
-  // The prototype's methods, called with this response as `this`.
-  type Fn = (this: ServerResponse, ...a: unknown[]) => unknown;
-  const proto = Object.getPrototypeOf(res) as Record<'writeHead' | 'write' | 'end', Fn>;
-  const writeHead = proto.writeHead;
-  const write = proto.write;
-  const end = proto.end;
-  res.writeHead = function (this: ServerResponse, ...args: unknown[]) {
-    headList = args.find((a) => typeof a === 'object' && a !== null);
-    return writeHead.apply(this, args);
-  } as ServerResponse['writeHead'];
-  res.write = function (this: ServerResponse, chunk: unknown, ...rest: unknown[]) {
-    keep(chunk, rest[0]);
-    return write.apply(this, [chunk, ...rest]);
-  } as ServerResponse['write'];
-  res.end = function (this: ServerResponse, chunk?: unknown, ...rest: unknown[]) {
-    keep(chunk, rest[0]);
-    return end.apply(this, [chunk, ...rest]);
-  } as ServerResponse['end'];
-  return () => {
-    if (over) return undefined;
-    return {
-      status: res.statusCode,
-      headers: storedHeaders(res.getHeaders(), headList),
-      body: Buffer.concat(chunks).toString('base64'),
-    };
-  };
+    this.#chunks.push(buf);
+  }
 }
 
 function storedHeaders(set: OutgoingHttpHeaders, given: unknown): string[] {

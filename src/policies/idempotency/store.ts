@@ -1,6 +1,8 @@
 import { randomUUID } from 'node:crypto';
 import type { Clock } from '../../shared/clock.js';
 import type { RedisHandle } from '../../shared/redis.js';
+import { Problem } from '../../problems/problem.js';
+import { idempotencyStoreSchema, type IdempotencyStoreConfig } from './schema.js';
 
 /** A response as stored for replay. */
 export interface StoredResponse {
@@ -39,35 +41,97 @@ export interface IdempotencyStore {
   extend(key: string, owner: string, lockTtlMs: number): Promise<void>;
 }
 
-/** In process memory, with expiry by the injected clock. */
+interface Held {
+  entry: Entry;
+  expiresAt: number;
+  /** Approximate size (key, fingerprint, owner or response), for `maxBytes`. */
+  bytes: number;
+  caller: string;
+}
+
+/** What one caller holds (the key's hash tag: the stage puts the caller's scope there). */
+interface Holdings {
+  entries: number;
+  bytes: number;
+}
+
+/** The caller a key belongs to: its `{hash tag}` (the idempotency stage's scope), else the key. */
+function callerOf(key: string): string {
+  const open = key.indexOf('{');
+  const close = open === -1 ? -1 : key.indexOf('}', open + 1);
+  return close === -1 ? key : key.slice(open + 1, close);
+}
+
+function sizeOf(key: string, entry: Entry): number {
+  let bytes = key.length + entry.fingerprint.length + 64;
+  if (entry.state === 'locked') return bytes + entry.owner.length;
+  bytes += entry.response.body.length;
+  for (const h of entry.response.headers) bytes += h.length;
+  return bytes;
+}
+
+/**
+ * In process memory, with expiry by the injected clock, and bounded: at most `maxEntries` keys and
+ * `maxBytes`, of which one caller holds at most `callerShare`. Full, a new key is refused (503
+ * `service-unavailable`, Retry-After until the first entry expires) — a lock or a kept response is
+ * never dropped to make room: dropping a lock lets a retry run twice, dropping a kept response lets
+ * a retry of a request whose answer was lost (the client hung up) run twice. Expired entries are
+ * swept when room is needed (at most once per expiry) and every 1000 operations.
+ */
 export class MemoryIdempotencyStore implements IdempotencyStore {
-  readonly #entries = new Map<string, { entry: Entry; expiresAt: number }>();
+  readonly #entries = new Map<string, Held>();
+  readonly #callers = new Map<string, Holdings>();
   readonly #clock: Clock;
+  readonly #maxEntries: number;
+  readonly #maxBytes: number;
+  readonly #callerEntries: number;
+  readonly #callerBytes: number;
+  #bytes = 0;
+  /** No entry expires before this (a lower bound; exact after a sweep). */
+  #nextExpiry = Infinity;
   #ops = 0;
 
-  constructor(clock: Clock) {
+  constructor(clock: Clock, limits: IdempotencyStoreConfig = idempotencyStoreSchema.parse({})) {
     this.#clock = clock;
+    this.#maxEntries = limits.maxEntries;
+    this.#maxBytes = limits.maxBytes;
+    this.#callerEntries = Math.max(1, Math.floor(limits.maxEntries * limits.callerShare));
+    this.#callerBytes = Math.max(1, Math.floor(limits.maxBytes * limits.callerShare));
+  }
+
+  /** Keys held (locks and kept responses), and their approximate bytes. */
+  get size(): { entries: number; bytes: number } {
+    return { entries: this.#entries.size, bytes: this.#bytes };
   }
 
   #live(key: string): Entry | undefined {
     const found = this.#entries.get(key);
     if (found === undefined) return undefined;
     if (found.expiresAt <= this.#clock.now()) {
-      this.#entries.delete(key);
+      this.#drop(key, found);
       return undefined;
     }
     return found.entry;
   }
 
   begin(key: string, fingerprint: string, lockTtlMs: number): BeginResult {
-    if (++this.#ops % 1000 === 0) this.#sweep();
+    if (++this.#ops % 1000 === 0) this.#sweep(this.#clock.now());
     const existing = this.#live(key);
     if (existing !== undefined) return existing;
     const owner = randomUUID();
-    this.#entries.set(key, {
-      entry: { state: 'locked', fingerprint, owner },
-      expiresAt: this.#clock.now() + lockTtlMs,
-    });
+    const entry: Entry = { state: 'locked', fingerprint, owner };
+    const caller = callerOf(key);
+    const bytes = sizeOf(key, entry);
+    const now = this.#clock.now();
+    if (!this.#fits(caller, 1, bytes, now)) {
+      const retryAfter = Math.max(1, Math.ceil((this.#nextExpiry - now) / 1000));
+      throw new Problem('service-unavailable', {
+        detail: 'Too many idempotency records are held; try again later.',
+        headers: { 'retry-after': String(Number.isFinite(retryAfter) ? retryAfter : 1) },
+        cause: new Error(`idempotency store full (${this.#entries.size} keys, ${this.#bytes} bytes)`),
+      });
+    }
+    this.#put(key, { entry, expiresAt: now + lockTtlMs, bytes, caller });
     return { state: 'acquired', owner };
   }
 
@@ -78,19 +142,29 @@ export class MemoryIdempotencyStore implements IdempotencyStore {
     response: StoredResponse,
     ttlMs: number,
   ): Promise<void> {
+    const found = this.#entries.get(key);
     const existing = this.#live(key);
     // Our lock, or none left (it expired and nobody took the key since): the result is ours to keep.
-    if (existing === undefined || (existing.state === 'locked' && existing.owner === owner))
-      this.#entries.set(key, {
-        entry: { state: 'done', fingerprint, response },
-        expiresAt: this.#clock.now() + ttlMs,
-      });
+    if (existing === undefined || (existing.state === 'locked' && existing.owner === owner)) {
+      const entry: Entry = { state: 'done', fingerprint, response };
+      const caller = callerOf(key);
+      const bytes = sizeOf(key, entry);
+      const ours = existing === undefined ? undefined : found;
+      // The lock's own room counts as ours: only the growth must fit.
+      const now = this.#clock.now();
+      if (this.#fits(caller, ours ? 0 : 1, bytes - (ours?.bytes ?? 0), now))
+        this.#put(key, { entry, expiresAt: now + ttlMs, bytes, caller });
+      // It does not fit: not kept (as a response over maxResponseBytes), and the key is free again.
+      else if (ours !== undefined) this.#drop(key, ours);
+    }
     return Promise.resolve();
   }
 
   release(key: string, owner: string): Promise<void> {
+    const found = this.#entries.get(key);
     const existing = this.#live(key);
-    if (existing?.state === 'locked' && existing.owner === owner) this.#entries.delete(key);
+    if (found !== undefined && existing?.state === 'locked' && existing.owner === owner)
+      this.#drop(key, found);
     return Promise.resolve();
   }
 
@@ -102,9 +176,53 @@ export class MemoryIdempotencyStore implements IdempotencyStore {
     return Promise.resolve();
   }
 
-  #sweep(): void {
-    const now = this.#clock.now();
-    for (const [k, v] of this.#entries) if (v.expiresAt <= now) this.#entries.delete(k);
+  /** Whether `entries` more keys and `bytes` more bytes fit, for this caller and overall (sweeping if that can help). */
+  #fits(caller: string, entries: number, bytes: number, now: number): boolean {
+    const fits = () => {
+      const mine = this.#callers.get(caller);
+      return (
+        this.#entries.size + entries <= this.#maxEntries &&
+        this.#bytes + bytes <= this.#maxBytes &&
+        (mine?.entries ?? 0) + entries <= this.#callerEntries &&
+        (mine?.bytes ?? 0) + bytes <= this.#callerBytes
+      );
+    };
+    if (fits()) return true;
+    // Full: only entries that expired may make room — and none has, before `nextExpiry`.
+    if (now < this.#nextExpiry) return false;
+    this.#sweep(now);
+    return fits();
+  }
+
+  #put(key: string, held: Held): void {
+    const before = this.#entries.get(key);
+    if (before !== undefined) this.#account(before, -1);
+    this.#entries.set(key, held);
+    this.#account(held, 1);
+    if (held.expiresAt < this.#nextExpiry) this.#nextExpiry = held.expiresAt;
+  }
+
+  #drop(key: string, held: Held): void {
+    this.#entries.delete(key);
+    this.#account(held, -1);
+  }
+
+  #account(held: Held, sign: 1 | -1): void {
+    this.#bytes += sign * held.bytes;
+    let mine = this.#callers.get(held.caller);
+    if (mine === undefined) this.#callers.set(held.caller, (mine = { entries: 0, bytes: 0 }));
+    mine.entries += sign;
+    mine.bytes += sign * held.bytes;
+    if (mine.entries === 0) this.#callers.delete(held.caller);
+  }
+
+  #sweep(now: number): void {
+    let next = Infinity;
+    for (const [k, v] of this.#entries) {
+      if (v.expiresAt <= now) this.#drop(k, v);
+      else if (v.expiresAt < next) next = v.expiresAt;
+    }
+    this.#nextExpiry = next;
   }
 }
 

@@ -2,10 +2,14 @@ import { Transform, type Readable } from 'node:stream';
 import type { Dispatcher } from 'undici';
 import { Problem } from '../../problems/problem.js';
 import type { ProblemWriter } from '../../problems/problem-details.js';
-import { MAX_UPSTREAM_ERROR_BODY, writeUpstreamProblem } from '../../problems/upstream-errors.js';
+import {
+  MAX_UPSTREAM_ERROR_BODY,
+  renderUpstreamProblem,
+  writeUpstreamProblem,
+} from '../../problems/upstream-errors.js';
 import { IDEMPOTENT_METHODS } from '../../shared/http.js';
 import type { Clock } from '../../shared/clock.js';
-import type { RequestContext } from '../../gateway/request-context.js';
+import type { RequestContext, UpstreamSink } from '../../gateway/request-context.js';
 import { afterSegmentPrefix, prefixSegments } from '../../gateway/path.js';
 import type { Stage } from '../../gateway/stage.js';
 import {
@@ -147,6 +151,12 @@ class Exchange implements Dispatcher.DispatchHandlers {
   #collectedBytes = 0;
   #lastError: Problem | undefined;
   #anyTarget = false;
+  #resume: (() => void) | undefined;
+  /** Set when the request was sent on a context with an upstream sink: the close hooks wait for us. */
+  #release: (() => void) | undefined;
+  /** Set once the client left after the request was sent: the answer goes here instead. */
+  #sink: UpstreamSink | undefined;
+  #deadline: NodeJS.Timeout | undefined;
 
   constructor(
     ctx: RequestContext,
@@ -256,6 +266,16 @@ class Exchange implements Dispatcher.DispatchHandlers {
     if (this.#clientGone) abort();
   }
 
+  /** Called by undici once the request (head and body) is written to the upstream's socket. */
+  onRequestSent(): void {
+    const ctx = this.#ctx;
+    ctx.upstreamSent = true;
+    // The upstream may act on it from here: a client leaving now must not lose the answer (or
+    // release the key) when a stage needs it. Routes without a sink abort as before, for nothing.
+    if (ctx.upstreamSink !== undefined && this.#release === undefined && !this.#clientGone)
+      this.#release = ctx.hold(() => this.#detach());
+  }
+
   onHeaders(statusCode: number, rawHeaders: Buffer[], resume: () => void): boolean {
     if (statusCode < 200) return true; // 1xx: the final response follows
     const ctx = this.#ctx;
@@ -265,6 +285,7 @@ class Exchange implements Dispatcher.DispatchHandlers {
     ctx.upstreamStatus = statusCode;
     ctx.upstreamLatencyMs = o.clock.monotonic() - this.#started;
     if (this.#phase !== Phase.Waiting) return true; // already answered (413 mid-upload)
+    this.#resume = resume;
     const { list, map, invalid } = downstreamHeaders(
       rawHeaders,
       statusCode,
@@ -294,20 +315,36 @@ class Exchange implements Dispatcher.DispatchHandlers {
       return true;
     }
     this.#phase = Phase.Streaming;
+    // No body, whatever the upstream's framing says (RFC 9110 §6.4.5, §15.3.5, §15.4.5): the answer
+    // is complete now. A 204/304 that announces a body would keep undici waiting for it until the
+    // timeout, and where its next response starts is unclear: that connection is dropped.
+    const bodiless = statusCode === 204 || statusCode === 304 || ctx.req.method === 'HEAD';
+    const length = map['content-length'];
+    const announcesBody =
+      bodiless &&
+      ctx.req.method !== 'HEAD' &&
+      ((length !== undefined && length !== '0') || map['transfer-encoding'] !== undefined);
+    if (this.#sink !== undefined) {
+      this.#resolve();
+      if (!this.#sink.head(statusCode, list)) this.#abort?.(NOT_KEPT);
+      else if (bodiless) {
+        this.#phase = Phase.Done;
+        this.#sink.end();
+        this.#settle();
+        if (announcesBody) this.#abort?.();
+      }
+      return true;
+    }
     const res = ctx.res;
     // On a limited route the gateway's RateLimit headers are the answer; an upstream's own
     // (same names) would replace them in writeHead.
     res.writeHead(statusCode, res.hasHeader('ratelimit-policy') ? withoutRateLimitHeaders(list) : list);
-    if (statusCode === 204 || statusCode === 304 || ctx.req.method === 'HEAD') {
-      // No body, whatever the upstream's framing says (RFC 9110 §6.4.5, §15.3.5, §15.4.5): the answer
-      // is complete now. A 204/304 that announces a body would keep undici waiting for it until the
-      // timeout, and where its next response starts is unclear: that connection is dropped.
+    if (bodiless) {
       this.#phase = Phase.Done;
       res.end();
       this.#resolve();
-      const length = map['content-length'];
-      if (ctx.req.method !== 'HEAD' && ((length !== undefined && length !== '0') || map['transfer-encoding']))
-        this.#abort?.();
+      this.#settle();
+      if (announcesBody) this.#abort?.();
       return true;
     }
     res.on('drain', resume);
@@ -318,6 +355,10 @@ class Exchange implements Dispatcher.DispatchHandlers {
   onData(chunk: Buffer): boolean {
     if (this.#phase === Phase.Streaming) {
       this.#ctx.bytesOut += chunk.length;
+      if (this.#sink !== undefined) {
+        if (!this.#sink.data(chunk)) this.#abort?.(NOT_KEPT);
+        return true; // no backpressure from a client that is gone
+      }
       return this.#ctx.res.write(chunk);
     }
     if (this.#phase === Phase.Collecting) {
@@ -331,7 +372,9 @@ class Exchange implements Dispatcher.DispatchHandlers {
     const ctx = this.#ctx;
     if (this.#phase === Phase.Streaming) {
       this.#phase = Phase.Done;
-      ctx.res.end();
+      if (this.#sink !== undefined) this.#sink.end();
+      else ctx.res.end();
+      this.#settle();
       return;
     }
     if (this.#phase === Phase.Collecting) {
@@ -339,14 +382,29 @@ class Exchange implements Dispatcher.DispatchHandlers {
       const body =
         this.#collectedBytes <= MAX_UPSTREAM_ERROR_BODY ? Buffer.concat(this.#collected!) : undefined;
       const isHead = ctx.req.method === 'HEAD';
-      const dropped = writeUpstreamProblem(
-        ctx.res,
-        this.#o.writer,
-        ctx.requestId,
-        this.#status,
-        this.#headers!,
-        isHead ? undefined : body,
-      );
+      const dropped: string[] = [];
+      if (this.#sink !== undefined)
+        this.#toSink(
+          renderUpstreamProblem(
+            this.#o.writer,
+            ctx.requestId,
+            this.#status,
+            this.#headers!,
+            isHead ? undefined : body,
+            dropped,
+          ),
+        );
+      else
+        dropped.push(
+          ...writeUpstreamProblem(
+            ctx.res,
+            this.#o.writer,
+            ctx.requestId,
+            this.#status,
+            this.#headers!,
+            isHead ? undefined : body,
+          ),
+        );
       // Names only: the values are where an upstream's stack traces and hostnames live.
       if (dropped.length > 0)
         this.#o.logger?.warn(
@@ -354,16 +412,22 @@ class Exchange implements Dispatcher.DispatchHandlers {
           'upstream problem members dropped',
         );
       this.#resolve();
+      this.#settle();
     }
   }
 
   onError(err: Error): void {
     const ctx = this.#ctx;
     const o = this.#o;
+    if (this.#sink !== undefined) {
+      this.#detachedError(err);
+      return;
+    }
     if (this.#phase === Phase.Streaming) {
       // A body cut short upstream must reach the client as a cut-short body, never as a complete one.
       this.#phase = Phase.Done;
       ctx.res.destroy();
+      this.#settle();
       return;
     }
     if (this.#phase === Phase.Done) return;
@@ -422,16 +486,85 @@ class Exchange implements Dispatcher.DispatchHandlers {
   #fail(problem: Problem): void {
     if (this.#phase === Phase.Done || this.#phase === Phase.Streaming) return;
     this.#phase = Phase.Done;
+    if (this.#sink !== undefined) {
+      // Nobody to answer: the sink gets the problem the client would have got (kept only with
+      // `storeServerErrors`), and the close hooks must see it was the gateway's answer.
+      this.#ctx.problem = problem;
+      const o = this.#o;
+      this.#toSink(
+        o.writer.render(problem.status, o.writer.document(problem, this.#ctx.requestId), problem.headers),
+      );
+    }
     this.#reject(problem);
+    this.#settle();
   }
 
   #clientClosed(): void {
-    if (this.#ctx.res.writableFinished) return;
+    if (this.#ctx.res.writableFinished || this.#sink !== undefined) return;
     // The client left before the end: stop the upstream request at once (frees the socket too).
     this.#clientGone = true;
     this.#abort?.(new Error('client closed the connection'));
   }
+
+  // ---- the answer of a client that left, finishing into the context's sink ------------------
+
+  /** The client left after the request was sent (and a sink wants the answer): read on, bounded. */
+  #detach(): void {
+    if (this.#phase === Phase.Done) return;
+    this.#clientGone = true; // no new attempt on its behalf
+    this.#sink = this.#ctx.upstreamSink;
+    // The dead socket gave backpressure (a paused upstream) and will never drain.
+    this.#resume?.();
+    // Bounded by the route's upstream timeout from now, whatever the upstream keeps sending.
+    this.#deadline = setTimeout(() => {
+      this.#abort?.(DETACHED_TIMEOUT);
+      this.#phase = Phase.Done;
+      this.#settle(); // in case undici had nothing left to abort
+    }, this.#o.upstream.timeoutMs);
+    this.#deadline.unref();
+  }
+
+  #detachedError(err: Error): void {
+    if (this.#phase === Phase.Streaming) {
+      this.#phase = Phase.Done; // cut short (or no longer worth keeping): nothing complete to keep
+      this.#settle();
+      return;
+    }
+    if (this.#phase === Phase.Done) return;
+    const code = (err as NodeJS.ErrnoException).code ?? 'unknown';
+    const ours = err === NOT_KEPT || err === DETACHED_TIMEOUT;
+    if (!ours) this.#o.onUpstreamError?.(this.#ctx, this.#target!, code);
+    this.#fail(
+      err === DETACHED_TIMEOUT || TIMEOUT_ERRORS.has(code)
+        ? new Problem('gateway-timeout', {
+            detail: `The upstream service did not answer within ${this.#o.upstream.timeoutMs} ms.`,
+            cause: err,
+          })
+        : new Problem('bad-gateway', {
+            detail: 'The upstream service could not be reached or answered invalidly.',
+            cause: err,
+          }),
+    );
+  }
+
+  #toSink(answer: { status: number; headers: string[]; body: Buffer }): void {
+    const sink = this.#sink!;
+    if (sink.head(answer.status, answer.headers) && sink.data(answer.body)) sink.end();
+  }
+
+  /** The exchange is over (answered, failed or cut short): the close hooks may run. */
+  #settle(): void {
+    if (this.#deadline !== undefined) clearTimeout(this.#deadline);
+    const release = this.#release;
+    if (release === undefined) return;
+    this.#release = undefined;
+    release();
+  }
 }
+
+/** Why a detached answer was dropped: no longer worth keeping (not an upstream failure). */
+const NOT_KEPT = new Error('the answer is not kept');
+const DETACHED_TIMEOUT = new Error('the upstream did not finish within timeoutMs after the client left');
 
 export function createProxyStage(options: ProxyStageOptions): Stage {
   return new ProxyStage(options);

@@ -12,9 +12,15 @@ export const planQuotaSchema = z
 
 export const routeQuotaSchema = z
   .strictObject({
-    cost: positiveInt().default(1).describe('Units charged per request that the upstream answers below 500.'),
+    cost: positiveInt()
+      .default(1)
+      .describe(
+        'Units charged per request that the upstream answers below 500 (or that reached it before its client hung up).',
+      ),
   })
-  .describe("The route's charge against the plan quota (and the key's `remaining`).");
+  .describe(
+    "The route's charge against the plan quota. A key's `remaining` is separate: every authenticated request a route answers is a use, with or without this block.",
+  );
 
 export type PlanQuotaConfig = z.output<typeof planQuotaSchema>;
 export type RouteQuotaConfig = z.output<typeof routeQuotaSchema>;

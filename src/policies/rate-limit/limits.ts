@@ -1,6 +1,7 @@
 import { Problem } from '../../problems/problem.js';
 import type { Clock } from '../../shared/clock.js';
 import type { PlanConfig } from '../../config/schema.js';
+import type { KeyRecord } from '../../keys/record.js';
 import type { RequestContext } from '../../gateway/request-context.js';
 import type { Stage } from '../../gateway/stage.js';
 import { periodOf } from '../quota/period.js';
@@ -32,7 +33,7 @@ export interface LimitsOptions {
   /** True when the route answers locally (mock): quota is owed when the answer is below 500. */
   local: boolean;
   /** A quota for every identity, whatever its plan (the `quota()` middleware). */
-  quota?: { config: PlanQuotaConfig; by: 'credential' | 'tenant' } | undefined;
+  quota?: { config: PlanQuotaConfig; by: QuotaBy | undefined } | undefined;
 }
 
 // A hash tag must not contain braces, or Redis would read a different tag.
@@ -50,8 +51,11 @@ const tagOf = (value: string) =>
  *   global; anonymous requests count by client IP), fixed windows aligned to the epoch.
  *   `RateLimit-Policy` and `RateLimit` (IETF httpapi draft) on every response; 429 with
  *   `Retry-After` and `policy`.
- * - Quota and `remaining`: reserved with the request, refunded when the upstream answered 500 or
- *   more, or never answered (charge-on-success, by reservation and refund). Exhausted: 402.
+ * - Quota and `remaining`: reserved with the request, refunded unless the route answered: the
+ *   upstream answered below 500, or the request reached it and the client left before the answer
+ *   (the upstream may have acted on it). Refunded for an upstream 5xx, a gateway error, a request
+ *   that never reached the upstream, and every refusal after this stage (idempotency conflicts, a
+ *   replay). Exhausted: 402.
  */
 export function createLimitsStage(o: LimitsOptions): Stage {
   const policyHeaderCache = new Map<string, string>();
@@ -170,9 +174,13 @@ export function createLimitsStage(o: LimitsOptions): Stage {
       ctx.onClose((c) => {
         // Charged only when the route itself answered below 500: the upstream, or a mock route's
         // own answer — not the gateway's problems (a bad Idempotency-Key, a conflict) nor a replay.
+        // A request the upstream received stays charged when its client hangs up before the answer
+        // (else hanging up would be free); with idempotency the answer is awaited, so its status decides.
         const answered = o.local
           ? c.res.writableFinished && c.res.statusCode < 500 && c.problem === undefined && !c.idempotentReplay
-          : c.upstreamStatus !== undefined && c.upstreamStatus < 500;
+          : c.upstreamStatus !== undefined
+            ? c.upstreamStatus < 500
+            : c.upstreamSent && c.problem === undefined;
         if (!answered) void Promise.resolve(o.counters.refund(owed)).catch(() => undefined);
       });
   };
@@ -194,16 +202,10 @@ export function createLimitsStage(o: LimitsOptions): Stage {
         for (const rl of own) applied.push(rateApplied(ctx, `key:${id!.credentialId}`, rl, now));
       const quota =
         o.quota ?? (plan?.quota === undefined ? undefined : { config: plan.quota, by: plan.quotaBy });
-      if (o.quotaCost !== undefined && quota !== undefined && id !== undefined)
-        applied.push(
-          quotaApplied(
-            quota.config,
-            quota.by === 'tenant' ? (id.tenant ?? id.credentialId) : id.credentialId,
-            quota.by,
-            o.quotaCost,
-            now,
-          ),
-        );
+      if (o.quotaCost !== undefined && quota !== undefined && id !== undefined) {
+        const holder = quotaHolder(quota.by, id.credentialId, id.tenant, ctx.keyRecord);
+        applied.push(quotaApplied(quota.config, holder.subject, holder.by, o.quotaCost, now));
+      }
       if (id?.remaining !== undefined) {
         const { key, tag } = remainingCounter(id.usesId ?? id.credentialId);
         applied.push({
@@ -258,6 +260,32 @@ export function rateCounter(
   };
 }
 
+/** Whose quota a request is charged to (a plan's `quotaBy`). */
+export type QuotaBy = 'credential' | 'tenant' | 'owner';
+
+/**
+ * Whose quota counter a credential draws on. `quotaBy` unset: a self-service key's owner (all of
+ * one user's keys share one quota, so revoking and re-creating keys cannot reset it), any other
+ * credential's own. `owner` is the key record's `ownerId` as stored; a key without one, and a JWT
+ * (whose credential is its subject already), count as the credential.
+ */
+export function quotaHolder(
+  by: QuotaBy | undefined,
+  credentialId: string,
+  tenant: string | null | undefined,
+  key: Pick<KeyRecord, 'ownerId' | 'ownerIssuer' | 'selfService'> | undefined,
+): { by: QuotaBy; subject: string } {
+  const effective = by ?? (key?.selfService === true ? 'owner' : 'credential');
+  if (effective === 'tenant') return { by: 'tenant', subject: tenant ?? credentialId };
+  // An owner is issuer + subject (the same `sub` at two issuers is two people).
+  if (effective === 'owner' && typeof key?.ownerId === 'string')
+    return {
+      by: 'owner',
+      subject: typeof key.ownerIssuer === 'string' ? `${key.ownerIssuer}\n${key.ownerId}` : key.ownerId,
+    };
+  return { by: 'credential', subject: credentialId };
+}
+
 /** The counter of a plan quota for one subject, in the period `now` falls in. */
 export function quotaCounter(
   quota: PlanQuotaConfig,
@@ -277,7 +305,8 @@ function quotaApplied(
   now: number,
 ): Applied {
   const period = periodOf(quota.period, now);
-  const tag = tagOf(`${by === 'tenant' ? 'tenant' : 'key'}:${subject}`);
+  // Owners have a namespace of their own: an owner id that looks like a key id is another counter.
+  const tag = tagOf(`${by === 'tenant' ? 'tenant' : by === 'owner' ? 'owner' : 'key'}:${subject}`);
   return {
     spec: {
       kind: 'quota',

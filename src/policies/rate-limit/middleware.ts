@@ -4,7 +4,7 @@ import { systemClock, type Clock } from '../../shared/clock.js';
 import { ensureContext } from '../request-id/request-id.js';
 import { planQuotaSchema } from '../quota/schema.js';
 import { MemoryCounters, type CounterStore } from './counters.js';
-import { createLimitsStage } from './limits.js';
+import { createLimitsStage, type QuotaBy } from './limits.js';
 import { rateLimitListSchema } from './schema.js';
 import type { Stage } from '../../gateway/stage.js';
 
@@ -58,8 +58,8 @@ export function rateLimit(options: RateLimitOptions): RequestHandler {
 export interface QuotaOptions extends z.input<typeof planQuotaSchema> {
   /** Units per request (charged only when the response is below 500). Default 1. */
   cost?: number;
-  /** Whose quota: the credential's (default) or its tenant's. */
-  by?: 'credential' | 'tenant';
+  /** Whose quota: the credential's (default; a self-service key's owner), its tenant's or its owner's. */
+  by?: QuotaBy;
   store?: CounterStore;
   id?: string;
   clock?: Clock;
@@ -86,7 +86,7 @@ export function quota(options: QuotaOptions): RequestHandler {
       clock,
       // In an Express app the handler answers: what is owed follows the response status.
       local: true,
-      quota: { config, by: options.by ?? 'credential' },
+      quota: { config, by: options.by },
     }),
     clock,
   );

@@ -74,10 +74,9 @@ export function ensureContext(
   const { path, search } = splitTarget(req.url ?? '/');
   ctx.path = path;
   ctx.search = search;
-  res.once('close', () => {
-    ctx.closed = true;
-    for (const hook of ctx.closeHooks ?? []) hook(ctx);
-  });
+  res.once('close', () =>
+    ctx.close((err) => process.emitWarning(`tollgate: a close hook failed: ${String(err)}`)),
+  );
   return ctx;
 }
 
