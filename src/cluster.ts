@@ -5,9 +5,6 @@ import { loadConfigFile } from './config/load.js';
 import { watchConfigFile } from './config/reload.js';
 import { ConfigError } from './gateway/create-gateway.js';
 import { GatewayProcess, loadForStart, type StartOptions } from './main.js';
-import { MemoryAuditStore, type AuditRecord } from './observability/audit.js';
-import { AUDIT_MESSAGE, ForwardingAuditStore } from './observability/audit-forwarding.js';
-import { systemClock } from './shared/clock.js';
 
 const RELOAD_MESSAGE = 'tollgate:reload';
 
@@ -28,24 +25,18 @@ export function workerCount(setting: number | 'auto'): number {
 export async function runPrimary(options: StartOptions, workers: number): Promise<number> {
   const { config, logger } = await loadForStart(options);
   const aggregator = new AggregatorRegistry();
-  const audit = config.redis ? undefined : new MemoryAuditStore({ ...config.audit, clock: systemClock });
-  // The primary's gateway backs the admin API only: it opens no public listener.
+  // The primary's gateway backs the admin API only: it opens no public listener. The audit trail
+  // is in Redis (more than one worker needs it), where every worker writes.
   const admin = await GatewayProcess.start({
     ...options,
     watch: false,
     serve: { public: false, admin: true },
-    gateway: { audit, metricsText: () => aggregator.clusterMetrics() },
+    gateway: { metricsText: () => aggregator.clusterMetrics() },
   });
 
   let stopping = false;
-  const onMessage = (message: unknown) => {
-    const m = message as { type?: string; records?: string[] };
-    if (m.type === AUDIT_MESSAGE && audit && Array.isArray(m.records))
-      for (const json of m.records) audit.append(JSON.parse(json) as AuditRecord, json);
-  };
   const fork = (): Worker => {
     const worker = cluster.fork({ ...options.env, TOLLGATE_WORKER: '1' });
-    worker.on('message', onMessage);
     // A worker's IPC channel closes when it drains or dies: an error there must not end the primary.
     worker.on('error', (err) => logger.warn({ err, worker: worker.process.pid }, 'worker channel error'));
     return worker;
@@ -108,12 +99,10 @@ export async function runWorker(options: StartOptions): Promise<number> {
     process.disconnect?.();
     throw new ConfigError(loaded.issues);
   }
-  const send = (message: unknown) => process.send?.(message);
   const proc = await GatewayProcess.start({
     ...options,
     watch: false,
     serve: { public: true, admin: false },
-    gateway: loaded.config.redis ? {} : { audit: new ForwardingAuditStore(send) },
   });
   // Constructing one installs prom-client's answer to the primary's metrics requests.
   new AggregatorRegistry();

@@ -9,6 +9,7 @@ import { rawExchange, parseRaw, request, waitFor } from '../helpers/http.js';
 import { startUpstream, type Upstream } from '../helpers/upstream.js';
 import { sharedRedisUrl, uniquePrefix } from '../helpers/redis.js';
 import { spawnCli, type RunningCli } from '../helpers/cli.js';
+import { deleteRedisKeys } from '../helpers/redis-cleanup.js';
 import { OpenApiValidator } from '../helpers/openapi.js';
 import { expectProblem } from '../helpers/problem.js';
 import { createLogger } from '../../src/observability/logger.js';
@@ -222,14 +223,16 @@ describe('a client-chosen X-Request-Id never hides another request (13.14)', () 
   });
 });
 
-describe('workers: 2 — the forwarding path keeps every record of a reused id (13.14)', () => {
+describe('workers: 2 — the record of a reused id is kept from every worker (13.14)', () => {
   let cli: RunningCli | undefined;
   let dir: string | undefined;
+  const prefix = uniquePrefix('audit-workers');
   afterEach(async () => {
     await cli?.stop();
     if (dir) rmSync(dir, { recursive: true, force: true });
     cli = undefined;
     dir = undefined;
+    await deleteRedisKeys(prefix);
   });
 
   it('the primary answers every request that carried the id, whichever worker served it', async () => {
@@ -239,6 +242,7 @@ describe('workers: 2 — the forwarding path keeps every record of a reused id (
       file,
       `listen: { host: 127.0.0.1, port: 0 }
 admin: { host: 127.0.0.1, port: 0, tokens: ["${TOKEN}"] }
+redis: { url: "${sharedRedisUrl}", keyPrefix: "${prefix}" }
 workers: 2
 routes:
   - { id: demo, path: /demo, mock: { body: { ok: true } } }
