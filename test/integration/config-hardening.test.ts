@@ -42,7 +42,9 @@ routes:
 `;
 
 function reloadFailures(metrics: string): number {
-  const line = metrics.split('\n').find((l) => l.startsWith('tollgate_config_reloads_total{result="failure"}'));
+  const line = metrics
+    .split('\n')
+    .find((l) => l.startsWith('tollgate_config_reloads_total{result="failure"}'));
   return line === undefined ? NaN : Number(line.split(' ').pop());
 }
 
