@@ -3,6 +3,8 @@ import { defineConfig } from 'vitest/config';
 export default defineConfig({
   test: {
     include: ['test/**/*.test.ts', 'src/**/*.test.ts'],
+    // One id per run for the keys tests write to the shared Redis; deletes them when the run ends.
+    globalSetup: ['test/helpers/global-setup.ts'],
     testTimeout: 20_000,
     hookTimeout: 30_000,
     // Tests start real servers and Redis connections; a couple of workers keeps a 2-core machine responsive.

@@ -4,14 +4,22 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import net from 'node:net';
+import { inject } from 'vitest';
 import { freePort, waitFor } from './http.js';
+import { sharedRedisUrlFrom, TEST_KEY_ROOT } from './test-run.js';
 
 /** The Redis CI provides (REDIS_URL, else the local default). Tests isolate themselves with `uniquePrefix()`. */
-export const sharedRedisUrl = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
+export const sharedRedisUrl = sharedRedisUrlFrom(process.env);
 
-/** A key prefix no other test uses. */
+/**
+ * A key prefix no other test uses: `tollgate-test:<run id>:<name>:<random>:`. Every key under the
+ * run id is deleted when the run ends (test/helpers/global-setup.ts), so a test that writes to the
+ * shared Redis under this prefix leaves nothing behind; deleting its own keys earlier is harmless.
+ */
 export function uniquePrefix(name: string): string {
-  return `tollgate-test:${name}:${randomBytes(4).toString('hex')}:`;
+  const run = inject('tollgateTestRun');
+  if (!run) throw new Error('uniquePrefix() needs the run id of test/helpers/global-setup.ts (vitest globalSetup)');
+  return `${TEST_KEY_ROOT}${run}:${name}:${randomBytes(4).toString('hex')}:`;
 }
 
 export interface PrivateRedis {
