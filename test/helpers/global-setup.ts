@@ -26,5 +26,6 @@ export async function teardown(): Promise<void> {
   const url = sharedRedisUrlFrom(process.env);
   const deleted = await deleteRunKeys(url, runId);
   // No Redis answered: a run without Redis tests (they would have failed), so nothing to delete.
-  if (deleted === undefined) console.warn(`test teardown: no Redis at ${url} to delete ${runKeyPattern(runId)}`);
+  if (deleted === undefined)
+    console.warn(`test teardown: no Redis at ${url} to delete ${runKeyPattern(runId)}`);
 }

@@ -6,7 +6,12 @@ import { request, waitFor } from '../helpers/http.js';
 import { startUpstream, type Upstream } from '../helpers/upstream.js';
 import { expectProblem } from '../helpers/problem.js';
 import { signingKey, startJwksServer, token } from '../helpers/jwks.js';
-import { sharedRedisUrl, uniquePrefix } from '../helpers/redis.js';
+import {
+  keyInvalidationChannel,
+  sharedRedisUrl,
+  uniquePrefix,
+  waitForSubscribers,
+} from '../helpers/redis.js';
 import { sign } from '../../src/policies/authenticate/signature.js';
 
 const SECRET_KEY = 'auth-test-secret-key-0123456789abcdef';
@@ -202,7 +207,7 @@ describe('API keys', () => {
     const redis = { url: sharedRedisUrl, keyPrefix: uniquePrefix('auth-two'), commandTimeoutMs: 1000 };
     const { gw: a } = await setup({ redis });
     const { gw: b } = await setup({ redis });
-    await new Promise((r) => setTimeout(r, 200)); // subscribers attach
+    await waitForSubscribers(redis.url, keyInvalidationChannel(redis.keyPrefix), 2);
     const { key, record } = await a.gateway.services.keys.create({ name: 'shared' });
     expect((await request(`${b.url}/v1/orders`, { headers: { 'x-api-key': key } })).status).toBe(200);
     await a.gateway.services.keys.revoke(record.id);
