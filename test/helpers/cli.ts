@@ -10,6 +10,13 @@ export const CLI = resolve('bin/tollgate.js');
  */
 export const PROCESS_START_MS = 30_000;
 
+/**
+ * The time budget of a test that spawns gateway processes (`describe(name, { timeout }, …)`): its
+ * bounded waits (a start-up of up to PROCESS_START_MS, then its own) must fit inside it, or a slow
+ * start-up fails as a bare "test timed out" instead of the wait that did not end.
+ */
+export const PROCESS_TEST_MS = 90_000;
+
 export interface RunningCli {
   child: ChildProcess;
   lines: string[];
