@@ -224,6 +224,11 @@ export interface PrivateSentinel {
   masterPort(): Promise<number>;
   /** Forces a failover to the replica and resolves when the sentinel reports the new master. */
   failover(): Promise<number>;
+  /**
+   * Connections subscribed on the sentinel: ioredis' failover detectors (one per client in
+   * Sentinel mode), which hear `+switch-master`. A failover before they attach goes unheard.
+   */
+  subscribers(): Promise<number>;
   stop(): Promise<void>;
 }
 
@@ -301,6 +306,10 @@ export function startRedisSentinel(): Promise<PrivateSentinel> {
       sentinels: [{ host: '127.0.0.1', port: sentinel }],
       name,
       masterPort,
+      async subscribers() {
+        const out = await redisCli(sentinel, ['client', 'list']);
+        return out.split('\n').filter((l) => / sub=[1-9]/.test(l)).length;
+      },
       async failover() {
         const before = await masterPort();
         await redisCli(sentinel, ['sentinel', 'failover', name]);
