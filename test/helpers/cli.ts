@@ -24,7 +24,7 @@ export interface RunningCli {
   waitForLog(msg: string, timeoutMs?: number): Promise<Record<string, any>>;
   exited: Promise<number | null>;
   /** The process's log without its per-request lines, for failure messages. */
-  log(): string;
+  log: () => string;
   stop(): Promise<void>;
 }
 
