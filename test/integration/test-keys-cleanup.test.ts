@@ -83,8 +83,6 @@ describe('test keys in the shared Redis are deleted when the run ends', () => {
 
   it('deleteRunKeys resolves undefined when no Redis answers (a run without Redis)', async () => {
     const port = await freePort();
-    expect(await deleteRunKeys(`redis://127.0.0.1:${port}`, randomBytes(6).toString('hex'))).toBe(
-      undefined,
-    );
+    expect(await deleteRunKeys(`redis://127.0.0.1:${port}`, randomBytes(6).toString('hex'))).toBe(undefined);
   });
 });
