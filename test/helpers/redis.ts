@@ -43,7 +43,7 @@ export interface PrivateRedis {
  * exits, and a plain PING would reach the other process's Redis — a test would stop, freeze or
  * write to a server it does not own.
  */
-function servedBy(port: number, pid: number): Promise<boolean> {
+export function servedBy(port: number, pid: number): Promise<boolean> {
   return new Promise((resolve) => {
     const socket = net.connect(port, '127.0.0.1');
     let reply = '';
