@@ -10,6 +10,9 @@ import { sign } from '../../src/policies/authenticate/signature.js';
 const TOKEN = 'console-e2e-admin-token-42';
 const SHOTS = 'test-output/console';
 const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
+// How long the page may take to show a change: a hang detector, not a speed expectation (expect.poll's
+// own default is 1 s, which Chromium on a busy 2-core machine need not meet).
+const UI = { timeout: 15_000 };
 
 let up: Upstream;
 let gw: RunningGateway;
@@ -79,7 +82,7 @@ describe('the admin console in a real headless Chromium', () => {
     await page.getByRole('button', { name: 'Create key' }).click();
     await page.waitForSelector('#secret-dialog[open]');
     await expect
-      .poll(() => page.locator('#secret-dialog').textContent())
+      .poll(() => page.locator('#secret-dialog').textContent(), UI)
       .toContain('You will not see this again');
     const key = (await page.locator('#secret-key').textContent())!;
     const secret = (await page.locator('#secret-value').textContent())!;
@@ -87,7 +90,7 @@ describe('the admin console in a real headless Chromium', () => {
     expect(secret).toMatch(/^whsec_/);
     await page.screenshot({ path: `${SHOTS}/keys-created.png` });
     await page.getByRole('button', { name: 'I have stored it' }).click();
-    await expect.poll(() => page.locator('#keys-table tbody').textContent()).toContain('e2e-key');
+    await expect.poll(() => page.locator('#keys-table tbody').textContent(), UI).toContain('e2e-key');
     expect(await page.locator('#keys-table').textContent()).not.toContain(key);
     await page.screenshot({ path: `${SHOTS}/keys.png` });
 
@@ -113,13 +116,10 @@ describe('the admin console in a real headless Chromium', () => {
     await page.waitForSelector('#view-audit:not([hidden])');
     await page.locator('#audit-search [name=id]').fill(`/requests/${requestId}`);
     await expect
-      .poll(
-        async () => {
-          await page.getByRole('button', { name: 'Find' }).click();
-          return page.locator('#audit-record').textContent();
-        },
-        { timeout: 5000 },
-      )
+      .poll(async () => {
+        await page.getByRole('button', { name: 'Find' }).click();
+        return page.locator('#audit-record').textContent();
+      }, UI)
       .toContain(requestId);
     const record = (await page.locator('#audit-record').textContent())!;
     expect(record).toContain('api-key');
@@ -131,13 +131,10 @@ describe('the admin console in a real headless Chromium', () => {
     const refused = await request(`${gw.url}/v1/orders`, { headers: { 'x-api-key': 'tg_live_notarealkey' } });
     await page.locator('#audit-filter [name=status]').selectOption('4xx');
     await expect
-      .poll(
-        async () => {
-          await page.getByRole('button', { name: 'Show' }).click();
-          return page.locator('#audit-table tbody').textContent();
-        },
-        { timeout: 5000 },
-      )
+      .poll(async () => {
+        await page.getByRole('button', { name: 'Show' }).click();
+        return page.locator('#audit-table tbody').textContent();
+      }, UI)
       .toContain('invalid-credentials');
     expect(
       await page.locator('#audit-table a', { hasText: 'invalid-credentials' }).first().getAttribute('href'),
@@ -145,12 +142,12 @@ describe('the admin console in a real headless Chromium', () => {
     await page
       .getByRole('button', { name: `Open request ${String(refused.headers['x-request-id'])}` })
       .click();
-    await expect.poll(() => page.locator('#audit-record').textContent()).toContain('401');
+    await expect.poll(() => page.locator('#audit-record').textContent(), UI).toContain('401');
 
     // Live traffic.
     await page.getByRole('link', { name: 'Traffic' }).click();
     for (let i = 0; i < 20; i++) await request(`${gw.url}/v1/orders`, { headers: { 'x-api-key': key } });
-    await page.waitForSelector('#traffic-now td', { timeout: 8000 });
+    await page.waitForSelector('#traffic-now td', UI);
     expect(await page.locator('#chart-rps polyline').count()).toBe(4);
     expect(await page.locator('#chart-latency polyline').count()).toBe(2);
     await page.screenshot({ path: `${SHOTS}/traffic.png` });
@@ -162,7 +159,7 @@ describe('the admin console in a real headless Chromium', () => {
     await page.locator('#playground-form [name=body]').fill(body);
     await page.locator('#playground-form [name=timestamp]').fill(ts);
     await page.locator('#playground-form [name=secret]').fill(secret);
-    await expect.poll(() => page.locator('#pg-signature').textContent()).toBe(signature);
+    await expect.poll(() => page.locator('#pg-signature').textContent(), UI).toBe(signature);
     await page.locator('#playground-compare [name=id]').fill(requestId);
     await page.getByRole('button', { name: 'Compare' }).click();
     await page.waitForSelector('#pg-verdict');
@@ -176,7 +173,7 @@ describe('the admin console in a real headless Chromium', () => {
     await row.getByRole('button', { name: 'Revoke' }).click();
     await page.waitForSelector('#confirm-dialog[open]');
     await page.getByRole('button', { name: 'Confirm' }).click();
-    await expect.poll(() => page.locator('#keys-table tbody').textContent()).not.toContain('e2e-key');
+    await expect.poll(() => page.locator('#keys-table tbody').textContent(), UI).not.toContain('e2e-key');
     expect((await request(`${gw.url}/v1/orders`, { headers: { 'x-api-key': key } })).status).toBe(401);
 
     // A phone: nothing overflows sideways.
@@ -196,7 +193,9 @@ describe('the admin console in a real headless Chromium', () => {
     await fresh.goto(`${gw.adminUrl}/console/`);
     await fresh.getByLabel('Admin token').fill('not-the-admin-token-at-all');
     await fresh.getByRole('button', { name: 'Sign in' }).click();
-    await expect.poll(() => fresh.locator('#signin-error').textContent()).toBe('That token is not valid.');
+    await expect
+      .poll(() => fresh.locator('#signin-error').textContent(), UI)
+      .toBe('That token is not valid.');
     expect(await fresh.evaluate(() => sessionStorage.getItem('tollgate.adminToken'))).toBeNull();
     expect(errors).toEqual([]);
     await fresh.close();

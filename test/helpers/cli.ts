@@ -3,12 +3,28 @@ import { resolve } from 'node:path';
 
 export const CLI = resolve('bin/tollgate.js');
 
+/**
+ * How long a spawned gateway may take to say it is listening. A hang detector, not a speed
+ * expectation: a node process spends about a second of CPU loading the gateway, and on a busy
+ * 2-core machine (two test files at once, other builds) that stretches to many seconds per process.
+ */
+export const PROCESS_START_MS = 30_000;
+
+/**
+ * The time budget of a test that spawns gateway processes (`describe(name, { timeout }, …)`): its
+ * bounded waits (a start-up of up to PROCESS_START_MS, then its own) must fit inside it, or a slow
+ * start-up fails as a bare "test timed out" instead of the wait that did not end.
+ */
+export const PROCESS_TEST_MS = 90_000;
+
 export interface RunningCli {
   child: ChildProcess;
   lines: string[];
   /** Resolves with the first log line (parsed JSON) whose `msg` is `msg`. */
   waitForLog(msg: string, timeoutMs?: number): Promise<Record<string, any>>;
   exited: Promise<number | null>;
+  /** The process's log without its per-request lines, for failure messages. */
+  log: () => string;
   stop(): Promise<void>;
 }
 
@@ -52,7 +68,8 @@ export function spawnCli(args: string[], env: Record<string, string> = {}): Runn
     child,
     lines,
     exited,
-    waitForLog(msg, timeoutMs = 10_000) {
+    log: () => lines.filter((l) => !l.includes('"msg":"request"')).join('\n'),
+    waitForLog(msg, timeoutMs = PROCESS_START_MS) {
       return new Promise((res, rej) => {
         const timer = setTimeout(
           () => rej(new Error(`no "${msg}" log line within ${timeoutMs} ms:\n${lines.join('\n')}`)),

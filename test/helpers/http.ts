@@ -114,16 +114,21 @@ export function freePort(): Promise<number> {
   });
 }
 
-/** Polls `check` every `intervalMs` until it returns true or `timeoutMs` passes. */
+/**
+ * Polls `check` every `intervalMs` until it returns true or `timeoutMs` passes. `explain` adds
+ * what the failure message should show (e.g. a spawned process's log), so a CI log says why.
+ */
 export async function waitFor(
   check: () => boolean | Promise<boolean>,
   timeoutMs = 5000,
   intervalMs = 20,
+  explain?: () => string,
 ): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     if (await check()) return;
-    if (Date.now() > deadline) throw new Error(`condition not met within ${timeoutMs} ms`);
+    if (Date.now() > deadline)
+      throw new Error(`condition not met within ${timeoutMs} ms${explain ? `\n${explain()}` : ''}`);
     await new Promise((r) => setTimeout(r, intervalMs));
   }
 }

@@ -22,6 +22,8 @@ export interface JwksServer {
   down: boolean;
   /** Each answer is held this long (a slow identity provider). */
   delayMs: number;
+  /** Holds every answer until the returned function is called: a slow provider without a timer to race. */
+  hold(): () => void;
   close(): Promise<void>;
 }
 
@@ -32,11 +34,21 @@ export async function startJwksServer(keys: SigningKey[]): Promise<JwksServer> {
     fetches: 0,
     down: false,
     delayMs: 0,
+    hold: () => {
+      const waiting: Array<() => void> = [];
+      held = waiting;
+      return () => {
+        if (held === waiting) held = undefined;
+        for (const go of waiting.splice(0)) go();
+      };
+    },
     close: () => Promise.resolve(),
   };
+  let held: Array<() => void> | undefined;
   const server = http.createServer((req, res) => {
     state.fetches++;
-    if (state.delayMs > 0) {
+    if (held) held.push(() => answer(res));
+    else if (state.delayMs > 0) {
       const timer = setTimeout(() => answer(res), state.delayMs);
       res.on('close', () => clearTimeout(timer));
     } else answer(res);

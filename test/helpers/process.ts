@@ -2,7 +2,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { readFileSync } from 'node:fs';
-import { spawnCli, type RunningCli } from './cli.js';
+import { PROCESS_START_MS, spawnCli, type RunningCli } from './cli.js';
 
 export interface GatewayProc {
   cli: RunningCli;
@@ -32,7 +32,7 @@ export async function startGatewayProcess(
   const cli = spawnCli(['--config', file], env);
   let listening: Record<string, any>;
   try {
-    listening = await cli.waitForLog('tollgate listening', 15_000);
+    listening = await cli.waitForLog('tollgate listening', PROCESS_START_MS);
   } catch (err) {
     await cli.stop();
     rmSync(dir, { recursive: true, force: true });

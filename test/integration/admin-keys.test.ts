@@ -4,7 +4,12 @@ import { request, type Reply } from '../helpers/http.js';
 import { startUpstream, type Upstream } from '../helpers/upstream.js';
 import { expectProblem } from '../helpers/problem.js';
 import { OpenApiValidator } from '../helpers/openapi.js';
-import { sharedRedisUrl, uniquePrefix } from '../helpers/redis.js';
+import {
+  keyInvalidationChannel,
+  sharedRedisUrl,
+  uniquePrefix,
+  waitForSubscribers,
+} from '../helpers/redis.js';
 import { signingKey, startJwksServer, token, type JwksServer, type SigningKey } from '../helpers/jwks.js';
 import { ManualClock } from '../../src/shared/clock.js';
 
@@ -353,7 +358,7 @@ describe('full key lifecycle on Redis across two gateways', () => {
     const redis = { redis: { url: sharedRedisUrl, keyPrefix: prefix, commandTimeoutMs: 1000 } };
     const a = await harness(redis, { clock, up });
     const b = await harness(redis, { clock, up });
-    await new Promise((r) => setTimeout(r, 200)); // invalidation subscribers attach
+    await waitForSubscribers(sharedRedisUrl, keyInvalidationChannel(prefix), 2);
     const created = (await a.admin('POST', '/keys', { name: 'life', ownerId: 'owner' })).json();
     expect((await b.proxied(created.key)).status).toBe(200);
     const rotated = (await a.admin('POST', `/keys/${created.id}/rotate`, { gracePeriodSec: 30 })).json();

@@ -6,8 +6,14 @@ import { request, waitFor } from '../helpers/http.js';
 import { startUpstream, type Upstream } from '../helpers/upstream.js';
 import { expectProblem } from '../helpers/problem.js';
 import { signingKey, startJwksServer, token } from '../helpers/jwks.js';
-import { sharedRedisUrl, uniquePrefix } from '../helpers/redis.js';
+import {
+  keyInvalidationChannel,
+  sharedRedisUrl,
+  uniquePrefix,
+  waitForSubscribers,
+} from '../helpers/redis.js';
 import { sign } from '../../src/policies/authenticate/signature.js';
+import { ManualClock } from '../../src/shared/clock.js';
 
 const SECRET_KEY = 'auth-test-secret-key-0123456789abcdef';
 const ADMIN = 'auth-test-admin-token-123';
@@ -19,6 +25,7 @@ afterEach(async () => {
 async function setup(
   extra: Record<string, unknown> = {},
   routeAuth: unknown = { methods: ['apiKey', 'jwt'] },
+  clock?: ManualClock,
 ): Promise<{ gw: RunningGateway; up: Upstream }> {
   const up = await startUpstream();
   cleanup.push(() => up.close());
@@ -38,7 +45,7 @@ async function setup(
       ],
       ...extra,
     } as any,
-    { env: { TOLLGATE_SECRET_KEY: SECRET_KEY } },
+    { env: { TOLLGATE_SECRET_KEY: SECRET_KEY }, ...(clock ? { clock } : {}) },
   );
   cleanup.push(() => gw.close());
   return { gw, up };
@@ -202,7 +209,7 @@ describe('API keys', () => {
     const redis = { url: sharedRedisUrl, keyPrefix: uniquePrefix('auth-two'), commandTimeoutMs: 1000 };
     const { gw: a } = await setup({ redis });
     const { gw: b } = await setup({ redis });
-    await new Promise((r) => setTimeout(r, 200)); // subscribers attach
+    await waitForSubscribers(redis.url, keyInvalidationChannel(redis.keyPrefix), 2);
     const { key, record } = await a.gateway.services.keys.create({ name: 'shared' });
     expect((await request(`${b.url}/v1/orders`, { headers: { 'x-api-key': key } })).status).toBe(200);
     await a.gateway.services.keys.revoke(record.id);
@@ -215,7 +222,11 @@ describe('API keys', () => {
 });
 
 describe('JWT', () => {
-  async function jwtSetup(issuer: Record<string, unknown>, routeAuth: unknown = { methods: ['jwt'] }) {
+  async function jwtSetup(
+    issuer: Record<string, unknown>,
+    routeAuth: unknown = { methods: ['jwt'] },
+    clock?: ManualClock,
+  ) {
     return setup(
       {
         auth: {
@@ -223,6 +234,7 @@ describe('JWT', () => {
         },
       },
       routeAuth,
+      clock,
     );
   }
 
@@ -291,15 +303,18 @@ describe('JWT', () => {
     const k1 = await signingKey('k1');
     const jwks = await startJwksServer([k1]);
     cleanup.push(() => jwks.close());
-    const { gw } = await jwtSetup({ jwksUri: jwks.url, jwksCooldownSec: 1 });
-    await waitFor(() => jwks.fetches >= 1, 2000);
+    // The cooldown runs on the gateway's clock: on the real one, ten requests that took over a
+    // second on a busy machine were allowed a second refetch.
+    const clock = new ManualClock(Date.now());
+    const { gw } = await jwtSetup({ jwksUri: jwks.url, jwksCooldownSec: 1 }, undefined, clock);
+    await waitFor(() => jwks.fetches >= 1, 10_000);
     expect(
       (await request(`${gw.url}/v1/orders`, { headers: { authorization: `Bearer ${await token(k1)}` } }))
         .status,
     ).toBe(200);
     const k2 = await signingKey('k2');
     jwks.keys = [k1, k2];
-    await new Promise((r) => setTimeout(r, 1100)); // past the cooldown since the first fetch
+    clock.advance(1100); // past the cooldown since the first fetch
     expect(
       (await request(`${gw.url}/v1/orders`, { headers: { authorization: `Bearer ${await token(k2)}` } }))
         .status,
@@ -319,7 +334,7 @@ describe('JWT', () => {
     const jwks = await startJwksServer([k1]);
     cleanup.push(() => jwks.close());
     const { gw } = await jwtSetup({ jwksUri: jwks.url });
-    await waitFor(() => jwks.fetches >= 1, 2000);
+    await waitFor(() => jwks.fetches >= 1, 10_000);
     jwks.down = true;
     expect(
       (

@@ -8,7 +8,7 @@ import { request } from '../helpers/http.js';
 import { startUpstream } from '../helpers/upstream.js';
 import { sharedRedisUrl, uniquePrefix } from '../helpers/redis.js';
 import { sign } from '../../src/policies/authenticate/signature.js';
-import { spawnCli } from '../helpers/cli.js';
+import { PROCESS_TEST_MS, spawnCli } from '../helpers/cli.js';
 
 const cleanup: Array<() => Promise<void> | void> = [];
 afterEach(async () => {
@@ -22,7 +22,7 @@ async function run(args: string[], env: Record<string, string> = {}) {
   return { code, out, err };
 }
 
-describe('tollgate keys create', () => {
+describe('tollgate keys create', { timeout: PROCESS_TEST_MS }, () => {
   it('creates a key in the Redis store that a gateway on the same Redis accepts, with a signing secret', async () => {
     const prefix = uniquePrefix('cli-keys');
     const secretKey = 'cli-test-secret-key-0123456789abcdef';

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import net from 'node:net';
 import { runCli } from '../../src/cli/index.js';
-import { spawnCli, type RunningCli } from '../helpers/cli.js';
+import { PROCESS_TEST_MS, spawnCli, type RunningCli } from '../helpers/cli.js';
 import { request, waitFor } from '../helpers/http.js';
 import { startUpstream } from '../helpers/upstream.js';
 
@@ -28,7 +28,7 @@ async function run(args: string[], env: Record<string, string> = {}) {
   return { code, out, err };
 }
 
-describe('tollgate validate', () => {
+describe('tollgate validate', { timeout: PROCESS_TEST_MS }, () => {
   it('exits 0 for the shipped config', async () => {
     const r = await run(['validate', '--config', 'config/gateway.yaml']);
     expect(r.code).toBe(0);
@@ -73,7 +73,7 @@ describe('tollgate validate', () => {
   });
 });
 
-describe('tollgate start', () => {
+describe('tollgate start', { timeout: PROCESS_TEST_MS }, () => {
   let cli: RunningCli | undefined;
   afterEach(async () => {
     await cli?.stop();

@@ -75,14 +75,17 @@ describe.each([
   it('extends only its own lock: a long-running first request keeps the key', async () => {
     const clock = new ManualClock();
     const store = await make(clock);
-    const mine = await store.begin('k{e}', 'fp', 150);
-    const theirs = await store.begin('k{f}', 'fp', 150);
-    await store.extend('k{e}', (mine as { owner: string }).owner, 5000);
-    await store.extend('k{f}', 'not-the-owner', 5000);
-    if (name === 'memory') clock.advance(200);
-    else await new Promise((r) => setTimeout(r, 250)); // Redis expires by its own clock (PX)
-    expect((await store.begin('k{e}', 'fp', 150)).state).toBe('locked');
-    expect((await store.begin('k{f}', 'fp', 150)).state).toBe('acquired');
+    // On Redis the TTLs run on Redis' clock: the first TTL must outlast the calls that extend it
+    // on a busy machine (150 ms did not), and the end of it is awaited, not slept past.
+    const mine = await store.begin('k{e}', 'fp', 1000);
+    const theirs = await store.begin('k{f}', 'fp', 1000);
+    await store.extend('k{e}', (mine as { owner: string }).owner, 60_000);
+    await store.extend('k{f}', 'not-the-owner', 60_000);
+    if (name === 'memory') {
+      clock.advance(1100);
+      expect((await store.begin('k{f}', 'fp', 1000)).state).toBe('acquired');
+    } else await waitFor(async () => (await store.begin('k{f}', 'fp', 1000)).state === 'acquired', 10_000);
+    expect((await store.begin('k{e}', 'fp', 1000)).state).toBe('locked');
     expect(theirs.state).toBe('acquired');
   });
 
@@ -172,22 +175,23 @@ describe.each([
   });
 
   it('keeps the key locked while a long response streams past the lock TTL (no second run)', async () => {
-    // ttlSec 2 with timeoutMs 1000 makes the lock TTL 2 s; the first response streams for 3 s.
+    // ttlSec 2 makes the lock TTL 2 s. The first response streams until the test ends it: a
+    // fixed 3 s stream could end before a late second request on a busy machine (a replay, not 409).
+    let finish = () => {};
     const { gw, up } = await setup({ ttlSec: 2 }, store(), (_req, res) => {
       res.writeHead(201, { 'content-type': 'text/plain' });
-      let n = 0;
-      const timer = setInterval(() => {
-        res.write('.');
-        if (++n === 10) {
-          clearInterval(timer);
-          res.end();
-        }
-      }, 300);
+      const timer = setInterval(() => res.write('.'), 300);
+      finish = () => {
+        clearInterval(timer);
+        res.end();
+      };
       res.on('close', () => clearInterval(timer));
     });
     const first = post(gw, 'long-1');
+    await waitFor(() => up.calls.length === 1, 10_000);
     await new Promise((r) => setTimeout(r, 2500)); // past the lock's own TTL, the first still streaming
     expectProblem(await post(gw, 'long-1'), 'idempotency-conflict');
+    finish();
     expect((await first).status).toBe(201);
     expect(up.calls).toHaveLength(1);
   });

@@ -7,7 +7,12 @@ import type { KeyStore } from '../../src/keys/record.js';
 import { ManualClock } from '../../src/shared/clock.js';
 import { RedisHandle } from '../../src/shared/redis.js';
 import { silentLogger } from '../../src/observability/logger.js';
-import { sharedRedisUrl, uniquePrefix } from '../helpers/redis.js';
+import {
+  keyInvalidationChannel,
+  sharedRedisUrl,
+  uniquePrefix,
+  waitForSubscribers,
+} from '../helpers/redis.js';
 import { waitFor } from '../helpers/http.js';
 
 const handles: RedisHandle[] = [];
@@ -204,8 +209,7 @@ describe('RedisKeyStore across instances', () => {
       box,
       clock,
     });
-    // Let both subscribers attach.
-    await new Promise((r) => setTimeout(r, 200));
+    await waitForSubscribers(sharedRedisUrl, keyInvalidationChannel(prefix), 2);
     const created = await a.create({ name: 'shared', hmac: true });
     expect((await b.find(created.key))?.id).toBe(created.record.id); // cached on b now, for 60 s
     expect(b.signingSecretOf((await b.find(created.key))!)).toBe(created.signingSecret);

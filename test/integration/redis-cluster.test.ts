@@ -3,7 +3,12 @@ import http from 'node:http';
 import { startGateway, type RunningGateway } from '../helpers/gateway.js';
 import { request, waitFor } from '../helpers/http.js';
 import { startUpstream, type Upstream } from '../helpers/upstream.js';
-import { startRedisCluster, type PrivateCluster } from '../helpers/redis.js';
+import {
+  keyInvalidationChannel,
+  startRedisCluster,
+  waitForSubscribers,
+  type PrivateCluster,
+} from '../helpers/redis.js';
 import { expectProblem } from '../helpers/problem.js';
 import { ManualClock } from '../../src/shared/clock.js';
 
@@ -79,7 +84,7 @@ describe('on a real three-node Redis Cluster', () => {
         (await request(`${(i % 2 ? a : b).url}/metered`, { headers: { 'x-api-key': key }, agent })).status,
       );
     expect(statuses).toEqual([200, 200, 200, 200, 200, 402]);
-    await new Promise((r) => setTimeout(r, 200));
+    await waitForSubscribers(cluster.urls, keyInvalidationChannel('tg:'), 2);
     await b.gateway.services.keys.revoke(record.id);
     await waitFor(
       async () =>

@@ -54,12 +54,26 @@ describe('Redis Sentinel', () => {
     // The counters ran on the master the sentinel named.
     expect((await scriptCalls(first)) - before).toBe(5);
 
+    // The gateway's two connections (commands, pub/sub) each hear +switch-master through a
+    // subscription of their own, made after connecting (asynchronously, in ioredis): the failover
+    // waits for them, else it could go unheard and the gateway follow only on READONLY.
+    await waitFor(async () => (await sentinel.subscribers()) >= 2, 10_000, 50);
     const second = await sentinel.failover();
     expect(second).not.toBe(first);
     // The gateway follows at once (Sentinel's +switch-master, READONLY from the demoted master), not
     // after its reconnect backoff: it writes to the new master within 5 s (0.1–0.2 s here; 10.3 s
     // before failoverDetector and reconnectOnError were set, which this bound refuses).
-    await waitFor(async () => (await metered()).status === 200 && (await scriptCalls(second)) > 0, 5000, 100);
+    const statuses: number[] = [];
+    await waitFor(
+      async () => {
+        const status = (await metered()).status;
+        statuses.push(status);
+        return status === 200 && (await scriptCalls(second)) > 0;
+      },
+      5000,
+      100,
+      () => `statuses after the failover: ${statuses.join(' ')}; master ${first} -> ${second}`,
+    );
     const res = await metered();
     expect(res.status).toBe(200);
     expect(res.headers['ratelimit']).toBeDefined();

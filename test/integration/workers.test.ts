@@ -3,7 +3,7 @@ import http from 'node:http';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { spawnCli, type RunningCli } from '../helpers/cli.js';
+import { PROCESS_START_MS, spawnCli, type RunningCli } from '../helpers/cli.js';
 import { request, waitFor } from '../helpers/http.js';
 import { startUpstream } from '../helpers/upstream.js';
 import { Redis } from 'ioredis';
@@ -59,7 +59,7 @@ routes:
 `;
     writeFileSync(file, yaml(1));
     cli = spawnCli(['--config', file]);
-    await waitFor(() => listeningLines(cli!.lines).length === 3, 15_000, 50);
+    await waitFor(() => listeningLines(cli!.lines).length === 3, PROCESS_START_MS, 50, cli.log);
     const lines = listeningLines(cli.lines);
     const publicLine = lines.find((l) => l.listen !== null)!;
     const adminLine = lines.find((l) => l.admin !== null)!;
@@ -127,15 +127,16 @@ routes:
       code: 0,
       log: [],
     });
-  }, 60_000);
+    // Three node processes start here: on a busy 2-core machine that alone can take many seconds.
+  }, 90_000);
 });
 
 describe('workers: faults', () => {
   it('a worker that dies while the file is broken is replaced once it is fixed; /metrics keeps answering; /readyz is 503 from the start of the drain', async () => {
-    const slow = await startUpstream((_req, res) => {
-      const timer = setTimeout(() => res.end('done'), 1500);
-      res.on('close', () => clearTimeout(timer));
-    });
+    // The upstream holds its answer until the test has seen /readyz turn 503: a timer here raced
+    // the drain on a busy machine (the worker drained and the primary exited before the check).
+    const held: http.ServerResponse[] = [];
+    const slow = await startUpstream((_req, res) => void held.push(res));
     servers.push(slow);
     dir = mkdtempSync(join(tmpdir(), 'tollgate-workers-'));
     const file = join(dir, 'gw.yaml');
@@ -148,29 +149,36 @@ routes:
 `;
     writeFileSync(file, good);
     cli = spawnCli(['--config', file]);
-    await waitFor(() => listeningLines(cli!.lines).length === 3, 15_000, 50);
+    await waitFor(() => listeningLines(cli!.lines).length === 3, PROCESS_START_MS, 50, cli.log);
     const lines = listeningLines(cli.lines);
     const admin = `http://${String(lines.find((l) => l.admin !== null)!.admin)}`;
     const workerPids = lines.filter((l) => l.listen !== null).map((l) => l.pid as number);
 
     writeFileSync(file, 'routes: [ { broken');
     process.kill(workerPids[0]!, 'SIGKILL');
-    await waitFor(() => cli!.lines.filter((l) => l.includes('worker died')).length >= 2, 10_000, 50);
+    await waitFor(
+      () => cli!.lines.filter((l) => l.includes('worker died')).length >= 2,
+      PROCESS_START_MS,
+      50,
+      cli.log,
+    );
     // The failed replacement exited (it did not hang on its IPC channel): metrics still aggregate.
     const metrics = await request(`${admin}/metrics`, { timeoutMs: 4000 });
     expect(metrics.status).toBe(200);
 
     writeFileSync(file, good);
-    await waitFor(() => listeningLines(cli!.lines).length >= 4, 10_000, 50);
+    await waitFor(() => listeningLines(cli!.lines).length >= 4, PROCESS_START_MS, 50, cli.log);
     expect((await request(`${admin}/metrics`, { timeoutMs: 4000 })).status).toBe(200);
 
     // A request in flight keeps a worker draining; meanwhile the primary already says not ready.
     const base = `http://${String(lines.find((l) => l.listen !== null)!.listen)}`;
-    const inFlight = request(`${base}/slow`, { timeoutMs: 5000 });
-    await waitFor(() => slow.calls.length === 1, 3000, 10);
+    const inFlight = request(`${base}/slow`, { timeoutMs: 60_000 });
+    await waitFor(() => held.length === 1, 10_000, 10);
     cli.child.kill('SIGTERM');
-    await waitFor(async () => (await request(`${admin}/readyz`)).status === 503, 1000, 20);
+    await waitFor(async () => (await request(`${admin}/readyz`)).status === 503, 10_000, 20, cli.log);
+    for (const res of held) res.end('done');
     expect((await inFlight).status).toBe(200);
     expect(await cli.exited).toBe(0);
-  }, 60_000);
+    // Five node processes start here, two of them after a 1 s restart delay each.
+  }, 120_000);
 });

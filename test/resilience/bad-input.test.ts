@@ -251,7 +251,7 @@ describe('bad input is answered, never crashes', () => {
   it('a client that leaves while an earlier stage runs (a slow JWKS fetch) is never proxied', async () => {
     const key = await signingKey('slow');
     const jwks = await startJwksServer([key]);
-    jwks.delayMs = 500;
+    const release = jwks.hold();
     const seen = await startUpstream();
     const g = await startGateway({
       auth: { jwt: [{ issuer: 'https://idp.test/', audience: 'api://orders', jwksUri: jwks.url }] },
@@ -259,13 +259,19 @@ describe('bad input is answered, never crashes', () => {
     });
     try {
       const bearer = { authorization: `Bearer ${await token(key)}` };
-      // Leaves after 100 ms, while the gateway is still fetching the JWKS.
+      // Leaves while the gateway is still fetching the JWKS, which answers only once the gateway has
+      // seen the client go (a 500 ms JWKS delay against a 100 ms sleep raced on a busy machine).
       const gone = http.request(`${g.url}/orders/abandoned`, { method: 'DELETE', headers: bearer });
       gone.on('error', () => undefined);
       gone.end();
-      await waitFor(() => jwks.fetches === 1, 2000, 10);
-      await new Promise((r) => setTimeout(r, 100));
+      await waitFor(() => jwks.fetches === 1, 10_000, 10);
       gone.destroy();
+      await waitFor(
+        () => new Promise<boolean>((r) => g.server.getConnections((err, n) => r(!err && n === 0))),
+        10_000,
+        10,
+      );
+      release();
       // A second request waits on the same fetch; once it is through, the first would have been too.
       const kept = await request(`${g.url}/orders/kept`, {
         method: 'DELETE',

@@ -5,13 +5,14 @@ import { request, waitFor } from '../helpers/http.js';
 import { startUpstream } from '../helpers/upstream.js';
 import { signingKey, startJwksServer, token } from '../helpers/jwks.js';
 import { startGatewayProcess, traffic } from '../helpers/process.js';
+import { PROCESS_TEST_MS } from '../helpers/cli.js';
 
 const cleanup: Array<() => Promise<void>> = [];
 afterEach(async () => {
   while (cleanup.length) await cleanup.pop()!();
 });
 
-describe('identity provider faults (gateway process)', () => {
+describe('identity provider faults (gateway process)', { timeout: PROCESS_TEST_MS }, () => {
   it('keeps accepting tokens with cached keys while the JWKS is down, and a rotated key after it is back', async () => {
     const k1 = await signingKey('k1');
     const jwks = await startJwksServer([k1]);
@@ -37,7 +38,7 @@ routes:
   });
 });
 
-describe('config reload and drain under load (gateway process)', () => {
+describe('config reload and drain under load (gateway process)', { timeout: PROCESS_TEST_MS }, () => {
   const yaml = (up: string, version: number) => `listen: { host: 127.0.0.1, port: 0 }
 server: { drainTimeoutMs: 5000 }
 routes:

@@ -4,6 +4,7 @@ import { request, waitFor, type Reply } from '../helpers/http.js';
 import { startUpstream } from '../helpers/upstream.js';
 import { startPrivateRedis } from '../helpers/redis.js';
 import { startGatewayProcess, traffic } from '../helpers/process.js';
+import { PROCESS_TEST_MS } from '../helpers/cli.js';
 
 const TOKEN = 'resilience-admin-token-1';
 const cleanup: Array<() => Promise<void>> = [];
@@ -11,7 +12,7 @@ afterEach(async () => {
   while (cleanup.length) await cleanup.pop()!();
 });
 
-describe('Redis killed and restarted under traffic (gateway process)', () => {
+describe('Redis killed and restarted under traffic (gateway process)', { timeout: PROCESS_TEST_MS }, () => {
   it('rate-limited routes keep serving, quota and idempotency answer 503, all recover without a restart', async () => {
     const redis = await startPrivateRedis();
     cleanup.push(() => redis.stop(true));

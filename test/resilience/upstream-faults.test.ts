@@ -3,13 +3,14 @@ import http from 'node:http';
 import { request, waitFor } from '../helpers/http.js';
 import { startUpstream } from '../helpers/upstream.js';
 import { startGatewayProcess, traffic } from '../helpers/process.js';
+import { PROCESS_TEST_MS } from '../helpers/cli.js';
 
 const cleanup: Array<() => Promise<void>> = [];
 afterEach(async () => {
   while (cleanup.length) await cleanup.pop()!();
 });
 
-describe('upstream faults under traffic (gateway process)', () => {
+describe('upstream faults under traffic (gateway process)', { timeout: PROCESS_TEST_MS }, () => {
   it('a target killed mid-traffic: the other takes over, nothing is lost for idempotent requests', async () => {
     const a = await startUpstream();
     const b = await startUpstream();
