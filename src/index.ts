@@ -11,8 +11,8 @@ export {
 } from './gateway/create-gateway.js';
 export { GatewayProcess, type StartOptions } from './main.js';
 export { createHttpServer, expressConstructors } from './gateway/server.js';
-export { RequestContext, contextOf, type Identity, type CloseHook } from './gateway/request-context.js';
-export type { Stage } from './gateway/stage.js';
+export { RequestContext, contextOf, type Identity, type CloseHook } from './core/context.js';
+export type { Stage } from './core/stage.js';
 
 export { requestId, requestIdFrom, traceparentFrom } from './policies/request-id/index.js';
 export { proxy, type ProxyOptions } from './policies/proxy/middleware.js';
@@ -60,4 +60,4 @@ export {
 } from './config/schema.js';
 export { validateConfig, parseConfigText, loadConfigFile, type LoadResult } from './config/load.js';
 export type { ConfigIssue } from './config/issues.js';
-export { systemClock, ManualClock, type Clock } from './shared/clock.js';
+export { systemClock, ManualClock, type Clock } from './core/clock.js';

@@ -3,11 +3,11 @@ import helmet from 'helmet';
 import { Problem } from '../problems/problem.js';
 import { problemDetails } from '../problems/problem-details.js';
 import { apiHelmetOptions } from '../shared/security-headers.js';
-import { requestId } from '../policies/request-id/request-id.js';
-import { contextOf } from '../gateway/request-context.js';
+import { requestId } from '../core/request-id.js';
+import { contextOf } from '../core/context.js';
 import type { Logger } from '../observability/logger.js';
 import type { ReadinessRegistry } from '../observability/readiness.js';
-import type { Clock } from '../shared/clock.js';
+import type { Clock } from '../core/clock.js';
 import { adminAuth, type AdminAuthOptions } from './admin-auth.js';
 import { consoleRouter } from './console.js';
 

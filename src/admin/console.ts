@@ -2,7 +2,7 @@ import { fileURLToPath } from 'node:url';
 import express, { type ErrorRequestHandler, type Router } from 'express';
 import { Problem } from '../problems/problem.js';
 import { catalog, catalogExtras, problemSlugs } from '../problems/catalog.js';
-import { contextOf } from '../gateway/request-context.js';
+import { contextOf } from '../core/context.js';
 import type { Logger } from '../observability/logger.js';
 
 export interface ConsoleOptions {

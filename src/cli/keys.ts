@@ -5,7 +5,7 @@ import { RedisKeyStore } from '../keys/redis-store.js';
 import { SecretBox } from '../keys/secret-box.js';
 import { KeyService } from '../keys/service.js';
 import { silentLogger } from '../observability/logger.js';
-import { systemClock } from '../shared/clock.js';
+import { systemClock } from '../core/clock.js';
 import { RedisHandle } from '../shared/redis.js';
 import { UsageError, configPathFrom, type CliIo } from './index.js';
 

@@ -7,7 +7,7 @@ import { mockSchema } from '../policies/mock/schema.js';
 import { upstreamSchema } from '../policies/proxy/schema.js';
 import { planQuotaSchema, routeQuotaSchema } from '../policies/quota/schema.js';
 import { rateLimitListSchema } from '../policies/rate-limit/schema.js';
-import { compileTrust } from '../shared/trust.js';
+import { compileTrust } from '../core/client-ip.js';
 import { httpMethod, mountPath, nonNegativeInt, port, positiveInt, bool } from './primitives.js';
 
 /**

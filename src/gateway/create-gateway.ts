@@ -7,8 +7,8 @@ import type { ConfigIssue } from '../config/issues.js';
 import { Problem } from '../problems/problem.js';
 import { ProblemWriter, toProblem } from '../problems/problem-details.js';
 import { securityHeaders } from '../shared/security-headers.js';
-import { systemClock, type Clock } from '../shared/clock.js';
-import { compileTrust, type TrustFn } from '../shared/trust.js';
+import { systemClock, type Clock } from '../core/clock.js';
+import { compileTrust, type TrustFn } from '../core/client-ip.js';
 import { createRequestObserver, observeRefused } from '../observability/observer.js';
 import { GatewayMetrics } from '../observability/metrics.js';
 import {
@@ -30,32 +30,28 @@ import type { KeyStore } from '../keys/record.js';
 import { JwtVerifier } from '../policies/authenticate/jwt.js';
 import { MemoryCounters, type CounterStore } from '../policies/rate-limit/counters.js';
 import { ResilientCounters } from '../policies/rate-limit/resilient-counters.js';
-import { remainingCounter } from '../policies/rate-limit/limits.js';
+import { remainingCounter } from '../policies/rate-limit/rate-limit.js';
 import { MemoryIdempotencyStore, RedisIdempotencyStore } from '../policies/idempotency/store.js';
-import {
-  MemoryReplayStore,
-  RedisReplayStore,
-  type ReplayStore,
-} from '../policies/authenticate/replay-store.js';
-import { newContext } from '../policies/request-id/request-id.js';
+import { MemoryReplayStore, RedisReplayStore, type ReplayStore } from '../policies/signature/replay-store.js';
+import { newContext } from '../core/request-id.js';
 import { createAdminApp } from '../admin/app.js';
 import { mountAuditRoutes } from '../admin/requests-routes.js';
 import { mountKeyRoutes } from '../admin/keys-routes.js';
 import { mountStatsRoute } from '../admin/stats.js';
 import { openApiDocument } from '../admin/openapi.js';
-import { createSelfServiceStage, createNoApiKeysStage } from '../self-service/self-service.js';
-import { createBodyLimitStage } from '../policies/body/body-limit.js';
-import { createReadBodyStage } from '../policies/body/read-body.js';
+import { createSelfServiceStage, createNoApiKeysStage } from '../key-management/self-service.js';
+import { createBodyLimitStage } from '../policies/body-limit/body-limit.js';
+import { createReadBodyStage } from '../policies/body-limit/read-body.js';
 import { createAuthenticateStage } from '../policies/authenticate/authenticate.js';
 import { KeyManagement } from '../keys/management.js';
 import { packageVersion } from '../shared/version.js';
 import { digestTokens } from '../admin/admin-auth.js';
-import { normalizePath, splitTarget } from './path.js';
+import { normalizePath, splitTarget } from '../core/path.js';
 import { checkHost } from './host.js';
 import { buildRouteStages } from './pipeline.js';
-import type { RequestContext } from './request-context.js';
+import type { RequestContext } from '../core/context.js';
 import { RouteTable, allowedMethods, type CompiledRoute } from './route-table.js';
-import { runStages } from './stage.js';
+import { runStages } from '../core/stage.js';
 import type { Services } from './services.js';
 
 export interface GatewayOptions {

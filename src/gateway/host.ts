@@ -1,7 +1,7 @@
 import { isIPv6 } from 'node:net';
 import { Problem } from '../problems/problem.js';
-import type { RequestContext } from './request-context.js';
-import { targetAuthority } from './path.js';
+import type { RequestContext } from '../core/context.js';
+import { targetAuthority } from '../core/path.js';
 
 // RFC 3986 §3.2.2 reg-name (unreserved, pct-encoded, sub-delims; IPv4 is a reg-name too) with an
 // optional port (RFC 9110 §7.2: Host = uri-host [ ":" port ]). No userinfo, path, query or space.

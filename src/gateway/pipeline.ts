@@ -1,19 +1,19 @@
 import type { Config, RouteConfig } from '../config/schema.js';
 import type { ProblemWriter } from '../problems/problem-details.js';
-import type { TrustFn } from '../shared/trust.js';
+import type { TrustFn } from '../core/client-ip.js';
 import { createGoneStage } from '../policies/gone/gone.js';
 import { createMockStage } from '../policies/mock/mock.js';
-import { createBodyLimitStage } from '../policies/body/body-limit.js';
-import { createReadBodyStage } from '../policies/body/read-body.js';
+import { createBodyLimitStage } from '../policies/body-limit/body-limit.js';
+import { createReadBodyStage } from '../policies/body-limit/read-body.js';
 import { createProxyStage } from '../policies/proxy/proxy.js';
 import { requestHeaderPlan } from '../policies/proxy/headers.js';
 import type { Services } from './services.js';
 import { createAuthenticateStage } from '../policies/authenticate/authenticate.js';
-import { createSignatureStage } from '../policies/authenticate/signature.js';
+import { createSignatureStage } from '../policies/signature/signature.js';
 import type { JwtVerifier } from '../policies/authenticate/jwt.js';
-import { createLimitsStage } from '../policies/rate-limit/limits.js';
+import { createLimitsStage } from '../policies/rate-limit/rate-limit.js';
 import { createIdempotencyStage } from '../policies/idempotency/idempotency.js';
-import type { Stage } from './stage.js';
+import type { Stage } from '../core/stage.js';
 
 /** What a stage factory may use. Everything here is fixed for the life of one config. */
 export interface StageBuild {

@@ -1,6 +1,6 @@
 import type { RouteConfig } from '../config/schema.js';
-import type { Stage } from './stage.js';
-import { withoutParams } from './path.js';
+import type { Stage } from '../core/stage.js';
+import { withoutParams } from '../core/path.js';
 
 /**
  * `Allow` of a route without a `methods` list: any method but TRACE (RFC 9110 §9.3.8: it echoes

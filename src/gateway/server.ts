@@ -6,7 +6,7 @@ import { Problem } from '../problems/problem.js';
 import type { ProblemWriter } from '../problems/problem-details.js';
 import type { Config } from '../config/schema.js';
 import type { Logger } from '../observability/logger.js';
-import { requestIdFrom } from '../policies/request-id/request-id.js';
+import { requestIdFrom } from '../core/request-id.js';
 import { ANY_METHOD_ALLOW } from './route-table.js';
 
 /**

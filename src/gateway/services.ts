@@ -1,13 +1,13 @@
-import type { Clock } from '../shared/clock.js';
+import type { Clock } from '../core/clock.js';
 import type { Logger } from '../observability/logger.js';
 import type { UpstreamRegistry } from '../policies/proxy/upstream-pool.js';
 import type { ReadinessRegistry } from '../observability/readiness.js';
-import type { RequestContext } from './request-context.js';
+import type { RequestContext } from '../core/context.js';
 import type { RedisHandle } from '../shared/redis.js';
 import type { GatewayMetrics } from '../observability/metrics.js';
 import type { AuditStore } from '../observability/audit.js';
 import type { KeyService } from '../keys/service.js';
-import type { ReplayStore } from '../policies/authenticate/replay-store.js';
+import type { ReplayStore } from '../policies/signature/replay-store.js';
 import type { CounterStore } from '../policies/rate-limit/counters.js';
 import type { IdempotencyStore } from '../policies/idempotency/store.js';
 import type { KeyManagement } from '../keys/management.js';

@@ -1,7 +1,12 @@
-import type { Clock } from '../shared/clock.js';
+import type { Clock } from '../core/clock.js';
 import type { Config } from '../config/schema.js';
 import type { CounterSpec, CounterStore } from '../policies/rate-limit/counters.js';
-import { quotaCounter, quotaHolder, rateCounter, remainingCounter } from '../policies/rate-limit/limits.js';
+import {
+  quotaCounter,
+  quotaHolder,
+  rateCounter,
+  remainingCounter,
+} from '../policies/rate-limit/rate-limit.js';
 import { keyView, usesIdOf, type KeyRecord, type KeyView } from './record.js';
 import type { CreateKeyInput, KeyPatch, KeyService } from './service.js';
 

@@ -1,4 +1,4 @@
-import type { Clock } from '../shared/clock.js';
+import type { Clock } from '../core/clock.js';
 import type { RateLimitConfig } from '../policies/rate-limit/schema.js';
 import { Problem } from '../problems/problem.js';
 import { generateKey, newKeyId, parseKey, randomBase62, type KeyEnvironment } from './format.js';

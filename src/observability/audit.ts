@@ -1,4 +1,4 @@
-import type { Clock } from '../shared/clock.js';
+import type { Clock } from '../core/clock.js';
 import type { RedisHandle } from '../shared/redis.js';
 import type { Logger } from './logger.js';
 

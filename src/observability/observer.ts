@@ -1,5 +1,5 @@
-import type { RequestContext } from '../gateway/request-context.js';
-import type { Clock } from '../shared/clock.js';
+import type { RequestContext } from '../core/context.js';
+import type { Clock } from '../core/clock.js';
 import type { AuditRecord, AuditStore } from './audit.js';
 import { accessLineWriter, type Logger } from './logger.js';
 import type { GatewayMetrics } from './metrics.js';

@@ -4,8 +4,8 @@ import { catalog, type ProblemSlug } from './catalog.js';
 import { Problem, isProblem } from './problem.js';
 import { securityHeaders } from '../shared/security-headers.js';
 import { reasonPhrase } from '../shared/http.js';
-import { contextOf } from '../gateway/request-context.js';
-import { requestIdFrom } from '../policies/request-id/request-id.js';
+import { contextOf } from '../core/context.js';
+import { requestIdFrom } from '../core/request-id.js';
 
 export const PROBLEM_CONTENT_TYPE = 'application/problem+json';
 

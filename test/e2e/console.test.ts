@@ -5,7 +5,7 @@ import { chromium, type Browser, type Page } from 'playwright-core';
 import { startGateway, type RunningGateway } from '../helpers/gateway.js';
 import { request } from '../helpers/http.js';
 import { startUpstream, type Upstream } from '../helpers/upstream.js';
-import { sign } from '../../src/policies/authenticate/signature.js';
+import { sign } from '../../src/policies/signature/signature.js';
 
 const TOKEN = 'console-e2e-admin-token-42';
 const SHOTS = 'test-output/console';

@@ -11,7 +11,7 @@ import {
   waitForSubscribers,
 } from '../helpers/redis.js';
 import { signingKey, startJwksServer, token, type JwksServer, type SigningKey } from '../helpers/jwks.js';
-import { ManualClock } from '../../src/shared/clock.js';
+import { ManualClock } from '../../src/core/clock.js';
 
 const TOKEN = 'admin-keys-test-token-0123';
 const cleanup: Array<() => Promise<void>> = [];

@@ -14,7 +14,7 @@ import { OpenApiValidator } from '../helpers/openapi.js';
 import { expectProblem } from '../helpers/problem.js';
 import { createLogger } from '../../src/observability/logger.js';
 import { MemoryAuditStore, type AuditRecord } from '../../src/observability/audit.js';
-import { ManualClock } from '../../src/shared/clock.js';
+import { ManualClock } from '../../src/core/clock.js';
 import type { ConfigInput } from '../../src/config/schema.js';
 import type { GatewayOptions } from '../../src/gateway/create-gateway.js';
 

@@ -12,8 +12,8 @@ import {
   uniquePrefix,
   waitForSubscribers,
 } from '../helpers/redis.js';
-import { sign } from '../../src/policies/authenticate/signature.js';
-import { ManualClock } from '../../src/shared/clock.js';
+import { sign } from '../../src/policies/signature/signature.js';
+import { ManualClock } from '../../src/core/clock.js';
 
 const SECRET_KEY = 'auth-test-secret-key-0123456789abcdef';
 const ADMIN = 'auth-test-admin-token-123';

@@ -7,7 +7,7 @@ import { startGateway } from '../helpers/gateway.js';
 import { request } from '../helpers/http.js';
 import { startUpstream } from '../helpers/upstream.js';
 import { sharedRedisUrl, uniquePrefix } from '../helpers/redis.js';
-import { sign } from '../../src/policies/authenticate/signature.js';
+import { sign } from '../../src/policies/signature/signature.js';
 import { PROCESS_TEST_MS, spawnCli } from '../helpers/cli.js';
 
 const cleanup: Array<() => Promise<void> | void> = [];

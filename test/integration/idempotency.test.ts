@@ -7,7 +7,7 @@ import { request, waitFor } from '../helpers/http.js';
 import { startUpstream } from '../helpers/upstream.js';
 import { expectProblem } from '../helpers/problem.js';
 import { sharedRedisUrl, startPrivateRedis, uniquePrefix } from '../helpers/redis.js';
-import { ManualClock } from '../../src/shared/clock.js';
+import { ManualClock } from '../../src/core/clock.js';
 import {
   MemoryIdempotencyStore,
   RedisIdempotencyStore,

@@ -16,7 +16,7 @@ import { RedisKeyStore } from '../../src/keys/redis-store.js';
 import { KeyService } from '../../src/keys/service.js';
 import { SecretBox } from '../../src/keys/secret-box.js';
 import type { KeyStore } from '../../src/keys/record.js';
-import { ManualClock } from '../../src/shared/clock.js';
+import { ManualClock } from '../../src/core/clock.js';
 import { RedisHandle } from '../../src/shared/redis.js';
 import { silentLogger } from '../../src/observability/logger.js';
 

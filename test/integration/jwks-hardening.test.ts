@@ -6,7 +6,7 @@ import { startUpstream } from '../helpers/upstream.js';
 import { expectProblem } from '../helpers/problem.js';
 import { signingKey, startJwksServer, token } from '../helpers/jwks.js';
 import { startOidcProvider } from '../helpers/oidc.js';
-import { ManualClock } from '../../src/shared/clock.js';
+import { ManualClock } from '../../src/core/clock.js';
 
 const cleanup: Array<() => Promise<void>> = [];
 afterEach(async () => {

@@ -6,7 +6,7 @@ import { startUpstream } from '../helpers/upstream.js';
 import { sharedRedisUrl, startPrivateRedis, uniquePrefix } from '../helpers/redis.js';
 import { expectProblem } from '../helpers/problem.js';
 import { createLogger } from '../../src/observability/logger.js';
-import { ManualClock } from '../../src/shared/clock.js';
+import { ManualClock } from '../../src/core/clock.js';
 
 const TOKEN = 'observability-admin-token';
 const auth = { authorization: `Bearer ${TOKEN}` };

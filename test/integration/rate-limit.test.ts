@@ -6,7 +6,7 @@ import { startUpstream, type Upstream } from '../helpers/upstream.js';
 import { expectProblem } from '../helpers/problem.js';
 import { parsePolicies } from '../helpers/ratelimit.js';
 import { sharedRedisUrl, uniquePrefix } from '../helpers/redis.js';
-import { ManualClock } from '../../src/shared/clock.js';
+import { ManualClock } from '../../src/core/clock.js';
 
 const cleanup: Array<() => Promise<void>> = [];
 afterEach(async () => {

@@ -10,7 +10,7 @@ import {
   type PrivateCluster,
 } from '../helpers/redis.js';
 import { expectProblem } from '../helpers/problem.js';
-import { ManualClock } from '../../src/shared/clock.js';
+import { ManualClock } from '../../src/core/clock.js';
 
 describe('on a real three-node Redis Cluster', () => {
   let cluster: PrivateCluster;

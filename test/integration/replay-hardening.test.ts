@@ -3,7 +3,7 @@ import { startGateway, type RunningGateway } from '../helpers/gateway.js';
 import { request } from '../helpers/http.js';
 import { startUpstream } from '../helpers/upstream.js';
 import { expectProblem } from '../helpers/problem.js';
-import { sign } from '../../src/policies/authenticate/signature.js';
+import { sign } from '../../src/policies/signature/signature.js';
 import { validateConfig } from '../../src/config/load.js';
 
 /*

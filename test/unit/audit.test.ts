@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { MemoryAuditStore, type AuditRecord } from '../../src/observability/audit.js';
-import { ManualClock } from '../../src/shared/clock.js';
+import { ManualClock } from '../../src/core/clock.js';
 
 const record = (id: string, clock: ManualClock, status = 200): AuditRecord => ({
   time: new Date(clock.now()).toISOString(),

@@ -3,7 +3,7 @@ import { createHash, createHmac } from 'node:crypto';
 import fc from 'fast-check';
 // @ts-expect-error -- the console is plain JavaScript, served as is
 import { hex, hmacSha256, sha256, signRequest, utf8 } from '../../console/sha256.js';
-import { sign } from '../../src/policies/authenticate/signature.js';
+import { sign } from '../../src/policies/signature/signature.js';
 
 describe("the console's signing code", () => {
   it('computes SHA-256 and HMAC-SHA256 exactly as node:crypto does (property)', () => {

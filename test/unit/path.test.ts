@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
-import { normalizePath, splitTarget } from '../../src/gateway/path.js';
+import { normalizePath, splitTarget } from '../../src/core/path.js';
 import { RouteTable, allowedMethods } from '../../src/gateway/route-table.js';
 import { Problem } from '../../src/problems/problem.js';
 import type { RouteConfig } from '../../src/config/schema.js';

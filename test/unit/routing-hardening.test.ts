@@ -7,7 +7,7 @@ import {
   prefixSegments,
   targetAuthority,
   withoutParams,
-} from '../../src/gateway/path.js';
+} from '../../src/core/path.js';
 import { hostFieldCount, isValidHost } from '../../src/gateway/host.js';
 import { RouteTable, allowedMethods } from '../../src/gateway/route-table.js';
 import type { ConfigInput, RouteConfig } from '../../src/config/schema.js';

@@ -1,8 +1,8 @@
 import { describe, expect, it } from 'vitest';
-import { ManualClock } from '../../src/shared/clock.js';
+import { ManualClock } from '../../src/core/clock.js';
 import { MemoryIdempotencyStore, type StoredResponse } from '../../src/policies/idempotency/store.js';
 import { idempotencyStoreSchema } from '../../src/policies/idempotency/schema.js';
-import { MemoryReplayStore } from '../../src/policies/authenticate/replay-store.js';
+import { MemoryReplayStore } from '../../src/policies/signature/replay-store.js';
 import { replayCacheSchema } from '../../src/policies/authenticate/schema.js';
 import { Problem } from '../../src/problems/problem.js';
 

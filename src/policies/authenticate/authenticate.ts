@@ -1,8 +1,8 @@
 import { Problem } from '../../problems/problem.js';
-import type { Clock } from '../../shared/clock.js';
+import type { Clock } from '../../core/clock.js';
 import type { Config, RouteConfig } from '../../config/schema.js';
-import type { Identity, RequestContext } from '../../gateway/request-context.js';
-import type { Stage } from '../../gateway/stage.js';
+import type { Identity, RequestContext } from '../../core/context.js';
+import type { Stage } from '../../core/stage.js';
 import { looksLikeKey } from '../../keys/format.js';
 import { usesIdOf, type KeyRecord } from '../../keys/record.js';
 import type { KeyService } from '../../keys/service.js';

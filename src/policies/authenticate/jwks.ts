@@ -1,5 +1,5 @@
 import { createLocalJWKSet, type JSONWebKeySet, type JWTVerifyGetKey } from 'jose';
-import type { Clock } from '../../shared/clock.js';
+import type { Clock } from '../../core/clock.js';
 
 /**
  * The JWKS cannot be had and no usable copy is cached, or a token names a key the gateway cannot

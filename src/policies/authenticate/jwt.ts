@@ -1,8 +1,8 @@
 import { createHash, createPublicKey, createSecretKey, type KeyObject } from 'node:crypto';
 import { decodeJwt, jwtVerify, type JWTPayload, type JWTVerifyGetKey } from 'jose';
 import { Problem } from '../../problems/problem.js';
-import type { Clock } from '../../shared/clock.js';
-import type { Identity } from '../../gateway/request-context.js';
+import type { Clock } from '../../core/clock.js';
+import type { Identity } from '../../core/context.js';
 import type { JwtIssuerConfig } from './schema.js';
 import { JwksUnavailableError, RemoteJwks } from './jwks.js';
 import { challenge } from './challenge.js';

@@ -1,10 +1,10 @@
 import type { RequestHandler } from 'express';
 import type { z } from 'zod';
-import { systemClock, type Clock } from '../../shared/clock.js';
-import { ensureContext } from '../request-id/request-id.js';
-import { createReadBodyStage } from '../body/read-body.js';
-import { runStages } from '../../gateway/stage.js';
-import type { Stage } from '../../gateway/stage.js';
+import { systemClock, type Clock } from '../../core/clock.js';
+import { ensureContext } from '../../core/request-id.js';
+import { createReadBodyStage } from '../body-limit/read-body.js';
+import { runStages } from '../../core/stage.js';
+import type { Stage } from '../../core/stage.js';
 import { KeyService } from '../../keys/service.js';
 import { MemoryKeyStore } from '../../keys/memory-store.js';
 import { SecretBox } from '../../keys/secret-box.js';
@@ -12,8 +12,8 @@ import type { PlanConfig } from '../../config/schema.js';
 import { authSchema, routeAuthSchema } from './schema.js';
 import { createAuthenticateStage } from './authenticate.js';
 import { JwtVerifier } from './jwt.js';
-import { MemoryReplayStore, type ReplayStore } from './replay-store.js';
-import { createSignatureStage } from './signature.js';
+import { MemoryReplayStore, type ReplayStore } from '../signature/replay-store.js';
+import { createSignatureStage } from '../signature/signature.js';
 
 export interface AuthenticateOptions {
   /** Accepted credentials (default both), required scopes, HMAC signing (default off). */

@@ -1,6 +1,6 @@
 import { Problem } from '../../problems/problem.js';
 import { httpDate } from '../../shared/http.js';
-import type { Stage } from '../../gateway/stage.js';
+import type { Stage } from '../../core/stage.js';
 import type { GoneConfig } from './schema.js';
 
 /**

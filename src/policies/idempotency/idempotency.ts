@@ -3,8 +3,8 @@ import type { OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import { Problem } from '../../problems/problem.js';
 import { instanceOf } from '../../problems/problem-details.js';
 import { HOP_BY_HOP } from '../../shared/http.js';
-import type { RequestContext, UpstreamSink } from '../../gateway/request-context.js';
-import type { Stage } from '../../gateway/stage.js';
+import type { RequestContext, UpstreamSink } from '../../core/context.js';
+import type { Stage } from '../../core/stage.js';
 import type { IdempotencyConfig } from './schema.js';
 import type { IdempotencyStore, StoredResponse } from './store.js';
 

@@ -1,9 +1,9 @@
 import type { RequestHandler } from 'express';
 import type { z } from 'zod';
-import { systemClock, type Clock } from '../../shared/clock.js';
-import { runStages, type Stage } from '../../gateway/stage.js';
-import { ensureContext } from '../request-id/request-id.js';
-import { createReadBodyStage } from '../body/read-body.js';
+import { systemClock, type Clock } from '../../core/clock.js';
+import { runStages, type Stage } from '../../core/stage.js';
+import { ensureContext } from '../../core/request-id.js';
+import { createReadBodyStage } from '../body-limit/read-body.js';
 import { idempotencySchema } from './schema.js';
 import { createIdempotencyStage } from './idempotency.js';
 import { MemoryIdempotencyStore, type IdempotencyStore } from './store.js';

@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import type { Clock } from '../../shared/clock.js';
+import type { Clock } from '../../core/clock.js';
 import type { RedisHandle } from '../../shared/redis.js';
 import { Problem } from '../../problems/problem.js';
 import { idempotencyStoreSchema, type IdempotencyStoreConfig } from './schema.js';

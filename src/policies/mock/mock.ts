@@ -1,5 +1,5 @@
-import type { RequestContext } from '../../gateway/request-context.js';
-import type { Stage } from '../../gateway/stage.js';
+import type { RequestContext } from '../../core/context.js';
+import type { Stage } from '../../core/stage.js';
 import type { MockConfig } from './schema.js';
 
 /**

@@ -1,7 +1,7 @@
 import type { IncomingHttpHeaders, IncomingMessage, OutgoingHttpHeaders } from 'node:http';
 import { HOP_BY_HOP, connectionTokens } from '../../shared/http.js';
-import type { RequestContext } from '../../gateway/request-context.js';
-import type { TrustFn } from '../../shared/trust.js';
+import type { RequestContext } from '../../core/context.js';
+import type { TrustFn } from '../../core/client-ip.js';
 
 /** Headers the gateway sets upstream itself; a client's copies never pass (SPEC §5, §9). */
 export const IDENTITY_HEADERS = [

@@ -1,10 +1,10 @@
 import type { RequestHandler } from 'express';
 import type { z } from 'zod';
-import { normalizePath } from '../../gateway/path.js';
+import { normalizePath } from '../../core/path.js';
 import { ProblemWriter } from '../../problems/problem-details.js';
-import { systemClock, type Clock } from '../../shared/clock.js';
-import { compileTrust } from '../../shared/trust.js';
-import { ensureContext } from '../request-id/request-id.js';
+import { systemClock, type Clock } from '../../core/clock.js';
+import { compileTrust } from '../../core/client-ip.js';
+import { ensureContext } from '../../core/request-id.js';
 import { requestHeaderPlan } from './headers.js';
 import { ProxyStage } from './proxy.js';
 import { upstreamSchema } from './schema.js';

@@ -8,10 +8,10 @@ import {
   writeUpstreamProblem,
 } from '../../problems/upstream-errors.js';
 import { IDEMPOTENT_METHODS } from '../../shared/http.js';
-import type { Clock } from '../../shared/clock.js';
-import type { RequestContext, UpstreamSink } from '../../gateway/request-context.js';
-import { afterSegmentPrefix, prefixSegments } from '../../gateway/path.js';
-import type { Stage } from '../../gateway/stage.js';
+import type { Clock } from '../../core/clock.js';
+import type { RequestContext, UpstreamSink } from '../../core/context.js';
+import { afterSegmentPrefix, prefixSegments } from '../../core/path.js';
+import type { Stage } from '../../core/stage.js';
 import {
   MAX_VIA_HOPS,
   downstreamHeaders,

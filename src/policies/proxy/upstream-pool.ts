@@ -1,5 +1,5 @@
 import { Pool } from 'undici';
-import type { Clock } from '../../shared/clock.js';
+import type { Clock } from '../../core/clock.js';
 import type { UpstreamConfig } from './schema.js';
 
 /**

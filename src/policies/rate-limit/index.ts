@@ -1,5 +1,5 @@
 export { rateLimit, quota, type RateLimitOptions, type QuotaOptions } from './middleware.js';
-export { createLimitsStage, remainingCounter, type LimitsOptions } from './limits.js';
+export { createLimitsStage, remainingCounter, type LimitsOptions } from './rate-limit.js';
 export {
   MemoryCounters,
   RedisCounters,

@@ -1,12 +1,12 @@
 import type { RequestHandler } from 'express';
 import type { z } from 'zod';
-import { systemClock, type Clock } from '../../shared/clock.js';
-import { ensureContext } from '../request-id/request-id.js';
+import { systemClock, type Clock } from '../../core/clock.js';
+import { ensureContext } from '../../core/request-id.js';
 import { planQuotaSchema } from '../quota/schema.js';
 import { MemoryCounters, type CounterStore } from './counters.js';
-import { createLimitsStage, type QuotaBy } from './limits.js';
+import { createLimitsStage, type QuotaBy } from './rate-limit.js';
 import { rateLimitListSchema } from './schema.js';
-import type { Stage } from '../../gateway/stage.js';
+import type { Stage } from '../../core/stage.js';
 
 function toMiddleware(stage: Stage, clock: Clock): RequestHandler {
   return function limitsMiddleware(req, res, next) {

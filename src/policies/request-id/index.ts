@@ -1,1 +1,7 @@
-export { requestId, requestIdFrom, traceparentFrom, newTraceparent, ensureContext } from './request-id.js';
+export {
+  requestId,
+  requestIdFrom,
+  traceparentFrom,
+  newTraceparent,
+  ensureContext,
+} from '../../core/request-id.js';

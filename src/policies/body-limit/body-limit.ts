@@ -1,6 +1,6 @@
 import { Problem } from '../../problems/problem.js';
-import type { RequestContext } from '../../gateway/request-context.js';
-import type { Stage } from '../../gateway/stage.js';
+import type { RequestContext } from '../../core/context.js';
+import type { Stage } from '../../core/stage.js';
 
 /**
  * 413 from `Content-Length` before a byte of the body is read. The connection is closed after

@@ -1,8 +1,8 @@
 import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
 import { Problem } from '../../problems/problem.js';
-import type { Clock } from '../../shared/clock.js';
-import type { RequestContext } from '../../gateway/request-context.js';
-import type { Stage } from '../../gateway/stage.js';
+import type { Clock } from '../../core/clock.js';
+import type { RequestContext } from '../../core/context.js';
+import type { Stage } from '../../core/stage.js';
 import type { KeyService } from '../../keys/service.js';
 import type { ReplayStore } from './replay-store.js';
 

@@ -1,9 +1,9 @@
 import { Problem } from '../../problems/problem.js';
-import type { Clock } from '../../shared/clock.js';
+import type { Clock } from '../../core/clock.js';
 import type { PlanConfig } from '../../config/schema.js';
 import type { KeyRecord } from '../../keys/record.js';
-import type { RequestContext } from '../../gateway/request-context.js';
-import type { Stage } from '../../gateway/stage.js';
+import type { RequestContext } from '../../core/context.js';
+import type { Stage } from '../../core/stage.js';
 import { periodOf } from '../quota/period.js';
 import type { PlanQuotaConfig } from '../quota/schema.js';
 import type { ConsumeResult, CounterSpec, CounterStore } from './counters.js';

@@ -3,7 +3,7 @@ import type { Problem } from '../problems/problem.js';
 import type { RouteConfig } from '../config/schema.js';
 import type { RateLimitConfig } from '../policies/rate-limit/schema.js';
 import type { KeyRecord } from '../keys/record.js';
-import { clientAddress, type TrustFn } from '../shared/trust.js';
+import { clientAddress, type TrustFn } from './client-ip.js';
 
 /** Who made the request, as the authenticate stage established it. */
 export interface Identity {

@@ -1,7 +1,7 @@
 import { Problem } from '../../problems/problem.js';
 import { readLimited } from '../../shared/read-body.js';
-import type { RequestContext } from '../../gateway/request-context.js';
-import type { Stage } from '../../gateway/stage.js';
+import type { RequestContext } from '../../core/context.js';
+import type { Stage } from '../../core/stage.js';
 
 const EMPTY = Buffer.alloc(0);
 

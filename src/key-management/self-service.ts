@@ -1,9 +1,9 @@
 import { Problem } from '../problems/problem.js';
 import { parseOrThrow } from '../problems/validation.js';
 import type { Config } from '../config/schema.js';
-import type { RequestContext } from '../gateway/request-context.js';
-import type { Stage } from '../gateway/stage.js';
-import { afterSegmentPrefix, prefixSegments } from '../gateway/path.js';
+import type { RequestContext } from '../core/context.js';
+import type { Stage } from '../core/stage.js';
+import { afterSegmentPrefix, prefixSegments } from '../core/path.js';
 import type { KeyManagement } from '../keys/management.js';
 import { looksLikeKey } from '../keys/format.js';
 import { ownedAs } from '../keys/record.js';

@@ -1,4 +1,4 @@
-import type { RequestContext } from './request-context.js';
+import type { RequestContext } from './context.js';
 
 /**
  * One step of the request pipeline. `run` does only per-request work: everything that can be

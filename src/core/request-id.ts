@@ -1,9 +1,9 @@
 import { randomFillSync, randomUUID } from 'node:crypto';
 import type { RequestHandler } from 'express';
 import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http';
-import { RequestContext, contextOf } from '../../gateway/request-context.js';
-import { splitTarget } from '../../gateway/path.js';
-import { systemClock, type Clock } from '../../shared/clock.js';
+import { RequestContext, contextOf } from './context.js';
+import { splitTarget } from './path.js';
+import { systemClock, type Clock } from './clock.js';
 
 // SPEC §4: an inbound id is kept only when it matches this; otherwise a new UUID is made.
 const VALID_REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
