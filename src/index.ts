@@ -14,15 +14,13 @@ export { createHttpServer, expressConstructors } from './gateway/server.js';
 export { RequestContext, contextOf, type Identity, type CloseHook } from './core/context.js';
 export type { Stage } from './core/stage.js';
 
-export { requestId, requestIdFrom, traceparentFrom } from './policies/request-id/index.js';
+export { requestIdFrom, traceparentFrom } from './core/request-id.js';
+export { requestId, toMiddleware, ensureContext } from './core/middleware.js';
 export { proxy, type ProxyOptions } from './policies/proxy/middleware.js';
-export {
-  authenticate,
-  type AuthenticateOptions,
-  sign,
-  signingString,
-} from './policies/authenticate/index.js';
-export { rateLimit, quota, type RateLimitOptions, type QuotaOptions } from './policies/rate-limit/index.js';
+export { authenticate, type AuthenticateOptions } from './policies/authenticate/index.js';
+export { signature, sign, signingString, type SignatureOptions } from './policies/signature/index.js';
+export { rateLimit, type RateLimitOptions } from './policies/rate-limit/index.js';
+export { quota, type QuotaOptions } from './policies/quota/index.js';
 export {
   MemoryCounters,
   RedisCounters,

@@ -3,7 +3,7 @@ import helmet from 'helmet';
 import { Problem } from '../problems/problem.js';
 import { problemDetails } from '../problems/problem-details.js';
 import { apiHelmetOptions } from '../shared/security-headers.js';
-import { requestId } from '../core/request-id.js';
+import { requestId } from '../core/middleware.js';
 import { contextOf } from '../core/context.js';
 import type { Logger } from '../observability/logger.js';
 import type { ReadinessRegistry } from '../observability/readiness.js';

@@ -19,7 +19,7 @@ function consoleDirectory(): string {
 }
 
 /** The built-in default, which names no page that exists. */
-const DEFAULT_TYPE_BASE = 'https://tollgate.dev/problems/';
+import { DEFAULT_TYPE_BASE } from '../problems/schema.js';
 /** Names reserved for examples and tests (RFC 2606, RFC 6761): no page lives there. */
 const RESERVED_HOST = /(^|\.)(example(\.(com|net|org))?|test|invalid|localhost)$/i;
 

@@ -2,7 +2,7 @@ import express, { type Router } from 'express';
 import { Problem } from '../problems/problem.js';
 import { parseOrThrow } from '../problems/validation.js';
 import type { Config } from '../config/schema.js';
-import type { KeyManagement } from '../keys/management.js';
+import type { KeyManagement } from '../key-management/management.js';
 import { createKeyBody, listKeysQuery, patchKeyBody, rotateKeyBody, verifyKeyBody } from './schemas.js';
 
 export interface KeyRoutesDeps {

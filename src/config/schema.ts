@@ -1,10 +1,14 @@
 import { availableParallelism } from 'node:os';
 import { z } from 'zod';
+import { redisSchema } from '../shared/redis-schema.js';
+import type { Plan } from '../core/identity.js';
+import { typeBaseSchema } from '../problems/schema.js';
+import { bodyBytesSchema } from '../policies/body-limit/schema.js';
 import { authSchema, routeAuthSchema } from '../policies/authenticate/schema.js';
 import { goneSchema } from '../policies/gone/schema.js';
 import { idempotencySchema, idempotencyStoreSchema } from '../policies/idempotency/schema.js';
 import { mockSchema } from '../policies/mock/schema.js';
-import { upstreamSchema } from '../policies/proxy/schema.js';
+import { upstreamErrorsSchema, upstreamSchema } from '../policies/proxy/schema.js';
 import { planQuotaSchema, routeQuotaSchema } from '../policies/quota/schema.js';
 import { rateLimitListSchema } from '../policies/rate-limit/schema.js';
 import { compileTrust } from '../core/client-ip.js';
@@ -37,12 +41,7 @@ const routeSchema = z
     rateLimits: rateLimitListSchema.describe('Rate limits of the route, on top of the plan’s.'),
     quota: routeQuotaSchema.optional(),
     idempotency: idempotencySchema.optional(),
-    upstreamErrors: z
-      .enum(['rewrite', 'rewrite-5xx', 'passthrough'])
-      .default('rewrite')
-      .describe(
-        'Turn upstream error responses into problem+json (SPEC §3); `rewrite-5xx` rewrites only 5xx and passes 4xx bodies through untouched; `passthrough` passes all through.',
-      ),
+    upstreamErrors: upstreamErrorsSchema,
   })
   .superRefine((route, ctx) => {
     const kinds = (['upstream', 'mock', 'gone'] as const).filter((k) => route[k] !== undefined);
@@ -85,44 +84,9 @@ const planSchema = z
     rateLimits: rateLimitListSchema.describe('Rate limits of every credential on the plan.'),
   })
   .describe('A plan credentials belong to.');
-
-const redisSchema = z
-  .strictObject({
-    url: z
-      .string()
-      .regex(/^rediss?:\/\//, 'must be a redis:// or rediss:// URL')
-      .optional(),
-    cluster: z
-      .array(z.string().regex(/^rediss?:\/\//, 'must be a redis:// URL'))
-      .min(1)
-      .optional()
-      .describe('Redis Cluster seed nodes.'),
-    sentinels: z
-      .array(z.strictObject({ host: z.string().min(1), port: port() }))
-      .min(1)
-      .optional()
-      .describe('Redis Sentinel addresses (with `sentinelName`).'),
-    sentinelName: z.string().min(1).optional().describe('The Sentinel master name.'),
-    keyPrefix: z.string().default('tollgate:').describe('Prefix of every key the gateway writes.'),
-    commandTimeoutMs: positiveInt()
-      .default(200)
-      .describe('A command not answered within this fails (a frozen Redis must not stall requests).'),
-    connectTimeoutMs: positiveInt().default(1000),
-    onError: z
-      .enum(['closed', 'open'])
-      .default('closed')
-      .describe(
-        'Quota and idempotency when Redis fails: `closed` answers 503, `open` lets requests through. Rate limits always fall back to memory.',
-      ),
-  })
-  .superRefine((r, ctx) => {
-    const modes = [r.url, r.cluster, r.sentinels].filter((m) => m !== undefined).length;
-    if (modes > 1)
-      ctx.addIssue({ code: 'custom', path: [], message: 'use only one of url, cluster or sentinels' });
-    if (r.sentinels && !r.sentinelName)
-      ctx.addIssue({ code: 'custom', path: ['sentinelName'], message: 'is required with sentinels' });
-  })
-  .describe('Shared state for several gateway instances. Omit for in-memory stores (one instance).');
+// The plain `Plan` of core is what stages read: it must be what this schema gives.
+const _planShape: Plan = {} as z.output<typeof planSchema>;
+void _planShape;
 
 const adminSchema = z
   .strictObject({
@@ -174,10 +138,7 @@ export const configSchema = z
     redis: redisSchema.optional(),
     problems: z
       .strictObject({
-        typeBase: z
-          .string()
-          .default('https://tollgate.dev/problems/')
-          .describe('Problem `type` is this plus the slug.'),
+        typeBase: typeBaseSchema,
       })
       .prefault({}),
     trustProxy: z
@@ -199,7 +160,7 @@ export const configSchema = z
       ),
     limits: z
       .strictObject({
-        bodyBytes: positiveInt().default(1_048_576).describe('Largest request body accepted.'),
+        bodyBytes: bodyBytesSchema,
       })
       .prefault({}),
     auth: authSchema,
@@ -324,6 +285,6 @@ export type ConfigInput = z.input<typeof configSchema>;
 /** The normalised config: every default applied. */
 export type Config = z.output<typeof configSchema>;
 export type RouteConfig = Config['routes'][number];
-export type PlanConfig = Config['plans'][string];
-export type RedisConfig = NonNullable<Config['redis']>;
+export type PlanConfig = Plan;
+export type { RedisConfig } from '../shared/redis-schema.js';
 export type AdminConfig = NonNullable<Config['admin']>;

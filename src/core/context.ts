@@ -1,32 +1,9 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Problem } from '../problems/problem.js';
-import type { RouteConfig } from '../config/schema.js';
-import type { RateLimitConfig } from '../policies/rate-limit/schema.js';
-import type { KeyRecord } from '../keys/record.js';
 import { clientAddress, type TrustFn } from './client-ip.js';
+import type { Identity, KeyCredential } from './identity.js';
 
-/** Who made the request, as the authenticate stage established it. */
-export interface Identity {
-  method: 'jwt' | 'api-key';
-  /** Key id, or for a JWT `jwt:` + a hash of issuer and subject. What `by: key` counts. */
-  credentialId: string;
-  /** Key owner, or the JWT's principal (`sub`, or its issuer's `subjectClaim`). */
-  subject: string;
-  /**
-   * The JWT's `iss`; for an API key made in self-service, its owner's issuer. Subjects are unique
-   * only within one issuer: `alice` of two issuers are two people.
-   */
-  issuer?: string | undefined;
-  tenant: string | undefined;
-  scopes: readonly string[];
-  plan: string | undefined;
-  /** The key record's own rate limits, applied on top of the plan's (API keys only). */
-  rateLimits: readonly RateLimitConfig[] | undefined;
-  /** The key record's use allowance (`remaining`), when it has one (API keys only). */
-  remaining: number | undefined;
-  /** Whose remaining-uses counter it draws on (a rotated key shares its predecessor's). */
-  usesId?: string | undefined;
-}
+export type { Identity, KeyCredential, RateLimitBy, RateLimitRule } from './identity.js';
 
 /** What a stage may ask to run once the response is over (finished or aborted). */
 export type CloseHook = (ctx: RequestContext) => void;
@@ -66,10 +43,9 @@ export class RequestContext {
   /** The raw query, with its leading `?`, or ''. */
   search: string;
   routeId: string | undefined;
-  route: RouteConfig | undefined;
   identity: Identity | undefined;
   /** The key record behind an API-key identity (the signature stage needs its secret). */
-  keyRecord: KeyRecord | undefined;
+  keyRecord: KeyCredential | undefined;
   /** What an HMAC-signed request carried and how it was judged (for the audit record). */
   signature: { timestamp: string | null; bodySha256: string; result: string } | undefined;
   /** The raw request body, on routes that needed it buffered (HMAC, idempotency). */
@@ -129,7 +105,6 @@ export class RequestContext {
     this.path = '/';
     this.search = '';
     this.routeId = undefined;
-    this.route = undefined;
     this.identity = undefined;
     this.keyRecord = undefined;
     this.signature = undefined;
@@ -251,4 +226,16 @@ export class RequestContext {
 /** The context of a request, if a Tollgate gateway or middleware has seen it. */
 export function contextOf(req: IncomingMessage): RequestContext | undefined {
   return (req as unknown as Record<symbol, RequestContext | undefined>)[CONTEXT];
+}
+
+/** nginx's convention for "the client closed the connection before any answer was sent". */
+export const CLIENT_CLOSED = 499;
+
+/**
+ * The status a request ended with: what was sent, or 499 when the client left before any
+ * response head (Node's `statusCode` would still say its default, 200).
+ */
+export function finalStatus(ctx: RequestContext): number {
+  const res = ctx.res;
+  return res.headersSent || res.writableFinished ? res.statusCode : CLIENT_CLOSED;
 }

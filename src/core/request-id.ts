@@ -1,9 +1,7 @@
 import { randomFillSync, randomUUID } from 'node:crypto';
-import type { RequestHandler } from 'express';
 import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http';
-import { RequestContext, contextOf } from './context.js';
-import { splitTarget } from './path.js';
-import { systemClock, type Clock } from './clock.js';
+import { RequestContext } from './context.js';
+import type { Clock } from './clock.js';
 
 // SPEC §4: an inbound id is kept only when it matches this; otherwise a new UUID is made.
 const VALID_REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
@@ -57,42 +55,4 @@ export function newContext(req: IncomingMessage, res: ServerResponse, clock: Clo
     clock.now(),
     clock.monotonic(),
   );
-}
-
-/**
- * The request context of a request in a plain Express app: the one an earlier Tollgate
- * middleware made, or a new one whose close hooks run when the response is over.
- */
-export function ensureContext(
-  req: IncomingMessage,
-  res: ServerResponse,
-  clock: Clock = systemClock,
-): RequestContext {
-  const known = contextOf(req);
-  if (known !== undefined) return known;
-  const ctx = newContext(req, res, clock);
-  const { path, search } = splitTarget(req.url ?? '/');
-  ctx.path = path;
-  ctx.search = search;
-  res.once('close', () =>
-    ctx.close((err) => process.emitWarning(`tollgate: a close hook failed: ${String(err)}`)),
-  );
-  return ctx;
-}
-
-/**
- * Express middleware: accepts or makes the request id (SPEC §4), echoes it as `X-Request-Id`,
- * and starts the Tollgate request context the other middlewares share.
- *
- * @example
- * app.use(requestId());
- * app.get('/', (req, res) => res.json({ id: res.getHeader('x-request-id') }));
- */
-export function requestId(options: { clock?: Clock } = {}): RequestHandler {
-  const clock = options.clock ?? systemClock;
-  return function requestIdMiddleware(req, res, next) {
-    const ctx = ensureContext(req, res, clock);
-    res.setHeader('x-request-id', ctx.requestId);
-    next();
-  };
 }

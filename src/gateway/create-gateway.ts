@@ -30,7 +30,7 @@ import type { KeyStore } from '../keys/record.js';
 import { JwtVerifier } from '../policies/authenticate/jwt.js';
 import { MemoryCounters, type CounterStore } from '../policies/rate-limit/counters.js';
 import { ResilientCounters } from '../policies/rate-limit/resilient-counters.js';
-import { remainingCounter } from '../policies/rate-limit/rate-limit.js';
+import { remainingCounter } from '../policies/quota/quota.js';
 import { MemoryIdempotencyStore, RedisIdempotencyStore } from '../policies/idempotency/store.js';
 import { MemoryReplayStore, RedisReplayStore, type ReplayStore } from '../policies/signature/replay-store.js';
 import { newContext } from '../core/request-id.js';
@@ -43,7 +43,7 @@ import { createSelfServiceStage, createNoApiKeysStage } from '../key-management/
 import { createBodyLimitStage } from '../policies/body-limit/body-limit.js';
 import { createReadBodyStage } from '../policies/body-limit/read-body.js';
 import { createAuthenticateStage } from '../policies/authenticate/authenticate.js';
-import { KeyManagement } from '../keys/management.js';
+import { KeyManagement } from '../key-management/management.js';
 import { packageVersion } from '../shared/version.js';
 import { digestTokens } from '../admin/admin-auth.js';
 import { normalizePath, splitTarget } from '../core/path.js';
@@ -217,7 +217,6 @@ export class Gateway {
       const route = state.routes.match(ctx.path);
       if (route === undefined)
         throw new Problem('not-found', { detail: 'No route matches the request path.' });
-      ctx.route = route.config;
       ctx.routeId = route.config.id;
       const method = req.method ?? '';
       // A route without a `methods` list takes any method but TRACE, which would echo the

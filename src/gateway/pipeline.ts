@@ -11,7 +11,7 @@ import type { Services } from './services.js';
 import { createAuthenticateStage } from '../policies/authenticate/authenticate.js';
 import { createSignatureStage } from '../policies/signature/signature.js';
 import type { JwtVerifier } from '../policies/authenticate/jwt.js';
-import { createLimitsStage } from '../policies/rate-limit/rate-limit.js';
+import { createRateLimitStage } from '../policies/rate-limit/rate-limit.js';
 import { createIdempotencyStage } from '../policies/idempotency/idempotency.js';
 import type { Stage } from '../core/stage.js';
 
@@ -91,7 +91,7 @@ export const PIPELINE: readonly PipelineEntry[] = [
     build: (b) =>
       b.route.gone || (b.route.auth === 'none' && b.route.rateLimits.length === 0)
         ? undefined
-        : createLimitsStage({
+        : createRateLimitStage({
             routeId: b.route.id,
             rateLimits: b.route.rateLimits,
             quotaCost: b.route.quota?.cost,

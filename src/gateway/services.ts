@@ -10,7 +10,7 @@ import type { KeyService } from '../keys/service.js';
 import type { ReplayStore } from '../policies/signature/replay-store.js';
 import type { CounterStore } from '../policies/rate-limit/counters.js';
 import type { IdempotencyStore } from '../policies/idempotency/store.js';
-import type { KeyManagement } from '../keys/management.js';
+import type { KeyManagement } from '../key-management/management.js';
 
 /**
  * The long-lived dependencies of a gateway: made once by `createGateway()` (the only place that

@@ -4,7 +4,7 @@ import type { Config } from '../config/schema.js';
 import type { RequestContext } from '../core/context.js';
 import type { Stage } from '../core/stage.js';
 import { afterSegmentPrefix, prefixSegments } from '../core/path.js';
-import type { KeyManagement } from '../keys/management.js';
+import type { KeyManagement } from './management.js';
 import { looksLikeKey } from '../keys/format.js';
 import { ownedAs } from '../keys/record.js';
 import { listKeysQuery, selfServiceCreateBody } from '../admin/schemas.js';

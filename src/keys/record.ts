@@ -1,4 +1,4 @@
-import type { RateLimitConfig } from '../policies/rate-limit/schema.js';
+import type { RateLimitRule } from '../core/identity.js';
 import { maskKey, type KeyEnvironment } from './format.js';
 
 /** An API key as stored (SPEC §5). The plaintext key is never stored; only its SHA-256. */
@@ -22,7 +22,7 @@ export interface KeyRecord {
   remaining: number | null;
   meta: Record<string, unknown>;
   /** The key's own rate limits, on top of its plan's. */
-  rateLimits: RateLimitConfig[] | null;
+  rateLimits: RateLimitRule[] | null;
   createdAt: string;
   lastUsedAt: string | null;
   environment: KeyEnvironment;

@@ -1,5 +1,5 @@
 import type { Clock } from '../core/clock.js';
-import type { RateLimitConfig } from '../policies/rate-limit/schema.js';
+import type { RateLimitRule } from '../core/identity.js';
 import { Problem } from '../problems/problem.js';
 import { generateKey, newKeyId, parseKey, randomBase62, type KeyEnvironment } from './format.js';
 import { hashKey, sameHash } from './hash.js';
@@ -18,7 +18,7 @@ export interface CreateKeyInput {
   expiresAt?: string | null | undefined;
   remaining?: number | null | undefined;
   meta?: Record<string, unknown> | undefined;
-  rateLimits?: RateLimitConfig[] | null | undefined;
+  rateLimits?: RateLimitRule[] | null | undefined;
   /** Also make an HMAC signing secret (returned once). */
   hmac?: boolean | undefined;
   environment?: KeyEnvironment | undefined;
@@ -202,7 +202,7 @@ export class KeyService {
   }
 
   /** The plaintext signing secret of a key, or undefined when it has none (or it cannot be opened). */
-  signingSecretOf(record: KeyRecord): string | undefined {
+  signingSecretOf(record: Pick<KeyRecord, 'id' | 'signingSecret'>): string | undefined {
     if (record.signingSecret === null) return undefined;
     const cached = this.#secrets.get(record.id);
     if (cached !== undefined) return cached;

@@ -1,22 +1,10 @@
-import type { RequestContext } from '../core/context.js';
+import { finalStatus, type RequestContext } from '../core/context.js';
 import type { Clock } from '../core/clock.js';
 import type { AuditRecord, AuditStore } from './audit.js';
 import { accessLineWriter, type Logger } from './logger.js';
 import type { GatewayMetrics } from './metrics.js';
 
 const round3 = (ms: number) => Math.round(ms * 1000) / 1000;
-
-/** nginx's convention for "the client closed the connection before any answer was sent". */
-export const CLIENT_CLOSED = 499;
-
-/**
- * The status a request ended with: what was sent, or 499 when the client left before any
- * response head (Node's `statusCode` would still say its default, 200).
- */
-export function finalStatus(ctx: RequestContext): number {
-  const res = ctx.res;
-  return res.headersSent || res.writableFinished ? res.statusCode : CLIENT_CLOSED;
-}
 
 /** The record of one finished request: the audit record and the access-log line share it. */
 export function auditRecord(ctx: RequestContext, endMono: number): AuditRecord {

@@ -1,3 +1,4 @@
+import { DEFAULT_TYPE_BASE } from './schema.js';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { ErrorRequestHandler } from 'express';
 import { catalog, type ProblemSlug } from './catalog.js';
@@ -173,7 +174,7 @@ export interface ProblemDetailsOptions {
  * app.use(problemDetails({ typeBase: 'https://errors.example.com/problems/' }));
  */
 export function problemDetails(options: ProblemDetailsOptions = {}): ErrorRequestHandler {
-  const typeBase = options.typeBase ?? 'https://tollgate.dev/problems/';
+  const typeBase = options.typeBase ?? DEFAULT_TYPE_BASE;
   const security = securityHeaders();
   let writer = new ProblemWriter({
     typeBase: typeof typeBase === 'string' ? typeBase : typeBase(),

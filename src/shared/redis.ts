@@ -1,5 +1,5 @@
 import { Cluster, Redis, type ClusterOptions, type RedisOptions } from 'ioredis';
-import type { RedisConfig } from '../config/schema.js';
+import type { RedisConfig } from './redis-schema.js';
 import type { Logger } from '../observability/logger.js';
 import { Problem } from '../problems/problem.js';
 

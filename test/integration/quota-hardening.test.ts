@@ -7,7 +7,7 @@ import { expectProblem } from '../helpers/problem.js';
 import { sharedRedisUrl, uniquePrefix } from '../helpers/redis.js';
 import { deleteRedisKeys } from '../helpers/redis-cleanup.js';
 import { signingKey, startJwksServer, token, type JwksServer, type SigningKey } from '../helpers/jwks.js';
-import { quotaCounter } from '../../src/policies/rate-limit/rate-limit.js';
+import { quotaCounter } from '../../src/policies/quota/quota.js';
 import type { KeyRecord } from '../../src/keys/record.js';
 
 /*

@@ -3,7 +3,7 @@ import { ManualClock } from '../../src/core/clock.js';
 import { MemoryIdempotencyStore, type StoredResponse } from '../../src/policies/idempotency/store.js';
 import { idempotencyStoreSchema } from '../../src/policies/idempotency/schema.js';
 import { MemoryReplayStore } from '../../src/policies/signature/replay-store.js';
-import { replayCacheSchema } from '../../src/policies/authenticate/schema.js';
+import { replayCacheSchema } from '../../src/policies/signature/schema.js';
 import { Problem } from '../../src/problems/problem.js';
 
 /*

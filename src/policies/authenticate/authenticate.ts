@@ -1,6 +1,6 @@
 import { Problem } from '../../problems/problem.js';
 import type { Clock } from '../../core/clock.js';
-import type { Config, RouteConfig } from '../../config/schema.js';
+import type { Plan } from '../../core/identity.js';
 import type { Identity, RequestContext } from '../../core/context.js';
 import type { Stage } from '../../core/stage.js';
 import { looksLikeKey } from '../../keys/format.js';
@@ -14,7 +14,7 @@ import type { JwtVerifier } from './jwt.js';
 export interface AuthenticateDeps {
   keys: KeyService;
   jwt: JwtVerifier | undefined;
-  plans: Config['plans'];
+  plans: Readonly<Record<string, Plan>>;
   apiKeyHeader: string;
   clock: Clock;
 }
@@ -152,5 +152,3 @@ export function createAuthenticateStage(
     },
   };
 }
-
-export type { RouteConfig };

@@ -1,32 +1,29 @@
 import type { RequestHandler } from 'express';
-import type { z } from 'zod';
 import { systemClock, type Clock } from '../../core/clock.js';
-import { ensureContext } from '../../core/request-id.js';
-import { createReadBodyStage } from '../body-limit/read-body.js';
-import { runStages } from '../../core/stage.js';
+import { toMiddleware } from '../../core/middleware.js';
 import type { Stage } from '../../core/stage.js';
 import { KeyService } from '../../keys/service.js';
 import { MemoryKeyStore } from '../../keys/memory-store.js';
 import { SecretBox } from '../../keys/secret-box.js';
-import type { PlanConfig } from '../../config/schema.js';
-import { authSchema, routeAuthSchema } from './schema.js';
+import type { Plan } from '../../core/identity.js';
+import { signatureStages } from '../signature/middleware.js';
+import type { ReplayStore } from '../signature/replay-store.js';
+import { authSchema, routeAuthSchema, type AuthOptions, type RouteAuthOptions } from './schema.js';
 import { createAuthenticateStage } from './authenticate.js';
 import { JwtVerifier } from './jwt.js';
-import { MemoryReplayStore, type ReplayStore } from '../signature/replay-store.js';
-import { createSignatureStage } from '../signature/signature.js';
 
 export interface AuthenticateOptions {
   /** Accepted credentials (default both), required scopes, HMAC signing (default off). */
-  route?: z.input<typeof routeAuthSchema>;
+  route?: RouteAuthOptions;
   /** Issuers, API-key header and prefix, HMAC tolerance — the `auth` block of the config. */
-  auth?: z.input<typeof authSchema>;
+  auth?: AuthOptions;
   /** Where keys are looked up. Default: a new in-memory store (create keys with `keys.create`). */
   keys?: KeyService;
   /** Plans by name (`apiAccess` is checked). Default: none. */
-  plans?: Record<string, PlanConfig>;
+  plans?: Record<string, Plan>;
   replay?: ReplayStore;
   clock?: Clock;
-  /** Body limit when a signature needs the raw body. Default 1 MiB. */
+  /** Body limit when a signature needs the raw body. Default: `limits.bodyBytes`' default. */
   bodyLimit?: number;
 }
 
@@ -36,18 +33,17 @@ export interface AuthenticateOptions {
  * Failures go to `next` as Problems for `problemDetails()`.
  *
  * @example
- * const keys = new KeyService({ store: new MemoryKeyStore(), prefix: 'tg', box: new SecretBox(process.env.TOLLGATE_SECRET_KEY), clock: systemClock });
- * app.use('/orders', authenticate({ keys, route: { methods: ['apiKey'], scopes: ['orders:read'] } }), handler);
+ * const auth = authenticate({ route: { methods: ['apiKey'], scopes: ['orders:read'] } });
+ * const { key } = await auth.keys.create({ name: 'laptop', scopes: ['orders:read'] });
+ * app.use('/orders', auth, handler);
  * app.use(problemDetails());
  */
 export function authenticate(options: AuthenticateOptions = {}): RequestHandler & { keys: KeyService } {
   const clock = options.clock ?? systemClock;
   const auth = authSchema.parse(options.auth ?? {});
   const parsedRoute = routeAuthSchema.parse(options.route ?? {});
-  const route =
-    parsedRoute === 'none'
-      ? { methods: ['jwt', 'apiKey'] as ('jwt' | 'apiKey')[], scopes: [], hmac: 'off' as const }
-      : parsedRoute;
+  const route = parsedRoute === 'none' ? routeAuthSchema.parse({}) : parsedRoute;
+  if (route === 'none') throw new Error('unreachable');
   const keys =
     options.keys ??
     new KeyService({
@@ -65,30 +61,17 @@ export function authenticate(options: AuthenticateOptions = {}): RequestHandler 
       apiKeyHeader: auth.apiKeys.header,
       clock,
     }),
+    ...(route.hmac === 'off'
+      ? []
+      : signatureStages(route.hmac, {
+          keys,
+          hmac: auth.hmac,
+          replay: options.replay,
+          bodyLimit: options.bodyLimit,
+          clock,
+        })),
   ];
-  if (route.hmac !== 'off') {
-    stages.push(createReadBodyStage(options.bodyLimit ?? 1_048_576));
-    stages.push(
-      createSignatureStage(route.hmac, {
-        keys,
-        replay: auth.hmac.replayProtection
-          ? (options.replay ?? new MemoryReplayStore(clock, auth.hmac.replayCache))
-          : undefined,
-        toleranceSec: auth.hmac.toleranceSec,
-        clock,
-      }),
-    );
-  }
-  const middleware = function authenticateMiddleware(req, res, next) {
-    const ctx = ensureContext(req, res, clock);
-    try {
-      const pending = runStages(ctx, stages);
-      if (pending === undefined) next();
-      else pending.then(() => next(), next);
-    } catch (err) {
-      next(err);
-    }
-  } as RequestHandler & { keys: KeyService };
+  const middleware = toMiddleware('authenticate', stages, { clock }) as RequestHandler & { keys: KeyService };
   middleware.keys = keys;
   return middleware;
 }

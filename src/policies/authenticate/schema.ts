@@ -1,6 +1,7 @@
 import { createPublicKey } from 'node:crypto';
 import { z } from 'zod';
-import { nonNegativeInt, positiveInt, bool } from '../../config/primitives.js';
+import { nonNegativeInt, positiveInt } from '../../config/primitives.js';
+import { hmacSchema, routeHmacSchema, type HmacOptions } from '../signature/schema.js';
 
 const HS = ['HS256', 'HS384', 'HS512'] as const;
 const ASYM = [
@@ -93,55 +94,31 @@ export const jwtIssuerSchema = z
   }))
   .describe('A trusted JWT issuer.');
 
-export const replayCacheSchema = z
+/** `auth.apiKeys`: where keys are read and what they look like. */
+export const apiKeysSchema = z
   .strictObject({
-    maxEntries: positiveInt()
-      .default(200_000)
-      .describe(
-        'Signatures remembered at once; full, a new signed request is 503 service-unavailable with Retry-After (a signature inside its window is never forgotten early: it could be replayed).',
-      ),
-    maxEntriesPerKey: positiveInt()
-      .default(20_000)
-      .describe(
-        'Signatures remembered for one key: a key that fills its share gets 503 alone, other keys go on.',
-      ),
+    header: z
+      .string()
+      .regex(/^[A-Za-z0-9-]+$/, 'must be a header name')
+      .transform((h) => h.toLowerCase())
+      .default('x-api-key')
+      .describe('Header carrying an API key (a key is also accepted as `Authorization: Bearer <key>`).'),
+    prefix: z
+      .string()
+      .regex(/^[a-z][a-z0-9]{1,15}$/, 'must be 2-16 lower-case letters or digits, starting with a letter')
+      .default('tg')
+      .describe('Key prefix: keys look like `<prefix>_live_<base62>`.'),
+    cacheTtlMs: nonNegativeInt()
+      .default(5000)
+      .describe('In-process cache of key records (revocations also invalidate it through Redis pub/sub).'),
   })
-  .describe('The in-memory replay protection store (no Redis; Redis keeps each signature with a TTL).');
-
-export type ReplayCacheConfig = z.output<typeof replayCacheSchema>;
+  .prefault({});
 
 export const authSchema = z
   .strictObject({
     jwt: z.array(jwtIssuerSchema).default([]).describe('Trusted JWT issuers.'),
-    apiKeys: z
-      .strictObject({
-        header: z
-          .string()
-          .regex(/^[A-Za-z0-9-]+$/, 'must be a header name')
-          .transform((h) => h.toLowerCase())
-          .default('x-api-key')
-          .describe('Header carrying an API key (a key is also accepted as `Authorization: Bearer <key>`).'),
-        prefix: z
-          .string()
-          .regex(/^[a-z][a-z0-9]{1,15}$/, 'must be 2-16 lower-case letters or digits, starting with a letter')
-          .default('tg')
-          .describe('Key prefix: keys look like `<prefix>_live_<base62>`.'),
-        cacheTtlMs: nonNegativeInt()
-          .default(5000)
-          .describe(
-            'In-process cache of key records (revocations also invalidate it through Redis pub/sub).',
-          ),
-      })
-      .prefault({}),
-    hmac: z
-      .strictObject({
-        toleranceSec: positiveInt().default(300).describe('Allowed clock skew of `X-Timestamp`.'),
-        replayProtection: bool()
-          .default(true)
-          .describe('Accept a given signature only once inside the window.'),
-        replayCache: replayCacheSchema.prefault({}),
-      })
-      .prefault({}),
+    apiKeys: apiKeysSchema,
+    hmac: hmacSchema,
   })
   .prefault({})
   .describe('Credentials the gateway accepts.');
@@ -156,10 +133,7 @@ export const routeAuthSchema = z
         .default(['jwt', 'apiKey'])
         .describe('Accepted credential kinds.'),
       scopes: z.array(z.string().min(1)).default([]).describe('Every listed scope is required.'),
-      hmac: z
-        .enum(['off', 'optional', 'required'])
-        .default('off')
-        .describe('HMAC request signing (API keys).'),
+      hmac: routeHmacSchema,
     }),
   ])
   .describe('`none` (public) or the credential the route requires.');
@@ -176,3 +150,57 @@ function isPublicKey(pem: string): boolean {
     return false;
   }
 }
+
+/*
+ * The same settings as a library user writes them: plain interfaces (the .d.ts shows these, not
+ * zod generics), checked against the schemas' input types below, and parsed by the schemas.
+ */
+export type JwtAlgorithm = z.output<typeof jwtAlgorithm>;
+
+/** One trusted JWT issuer (`auth.jwt[]`). */
+export interface JwtIssuerOptions {
+  issuer: string;
+  audience?: string | string[];
+  /** Exactly one of `jwksUri`, `secret` (HS*) or `publicKey` (PEM). */
+  jwksUri?: string;
+  secret?: string;
+  publicKey?: string;
+  algorithms?: JwtAlgorithm[];
+  clockToleranceSec?: number;
+  tenantClaim?: string;
+  /** The claim naming the principal (default `sub`). */
+  subjectClaim?: string;
+  jwksCooldownSec?: number;
+  jwksMaxStaleSec?: number;
+  jwksTimeoutMs?: number;
+}
+
+/** `auth.apiKeys`. */
+export interface ApiKeysOptions {
+  /** Default `x-api-key`. */
+  header?: string;
+  /** Default `tg`: keys look like `tg_live_…`. */
+  prefix?: string;
+  cacheTtlMs?: number;
+}
+
+/** The `auth` block: issuers, API keys, HMAC. */
+export interface AuthOptions {
+  jwt?: JwtIssuerOptions[];
+  apiKeys?: ApiKeysOptions;
+  hmac?: HmacOptions;
+}
+
+/** A route's `auth` (other than `none`). */
+export interface RouteAuthOptions {
+  /** Default both. */
+  methods?: Array<'jwt' | 'apiKey'>;
+  /** Every listed scope is required. */
+  scopes?: string[];
+  hmac?: 'off' | 'optional' | 'required';
+}
+
+const _authOptions: z.input<typeof authSchema> = {} as AuthOptions;
+const _routeAuthOptions: z.input<typeof routeAuthSchema> = {} as RouteAuthOptions;
+void _authOptions;
+void _routeAuthOptions;

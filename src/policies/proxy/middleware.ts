@@ -1,27 +1,29 @@
 import type { RequestHandler } from 'express';
-import type { z } from 'zod';
 import { normalizePath } from '../../core/path.js';
-import { ProblemWriter } from '../../problems/problem-details.js';
 import { systemClock, type Clock } from '../../core/clock.js';
 import { compileTrust } from '../../core/client-ip.js';
-import { ensureContext } from '../../core/request-id.js';
+import { toMiddleware } from '../../core/middleware.js';
+import { ProblemWriter } from '../../problems/problem-details.js';
+import { typeBaseSchema } from '../../problems/schema.js';
+import { apiKeysSchema } from '../authenticate/schema.js';
+import { bodyBytesSchema } from '../body-limit/schema.js';
 import { requestHeaderPlan } from './headers.js';
 import { ProxyStage } from './proxy.js';
-import { upstreamSchema } from './schema.js';
+import { upstreamErrorsSchema, upstreamSchema, type UpstreamOptions } from './schema.js';
 import { UpstreamPool } from './upstream-pool.js';
 
-export interface ProxyOptions extends z.input<typeof upstreamSchema> {
+export interface ProxyOptions extends UpstreamOptions {
   /** Rewrite upstream errors as problem+json (default), only the 5xx ones, or pass them through. */
   upstreamErrors?: 'rewrite' | 'rewrite-5xx' | 'passthrough';
-  /** Problem `type` base for the problems this middleware makes. */
+  /** Problem `type` base for the problems this middleware makes. Default: `problems.typeBase`'s. */
   typeBase?: string;
-  /** Largest request body streamed without a Content-Length. Default 1 MiB. */
+  /** Largest request body streamed without a Content-Length. Default: `limits.bodyBytes`' default. */
   bodyLimit?: number;
   /** As Express' `trust proxy`, for `X-Forwarded-*`. Default: trust nobody. */
   trustProxy?: boolean | number | string | string[];
-  /** Header name of API keys (not forwarded). Default `x-api-key`. */
+  /** Header name of API keys (not forwarded). Default: `auth.apiKeys.header`'s (`x-api-key`). */
   apiKeyHeader?: string;
-  /** API key prefix (a `Bearer <prefix>_…` credential is not forwarded). Default `tg`. */
+  /** API key prefix (a `Bearer <prefix>_…` credential is not forwarded). Default `auth.apiKeys.prefix`'s. */
   apiKeyPrefix?: string;
   clock?: Clock;
 }
@@ -48,34 +50,32 @@ export function proxy(options: ProxyOptions): RequestHandler {
     ...rest
   } = options;
   const upstream = upstreamSchema.parse(rest);
+  const apiKeys = apiKeysSchema.parse({ header: apiKeyHeader, prefix: apiKeyPrefix });
   const clock = givenClock ?? systemClock;
   const trustsNobody = trustProxy === undefined || trustProxy === false;
   const stage = new ProxyStage({
     upstream,
-    upstreamErrors: upstreamErrors ?? 'rewrite',
+    upstreamErrors: upstreamErrorsSchema.parse(upstreamErrors),
     pool: new UpstreamPool(upstream, clock),
     headers: requestHeaderPlan({
-      apiKeyHeader: (apiKeyHeader ?? 'x-api-key').toLowerCase(),
-      apiKeyPrefix: apiKeyPrefix ?? 'tg',
+      apiKeyHeader: apiKeys.header,
+      apiKeyPrefix: apiKeys.prefix,
       preserveHost: upstream.preserveHost,
       trust: compileTrust(trustProxy ?? false),
       trustsNobody,
     }),
-    writer: new ProblemWriter({ typeBase: typeBase ?? 'https://tollgate.dev/problems/' }),
+    writer: new ProblemWriter({ typeBase: typeBaseSchema.parse(typeBase) }),
     clock,
-    bodyLimit: bodyLimit ?? 1_048_576,
+    bodyLimit: bodyBytesSchema.parse(bodyLimit),
   });
-  return function proxyMiddleware(req, res, next) {
-    const ctx = ensureContext(req, res, clock);
-    try {
-      // In a mounted app `req.url` is relative to the mount point, as the upstream should see it.
-      const q = req.url.indexOf('?');
-      ctx.path = normalizePath(q === -1 ? req.url : req.url.slice(0, q));
-      ctx.search = q === -1 ? '' : req.url.slice(q);
-    } catch (err) {
-      next(err);
-      return;
-    }
-    stage.run(ctx).then(undefined, next);
-  };
+  return toMiddleware('proxy', [stage], {
+    clock,
+    // In a mounted app `req.url` is relative to the mount point, as the upstream should see it.
+    prepare(ctx, req) {
+      const url = req.url ?? '/';
+      const q = url.indexOf('?');
+      ctx.path = normalizePath(q === -1 ? url : url.slice(0, q));
+      ctx.search = q === -1 ? '' : url.slice(q);
+    },
+  });
 }

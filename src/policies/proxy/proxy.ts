@@ -89,6 +89,8 @@ export class ProxyStage implements Stage {
   }
 
   run(ctx: RequestContext): Promise<void> {
+    // Terminal: from here the answer is the proxy's (streamed, rewritten, or a problem it rejects with).
+    ctx.handled = true;
     const via = ctx.req.headers.via;
     if (via !== undefined && tollgateHops(via) >= MAX_VIA_HOPS)
       return Promise.reject(

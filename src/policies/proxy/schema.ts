@@ -46,4 +46,28 @@ export const upstreamSchema = z
   })
   .describe('Where the route forwards to.');
 
+/** A route's `upstreamErrors`: what becomes of an upstream's error responses (SPEC §3). */
+export const upstreamErrorsSchema = z
+  .enum(['rewrite', 'rewrite-5xx', 'passthrough'])
+  .default('rewrite')
+  .describe(
+    'Turn upstream error responses into problem+json (SPEC §3); `rewrite-5xx` rewrites only 5xx and passes 4xx bodies through untouched; `passthrough` passes all through.',
+  );
+
+/** `upstream` as a library user writes it (plain TypeScript; checked against the schema's input). */
+export interface UpstreamOptions {
+  /** Base URLs, used round-robin; a path in one is prepended to the forwarded path. */
+  targets: string[];
+  /** A leading path removed before forwarding. */
+  stripPrefix?: string;
+  timeoutMs?: number;
+  retries?: number;
+  preserveHost?: boolean;
+  maxSockets?: number;
+  passiveHealth?: { failures?: number; cooldownSec?: number };
+}
+const _upstreamOptions: z.input<typeof upstreamSchema> = {} as UpstreamOptions;
+void _upstreamOptions;
+
+export type UpstreamErrorsMode = z.output<typeof upstreamErrorsSchema>;
 export type UpstreamConfig = z.output<typeof upstreamSchema>;

@@ -1,5 +1,7 @@
 /** A quota period: calendar UTC day or month, or the key's whole life. */
-export type QuotaPeriod = 'day' | 'month' | 'lifetime';
+import type { QuotaPeriod } from '../../core/identity.js';
+
+export type { QuotaPeriod };
 
 export interface PeriodWindow {
   /** Names the period in counter keys: `d20301231`, `m203012`, `l`. */

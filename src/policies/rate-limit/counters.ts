@@ -1,6 +1,13 @@
 import { RateLimiterMemory } from 'rate-limiter-flexible';
 import type { RedisHandle } from '../../shared/redis.js';
 
+/** A Redis Cluster hash tag from a value: braces would make Redis read a different tag. */
+export function hashTag(value: string): string {
+  return value.includes('{') || value.includes('}')
+    ? value.replace(/[{}]/g, (c) => (c === '{' ? '%7B' : '%7D'))
+    : value;
+}
+
 /**
  * One counter a request consumes: a rate-limit window, a quota period, or a key's remaining uses.
  * `key` already holds the window or period; `tag` is the Redis Cluster hash tag of its subject.

@@ -1,8 +1,9 @@
-export { rateLimit, quota, type RateLimitOptions, type QuotaOptions } from './middleware.js';
-export { createLimitsStage, remainingCounter, type LimitsOptions } from './rate-limit.js';
+export { rateLimit, type RateLimitOptions, type RateLimitRuleOptions } from './middleware.js';
+export { createRateLimitStage, rateCounter, type RateLimitStageOptions } from './rate-limit.js';
 export {
   MemoryCounters,
   RedisCounters,
+  hashTag,
   type CounterStore,
   type CounterSpec,
   type ConsumeResult,

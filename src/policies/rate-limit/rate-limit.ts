@@ -1,12 +1,17 @@
 import { Problem } from '../../problems/problem.js';
 import type { Clock } from '../../core/clock.js';
-import type { PlanConfig } from '../../config/schema.js';
-import type { KeyRecord } from '../../keys/record.js';
+import type { Plan } from '../../core/identity.js';
 import type { RequestContext } from '../../core/context.js';
 import type { Stage } from '../../core/stage.js';
-import { periodOf } from '../quota/period.js';
 import type { PlanQuotaConfig } from '../quota/schema.js';
-import type { ConsumeResult, CounterSpec, CounterStore } from './counters.js';
+import {
+  quotaHolder,
+  quotaLimit,
+  refundUnlessAnswered,
+  remainingSpec,
+  type QuotaBy,
+} from '../quota/quota.js';
+import { hashTag, type ConsumeResult, type CounterSpec, type CounterStore } from './counters.js';
 import type { RateLimitConfig } from './schema.js';
 
 /** A rate-limit policy as applied to one request. */
@@ -21,13 +26,13 @@ interface Applied {
   resetAt: number | null;
 }
 
-export interface LimitsOptions {
+export interface RateLimitStageOptions {
   routeId: string;
   /** The route's own rate limits. */
   rateLimits: readonly RateLimitConfig[];
   /** The route's charge against the plan quota; undefined when the route charges none. */
   quotaCost: number | undefined;
-  plans: Readonly<Record<string, PlanConfig>>;
+  plans: Readonly<Record<string, Plan>>;
   counters: CounterStore;
   clock: Clock;
   /** True when the route answers locally (mock): quota is owed when the answer is below 500. */
@@ -35,12 +40,6 @@ export interface LimitsOptions {
   /** A quota for every identity, whatever its plan (the `quota()` middleware). */
   quota?: { config: PlanQuotaConfig; by: QuotaBy | undefined } | undefined;
 }
-
-// A hash tag must not contain braces, or Redis would read a different tag.
-const tagOf = (value: string) =>
-  value.includes('{') || value.includes('}')
-    ? value.replace(/[{}]/g, (c) => (c === '{' ? '%7B' : '%7D'))
-    : value;
 
 /**
  * Rate limits, quota and the key's `remaining` uses, enforced together so that all of a
@@ -57,7 +56,7 @@ const tagOf = (value: string) =>
  *   that never reached the upstream, and every refusal after this stage (idempotency conflicts, a
  *   replay). Exhausted: 402.
  */
-export function createLimitsStage(o: LimitsOptions): Stage {
+export function createRateLimitStage(o: RateLimitStageOptions): Stage {
   const policyHeaderCache = new Map<string, string>();
   const routeScope = `route:${o.routeId}`;
 
@@ -170,19 +169,7 @@ export function createLimitsStage(o: LimitsOptions): Stage {
       });
     }
     const owed = applied.filter((a) => a.kind !== 'rate').map((a) => a.spec);
-    if (owed.length > 0)
-      ctx.onClose((c) => {
-        // Charged only when the route itself answered below 500: the upstream, or a mock route's
-        // own answer — not the gateway's problems (a bad Idempotency-Key, a conflict) nor a replay.
-        // A request the upstream received stays charged when its client hangs up before the answer
-        // (else hanging up would be free); with idempotency the answer is awaited, so its status decides.
-        const answered = o.local
-          ? c.res.writableFinished && c.res.statusCode < 500 && c.problem === undefined && !c.idempotentReplay
-          : c.upstreamStatus !== undefined
-            ? c.upstreamStatus < 500
-            : c.upstreamSent && c.problem === undefined;
-        if (!answered) void Promise.resolve(o.counters.refund(owed)).catch(() => undefined);
-      });
+    if (owed.length > 0) refundUnlessAnswered(ctx, owed, o.counters, o.local);
   };
 
   return {
@@ -190,7 +177,7 @@ export function createLimitsStage(o: LimitsOptions): Stage {
     run(ctx: RequestContext) {
       const id = ctx.identity;
       const planName = id?.plan;
-      const plan: PlanConfig | undefined =
+      const plan: Plan | undefined =
         planName !== undefined && Object.hasOwn(o.plans, planName) ? o.plans[planName] : undefined;
       const now = o.clock.now();
       const applied: Applied[] = [];
@@ -204,27 +191,18 @@ export function createLimitsStage(o: LimitsOptions): Stage {
         o.quota ?? (plan?.quota === undefined ? undefined : { config: plan.quota, by: plan.quotaBy });
       if (o.quotaCost !== undefined && quota !== undefined && id !== undefined) {
         const holder = quotaHolder(quota.by, id.credentialId, id.tenant, ctx.keyRecord);
-        applied.push(quotaApplied(quota.config, holder.subject, holder.by, o.quotaCost, now));
+        const { spec, resetAt } = quotaLimit(quota.config, holder.subject, holder.by, o.quotaCost, now);
+        applied.push({ spec, kind: 'quota', name: 'quota', limit: spec.limit, windowSec: 0, resetAt });
       }
-      if (id?.remaining !== undefined) {
-        const { key, tag } = remainingCounter(id.usesId ?? id.credentialId);
+      if (id?.remaining !== undefined)
         applied.push({
-          spec: {
-            kind: 'remaining',
-            key,
-            tag,
-            limit: id.remaining,
-            cost: 1,
-            ttlMs: 0,
-            spanSec: 0,
-          },
+          spec: remainingSpec(id.usesId ?? id.credentialId, id.remaining),
           kind: 'remaining',
           name: 'remaining',
           limit: id.remaining,
           windowSec: 0,
           resetAt: null,
         });
-      }
       if (applied.length === 0) return;
       // The policy header depends on the route and the plan only (a key's own limits are rare).
       const cacheKey = own === undefined ? (planName ?? '') : undefined;
@@ -245,7 +223,7 @@ export function rateCounter(
   const windowMs = rl.windowSec * 1000;
   const index = Math.floor(now / windowMs);
   const resetAt = (index + 1) * windowMs;
-  const tag = tagOf(`${rl.by}:${subject}`);
+  const tag = hashTag(`${rl.by}:${subject}`);
   return {
     spec: {
       kind: 'rate',
@@ -258,78 +236,4 @@ export function rateCounter(
     },
     resetAt,
   };
-}
-
-/** Whose quota a request is charged to (a plan's `quotaBy`). */
-export type QuotaBy = 'credential' | 'tenant' | 'owner';
-
-/**
- * Whose quota counter a credential draws on. `quotaBy` unset: a self-service key's owner (all of
- * one user's keys share one quota, so revoking and re-creating keys cannot reset it), any other
- * credential's own. `owner` is the key record's `ownerId` as stored; a key without one, and a JWT
- * (whose credential is its subject already), count as the credential.
- */
-export function quotaHolder(
-  by: QuotaBy | undefined,
-  credentialId: string,
-  tenant: string | null | undefined,
-  key: Pick<KeyRecord, 'ownerId' | 'ownerIssuer' | 'selfService'> | undefined,
-): { by: QuotaBy; subject: string } {
-  const effective = by ?? (key?.selfService === true ? 'owner' : 'credential');
-  if (effective === 'tenant') return { by: 'tenant', subject: tenant ?? credentialId };
-  // An owner is issuer + subject (the same `sub` at two issuers is two people).
-  if (effective === 'owner' && typeof key?.ownerId === 'string')
-    return {
-      by: 'owner',
-      subject: typeof key.ownerIssuer === 'string' ? `${key.ownerIssuer}\n${key.ownerId}` : key.ownerId,
-    };
-  return { by: 'credential', subject: credentialId };
-}
-
-/** The counter of a plan quota for one subject, in the period `now` falls in. */
-export function quotaCounter(
-  quota: PlanQuotaConfig,
-  subject: string,
-  by: string,
-  cost: number,
-  now: number,
-): CounterSpec {
-  return quotaApplied(quota, subject, by, cost, now).spec;
-}
-
-function quotaApplied(
-  quota: PlanQuotaConfig,
-  subject: string,
-  by: string,
-  cost: number,
-  now: number,
-): Applied {
-  const period = periodOf(quota.period, now);
-  // Owners have a namespace of their own: an owner id that looks like a key id is another counter.
-  const tag = tagOf(`${by === 'tenant' ? 'tenant' : by === 'owner' ? 'owner' : 'key'}:${subject}`);
-  return {
-    spec: {
-      kind: 'quota',
-      key: `q:{${tag}}:${quota.period}:${period.id}`,
-      tag,
-      limit: quota.limit,
-      cost,
-      // Kept an hour past the period's end (refunds arriving late still find it); lifetime: for ever.
-      ttlMs: period.endsAt === null ? 0 : period.endsAt - now + 3_600_000,
-      // Memory counters expire through setTimeout, which cannot wait a month (2³¹ ms ≈ 24.8 days):
-      // a month's counter is kept (a few bytes per credential and month), a day's expires.
-      spanSec: quota.period === 'day' ? 86_400 + 3_600 : 0,
-    },
-    kind: 'quota',
-    name: 'quota',
-    limit: quota.limit,
-    windowSec: 0,
-    resetAt: period.endsAt,
-  };
-}
-
-/** The counter keys of a key's `remaining` uses (reset when an admin sets `remaining`). */
-export function remainingCounter(credentialId: string): { key: string; tag: string } {
-  const tag = tagOf(`key:${credentialId}`);
-  return { key: `rem:{${tag}}:${credentialId}`, tag };
 }

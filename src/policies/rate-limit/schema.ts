@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { positiveInt } from '../../config/primitives.js';
+import type { RateLimitRule } from '../../core/identity.js';
 
 export const rateLimitBy = z.enum(['ip', 'key', 'subject', 'tenant', 'route', 'global']);
 
@@ -36,4 +37,9 @@ export const rateLimitListSchema = z
     });
   });
 
-export type RateLimitConfig = z.output<typeof rateLimitSchema>;
+/** One rate limit as validated: the plain `RateLimitRule` of core (checked below). */
+export type RateLimitConfig = RateLimitRule;
+// The schema's output and the plain type must agree both ways (a field added to one but not the other fails here).
+type Same<A, B> = [A] extends [B] ? ([B] extends [A] ? true : false) : false;
+const _sameShape: Same<z.output<typeof rateLimitSchema>, RateLimitRule> = true;
+void _sameShape;

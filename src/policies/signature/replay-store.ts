@@ -1,7 +1,7 @@
 import type { Clock } from '../../core/clock.js';
 import type { RedisHandle } from '../../shared/redis.js';
 import { Problem } from '../../problems/problem.js';
-import { replayCacheSchema, type ReplayCacheConfig } from '../authenticate/schema.js';
+import { replayCacheSchema, type ReplayCacheConfig } from './schema.js';
 
 /**
  * Remembers signatures for a window: `first()` is true only the first time within it. Signatures

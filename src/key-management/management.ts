@@ -1,14 +1,10 @@
 import type { Clock } from '../core/clock.js';
-import type { Config } from '../config/schema.js';
+import type { Plan } from '../core/identity.js';
 import type { CounterSpec, CounterStore } from '../policies/rate-limit/counters.js';
-import {
-  quotaCounter,
-  quotaHolder,
-  rateCounter,
-  remainingCounter,
-} from '../policies/rate-limit/rate-limit.js';
-import { keyView, usesIdOf, type KeyRecord, type KeyView } from './record.js';
-import type { CreateKeyInput, KeyPatch, KeyService } from './service.js';
+import { rateCounter } from '../policies/rate-limit/rate-limit.js';
+import { quotaCounter, quotaHolder, remainingSpec } from '../policies/quota/quota.js';
+import { keyView, usesIdOf, type KeyRecord, type KeyView } from '../keys/record.js';
+import type { CreateKeyInput, KeyPatch, KeyService } from '../keys/service.js';
 
 export type VerifyCode =
   | 'VALID'
@@ -43,13 +39,13 @@ export type CreatedView = KeyView & { key: string; signingSecret?: string };
 export class KeyManagement {
   readonly keys: KeyService;
   readonly #counters: CounterStore;
-  readonly #plans: () => Config['plans'];
+  readonly #plans: () => Readonly<Record<string, Plan>>;
   readonly #clock: Clock;
 
   constructor(options: {
     keys: KeyService;
     counters: CounterStore;
-    plans: () => Config['plans'];
+    plans: () => Readonly<Record<string, Plan>>;
     clock: Clock;
   }) {
     this.keys = options.keys;
@@ -61,10 +57,7 @@ export class KeyManagement {
   /** Uses left now: the record's allowance minus what its counter has used. */
   async remainingOf(record: KeyRecord): Promise<number | null> {
     if (record.remaining === null) return null;
-    const { key, tag } = remainingCounter(usesIdOf(record));
-    const [used] = await this.#counters.peek([
-      { kind: 'remaining', key, tag, limit: record.remaining, cost: 1, ttlMs: 0, spanSec: 0 },
-    ]);
+    const [used] = await this.#counters.peek([remainingSpec(usesIdOf(record), record.remaining)]);
     return Math.max(0, record.remaining - (used ?? 0));
   }
 

@@ -1,7 +1,0 @@
-export {
-  requestId,
-  requestIdFrom,
-  traceparentFrom,
-  newTraceparent,
-  ensureContext,
-} from '../../core/request-id.js';
