@@ -47,3 +47,9 @@ export const mountPath = () =>
     );
 
 export const isoDateTime = () => z.iso.datetime({ offset: true, error: 'must be an ISO 8601 date-time' });
+
+/**
+ * Compile-time check that a plain options interface (`U`, what the .d.ts shows a library user)
+ * is accepted by a schema's input (`T`): `type _Check = Accepts<z.input<typeof s>, Options>`.
+ */
+export type Accepts<T, U extends T> = U;

@@ -1,6 +1,6 @@
 import { createPublicKey } from 'node:crypto';
 import { z } from 'zod';
-import { nonNegativeInt, positiveInt } from '../../config/primitives.js';
+import { nonNegativeInt, positiveInt, type Accepts } from '../../config/primitives.js';
 import { hmacSchema, routeHmacSchema, type HmacOptions } from '../signature/schema.js';
 
 const HS = ['HS256', 'HS384', 'HS512'] as const;
@@ -200,7 +200,5 @@ export interface RouteAuthOptions {
   hmac?: 'off' | 'optional' | 'required';
 }
 
-const _authOptions: z.input<typeof authSchema> = {} as AuthOptions;
-const _routeAuthOptions: z.input<typeof routeAuthSchema> = {} as RouteAuthOptions;
-void _authOptions;
-void _routeAuthOptions;
+type _AuthOptions = Accepts<z.input<typeof authSchema>, AuthOptions>;
+type _RouteAuthOptions = Accepts<z.input<typeof routeAuthSchema>, RouteAuthOptions>;

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { mountPath, nonNegativeInt, positiveInt, bool } from '../../config/primitives.js';
+import { mountPath, nonNegativeInt, positiveInt, bool, type Accepts } from '../../config/primitives.js';
 
 export const upstreamSchema = z
   .strictObject({
@@ -66,8 +66,7 @@ export interface UpstreamOptions {
   maxSockets?: number;
   passiveHealth?: { failures?: number; cooldownSec?: number };
 }
-const _upstreamOptions: z.input<typeof upstreamSchema> = {} as UpstreamOptions;
-void _upstreamOptions;
+type _UpstreamOptions = Accepts<z.input<typeof upstreamSchema>, UpstreamOptions>;
 
 export type UpstreamErrorsMode = z.output<typeof upstreamErrorsSchema>;
 export type UpstreamConfig = z.output<typeof upstreamSchema>;

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { positiveInt, bool } from '../../config/primitives.js';
+import { positiveInt, bool, type Accepts } from '../../config/primitives.js';
 
 export const replayCacheSchema = z
   .strictObject({
@@ -42,5 +42,4 @@ export interface HmacOptions {
   replayProtection?: boolean;
   replayCache?: { maxEntries?: number; maxEntriesPerKey?: number };
 }
-const _hmacOptions: z.input<typeof hmacSchema> = {} as HmacOptions;
-void _hmacOptions;
+type _HmacOptions = Accepts<z.input<typeof hmacSchema>, HmacOptions>;
