@@ -8,6 +8,7 @@ import type { Config } from './config/schema.js';
 import { ConfigError, createGateway, type Gateway, type GatewayOptions } from './gateway/create-gateway.js';
 import { createHttpServer } from './gateway/server.js';
 import { createLogger, type Logger } from './observability/logger.js';
+import type { PolicyModules } from './policies/custom/loader.js';
 
 export interface StartOptions {
   configPath: string;
@@ -52,8 +53,9 @@ export class GatewayProcess {
 
   /** Loads the config file, builds the gateway and opens its listeners. */
   static async start(options: StartOptions): Promise<GatewayProcess> {
-    const { config, logger } = await loadForStart(options);
+    const { config, logger, modules } = await loadForStart(options);
     const gateway = createGateway(config, {
+      policies: modules,
       ...options.gateway,
       env: options.env,
       logger,
@@ -117,7 +119,7 @@ export class GatewayProcess {
     let result: LoadResult;
     try {
       loaded = await loadConfigFile(this.#configPath, this.#env);
-      result = loaded.ok ? this.gateway.reload(loaded.config) : loaded;
+      result = loaded.ok ? this.gateway.reload(loaded.config, loaded.modules) : loaded;
     } catch (err) {
       // Never silent: whatever went wrong, the reload is logged and counted as a failure.
       loaded = result = { ok: false, issues: [unexpectedIssue(err)], warnings: [] };
@@ -174,7 +176,9 @@ export class GatewayProcess {
 }
 
 /** The config file, validated (or ConfigError), and the process logger it asks for, warnings logged. */
-export async function loadForStart(options: StartOptions): Promise<{ config: Config; logger: Logger }> {
+export async function loadForStart(
+  options: StartOptions,
+): Promise<{ config: Config; logger: Logger; modules: PolicyModules }> {
   const loaded = await loadConfigFile(options.configPath, options.env);
   if (!loaded.ok) throw new ConfigError(loaded.issues);
   const config = loaded.config;
@@ -185,7 +189,7 @@ export async function loadForStart(options: StartOptions): Promise<{ config: Con
     nodeEnv: options.env.NODE_ENV,
   });
   for (const w of loaded.warnings) logger.warn(`config: ${w.path}: ${w.message}`);
-  return { config, logger };
+  return { config, logger, modules: loaded.modules ?? new Map() };
 }
 
 /** A URL for a bound address: a wildcard bind (`0.0.0.0`, `::`) is reachable on loopback. */

@@ -1,4 +1,4 @@
-import express, { type Express, type NextFunction, type Request, type Response, type Router } from 'express';
+import express, { type Express, type NextFunction, type Request, type Response } from 'express';
 import helmet from 'helmet';
 import { Problem } from '../problems/problem.js';
 import { problemDetails } from '../problems/problem-details.js';
@@ -10,6 +10,12 @@ import type { ReadinessRegistry } from '../observability/readiness.js';
 import type { Clock } from '../core/clock.js';
 import { adminAuth, type AdminAuthOptions } from './admin-auth.js';
 import { consoleRouter } from './console.js';
+import type { Plan } from '../core/identity.js';
+import type { AuditStore } from '../observability/audit.js';
+import type { KeyManagement } from '../key-management/management.js';
+import { mountAuditRoutes } from './requests-routes.js';
+import { mountKeyRoutes } from './keys-routes.js';
+import { mountStatsRoute } from './stats.js';
 
 export interface AdminAppOptions extends AdminAuthOptions {
   clock: Clock;
@@ -17,10 +23,14 @@ export interface AdminAppOptions extends AdminAuthOptions {
   readiness: ReadinessRegistry;
   typeBase: () => string;
   isDraining: () => boolean;
-  /** Routes that need no token (probes, scrapers): `/metrics`. */
-  mountPublic?: (router: Router) => void;
-  /** Token-guarded routes: key management, audit, OpenAPI. */
-  mountGuarded?: (router: Router) => void;
+  /** `/metrics` (no token: for scrapers). */
+  metricsText: () => Promise<string>;
+  metricsContentType: string;
+  audit: () => AuditStore;
+  management: () => KeyManagement;
+  plans: () => Readonly<Record<string, Plan>>;
+  /** The OpenAPI document of the config in force, as JSON text (built once per config). */
+  openApi: () => string;
 }
 
 /**
@@ -77,13 +87,23 @@ export function createAdminApp(options: AdminAppOptions): Express {
       .json({ status: ready ? 'ready' : 'not-ready', draining, checks: report.checks });
   });
 
-  const open = express.Router();
-  options.mountPublic?.(open);
-  app.use(open);
+  app.get('/metrics', async (_req, res) => {
+    const text = await options.metricsText();
+    res.type(options.metricsContentType).send(text);
+  });
 
   const guarded = express.Router();
   guarded.use(adminAuth(options));
-  options.mountGuarded?.(guarded);
+  mountAuditRoutes(guarded, options.audit);
+  mountKeyRoutes(guarded, { management: options.management, plans: options.plans });
+  mountStatsRoute(guarded, {
+    metricsText: options.metricsText,
+    typeBase: options.typeBase,
+    now: () => options.clock.now(),
+  });
+  guarded.get('/openapi.json', (_req, res) => {
+    res.type('application/json').send(options.openApi());
+  });
   guarded.use((req, _res, next) => {
     next(new Problem('not-found', { detail: `No admin endpoint ${req.method} ${req.path}.` }));
   });

@@ -1,13 +1,13 @@
 import express, { type Router } from 'express';
 import { Problem } from '../problems/problem.js';
 import { parseOrThrow } from '../problems/validation.js';
-import type { Config } from '../config/schema.js';
+import type { Plan } from '../core/identity.js';
 import type { KeyManagement } from '../key-management/management.js';
 import { createKeyBody, listKeysQuery, patchKeyBody, rotateKeyBody, verifyKeyBody } from './schemas.js';
 
 export interface KeyRoutesDeps {
   management: () => KeyManagement;
-  plans: () => Config['plans'];
+  plans: () => Readonly<Record<string, Plan>>;
 }
 
 const json = express.json({ limit: '64kb', strict: true, type: () => true });
@@ -16,7 +16,7 @@ function notFound(id: string): Problem {
   return new Problem('not-found', { detail: `No key ${id}.` });
 }
 
-function checkPlan(plan: string | null | undefined, plans: Config['plans']): void {
+function checkPlan(plan: string | null | undefined, plans: Readonly<Record<string, Plan>>): void {
   // Own properties only: `__proto__` or `constructor` is no plan (`in` would say it is).
   if (plan !== undefined && plan !== null && !Object.hasOwn(plans, plan))
     throw new Problem('validation-failed', {

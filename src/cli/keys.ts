@@ -7,7 +7,7 @@ import { KeyService } from '../keys/service.js';
 import { silentLogger } from '../observability/logger.js';
 import { systemClock } from '../core/clock.js';
 import { RedisHandle } from '../shared/redis.js';
-import { UsageError, configPathFrom, type CliIo } from './index.js';
+import { UsageError, configPathFrom, type CliIo } from './args.js';
 
 /**
  * `tollgate keys create --config FILE --name N [--scopes a,b] [--plan P] [--owner ID] [--tenant ID] [--hmac]`:

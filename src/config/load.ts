@@ -4,9 +4,11 @@ import { configSchema, type Config } from './schema.js';
 import { interpolateDocument, type Env } from './interpolate.js';
 import { fromZodIssues, type ConfigIssue } from './issues.js';
 import { configWarnings } from './warnings.js';
+import { loadPolicyModules, type PolicyModules } from '../policies/custom/loader.js';
 
 export type LoadResult =
-  | { ok: true; config: Config; warnings: ConfigIssue[] }
+  /** `modules`: the loaded default exports of the file's `policies.<name>.module`s (files only). */
+  | { ok: true; config: Config; warnings: ConfigIssue[]; modules?: PolicyModules }
   | { ok: false; issues: ConfigIssue[]; warnings: ConfigIssue[] };
 
 /**
@@ -77,7 +79,12 @@ export async function loadConfigFile(path: string, env: Env = {}): Promise<LoadR
       issues: [{ path: '(file)', message: `cannot read ${path} (${code})` }],
     };
   }
-  return parseConfigText(text, env);
+  const result = parseConfigText(text, env);
+  if (!result.ok || Object.keys(result.config.policies).length === 0) return result;
+  // Policy modules are code: loaded once the config itself is valid, from beside the file.
+  const { modules, issues } = await loadPolicyModules(result.config.policies, path);
+  if (issues.length > 0) return { ok: false, issues, warnings: result.warnings };
+  return { ...result, modules };
 }
 
 const LOG_LEVELS = new Set(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']);

@@ -11,6 +11,7 @@ import { mockSchema } from '../policies/mock/schema.js';
 import { upstreamErrorsSchema, upstreamSchema } from '../policies/proxy/schema.js';
 import { planQuotaSchema, routeQuotaSchema } from '../policies/quota/schema.js';
 import { rateLimitListSchema } from '../policies/rate-limit/schema.js';
+import { policiesSchema, routePoliciesSchema } from '../policies/custom/schema.js';
 import { compileTrust } from '../core/client-ip.js';
 import { httpMethod, mountPath, nonNegativeInt, port, positiveInt, bool } from './primitives.js';
 
@@ -41,6 +42,7 @@ const routeSchema = z
     rateLimits: rateLimitListSchema.describe('Rate limits of the route, on top of the plan’s.'),
     quota: routeQuotaSchema.optional(),
     idempotency: idempotencySchema.optional(),
+    policies: routePoliciesSchema,
     upstreamErrors: upstreamErrorsSchema,
   })
   .superRefine((route, ctx) => {
@@ -212,6 +214,7 @@ export const configSchema = z
       })
       .prefault({})
       .describe('How request paths find their route (`;params` in a segment are always ignored).'),
+    policies: policiesSchema,
     routes: z.array(routeSchema).default([]),
   })
   .superRefine((cfg, ctx) => {
@@ -221,6 +224,22 @@ export const configSchema = z
     const caseSensitive = (cfg.routing as typeof cfg.routing | undefined)?.caseSensitive === true;
     const pathKey = (p: string) => (caseSensitive ? p : p.toLowerCase());
     cfg.routes.forEach((r, i) => {
+      // Refinements also run over routes that failed their own checks: read defensively.
+      const listed = (r.policies as string[] | undefined) ?? [];
+      listed.forEach((name, j) => {
+        if (!Object.hasOwn(cfg.policies, name))
+          ctx.addIssue({
+            code: 'custom',
+            path: ['routes', i, 'policies', j],
+            message: `"${name}" is not a policy in policies`,
+          });
+        else if (listed.indexOf(name) !== j)
+          ctx.addIssue({
+            code: 'custom',
+            path: ['routes', i, 'policies', j],
+            message: `"${name}" is listed twice`,
+          });
+      });
       const firstId = ids.get(r.id);
       if (firstId !== undefined)
         ctx.addIssue({

@@ -84,6 +84,10 @@ export class RequestContext {
   host: string | undefined;
   /** The client sent `Expect: 100-continue` and has not been told to send its body yet. */
   expectsContinue: boolean;
+  /** Headers a stage adds to the upstream request (`[name, value, …]`, lower-case names), after the client's. */
+  upstreamHeaders: string[] | undefined;
+  /** Lower-case names of response headers the gateway set (`setResponseHeader`): an upstream's own copies are dropped. */
+  responseHeaderNames: string[] | undefined;
   /** Holders' callbacks for the client leaving (see `hold`); undefined while nothing holds. */
   #holders: Array<() => void> | undefined;
   #reportHookError: ((err: unknown) => void) | undefined;
@@ -128,6 +132,8 @@ export class RequestContext {
     this.closed = false;
     this.host = req.headers.host;
     this.expectsContinue = false;
+    this.upstreamHeaders = undefined;
+    this.responseHeaderNames = undefined;
     this.#holders = undefined;
     this.#reportHookError = undefined;
     (req as unknown as Record<symbol, RequestContext>)[CONTEXT] = this;
@@ -159,6 +165,22 @@ export class RequestContext {
     if (!this.expectsContinue) return;
     this.expectsContinue = false;
     if (!this.res.headersSent) this.res.writeContinue();
+  }
+
+  /**
+   * Sets a response header that is the gateway's answer whatever the upstream says: an upstream
+   * response header of the same name is dropped (RateLimit, CORS, a policy's header).
+   */
+  setResponseHeader(name: string, value: string): void {
+    const lower = name.toLowerCase();
+    this.res.setHeader(lower, value);
+    const names = (this.responseHeaderNames ??= []);
+    if (!names.includes(lower)) names.push(lower);
+  }
+
+  /** Adds a header to the upstream request (replacing a client copy of the same name). */
+  setUpstreamHeader(name: string, value: string): void {
+    (this.upstreamHeaders ??= []).push(name.toLowerCase(), value);
   }
 
   /** W3C trace id (the second field of `traceparent`). */

@@ -6,6 +6,8 @@ import { Problem } from '../problems/problem.js';
 import type { ProblemWriter } from '../problems/problem-details.js';
 import type { Config } from '../config/schema.js';
 import type { Logger } from '../observability/logger.js';
+import { splitTarget } from '../core/path.js';
+import type { RefusedRequest } from '../observability/observer.js';
 import { requestIdFrom } from '../core/request-id.js';
 import { ANY_METHOD_ALLOW } from './route-table.js';
 
@@ -44,13 +46,8 @@ export interface ServerOptions {
   onClientError?: (answered: ClientErrorAnswer) => void;
 }
 
-/** A request Node refused before routing, as the `clientError` handler answered it. */
-export interface ClientErrorAnswer {
-  requestId: string;
-  status: number;
-  slug: string;
-  clientIp: string | null;
-}
+/** A request answered before it became a routed request (what its audit record keeps). */
+export type ClientErrorAnswer = RefusedRequest;
 
 /**
  * An HTTP server for an Express app or a plain request listener (the gateway's public
@@ -136,6 +133,8 @@ export function answerExpectation(
     status: problem.status,
     slug: problem.slug,
     clientIp: req.socket.remoteAddress ?? null,
+    method: req.method,
+    path: splitTarget(req.url ?? '/').path,
   };
 }
 
@@ -163,6 +162,8 @@ export function answerConnect(
     status: problem.status,
     slug: problem.slug,
     clientIp: socket.remoteAddress ?? null,
+    method: 'CONNECT',
+    path: req.url,
   };
 }
 

@@ -1,25 +1,46 @@
+import type { Config } from '../config/schema.js';
+import type { Env } from '../config/interpolate.js';
 import type { Clock } from '../core/clock.js';
-import type { Logger } from '../observability/logger.js';
-import type { UpstreamRegistry } from '../policies/proxy/upstream-pool.js';
-import type { ReadinessRegistry } from '../observability/readiness.js';
 import type { RequestContext } from '../core/context.js';
-import type { RedisHandle } from '../shared/redis.js';
-import type { GatewayMetrics } from '../observability/metrics.js';
-import type { AuditStore } from '../observability/audit.js';
-import type { KeyService } from '../keys/service.js';
-import type { ReplayStore } from '../policies/signature/replay-store.js';
-import type { CounterStore } from '../policies/rate-limit/counters.js';
-import type { IdempotencyStore } from '../policies/idempotency/store.js';
-import type { KeyManagement } from '../key-management/management.js';
+import type { Logger } from '../observability/logger.js';
+import { UpstreamRegistry } from '../policies/proxy/upstream-pool.js';
+import { ReadinessRegistry } from '../observability/readiness.js';
+import { RedisHandle } from '../shared/redis.js';
+import { GatewayMetrics } from '../observability/metrics.js';
+import { MemoryAuditStore, RedisAuditStore, type AuditStore } from '../observability/audit.js';
+import { createRequestObserver } from '../observability/observer.js';
+import { SecretBox } from '../keys/secret-box.js';
+import { KeyService } from '../keys/service.js';
+import { MemoryKeyStore } from '../keys/memory-store.js';
+import { RedisKeyStore } from '../keys/redis-store.js';
+import { MemoryReplayStore, RedisReplayStore, type ReplayStore } from '../policies/signature/replay-store.js';
+import { MemoryCounters, type CounterStore } from '../policies/rate-limit/counters.js';
+import { ResilientCounters } from '../policies/rate-limit/resilient-counters.js';
+import { remainingCounter } from '../policies/quota/quota.js';
+import {
+  MemoryIdempotencyStore,
+  RedisIdempotencyStore,
+  type IdempotencyStore,
+} from '../policies/idempotency/store.js';
+import { KeyManagement } from '../key-management/management.js';
+
+/** Reloads since start (metrics, readiness). */
+export interface ReloadStatus {
+  count: number;
+  failures: number;
+  lastSuccess: boolean;
+  lastAt: number | undefined;
+}
 
 /**
- * The long-lived dependencies of a gateway: made once by `createGateway()` (the only place that
+ * The long-lived dependencies of a gateway: made once by `createServices()` (the only place that
  * wires them) and kept across config reloads, so counters, caches, connections and warm upstream
  * sockets survive a reload.
  */
 export interface Services {
   readonly clock: Clock;
   readonly logger: Logger;
+  readonly env: Env;
   readonly upstreams: UpstreamRegistry;
   readonly readiness: ReadinessRegistry;
   /** The shared Redis connection when `redis` is configured (or `REDIS_URL` set); else in-memory stores. */
@@ -38,8 +59,106 @@ export interface Services {
   readonly management: KeyManagement;
   /** Idempotency locks and stored responses. */
   readonly idempotency: IdempotencyStore;
+  /** The config in force (the gateway swaps it on reload; key management reads plans from it). */
+  readonly current: { config: Config };
+  readonly reloadStatus: ReloadStatus;
   /** Called once per request when its response is over (access log, metrics, audit). */
   readonly observers: Array<(ctx: RequestContext) => void>;
   /** Closed in reverse order on shutdown. */
   readonly closers: Array<() => Promise<void> | void>;
+}
+
+export interface ServiceOptions {
+  env: Env;
+  clock: Clock;
+  logger: Logger;
+  /** Where audit records go instead of the default store. */
+  audit?: AuditStore | undefined;
+  /** What `/metrics` serves instead of this gateway's own registry (the cluster primary aggregates). */
+  metricsText?: (() => Promise<string>) | undefined;
+}
+
+/** Wires every dependency of a gateway from a validated config: Redis-backed stores with Redis, in-memory twins without. */
+export function createServices(config: Config, o: ServiceOptions): Services {
+  const { clock, logger, env } = o;
+  const upstreams = new UpstreamRegistry(clock);
+  const redisConfig = config.redis;
+  const redis = redisConfig ? new RedisHandle(redisConfig, logger) : undefined;
+  const failOpen = redisConfig?.onError === 'open';
+  const readiness = new ReadinessRegistry();
+  if (redis)
+    readiness.register('redis', () => ({
+      status: redis.ready ? 'ok' : 'down',
+      // Without Redis the gateway still serves (rate limits fall back to memory) unless quota and
+      // idempotency fail closed: then it is not ready.
+      critical: !failOpen,
+      state: redis.state,
+    }));
+  const keys = new KeyService({
+    store: redis
+      ? new RedisKeyStore({ redis, clock, logger, cacheTtlMs: config.auth.apiKeys.cacheTtlMs })
+      : new MemoryKeyStore(),
+    prefix: config.auth.apiKeys.prefix,
+    box: new SecretBox(env.TOLLGATE_SECRET_KEY || undefined),
+    clock,
+    throwawaySealing: env.NODE_ENV === 'development',
+  });
+  const counters: CounterStore = redis ? new ResilientCounters(redis, failOpen) : new MemoryCounters();
+  keys.onRemainingChanged = (keyId) => {
+    const { key, tag } = remainingCounter(keyId);
+    return counters.reset(key, tag);
+  };
+  const auditOptions = { ...config.audit, clock, logger };
+  const audit =
+    o.audit ?? (redis ? new RedisAuditStore({ redis, ...auditOptions }) : new MemoryAuditStore(auditOptions));
+  const current = { config };
+  const reloadStatus: ReloadStatus = { count: 0, failures: 0, lastSuccess: true, lastAt: undefined };
+  const metrics = new GatewayMetrics({
+    redisUp: redis ? () => (redis.ready ? 1 : 0) : undefined,
+    redisErrors: () => redis?.errors ?? 0,
+    rateLimitFallback: () => (counters instanceof ResilientCounters && counters.fallbackActive ? 1 : 0),
+    targets: () => upstreams.health(),
+    reloads: () => reloadStatus,
+  });
+  return {
+    clock,
+    logger,
+    env,
+    upstreams,
+    readiness,
+    redis,
+    metrics,
+    metricsText: o.metricsText ?? (() => metrics.text()),
+    audit,
+    keys,
+    replay: redis
+      ? new RedisReplayStore(redis, failOpen)
+      : new MemoryReplayStore(clock, config.auth.hmac.replayCache),
+    counters,
+    management: new KeyManagement({ keys, counters, plans: () => current.config.plans, clock }),
+    idempotency: redis
+      ? new RedisIdempotencyStore(redis)
+      : new MemoryIdempotencyStore(clock, config.idempotency),
+    current,
+    reloadStatus,
+    observers: [createRequestObserver({ logger, metrics, audit, clock })],
+    // Closed in reverse: the audit store flushes before Redis goes.
+    closers: [
+      () => upstreams.close(),
+      ...(redis ? [() => redis.close()] : []),
+      () => audit.close(),
+      () => keys.close(),
+    ],
+  };
+}
+
+/** Closes what `createServices` opened, in reverse (the audit store flushes before Redis goes). */
+export async function closeServices(services: Services): Promise<void> {
+  for (const close of [...services.closers].reverse()) {
+    try {
+      await close();
+    } catch (err) {
+      services.logger.warn({ err }, 'error while closing');
+    }
+  }
 }

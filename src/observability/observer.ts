@@ -49,6 +49,48 @@ export function auditRecord(ctx: RequestContext, endMono: number): AuditRecord {
   };
 }
 
+/** What Node's `clientError`, `connect` and `checkExpectation` paths know of a request they answered. */
+export interface RefusedRequest {
+  requestId: string;
+  status: number;
+  slug: string;
+  clientIp: string | null;
+  method?: string | undefined;
+  path?: string | undefined;
+}
+
+/**
+ * The record of a request answered before it became a routed request (malformed, CONNECT, an
+ * unmet `Expect`): the same fields as `auditRecord`, most of them empty.
+ */
+export function refusedRecord(r: RefusedRequest, now: number): AuditRecord {
+  return {
+    time: new Date(now).toISOString(),
+    request_id: r.requestId,
+    trace_id: '',
+    method: r.method,
+    path: r.path ?? '',
+    route: null,
+    status: r.status,
+    aborted: false,
+    latency_ms: 0,
+    client_ip: r.clientIp,
+    auth_method: null,
+    credential_id: null,
+    subject: null,
+    tenant: null,
+    problem: r.slug,
+    upstream_status: null,
+    upstream_target: null,
+    upstream_latency_ms: null,
+    bytes_in: 0,
+    bytes_out: 0,
+    idempotent_replay: false,
+    rate_limit_policy: null,
+    signature: null,
+  };
+}
+
 /**
  * What happens once per request when its response is over: one access-log line (the process
  * logger, no child logger), the metrics, and the audit record — all from one record, serialised

@@ -43,7 +43,7 @@ export class ProblemWriter {
   /** The problem document of a Problem, for a request id. */
   document(problem: Problem, requestId: string): Record<string, unknown> {
     const doc: Record<string, unknown> = {
-      type: this.typeOf(problem.slug),
+      type: problem.slug === 'about:blank' ? 'about:blank' : this.typeOf(problem.slug),
       title: problem.title,
       status: problem.status,
       detail: problem.detail,

@@ -19,23 +19,32 @@ export interface ProblemOptions {
  * throw new Problem('rate-limit-exceeded', { detail: 'Too many requests', extensions: { policy: 'burst' } });
  */
 export class Problem extends Error {
-  readonly slug: ProblemSlug;
+  /** The catalog slug, or `about:blank` for a status the catalog has no entry for (`Problem.ofStatus`). */
+  readonly slug: ProblemSlug | 'about:blank';
   readonly status: number;
   readonly title: string;
   readonly detail: string;
   readonly extensions: Record<string, unknown> | undefined;
   readonly headers: Record<string, string> | undefined;
 
-  constructor(slug: ProblemSlug, options: ProblemOptions = {}) {
-    const entry = catalog[slug];
+  constructor(slug: ProblemSlug, options: ProblemOptions = {}, blank?: { status: number; title: string }) {
+    const entry = blank ?? catalog[slug];
     super(options.detail ?? entry.title, options.cause === undefined ? undefined : { cause: options.cause });
     this.name = 'Problem';
-    this.slug = slug;
+    this.slug = blank === undefined ? slug : 'about:blank';
     this.status = entry.status;
     this.title = entry.title;
     this.detail = options.detail ?? entry.title;
     this.extensions = options.extensions;
     this.headers = options.headers;
+  }
+
+  /**
+   * A problem of `type: about:blank` (RFC 9457 §4.2.1) for a 4xx or 5xx status the catalog does
+   * not name (an Express middleware's `next(err)` with, say, 422). `title` is the reason phrase.
+   */
+  static ofStatus(status: number, title: string, options: ProblemOptions = {}): Problem {
+    return new Problem('internal-error', options, { status, title });
   }
 }
 

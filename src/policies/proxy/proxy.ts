@@ -338,9 +338,10 @@ class Exchange implements Dispatcher.DispatchHandlers {
       return true;
     }
     const res = ctx.res;
-    // On a limited route the gateway's RateLimit headers are the answer; an upstream's own
+    // The headers the gateway set (RateLimit, CORS, a policy's) are the answer; an upstream's own
     // (same names) would replace them in writeHead.
-    res.writeHead(statusCode, res.hasHeader('ratelimit-policy') ? withoutRateLimitHeaders(list) : list);
+    const owned = ctx.responseHeaderNames;
+    res.writeHead(statusCode, owned === undefined ? list : withoutNames(list, owned));
     if (bodiless) {
       this.#phase = Phase.Done;
       res.end();
@@ -578,12 +579,12 @@ function joinPath(base: string, path: string): string {
   return joined.charCodeAt(0) === 47 /* / */ ? joined : '/' + joined;
 }
 
-/** `list` (`[name, value, …]`) without `RateLimit` and `RateLimit-Policy` fields. */
-function withoutRateLimitHeaders(list: string[]): string[] {
+/** `list` (`[name, value, …]`) without the fields named in `names` (lower case). */
+function withoutNames(list: readonly string[], names: readonly string[]): string[] {
   const out: string[] = [];
   for (let i = 0; i < list.length; i += 2) {
-    const lower = list[i]!.toLowerCase();
-    if (lower !== 'ratelimit' && lower !== 'ratelimit-policy') out.push(list[i]!, list[i + 1]!);
+    const name = list[i]!;
+    if (!names.includes(name.toLowerCase())) out.push(name, list[i + 1]!);
   }
   return out;
 }

@@ -107,7 +107,6 @@ export function createRateLimitStage(o: RateLimitStageOptions): Stage {
     now: number,
     cacheKey: string | undefined,
   ): void => {
-    const res = ctx.res;
     const policies = policyHeader(applied, cacheKey);
     // On a refusal, every counter that has no room (not only the first the store found): the
     // 429 must name the one that blocks longest, or a client waiting out Retry-After is refused again.
@@ -121,7 +120,7 @@ export function createRateLimitStage(o: RateLimitStageOptions): Stage {
         } else if (blocking === -1 || a.resetAt! > applied[blocking]!.resetAt!) blocking = i;
       });
     if (policies !== '') {
-      res.setHeader('ratelimit-policy', policies);
+      ctx.setResponseHeader('ratelimit-policy', policies);
       // The policy that refused the request, else the one nearest exhaustion: the fewest requests
       // left, and of those the one that resets last.
       let best = blocking;
@@ -139,7 +138,7 @@ export function createRateLimitStage(o: RateLimitStageOptions): Stage {
       if (best !== -1) {
         const a = applied[best]!;
         const remaining = best === blocking ? 0 : Math.max(0, a.limit - result.used[best]!);
-        res.setHeader(
+        ctx.setResponseHeader(
           'ratelimit',
           `"${a.name}";r=${remaining};t=${Math.max(0, Math.ceil((a.resetAt! - now) / 1000))}`,
         );
