@@ -65,6 +65,73 @@ export default tseslint.config(
     rules: { 'no-restricted-syntax': 'off' },
   },
   {
+    // The floors (DESIGN.md): a folder imports only from folders below it. Bottom up: core ·
+    // problems · shared · config · keys · observability · policies · key-management · admin ·
+    // gateway · cli/main. core/ may use only the problem leaf modules beside npm packages.
+    files: ['src/core/**/*.ts'],
+    rules: {
+      'no-restricted-imports': [
+        'error',
+        {
+          patterns: [
+            {
+              group: ['../*', '!../problems', '../problems/*', '!../problems/problem.js', '!../problems/catalog.js'],
+              message: 'core/ imports nothing above it (only problems/problem.js and problems/catalog.js).',
+            },
+          ],
+        },
+      ],
+    },
+  },
+  {
+    files: ['src/problems/**/*.ts'],
+    rules: {
+      'no-restricted-imports': [
+        'error',
+        {
+          patterns: [
+            {
+              group: ['**/gateway/*', '**/policies/*', '**/admin/*', '**/keys/*', '**/observability/*', '**/cli/*'],
+              message: 'problems/ sits below gateway/, policies/ and everything that uses it.',
+            },
+          ],
+        },
+      ],
+    },
+  },
+  {
+    files: ['src/shared/**/*.ts', 'src/keys/**/*.ts', 'src/observability/**/*.ts'],
+    rules: {
+      'no-restricted-imports': [
+        'error',
+        {
+          patterns: [
+            {
+              group: ['**/gateway/*', '**/policies/*', '**/admin/*', '**/key-management/*', '**/cli/*', '**/main.js', '**/cluster.js'],
+              message: 'shared/, keys/ and observability/ sit below the policies and the gateway.',
+            },
+          ],
+        },
+      ],
+    },
+  },
+  {
+    files: ['src/policies/**/*.ts'],
+    rules: {
+      'no-restricted-imports': [
+        'error',
+        {
+          patterns: [
+            {
+              group: ['**/gateway/*', '**/admin/*', '**/key-management/*', '**/cli/*', '**/main.js', '**/cluster.js'],
+              message: 'A policy never imports the gateway, the admin API or the CLI: what it needs is in core/ (or passed to its factory).',
+            },
+          ],
+        },
+      ],
+    },
+  },
+  {
     files: ['**/*.js', '**/*.mjs'],
     languageOptions: { sourceType: 'module', globals: nodeGlobals },
     rules: { 'no-unused-vars': ['error', { argsIgnorePattern: '^_' }] },

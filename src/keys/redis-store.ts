@@ -1,6 +1,6 @@
 import type { Clock } from '../core/clock.js';
 import type { RedisHandle } from '../shared/redis.js';
-import type { Logger } from '../observability/logger.js';
+import type { Logger } from 'pino';
 import { Problem } from '../problems/problem.js';
 import type { KeyListQuery, KeyPage, KeyRecord, KeyStore } from './record.js';
 import { KeyedMutex, afterCursor, compareKeys, decodeCursor, encodeCursor, ownedAs } from './record.js';

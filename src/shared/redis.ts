@@ -1,6 +1,6 @@
 import { Cluster, Redis, type ClusterOptions, type RedisOptions } from 'ioredis';
 import type { RedisConfig } from './redis-schema.js';
-import type { Logger } from '../observability/logger.js';
+import type { Logger } from 'pino';
 import { Problem } from '../problems/problem.js';
 
 /** Either a single node (plain or via Sentinel) or a Redis Cluster: both speak the same commands. */
