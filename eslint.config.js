@@ -75,7 +75,13 @@ export default tseslint.config(
         {
           patterns: [
             {
-              group: ['../*', '!../problems', '../problems/*', '!../problems/problem.js', '!../problems/catalog.js'],
+              group: [
+                '../*',
+                '!../problems',
+                '../problems/*',
+                '!../problems/problem.js',
+                '!../problems/catalog.js',
+              ],
               message: 'core/ imports nothing above it (only problems/problem.js and problems/catalog.js).',
             },
           ],
@@ -91,7 +97,14 @@ export default tseslint.config(
         {
           patterns: [
             {
-              group: ['**/gateway/*', '**/policies/*', '**/admin/*', '**/keys/*', '**/observability/*', '**/cli/*'],
+              group: [
+                '**/gateway/*',
+                '**/policies/*',
+                '**/admin/*',
+                '**/keys/*',
+                '**/observability/*',
+                '**/cli/*',
+              ],
               message: 'problems/ sits below gateway/, policies/ and everything that uses it.',
             },
           ],
@@ -107,7 +120,15 @@ export default tseslint.config(
         {
           patterns: [
             {
-              group: ['**/gateway/*', '**/policies/*', '**/admin/*', '**/key-management/*', '**/cli/*', '**/main.js', '**/cluster.js'],
+              group: [
+                '**/gateway/*',
+                '**/policies/*',
+                '**/admin/*',
+                '**/key-management/*',
+                '**/cli/*',
+                '**/main.js',
+                '**/cluster.js',
+              ],
               message: 'shared/, keys/ and observability/ sit below the policies and the gateway.',
             },
           ],
@@ -123,8 +144,16 @@ export default tseslint.config(
         {
           patterns: [
             {
-              group: ['**/gateway/*', '**/admin/*', '**/key-management/*', '**/cli/*', '**/main.js', '**/cluster.js'],
-              message: 'A policy never imports the gateway, the admin API or the CLI: what it needs is in core/ (or passed to its factory).',
+              group: [
+                '**/gateway/*',
+                '**/admin/*',
+                '**/key-management/*',
+                '**/cli/*',
+                '**/main.js',
+                '**/cluster.js',
+              ],
+              message:
+                'A policy never imports the gateway, the admin API or the CLI: what it needs is in core/ (or passed to its factory).',
             },
           ],
         },
