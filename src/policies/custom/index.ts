@@ -13,4 +13,4 @@ export {
 export { compilePolicy, middlewareProblem, type CompiledPolicy, type CompileResult } from './custom.js';
 export { loadPolicyModules, type PolicyModules } from './loader.js';
 export { policiesSchema, routePoliciesSchema, policyEntrySchema, type PoliciesConfig } from './schema.js';
-export { policy, type PolicyMiddlewareOptions } from './middleware.js';
+export { policy, policyStage, type PolicyMiddlewareOptions } from './middleware.js';

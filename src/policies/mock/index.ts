@@ -1,2 +1,3 @@
+export { mock, type MockOptions } from './middleware.js';
 export { createMockStage } from './mock.js';
 export { mockSchema, type MockConfig } from './schema.js';
