@@ -100,12 +100,12 @@ export function fakeContext(options: FakeRequestOptions = {}): FakeContext {
   req.httpVersion = '1.1';
   req.httpVersionMajor = 1;
   req.httpVersionMinor = 1;
-  const given = { host: 'gateway.test', ...options.headers };
+  const given: Record<string, string | string[]> = { host: 'gateway.test', ...options.headers };
   const headers: IncomingHttpHeaders = {};
   const raw: string[] = [];
   for (const [name, value] of Object.entries(given)) {
     const lower = name.toLowerCase();
-    for (const v of Array.isArray(value) ? value : [value]) raw.push(name, v);
+    for (const v of typeof value === 'string' ? [value] : value) raw.push(name, v);
     headers[lower] = Array.isArray(value) && lower !== 'set-cookie' ? value.join(', ') : value;
   }
   const body = options.body === undefined ? undefined : Buffer.from(options.body);
