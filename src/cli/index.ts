@@ -5,6 +5,7 @@ import { UsageError, defaultIo, type CliIo } from './args.js';
 const USAGE = `Usage:
   tollgate [start] [--config FILE]     run the gateway (default config: $TOLLGATE_CONFIG or config/gateway.yaml)
   tollgate validate --config FILE      check a config; print every problem with its path; exit 1 if invalid
+  tollgate schema                      print the JSON Schema of the config file
   tollgate keys create --config FILE --name N [--scopes a,b] [--plan P] [--owner ID] [--tenant ID] [--hmac]
   tollgate --version | --help`;
 
@@ -23,6 +24,10 @@ export async function runCli(argv: string[], io: CliIo = defaultIo): Promise<num
     if (first === 'validate') {
       const { validate } = await import('./validate.js');
       return await validate(argv.slice(1), io);
+    }
+    if (first === 'schema') {
+      const { schema } = await import('./schema.js');
+      return schema(argv.slice(1), io);
     }
     if (first === 'keys') {
       if (second !== 'create') {

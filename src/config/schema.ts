@@ -107,6 +107,10 @@ const adminSchema = z
 
 export const configSchema = z
   .strictObject({
+    $schema: z
+      .string()
+      .optional()
+      .describe('The JSON Schema of this file (`tollgate schema`), for editors; ignored by the gateway.'),
     listen: z
       .strictObject({ host: z.string().default('0.0.0.0'), port: port().default(8080) })
       .prefault({})
