@@ -3,7 +3,7 @@ import type { Problem } from '../problems/problem.js';
 import { clientAddress, type TrustFn } from './client-ip.js';
 import type { Identity, KeyCredential } from './identity.js';
 
-export type { Identity, KeyCredential, RateLimitBy, RateLimitRule } from './identity.js';
+export type { Identity, KeyCredential, Plan, QuotaPeriod, RateLimitBy, RateLimitRule } from './identity.js';
 
 /** What a stage may ask to run once the response is over (finished or aborted). */
 export type CloseHook = (ctx: RequestContext) => void;

@@ -18,6 +18,8 @@ export interface ProblemOptions {
  * @example
  * throw new Problem('rate-limit-exceeded', { detail: 'Too many requests', extensions: { policy: 'burst' } });
  */
+const BRAND = Symbol.for('tollgate.problem');
+
 export class Problem extends Error {
   /** The catalog slug, or `about:blank` for a status the catalog has no entry for (`Problem.ofStatus`). */
   readonly slug: ProblemSlug | 'about:blank';
@@ -31,6 +33,7 @@ export class Problem extends Error {
     const entry = blank ?? catalog[slug];
     super(options.detail ?? entry.title, options.cause === undefined ? undefined : { cause: options.cause });
     this.name = 'Problem';
+    (this as unknown as Record<symbol, boolean>)[BRAND] = true;
     this.slug = blank === undefined ? slug : 'about:blank';
     this.status = entry.status;
     this.title = entry.title;
@@ -48,6 +51,10 @@ export class Problem extends Error {
   }
 }
 
+/**
+ * Whether `value` is a Problem — also one made by another copy of this package (a policy
+ * module with its own `tollgate` dependency): the check is a registered symbol, not `instanceof`.
+ */
 export function isProblem(value: unknown): value is Problem {
-  return value instanceof Problem;
+  return typeof value === 'object' && value !== null && (value as Record<symbol, unknown>)[BRAND] === true;
 }

@@ -1,7 +1,7 @@
-import { Cluster, Redis, type ClusterOptions, type RedisOptions } from 'ioredis';
-import type { RedisConfig } from './redis-schema.js';
-import type { Logger } from 'pino';
-import { Problem } from '../problems/problem.js';
+import { Cluster, Redis, type ClusterOptions, type RedisOptions as IoRedisOptions } from 'ioredis';
+import { redisSchema, type RedisConfig } from './redis-schema.js';
+import { pino, type Logger } from 'pino';
+import { Problem, isProblem } from '../problems/problem.js';
 
 /** Either a single node (plain or via Sentinel) or a Redis Cluster: both speak the same commands. */
 export type RedisClient = Redis | Cluster;
@@ -107,7 +107,7 @@ export class RedisHandle {
     try {
       return await fn();
     } catch (err) {
-      if (err instanceof Problem) throw err;
+      if (isProblem(err)) throw err;
       this.recordError(false);
       throw new Problem('service-unavailable', {
         detail: 'Redis is unavailable.',
@@ -183,7 +183,7 @@ export class RedisHandle {
 }
 
 function createClient(config: RedisConfig, options: { subscriber?: boolean } = {}): RedisClient {
-  const base: RedisOptions = {
+  const base: IoRedisOptions = {
     // A subscriber may queue its SUBSCRIBE until connected; the command client must fail fast.
     enableOfflineQueue: options.subscriber === true,
     commandTimeout: options.subscriber ? undefined : config.commandTimeoutMs,
@@ -223,4 +223,29 @@ function createClient(config: RedisConfig, options: { subscriber?: boolean } = {
       failoverDetector: true,
     });
   return new Redis(config.url ?? 'redis://127.0.0.1:6379', base);
+}
+
+/** `redis` settings as a library user writes them (the config's `redis` block). */
+export interface RedisOptions {
+  url?: string;
+  cluster?: string[];
+  sentinels?: Array<{ host: string; port: number }>;
+  sentinelName?: string;
+  keyPrefix?: string;
+  commandTimeoutMs?: number;
+  connectTimeoutMs?: number;
+  onError?: 'closed' | 'open';
+}
+
+/**
+ * A Redis connection for the Redis twins of the library (`RedisCounters`, `RedisKeyStore`,
+ * `RedisIdempotencyStore`, …), with the gateway's defaults (fail fast, bounded commands,
+ * reconnect forever). Close it with `close()`.
+ *
+ * @example
+ * const redis = createRedis({ url: process.env.REDIS_URL, keyPrefix: 'myapp:' });
+ * app.use(rateLimit({ limits, store: new RedisCounters(redis) }));
+ */
+export function createRedis(options: RedisOptions = {}, logger?: Logger): RedisHandle {
+  return new RedisHandle(redisSchema.parse(options), logger ?? pino({ level: 'silent' }));
 }

@@ -2,7 +2,7 @@ import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:
 import express, { type Express } from 'express';
 import type { RequestContext } from '../../core/context.js';
 import type { Stage } from '../../core/stage.js';
-import { Problem } from '../../problems/problem.js';
+import { Problem, isProblem } from '../../problems/problem.js';
 import { formatPath, type ConfigIssue } from '../../config/issues.js';
 import { reasonPhrase } from '../../shared/http.js';
 import {
@@ -109,7 +109,7 @@ class PolicyRequestView implements PolicyRequest {
 
 /** Anything but a Problem is the policy's bug: a 500 with the cause logged, never a crash. */
 function asProblem(policy: string, err: unknown): Problem {
-  if (err instanceof Problem) return err;
+  if (isProblem(err)) return err;
   return new Problem('internal-error', {
     detail: 'An unexpected error occurred.',
     cause: new Error(`policy ${policy} failed: ${err instanceof Error ? err.message : String(err)}`, {
@@ -147,7 +147,7 @@ type Middleware = (req: IncomingMessage, res: ServerResponse, next: (err?: unkno
  * clients (`expose: false`); anything else is a 500.
  */
 export function middlewareProblem(policy: string, err: unknown): Problem {
-  if (err instanceof Problem) return err;
+  if (isProblem(err)) return err;
   const e = (err ?? {}) as {
     status?: unknown;
     statusCode?: unknown;
@@ -199,6 +199,8 @@ function middlewareStage(policy: string, middleware: Middleware): Stage {
     name: `policy:${policy}`,
     run(ctx) {
       const res = ctx.res;
+      // SPEC §4: every response carries the request id, one the middleware writes itself too.
+      res.setHeader('x-request-id', ctx.requestId);
       return new Promise<void>((resolve, reject) => {
         const answered = () => {
           cleanup();

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import type { OutgoingHttpHeaders, ServerResponse } from 'node:http';
-import { Problem } from '../../problems/problem.js';
+import { Problem, isProblem } from '../../problems/problem.js';
 import { instanceOf } from '../../problems/problem-details.js';
 import { HOP_BY_HOP } from '../../shared/http.js';
 import type { RequestContext, UpstreamSink } from '../../core/context.js';
@@ -156,7 +156,7 @@ export function createIdempotencyStage(o: IdempotencyOptions): Stage {
   };
 
   function storeDown(err: unknown): void {
-    if (err instanceof Problem) throw err; // the store's own answer (a full memory store: 503)
+    if (isProblem(err)) throw err; // the store's own answer (a full memory store: 503)
     if (o.failOpen) return; // run without idempotency (redis.onError: open)
     throw new Problem('service-unavailable', {
       detail: 'Idempotency records are unavailable; try again shortly.',

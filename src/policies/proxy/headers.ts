@@ -181,6 +181,9 @@ export function upstreamRequestHeaders(
     if (id.tenant !== undefined) out['x-tenant-id'] = identityHeaderValue(id.tenant);
     if (id.issuer !== undefined) out['x-consumer-issuer'] = identityHeaderValue(id.issuer);
   }
+  // What a stage added (a custom policy, a header transform): it replaces the client's copy.
+  const added = ctx.upstreamHeaders;
+  if (added !== undefined) for (let i = 0; i < added.length; i += 2) out[added[i]!] = added[i + 1]!;
   return out;
 }
 

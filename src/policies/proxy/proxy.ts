@@ -1,6 +1,6 @@
 import { Transform, type Readable } from 'node:stream';
 import type { Dispatcher } from 'undici';
-import { Problem } from '../../problems/problem.js';
+import { Problem, isProblem } from '../../problems/problem.js';
 import type { ProblemWriter } from '../../problems/problem-details.js';
 import {
   MAX_UPSTREAM_ERROR_BODY,
@@ -438,7 +438,7 @@ class Exchange implements Dispatcher.DispatchHandlers {
       this.#fail(new Problem('bad-gateway', { detail: 'The client closed the connection.', cause: err }));
       return;
     }
-    if (err instanceof Problem) {
+    if (isProblem(err)) {
       this.#fail(err);
       return;
     }

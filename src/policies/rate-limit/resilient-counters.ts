@@ -1,4 +1,4 @@
-import { Problem } from '../../problems/problem.js';
+import { Problem, isProblem } from '../../problems/problem.js';
 import type { RedisHandle } from '../../shared/redis.js';
 import type { ConsumeResult, CounterSpec, CounterStore } from './counters.js';
 import { MemoryCounters, RedisCounters } from './counters.js';
@@ -39,7 +39,7 @@ export class ResilientCounters implements CounterStore {
       return this.#fallback(specs);
     }
     return this.#primary.consume(specs).catch((err: unknown) => {
-      if (err instanceof Problem) throw err;
+      if (isProblem(err)) throw err;
       this.#redis.recordError();
       return this.#fallback(specs, err);
     });
