@@ -93,6 +93,51 @@ class RecordingSocket extends Duplex {
  */
 export function fakeContext(options: FakeRequestOptions = {}): FakeContext {
   const clock = options.clock ?? new ManualClock();
+  const { req, res, socket } = fakeExchange(options);
+  const ctx = newContext(req, res, clock);
+  const target = splitTarget(req.url ?? '/');
+  ctx.path = target.path;
+  ctx.search = target.search;
+  ctx.identity = options.identity;
+  ctx.routeId = options.routeId;
+
+  const hookErrors: unknown[] = [];
+  const closeHooks = () => ctx.close((err) => hookErrors.push(err));
+  return {
+    ctx,
+    clock,
+    req,
+    res,
+    abort() {
+      closeHooks();
+    },
+    response() {
+      return new Promise<FakeResponse>((resolve, reject) => {
+        const done = () => {
+          closeHooks();
+          if (hookErrors.length > 0) {
+            reject(hookErrors[0] instanceof Error ? hookErrors[0] : new Error(String(hookErrors[0])));
+            return;
+          }
+          resolve(parseResponse(socket.written));
+        };
+        if (res.writableFinished) done();
+        else if (!res.headersSent && !res.writableEnded)
+          reject(new Error('fakeContext: nothing answered the request'));
+        else res.once('finish', done);
+      });
+    },
+  };
+}
+
+/**
+ * A request and its response on a recording socket, before any context: what a server would
+ * hand to `gateway.handle(req, res)` (the in-process benchmark drives the gateway this way).
+ * `socket.written` holds the raw response; `parseResponse` reads it.
+ */
+export function fakeExchange(
+  options: Omit<FakeRequestOptions, 'clock' | 'identity' | 'routeId'> = {},
+): { req: IncomingMessage; res: ServerResponse; socket: { written: Buffer[] } } {
   const socket = new RecordingSocket(options.remoteAddress ?? '127.0.0.1');
   const req = new IncomingMessage(socket as unknown as Socket);
   req.method = (options.method ?? 'GET').toUpperCase();
@@ -124,41 +169,12 @@ export function fakeContext(options: FakeRequestOptions = {}): FakeContext {
   res.useChunkedEncodingByDefault = false;
   res.shouldKeepAlive = false;
   res.assignSocket(socket as unknown as Socket);
+  return { req, res, socket };
+}
 
-  const ctx = newContext(req, res, clock);
-  const target = splitTarget(req.url);
-  ctx.path = target.path;
-  ctx.search = target.search;
-  ctx.identity = options.identity;
-  ctx.routeId = options.routeId;
-
-  const hookErrors: unknown[] = [];
-  const closeHooks = () => ctx.close((err) => hookErrors.push(err));
-  return {
-    ctx,
-    clock,
-    req,
-    res,
-    abort() {
-      closeHooks();
-    },
-    response() {
-      return new Promise<FakeResponse>((resolve, reject) => {
-        const done = () => {
-          closeHooks();
-          if (hookErrors.length > 0) {
-            reject(hookErrors[0] instanceof Error ? hookErrors[0] : new Error(String(hookErrors[0])));
-            return;
-          }
-          resolve(parse(Buffer.concat(socket.written)));
-        };
-        if (res.writableFinished) done();
-        else if (!res.headersSent && !res.writableEnded)
-          reject(new Error('fakeContext: nothing answered the request'));
-        else res.once('finish', done);
-      });
-    },
-  };
+/** What a recording socket received, as status, headers and body. */
+export function parseResponse(written: readonly Buffer[]): FakeResponse {
+  return parse(Buffer.concat(written));
 }
 
 function parse(raw: Buffer): FakeResponse {

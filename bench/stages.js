@@ -1,0 +1,79 @@
+#!/usr/bin/env node
+// In-process cost of the request path, no sockets: `gateway.handle(req, res)` driven with the
+// recording request/response of `fakeExchange`, for route configurations that differ by one
+// feature. What a feature costs per request is the difference between two rows, measured in the
+// same process, interleaved round by round (medians). Used for costs too small for wrk to resolve
+// on a noisy VM (a custom policy, CORS, IP rules, header transforms).
+// `npm run bench:stages` (or `node bench/stages.js [--rounds 21] [--requests 5000] [--only a,b]` after a build).
+import { parseArgs } from 'node:util';
+import { createGateway, definePolicy } from '../dist/index.js';
+import { fakeExchange } from '../dist/core/fake-context.js';
+
+const { values: opts } = parseArgs({
+  options: {
+    rounds: { type: 'string', default: '21' },
+    requests: { type: 'string', default: '5000' },
+    only: { type: 'string' },
+    json: { type: 'boolean', default: false },
+  },
+});
+const ROUNDS = Number(opts.rounds);
+const REQUESTS = Number(opts.requests);
+
+const noop = definePolicy({ name: 'noop', create: () => () => undefined });
+
+/** name → [config, request headers, gateway options] */
+const VARIANTS = {
+  'mock route': [{ routes: [{ id: 'm', path: '/m', mock: { body: { ok: true } } }] }, {}],
+  'mock route + one trivial custom policy': [
+    {
+      policies: { noop: {} },
+      routes: [{ id: 'm', path: '/m', policies: ['noop'], mock: { body: { ok: true } } }],
+    },
+    {},
+    { policies: { noop } },
+  ],
+};
+
+function gatewayOf([config, , options]) {
+  return createGateway({ listen: { host: '127.0.0.1', port: 0 }, ...config }, options ?? {});
+}
+
+function once(gateway, headers) {
+  const { req, res } = fakeExchange({ url: '/m/x', headers });
+  return new Promise((resolve) => {
+    res.once('finish', resolve);
+    gateway.handle(req, res);
+  });
+}
+
+async function measure(gateway, headers, n) {
+  const start = process.cpuUsage();
+  for (let i = 0; i < n; i++) await once(gateway, headers);
+  const used = process.cpuUsage(start);
+  return (used.user + used.system) / n;
+}
+
+const names = Object.keys(VARIANTS).filter(
+  (n) => !opts.only || opts.only.split(',').some((o) => n.includes(o)),
+);
+const gateways = Object.fromEntries(names.map((n) => [n, gatewayOf(VARIANTS[n])]));
+for (const n of names) await measure(gateways[n], VARIANTS[n][1], 3000); // warm-up
+const samples = Object.fromEntries(names.map((n) => [n, []]));
+for (let r = 0; r < ROUNDS; r++) {
+  const order = [...names].sort(() => Math.random() - 0.5);
+  for (const n of order) samples[n].push(await measure(gateways[n], VARIANTS[n][1], REQUESTS));
+}
+const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+const base = median(samples[names[0]]);
+const rows = names.map((n) => ({ name: n, us: median(samples[n]), delta: median(samples[n]) - base }));
+if (opts.json) console.log(JSON.stringify(rows));
+else {
+  console.log(
+    `in-process, ${ROUNDS} rounds × ${REQUESTS} requests, CPU µs per request (medians), Node ${process.version}`,
+  );
+  console.log('| configuration | CPU µs/req | vs first row |\n|---|--:|--:|');
+  for (const r of rows)
+    console.log(`| ${r.name} | ${r.us.toFixed(2)} | ${r.delta >= 0 ? '+' : ''}${r.delta.toFixed(2)} |`);
+}
+for (const g of Object.values(gateways)) await g.close();
