@@ -12,7 +12,10 @@ const options = z.strictObject({
   /** tenant id → shard name */
   tenants: z.record(z.string().min(1), z.string().regex(/^[a-z0-9-]{1,32}$/, 'must be a shard name')),
   /** Where an anonymous caller names its tenant; omit to require a credential that carries one. */
-  header: z.string().regex(/^[a-z0-9-]+$/).optional(),
+  header: z
+    .string()
+    .regex(/^[a-z0-9-]+$/)
+    .optional(),
   upstreamHeader: z.string().default('x-tenant-shard'),
 });
 
@@ -26,7 +29,9 @@ export default definePolicy({
       const claimed = header === undefined ? undefined : req.headers[header];
       const tenant = req.identity?.tenantId ?? (typeof claimed === 'string' ? claimed : undefined);
       if (tenant === undefined)
-        throw new Problem('forbidden', { detail: 'This route needs a credential (or header) that names a tenant.' });
+        throw new Problem('forbidden', {
+          detail: 'This route needs a credential (or header) that names a tenant.',
+        });
       const shard = shards.get(tenant);
       if (shard === undefined) throw new Problem('forbidden', { detail: 'This tenant is not served here.' });
       req.setUpstreamHeader(upstreamHeader, shard);

@@ -61,7 +61,11 @@ class RecordingSocket extends Duplex {
     this.remoteAddress = remoteAddress;
   }
 
-  override _write(chunk: Buffer | string, encoding: BufferEncoding, done: (err?: Error | null) => void): void {
+  override _write(
+    chunk: Buffer | string,
+    encoding: BufferEncoding,
+    done: (err?: Error | null) => void,
+  ): void {
     this.written.push(Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk, encoding));
     done();
   }
@@ -135,9 +139,11 @@ export function fakeContext(options: FakeRequestOptions = {}): FakeContext {
  * hand to `gateway.handle(req, res)` (the in-process benchmark drives the gateway this way).
  * `socket.written` holds the raw response; `parseResponse` reads it.
  */
-export function fakeExchange(
-  options: Omit<FakeRequestOptions, 'clock' | 'identity' | 'routeId'> = {},
-): { req: IncomingMessage; res: ServerResponse; socket: { written: Buffer[] } } {
+export function fakeExchange(options: Omit<FakeRequestOptions, 'clock' | 'identity' | 'routeId'> = {}): {
+  req: IncomingMessage;
+  res: ServerResponse;
+  socket: { written: Buffer[] };
+} {
   const socket = new RecordingSocket(options.remoteAddress ?? '127.0.0.1');
   const req = new IncomingMessage(socket as unknown as Socket);
   req.method = (options.method ?? 'GET').toUpperCase();
@@ -154,7 +160,11 @@ export function fakeExchange(
     headers[lower] = Array.isArray(value) && lower !== 'set-cookie' ? value.join(', ') : value;
   }
   const body = options.body === undefined ? undefined : Buffer.from(options.body);
-  if (body !== undefined && headers['content-length'] === undefined && headers['transfer-encoding'] === undefined) {
+  if (
+    body !== undefined &&
+    headers['content-length'] === undefined &&
+    headers['transfer-encoding'] === undefined
+  ) {
     headers['content-length'] = String(body.length);
     raw.push('Content-Length', String(body.length));
   }

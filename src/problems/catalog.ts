@@ -42,7 +42,7 @@ export const catalog = {
   forbidden: {
     status: 403,
     title: 'Forbidden',
-    when: 'The plan has no `apiAccess`; an API key was used on key management; another policy refused.',
+    when: 'The plan has no `apiAccess`; a credential of a kind the route does not accept (an API key on a JWT-only route); an API key was used on key management; another policy refused.',
   },
   'quota-exceeded': {
     status: 402,

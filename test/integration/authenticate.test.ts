@@ -193,16 +193,17 @@ describe('API keys', () => {
     expect((await request(`${gw.url}/v1/admin`, { headers: { 'x-api-key': all.key } })).status).toBe(200);
   });
 
-  it('a route that accepts only JWTs refuses an API key', async () => {
+  it('a route that accepts only JWTs refuses an API key with 403 forbidden naming what it takes (SPEC §9)', async () => {
     const { gw } = await setup(
       { auth: { jwt: [{ issuer: 'x', secret: 'x'.repeat(32) }] } },
       { methods: ['jwt'] },
     );
     const { key } = await gw.gateway.services.keys.create({ name: 'k' });
-    expectProblem(
+    const body = expectProblem(
       await request(`${gw.url}/v1/orders`, { headers: { 'x-api-key': key } }),
-      'invalid-credentials',
+      'forbidden',
     );
+    expect(body.detail).toBe('This route accepts Bearer JWTs only: it cannot be used with an API key.');
   });
 
   it('on Redis, a key revoked through one gateway is refused at once by the other', async () => {

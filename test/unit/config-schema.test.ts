@@ -16,14 +16,20 @@ describe('tollgate schema: the JSON Schema of the config file', () => {
     const validate = validator();
     for (const file of ['config/gateway.yaml', 'config/spec-example.yaml']) {
       const doc: unknown = parse(readFileSync(file, 'utf8'));
-      expect({ file, ok: validate(doc), errors: validate.errors ?? [] }).toEqual({ file, ok: true, errors: [] });
+      expect({ file, ok: validate(doc), errors: validate.errors ?? [] }).toEqual({
+        file,
+        ok: true,
+        errors: [],
+      });
     }
   });
 
   it('refuses what the gateway refuses: an unknown field, a wrong type, a bad enum value', () => {
     const validate = validator();
     expect(validate({ listen: { port: 8080 }, lisen: {} })).toBe(false);
-    expect(validate({ routes: [{ id: 'a', path: '/a', mock: {}, upstreamErrors: 'sometimes' }] })).toBe(false);
+    expect(validate({ routes: [{ id: 'a', path: '/a', mock: {}, upstreamErrors: 'sometimes' }] })).toBe(
+      false,
+    );
     expect(validate({ workers: 'many' })).toBe(false);
   });
 

@@ -127,10 +127,10 @@ export function createAuthenticateStage(
         });
 
       if (key !== undefined) {
+        // SPEC §9: a credential of a kind the route does not take is forbidden here, not invalid.
         if (!allowKeys)
-          throw new Problem('invalid-credentials', {
-            detail: `This route accepts ${accepted} only.`,
-            headers: challenge('invalid_token'),
+          throw new Problem('forbidden', {
+            detail: `This route accepts ${accepted} only: it cannot be used with an API key.`,
           });
         const found = deps.keys.find(key);
         if (found instanceof Promise) return found.then((record) => fromKey(ctx, record));
@@ -138,10 +138,15 @@ export function createAuthenticateStage(
         return;
       }
       if (presented.bearer !== undefined) {
+        if (!auth.methods.includes('jwt'))
+          throw new Problem('forbidden', {
+            detail: `This route accepts ${accepted} only: it cannot be used with a Bearer token.`,
+          });
+        // JWTs are accepted, but no issuer is configured to vouch for one.
         if (!allowJwt)
           throw new Problem('invalid-credentials', {
-            detail: `This route accepts ${accepted} only.`,
-            headers: challenge('invalid_token'),
+            detail: 'The token issuer is not trusted.',
+            headers: challenge('invalid_token', 'The token issuer is not trusted.'),
           });
         const identity = deps.jwt!.verify(presented.bearer);
         if (identity instanceof Promise) return identity.then((id) => authorize(ctx, id));

@@ -135,6 +135,7 @@ export class JwtVerifier {
       rateLimits: undefined,
       remaining: undefined,
       usesId: undefined,
+      claims: Object.freeze({ ...payload }),
     };
     const toleranceMs = c.clockToleranceSec * 1000;
     const exp = (payload.exp as number) * 1000 + toleranceMs;

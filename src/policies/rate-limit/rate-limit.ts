@@ -181,9 +181,12 @@ export function createRateLimitStage(o: RateLimitStageOptions): Stage {
       const now = o.clock.now();
       const applied: Applied[] = [];
       for (const rl of o.rateLimits) applied.push(rateApplied(ctx, routeScope, rl, now));
-      if (plan !== undefined)
-        for (const rl of plan.rateLimits) applied.push(rateApplied(ctx, `plan:${planName}`, rl, now));
       const own = id?.rateLimits;
+      // SPEC §10: a key's own limit named like one of its plan's replaces it (raises or lowers it).
+      if (plan !== undefined)
+        for (const rl of plan.rateLimits)
+          if (own === undefined || !own.some((k) => k.name === rl.name))
+            applied.push(rateApplied(ctx, `plan:${planName}`, rl, now));
       if (own !== undefined)
         for (const rl of own) applied.push(rateApplied(ctx, `key:${id!.credentialId}`, rl, now));
       const quota =
