@@ -33,8 +33,10 @@ routes:
     const k2 = await signingKey('k2');
     jwks.keys = [k1, k2];
     jwks.down = false;
-    await new Promise((r) => setTimeout(r, 1100)); // the refetch cooldown
-    expect(await call(await token(k2))).toBe(200);
+    // A new kid is fetched once the refetch cooldown (1 s here) has passed: polled, not slept.
+    const fresh = await token(k2);
+    await waitFor(async () => (await call(fresh)) === 200, 5000, 100);
+    expect(await call(fresh)).toBe(200);
   });
 });
 
