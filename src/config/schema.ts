@@ -8,6 +8,7 @@ import { authSchema, routeAuthSchema } from '../policies/authenticate/schema.js'
 import { goneSchema } from '../policies/gone/schema.js';
 import { idempotencySchema, idempotencyStoreSchema } from '../policies/idempotency/schema.js';
 import { mockSchema } from '../policies/mock/schema.js';
+import { faultSchema } from '../policies/fault/schema.js';
 import { upstreamErrorsSchema, upstreamSchema } from '../policies/proxy/schema.js';
 import { planQuotaSchema, routeQuotaSchema } from '../policies/quota/schema.js';
 import { rateLimitListSchema } from '../policies/rate-limit/schema.js';
@@ -42,6 +43,7 @@ const routeSchema = z
     rateLimits: rateLimitListSchema.describe('Rate limits of the route, on top of the plan’s.'),
     quota: routeQuotaSchema.optional(),
     idempotency: idempotencySchema.optional(),
+    fault: faultSchema.optional(),
     policies: routePoliciesSchema,
     upstreamErrors: upstreamErrorsSchema,
   })

@@ -7,17 +7,41 @@ export interface Clock {
   now(): number;
   /** Monotonic milliseconds for measuring durations. */
   monotonic(): number;
+  /**
+   * Runs `fn` once, `ms` milliseconds from now; returns the function that cancels it. Optional:
+   * without it, `after()` below uses `setTimeout`. A `ManualClock` runs it when advanced past it.
+   */
+  after?(ms: number, fn: () => void): () => void;
 }
 
 export const systemClock: Clock = {
   now: () => Date.now(),
   monotonic: () => performance.now(),
+  after: systemAfter,
 };
+
+function systemAfter(ms: number, fn: () => void): () => void {
+  const timer = setTimeout(fn, ms);
+  return () => clearTimeout(timer);
+}
+
+/** `clock.after(ms, fn)`, or a real timer for a clock without one. Returns the canceller. */
+export function after(clock: Clock, ms: number, fn: () => void): () => void {
+  return clock.after !== undefined ? clock.after(ms, fn) : systemAfter(ms, fn);
+}
+
+interface ManualTimer {
+  readonly at: number;
+  readonly seq: number;
+  readonly fn: () => void;
+}
 
 /** A clock for tests: starts at `start` and only moves when told to. */
 export class ManualClock implements Clock {
   #now: number;
   #mono = 0;
+  #seq = 0;
+  #timers: ManualTimer[] = [];
 
   constructor(start = Date.UTC(2030, 0, 1)) {
     this.#now = start;
@@ -31,9 +55,40 @@ export class ManualClock implements Clock {
     return this.#mono;
   }
 
+  /** A timer that fires when `advance` moves the monotonic time to or past it. */
+  after(ms: number, fn: () => void): () => void {
+    const timer: ManualTimer = { at: this.#mono + Math.max(0, ms), seq: this.#seq++, fn };
+    this.#timers.push(timer);
+    return () => {
+      const i = this.#timers.indexOf(timer);
+      if (i !== -1) this.#timers.splice(i, 1);
+    };
+  }
+
+  /** Timers scheduled with `after` that have neither fired nor been cancelled. */
+  get pendingTimers(): number {
+    return this.#timers.length;
+  }
+
+  /** Moves both clocks forward, running due timers in order (each sees the time it was due at). */
   advance(ms: number): void {
-    this.#now += ms;
-    this.#mono += ms;
+    const target = this.#mono + ms;
+    for (;;) {
+      let next: ManualTimer | undefined;
+      for (const t of this.#timers)
+        if (
+          t.at <= target &&
+          (next === undefined || t.at < next.at || (t.at === next.at && t.seq < next.seq))
+        )
+          next = t;
+      if (next === undefined) break;
+      this.#timers.splice(this.#timers.indexOf(next), 1);
+      this.#now += next.at - this.#mono;
+      this.#mono = next.at;
+      next.fn();
+    }
+    this.#now += target - this.#mono;
+    this.#mono = target;
   }
 
   set(epochMs: number): void {

@@ -23,7 +23,7 @@ const LABELS: Record<string, string> = {
   major: 'the Node.js major version',
   minor: 'the Node.js minor version',
   patch: 'the Node.js patch version',
-  kind: 'the kind of garbage collection (`minor`, `major`, `incremental`, `weakcb`)',
+  kind: '`delay` or `abort` (faults injected); the kind of garbage collection (`minor`, `major`, `incremental`, `weakcb`) on `nodejs_gc_duration_seconds`',
 };
 
 /** How the cluster primary combines the workers' series (prom-client aggregators). */

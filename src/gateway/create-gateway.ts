@@ -19,6 +19,8 @@ export interface GatewayOptions {
   /** Environment for the overrides of SPEC §1 (`PORT`, `REDIS_URL`, `LOG_LEVEL`). Default: none. */
   env?: Env;
   clock?: Clock;
+  /** Uniform in [0, 1), for fault injection's draws. Default `Math.random` (tests seed one). */
+  random?: () => number;
   logger?: Logger;
   /** Log the config's warnings (default true; the CLI logs them itself, with the file's own). */
   logWarnings?: boolean;
@@ -49,6 +51,7 @@ export function createGateway(config: ConfigInput | Config, options: GatewayOpti
   const services = createServices(result.config, {
     env,
     clock: options.clock ?? systemClock,
+    random: options.random,
     logger,
     audit: options.audit,
     metricsText: options.metricsText,

@@ -321,7 +321,9 @@ export class Gateway {
     const problem = toProblem(err);
     ctx.problem = problem;
     const logger = this.services.logger;
-    if (problem.slug === 'internal-error') logger.error({ err, request_id: ctx.requestId }, 'internal error');
+    // An injected 500 (the `fault` policy) is a test's doing, not a gateway error to log as one.
+    if (problem.slug === 'internal-error' && problem.extensions?.injected !== true)
+      logger.error({ err, request_id: ctx.requestId }, 'internal error');
     else if (problem.cause !== undefined && logger.isLevelEnabled('debug'))
       logger.debug({ err: problem.cause, request_id: ctx.requestId, problem: problem.slug }, problem.detail);
     const res = ctx.res;

@@ -13,6 +13,7 @@ import type { JwtVerifier } from '../policies/authenticate/jwt.js';
 import { createSignatureStage } from '../policies/signature/signature.js';
 import { createRateLimitStage } from '../policies/rate-limit/rate-limit.js';
 import { createIdempotencyStage } from '../policies/idempotency/idempotency.js';
+import { createFaultStage } from '../policies/fault/fault.js';
 import type { CompiledPolicy } from '../policies/custom/custom.js';
 import type { PolicyPhase } from '../policies/custom/define-policy.js';
 import { createNoApiKeysStage, createSelfServiceStage } from '../key-management/self-service.js';
@@ -63,6 +64,10 @@ const SELF_SERVICE_BODY_BYTES = 65_536;
  *   costs no budget.
  * - `policies: late` (the default phase) after limits: a custom policy sees who is calling and
  *   cannot be used to skip the limits.
+ * - `fault` after authentication, limits and late policies, so a load test pays for all of them
+ *   (an injected abort was counted by the rate limits; quota and `remaining` are refunded, as for
+ *   any answer the route did not give), and before idempotency: an injected abort takes no key
+ *   and is never stored as the key's answer, so the client's retry with that key runs for real.
  * - `idempotency` last before the answer: a replay or a conflict needs to know the caller (scope),
  *   the body (fingerprint) and must not bypass limits; the lock is held only while the answer runs.
  * - the terminal stages (`mock`, `self-service`, `proxy`) last; exactly one of them (or `gone`)
@@ -132,6 +137,18 @@ export const PIPELINE: readonly PipelineEntry[] = [
           }),
   },
   { name: 'policies:late', build: (b) => customPolicies(b, 'late') },
+  {
+    name: 'fault',
+    build: (b) =>
+      b.route.fault === undefined || b.route.gone
+        ? undefined
+        : createFaultStage({
+            fault: b.route.fault,
+            clock: b.services.clock,
+            random: b.services.random,
+            onInjected: (_ctx, kind) => b.services.metrics.faultInjected(b.route.id, kind),
+          }),
+  },
   {
     name: 'idempotency',
     build: (b) => {

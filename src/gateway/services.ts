@@ -39,6 +39,8 @@ export interface ReloadStatus {
  */
 export interface Services {
   readonly clock: Clock;
+  /** Uniform in [0, 1): fault injection draws from it (`Math.random` unless a test seeds one). */
+  readonly random: () => number;
   readonly logger: Logger;
   readonly env: Env;
   readonly upstreams: UpstreamRegistry;
@@ -71,6 +73,8 @@ export interface Services {
 export interface ServiceOptions {
   env: Env;
   clock: Clock;
+  /** Default `Math.random`. */
+  random?: (() => number) | undefined;
   logger: Logger;
   /** Where audit records go instead of the default store. */
   audit?: AuditStore | undefined;
@@ -122,6 +126,7 @@ export function createServices(config: Config, o: ServiceOptions): Services {
   });
   return {
     clock,
+    random: o.random ?? Math.random,
     logger,
     env,
     upstreams,

@@ -56,6 +56,7 @@ export class GatewayMetrics {
   readonly #authFailures: Counter<string>;
   readonly #replays: Counter<string>;
   readonly #conflicts: Counter<string>;
+  readonly #faults: Counter<string>;
   readonly #series = new Map<string, RequestSeries>();
   readonly #upstreamSeries = new Map<string, Histogram.Internal<string>>();
 
@@ -119,6 +120,12 @@ export class GatewayMetrics {
       name: 'tollgate_idempotency_conflicts_total',
       help: 'Idempotency-Key conflicts (409), by route and reason.',
       labelNames: ['route', 'reason'],
+      registers,
+    });
+    this.#faults = new Counter({
+      name: 'tollgate_faults_injected_total',
+      help: 'Faults injected by a route’s `fault` policy, by route and kind (`delay` or `abort`).',
+      labelNames: ['route', 'kind'],
       registers,
     });
     // Registered only with Redis: an unset gauge would still be exported as 0 ("down").
@@ -231,7 +238,8 @@ export class GatewayMetrics {
     }
     if (ctx.idempotentReplay) this.#replays.inc({ route });
     const slug = ctx.problem?.slug;
-    if (slug === undefined) return;
+    // An injected fault is counted as such (`faultInjected`), not as the failure it imitates.
+    if (slug === undefined || ctx.problem?.extensions?.injected === true) return;
     if (slug === 'rate-limit-exceeded')
       this.#rateLimited.inc({ route, policy: ctx.rateLimitPolicy ?? 'unknown' });
     else if (slug === 'quota-exceeded') this.#quota.inc({ route });
@@ -239,6 +247,11 @@ export class GatewayMetrics {
       const reason = ctx.problem?.extensions?.reason;
       this.#conflicts.inc({ route, reason: typeof reason === 'string' ? reason : 'unknown' });
     } else if (AUTH_FAILURES.has(slug)) this.#authFailures.inc({ route, problem: slug });
+  }
+
+  /** A fault a route's `fault` policy injected. */
+  faultInjected(route: string, kind: 'delay' | 'abort'): void {
+    this.#faults.inc({ route, kind });
   }
 
   /** A failed upstream attempt (retries included). */
