@@ -97,6 +97,7 @@ export {
   type IdempotencyStore,
 } from './policies/idempotency/index.js';
 export { mock, type MockOptions } from './policies/mock/index.js';
+export { fault, type FaultOptions } from './policies/fault/index.js';
 export { gone, type GoneOptions } from './policies/gone/index.js';
 export { bodyLimit, type BodyLimitOptions } from './policies/body-limit/index.js';
 

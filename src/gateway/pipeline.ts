@@ -166,7 +166,16 @@ export const PIPELINE: readonly PipelineEntry[] = [
   },
   {
     name: 'mock',
-    build: (b) => (b.route.mock ? createMockStage(b.route.mock, b.securityHeaders) : undefined),
+    build: (b) =>
+      b.route.mock
+        ? createMockStage(b.route.mock, b.securityHeaders, {
+            clock: b.services.clock,
+            random: b.services.random,
+            bodyLimit: b.config.limits.bodyBytes,
+            apiKeyHeader: b.config.auth.apiKeys.header,
+            apiKeyPrefix: b.config.auth.apiKeys.prefix,
+          })
+        : undefined,
   },
   {
     name: 'self-service',
