@@ -8,6 +8,9 @@ import { startUpstream, type Upstream } from '../helpers/upstream.js';
 import { expectProblem } from '../helpers/problem.js';
 import { ManualClock } from '../../src/core/clock.js';
 import type { ConfigInput } from '../../src/config/schema.js';
+
+/** A route's fault as written, for configs built from possibly invalid parts. */
+type ConfigInputFault = NonNullable<NonNullable<ConfigInput['routes']>[number]['fault']>;
 import type { GatewayOptions } from '../../src/gateway/create-gateway.js';
 import { fault, mock, problemDetails } from '../../src/index.js';
 
@@ -199,8 +202,8 @@ describe('fault injection through sockets', () => {
   });
 
   it('reload with a bad fault keeps the old config and names the path', async () => {
-    const config = (abort: Record<string, unknown>) => ({
-      routes: [{ id: 'm', path: '/m', mock: { body: 'ok' }, fault: { abort } }],
+    const config = (abort: object) => ({
+      routes: [{ id: 'm', path: '/m', mock: { body: 'ok' }, fault: { abort } as ConfigInputFault }],
     });
     const gw = await gateway(config({ status: 503, percent: 100 }));
     expect((await request(`${gw.url}/m`)).status).toBe(503);
