@@ -258,6 +258,9 @@ describe('mock routes as load-test targets through sockets', () => {
     });
     expect(res.status).toBe(200);
     expect(res.headers['content-type']).toBe('application/json; charset=utf-8');
+    // A reflected value is never rendered as a page.
+    expect(res.headers['x-content-type-options']).toBe('nosniff');
+    expect(res.headers['content-security-policy']).toContain("default-src 'none'");
     expect(res.text).not.toContain(key);
     expect(res.text).not.toContain('s3cret');
     expect(res.text).not.toContain('t0ken');
