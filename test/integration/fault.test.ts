@@ -90,6 +90,52 @@ describe('fault injection through sockets', () => {
     expect(await metric(gw, 'tollgate_rate_limit_rejections_total', { route: 'orders' })).toBe(1);
   });
 
+  it('quota and remaining uses are refunded for injected aborts (the route did not answer), on mock and proxied routes', async () => {
+    const up = await upstream();
+    const routes = (withFault: boolean) =>
+      (['mocked', 'proxied'] as const).map((id) => ({
+        id,
+        path: `/${id}`,
+        auth: { methods: ['apiKey' as const] },
+        ...(id === 'mocked' ? { mock: { body: 'ok' } } : { upstream: { targets: [up.url] } }),
+        quota: { cost: 1 },
+        ...(withFault ? { fault: { abort: { status: 500 as const, percent: 100 } } } : {}),
+      }));
+    const gw = await gateway({
+      plans: { metered: { quota: { limit: 2, period: 'day' } } },
+      routes: routes(true),
+    });
+    const keys = gw.gateway.services.keys;
+    for (const id of ['mocked', 'proxied']) {
+      const { key } = await keys.create({ name: id, plan: 'metered' });
+      const limited = await keys.create({ name: `${id}-uses`, remaining: 2 });
+      const call = (k: string) => request(`${gw.url}/${id}`, { headers: { 'x-api-key': k } });
+      for (let i = 0; i < 4; i++) {
+        expect(expectProblem(await call(key), 'internal-error').injected).toBe(true);
+        expect(expectProblem(await call(limited.key), 'internal-error').injected).toBe(true);
+      }
+      expect(
+        gw.gateway.reload({
+          plans: { metered: { quota: { limit: 2, period: 'day' } } },
+          routes: routes(false),
+        }).ok,
+      ).toBe(true);
+      // Refunds run when each response closes: the full budget is there once they have.
+      await waitFor(async () => (await call(key)).status === 200);
+      expect((await call(key)).status).toBe(200);
+      expectProblem(await call(key), 'quota-exceeded');
+      expect((await call(limited.key)).status).toBe(200);
+      expect((await call(limited.key)).status).toBe(200);
+      expectProblem(await call(limited.key), 'quota-exceeded');
+      expect(
+        gw.gateway.reload({
+          plans: { metered: { quota: { limit: 2, period: 'day' } } },
+          routes: routes(true),
+        }).ok,
+      ).toBe(true);
+    }
+  });
+
   it.each([
     [502, 'bad-gateway'],
     [504, 'gateway-timeout'],
