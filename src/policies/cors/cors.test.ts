@@ -115,7 +115,7 @@ describe('cors stage (in-process)', () => {
   });
 
   it('an unlisted origin and a request without Origin get no CORS headers but still Vary: Origin', () => {
-    for (const headers of [{ origin: 'https://evil.example' }, {}]) {
+    for (const headers of [{ origin: 'https://evil.example' }, {}] as Record<string, string>[]) {
       const { t, problem } = run(stageOf({ origins: [APP] }), { method: 'GET', headers });
       expect(problem).toBeUndefined();
       expect(t.ctx.handled).toBe(false);
