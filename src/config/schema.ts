@@ -13,6 +13,8 @@ import { upstreamErrorsSchema, upstreamSchema } from '../policies/proxy/schema.j
 import { planQuotaSchema, routeQuotaSchema } from '../policies/quota/schema.js';
 import { rateLimitListSchema } from '../policies/rate-limit/schema.js';
 import { policiesSchema, routePoliciesSchema } from '../policies/custom/schema.js';
+import { corsSchema, routeCorsSchema } from '../policies/cors/schema.js';
+import { ipRulesSchema } from '../policies/ip-rules/schema.js';
 import { compileTrust } from '../core/client-ip.js';
 import { httpMethod, mountPath, nonNegativeInt, port, positiveInt, bool } from './primitives.js';
 
@@ -46,6 +48,8 @@ const routeSchema = z
     fault: faultSchema.optional(),
     policies: routePoliciesSchema,
     upstreamErrors: upstreamErrorsSchema,
+    cors: routeCorsSchema.optional(),
+    ipRules: ipRulesSchema.optional(),
   })
   .superRefine((route, ctx) => {
     const kinds = (['upstream', 'mock', 'gone'] as const).filter((k) => route[k] !== undefined);
@@ -221,6 +225,8 @@ export const configSchema = z
       .prefault({})
       .describe('How request paths find their route (`;params` in a segment are always ignored).'),
     policies: policiesSchema,
+    cors: corsSchema.optional().describe('CORS of every route that does not set its own (and of 404s).'),
+    ipRules: ipRulesSchema.optional(),
     routes: z.array(routeSchema).default([]),
   })
   .superRefine((cfg, ctx) => {

@@ -12,7 +12,7 @@ import { compileTrust, type TrustFn } from '../core/client-ip.js';
 import type { RequestContext } from '../core/context.js';
 import { normalizePath, splitTarget } from '../core/path.js';
 import { newContext } from '../core/request-id.js';
-import { runStages } from '../core/stage.js';
+import { runStages, type Stage } from '../core/stage.js';
 import { observeRefused, refusedRecord } from '../observability/observer.js';
 import type { UpstreamPool } from '../policies/proxy/upstream-pool.js';
 import { JwtVerifier } from '../policies/authenticate/jwt.js';
@@ -23,9 +23,23 @@ import { digestTokens } from '../admin/admin-auth.js';
 import { openApiDocument } from '../admin/openapi.js';
 import { claimContinue, type ClientErrorAnswer, type ServerOptions } from './server.js';
 import { checkHost } from './host.js';
-import { buildRouteStages, selfServiceRoute, type StageBuild } from './pipeline.js';
+import { buildRouteStages, buildTopLevelFront, selfServiceRoute, type StageBuild } from './pipeline.js';
 import { RouteTable, allowedMethods, type CompiledRoute } from './route-table.js';
 import { closeServices, type ReloadStatus, type Services } from './services.js';
+
+const NO_STAGES: readonly Stage[] = [];
+
+/**
+ * Runs front stages (synchronous by contract: IP rules, CORS); true when one answered the request
+ * (a preflight). A refusal throws.
+ */
+function runFront(ctx: RequestContext, front: readonly Stage[]): boolean {
+  for (const stage of front) {
+    void stage.run(ctx);
+    if (ctx.handled) return true;
+  }
+  return false;
+}
 
 /** A config that failed validation: every issue with its path. */
 export class ConfigError extends Error {
@@ -42,6 +56,8 @@ export class ConfigError extends Error {
 interface GatewayState {
   readonly config: Config;
   readonly routes: RouteTable;
+  /** The top-level front stages (IP rules, CORS), for answers no route gets to. */
+  readonly front: readonly Stage[];
   readonly writer: ProblemWriter;
   readonly trust: TrustFn | undefined;
   readonly pools: ReadonlySet<UpstreamPool>;
@@ -138,6 +154,9 @@ export class Gateway {
     if (req.headers.expect !== undefined) ctx.expectsContinue = claimContinue(req);
     res.once('close', () => this.#finish(ctx));
     if (this.#draining) res.setHeader('connection', 'close');
+    // The front stages (IP rules, CORS) not run yet: the top level's until a route is found. An
+    // answer before they ran (a bad target, no route) still gets them, in the catch below.
+    let front = state.front;
     try {
       const url = req.url ?? '/';
       // RFC 9112 §3.2: a request target has no fragment. An upstream drops it, so `/app/orders#`
@@ -149,6 +168,10 @@ export class Gateway {
       ctx.path = normalizePath(target.path);
       checkHost(ctx, url);
       const route = state.routes.match(ctx.path);
+      if (route !== undefined) front = route.front ?? NO_STAGES;
+      const ran = front;
+      front = NO_STAGES;
+      if (runFront(ctx, ran)) return;
       if (route === undefined)
         throw new Problem('not-found', { detail: 'No route matches the request path.' });
       ctx.routeId = route.config.id;
@@ -163,7 +186,14 @@ export class Gateway {
       const pending = runStages(ctx, route.stages);
       if (pending !== undefined) pending.then(undefined, (err: unknown) => this.#fail(ctx, state, err));
     } catch (err) {
-      this.#fail(ctx, state, err);
+      let failure = err;
+      try {
+        // An IP refusal replaces the answer; CORS adds its headers to it.
+        if (runFront(ctx, front)) return;
+      } catch (refusal) {
+        failure = refusal;
+      }
+      this.#fail(ctx, state, failure);
     }
   };
 
@@ -291,6 +321,7 @@ export class Gateway {
       const route = build.route;
       const built = attempt(path, () => ({
         config: route,
+        front: buildRouteStages(build, true),
         stages: buildRouteStages(build),
         ...allowedMethods(route.methods),
       }));
@@ -306,6 +337,7 @@ export class Gateway {
     return {
       config,
       routes: new RouteTable(compiled, { caseSensitive: config.routing.caseSensitive }),
+      front: buildTopLevelFront(config, security),
       writer,
       trust,
       pools,

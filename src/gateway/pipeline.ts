@@ -17,6 +17,8 @@ import { createFaultStage } from '../policies/fault/fault.js';
 import type { CompiledPolicy } from '../policies/custom/custom.js';
 import type { PolicyPhase } from '../policies/custom/define-policy.js';
 import { createNoApiKeysStage, createSelfServiceStage } from '../key-management/self-service.js';
+import { createIpRulesStage } from '../policies/ip-rules/ip-rules.js';
+import { createCorsStage } from '../policies/cors/cors.js';
 import type { Services } from './services.js';
 
 /** What a stage factory may use. Everything here is fixed for the life of one config. */
@@ -40,6 +42,11 @@ interface PipelineEntry {
   readonly name: string;
   /** The stage(s) for this route, or undefined when the route does not use it. */
   readonly build: (b: StageBuild) => Stage | readonly Stage[] | undefined;
+  /**
+   * A front stage runs before the gateway's method check (405), and its top-level form also on
+   * answers no route gets to (404): synchronous, and about the client, not the route's work.
+   */
+  readonly front?: true;
 }
 
 /** Self-service answers small JSON bodies: it never reads more than this. */
@@ -48,7 +55,12 @@ const SELF_SERVICE_BODY_BYTES = 65_536;
 /**
  * THE order of the request pipeline. Route config switches stages on and off; it never reorders
  * them. Why this order:
- * - `gone` first: a retired route answers 410 whatever else it says.
+ * - `ip-rules` (front) first of all: a client the rules refuse learns nothing else — not whether
+ *   a route exists (404), its methods (405), its CORS policy, or that it is retired (410).
+ * - `cors` (front) next, before the method check, body-limit and authentication: a preflight
+ *   (`OPTIONS`, no credentials) is answered on any route, and the headers it sets on an allowed
+ *   origin's request stay on every later answer, the gateway's own problems included.
+ * - `gone` first of the route's stages: a retired route answers 410 whatever else it says.
  * - `body-limit` before anything reads the body, and before authentication so an oversized
  *   upload is refused without a key lookup.
  * - `no-api-keys` (self-service only): API keys cannot manage keys, whatever else is sent.
@@ -74,6 +86,17 @@ const SELF_SERVICE_BODY_BYTES = 65_536;
  *   is on a route.
  */
 export const PIPELINE: readonly PipelineEntry[] = [
+  {
+    name: 'ip-rules',
+    front: true,
+    // The top-level rules hold on every route; a route's own rules apply on top of them.
+    build: (b) => createIpRulesStage(b.config.ipRules, b.route.ipRules),
+  },
+  {
+    name: 'cors',
+    front: true,
+    build: (b) => corsStage(b.route.cors ?? b.config.cors, b.route.methods, b.securityHeaders),
+  },
   { name: 'gone', build: (b) => (b.route.gone ? createGoneStage(b.route.gone) : undefined) },
   {
     name: 'body-limit',
@@ -219,6 +242,33 @@ export const PIPELINE: readonly PipelineEntry[] = [
   },
 ];
 
+/** The CORS stage of a route's (or the top-level) settings; none for `off` or unset. */
+function corsStage(
+  cors: RouteConfig['cors'],
+  routeMethods: readonly string[] | undefined,
+  securityHeaders: ReadonlyArray<readonly [string, string]>,
+): Stage | undefined {
+  return cors === undefined || cors === 'off'
+    ? undefined
+    : createCorsStage(cors, { routeMethods, securityHeaders });
+}
+
+/**
+ * The front stages of answers no route gets to (404 no route, a bad request target): the
+ * top-level IP rules and CORS.
+ */
+export function buildTopLevelFront(
+  config: Config,
+  securityHeaders: ReadonlyArray<readonly [string, string]>,
+): Stage[] {
+  const stages: Stage[] = [];
+  const ip = createIpRulesStage(config.ipRules);
+  if (ip !== undefined) stages.push(ip);
+  const cors = corsStage(config.cors, undefined, securityHeaders);
+  if (cors !== undefined) stages.push(cors);
+  return stages;
+}
+
 /** The route's custom policies of one phase, in the route's order. */
 function customPolicies(b: StageBuild, phase: PolicyPhase): Stage[] | undefined {
   const stages: Stage[] = [];
@@ -248,10 +298,11 @@ export function selfServiceRoute(selfService: NonNullable<Config['selfService']>
   };
 }
 
-/** The stages of one route, in pipeline order. */
-export function buildRouteStages(b: StageBuild): Stage[] {
+/** The stages of one route, in pipeline order: `front` ones (`front: true`), or the others. */
+export function buildRouteStages(b: StageBuild, front = false): Stage[] {
   const stages: Stage[] = [];
   for (const entry of PIPELINE) {
+    if ((entry.front === true) !== front) continue;
     const built = entry.build(b);
     if (built === undefined) continue;
     if (Array.isArray(built)) stages.push(...(built as readonly Stage[]));

@@ -11,6 +11,8 @@ export const ANY_METHOD_ALLOW = 'GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS';
 /** A route as the gateway runs it: config plus everything precomputed from it. */
 export interface CompiledRoute {
   readonly config: RouteConfig;
+  /** The route's front stages (IP rules, CORS): they run before the method check. */
+  readonly front?: readonly Stage[];
   /** The route's stages, in pipeline order (pipeline.ts decides the order). */
   readonly stages: readonly Stage[];
   /** Allowed methods; `undefined` means any but TRACE and CONNECT. HEAD is allowed wherever GET is. */

@@ -1,3 +1,4 @@
+import type { ServerResponse } from 'node:http';
 import { Transform, type Readable } from 'node:stream';
 import type { Dispatcher } from 'undici';
 import { Problem, isProblem } from '../../problems/problem.js';
@@ -341,6 +342,7 @@ class Exchange implements Dispatcher.DispatchHandlers {
     // The headers the gateway set (RateLimit, CORS, a policy's) are the answer; an upstream's own
     // (same names) would replace them in writeHead.
     const owned = ctx.responseHeaderNames;
+    if (owned !== undefined && owned.includes('vary')) mergeVary(res, list);
     res.writeHead(statusCode, owned === undefined ? list : withoutNames(list, owned));
     if (bodiless) {
       this.#phase = Phase.Done;
@@ -580,6 +582,27 @@ function joinPath(base: string, path: string): string {
 }
 
 /** `list` (`[name, value, …]`) without the fields named in `names` (lower case). */
+/**
+ * `Vary` is a list, not a value to replace: the gateway's (CORS' `Origin`) and the upstream's
+ * (`Accept-Encoding`, …) are both true of the answer, so a gateway-owned `Vary` takes the
+ * upstream's members too (`*` stays `*`). The upstream's own copy is then dropped as owned.
+ */
+function mergeVary(res: ServerResponse, list: readonly string[]): void {
+  let members: string[] | undefined;
+  for (let i = 0; i < list.length; i += 2) {
+    if (list[i]!.toLowerCase() !== 'vary') continue;
+    members ??= String(res.getHeader('vary') ?? '')
+      .split(',')
+      .map((m) => m.trim())
+      .filter((m) => m !== '');
+    for (const part of list[i + 1]!.split(',')) {
+      const m = part.trim();
+      if (m !== '' && !members.some((known) => known.toLowerCase() === m.toLowerCase())) members.push(m);
+    }
+  }
+  if (members !== undefined) res.setHeader('vary', members.includes('*') ? '*' : members.join(', '));
+}
+
 function withoutNames(list: readonly string[], names: readonly string[]): string[] {
   const out: string[] = [];
   for (let i = 0; i < list.length; i += 2) {

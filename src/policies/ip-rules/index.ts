@@ -1,0 +1,3 @@
+export { ipRules, type IpRulesOptions } from './middleware.js';
+export { createIpRulesStage, compileIpList } from './ip-rules.js';
+export { ipRulesSchema, ipRuleProblem, type IpRulesConfig } from './schema.js';
