@@ -223,7 +223,7 @@ export const configSchema = z
   })
   .superRefine((cfg, ctx) => {
     const ids = new Map<string, number>();
-    const paths = new Map<string, number>();
+    const paths = new Map<string, number[]>();
     // Paths that differ only in case are one route unless matching is case-sensitive.
     const caseSensitive = (cfg.routing as typeof cfg.routing | undefined)?.caseSensitive === true;
     const pathKey = (p: string) => (caseSensitive ? p : p.toLowerCase());
@@ -252,17 +252,12 @@ export const configSchema = z
           message: `duplicate of routes[${firstId}].id`,
         });
       else ids.set(r.id, i);
-      const firstPath = paths.get(pathKey(r.path));
-      if (firstPath !== undefined)
-        ctx.addIssue({
-          code: 'custom',
-          path: ['routes', i, 'path'],
-          message:
-            cfg.routes[firstPath]?.path === r.path || caseSensitive
-              ? `duplicate of routes[${firstPath}].path`
-              : `duplicate of routes[${firstPath}].path (paths match ignoring case; set routing.caseSensitive: true to tell them apart)`,
-        });
-      else paths.set(pathKey(r.path), i);
+      const samePath = paths.get(pathKey(r.path));
+      if (samePath === undefined) paths.set(pathKey(r.path), [i]);
+      else {
+        samePath.push(i);
+        pathIssue(cfg.routes, samePath, i, caseSensitive, ctx);
+      }
       // Refinements also run over routes that failed their own checks: read defensively.
       const auth = r.auth as typeof r.auth | undefined;
       if (
@@ -302,6 +297,65 @@ export const configSchema = z
     if (cfg.admin && cfg.admin.port === cfg.listen.port && cfg.admin.port !== 0)
       ctx.addIssue({ code: 'custom', path: ['admin', 'port'], message: 'must differ from listen.port' });
   });
+
+type RouteOutput = z.output<typeof routeSchema>;
+
+/** The methods a route takes, HEAD with GET; undefined: any. */
+function methodsOf(route: RouteOutput): Set<string> | undefined {
+  const listed = route.methods as string[] | undefined;
+  if (listed === undefined) return undefined;
+  const set = new Set(listed);
+  if (set.has('GET')) set.add('HEAD');
+  return set;
+}
+
+/**
+ * SPEC §9 per-method routes: routes may share a path only when each lists its methods and no
+ * method (HEAD counts with GET) is in two lists; the request's method picks the route.
+ */
+function pathIssue(
+  routes: readonly RouteOutput[],
+  samePath: readonly number[],
+  i: number,
+  caseSensitive: boolean,
+  ctx: z.RefinementCtx,
+): void {
+  const route = routes[i]!;
+  const mine = methodsOf(route);
+  for (const k of samePath) {
+    if (k === i) break;
+    const other = routes[k]!;
+    const theirs = methodsOf(other);
+    const spelling =
+      other.path === route.path || caseSensitive
+        ? ''
+        : ' (paths match ignoring case; set routing.caseSensitive: true to tell them apart)';
+    if (mine === undefined && theirs === undefined) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['routes', i, 'path'],
+        message: `duplicate of routes[${k}].path${spelling}; routes may share a path only with disjoint methods lists`,
+      });
+      return;
+    }
+    const shared =
+      mine === undefined
+        ? [...theirs!]
+        : theirs === undefined
+          ? [...mine]
+          : [...mine].filter((m) => theirs.has(m));
+    if (shared.length === 0) continue;
+    ctx.addIssue({
+      code: 'custom',
+      path: ['routes', i, 'methods'],
+      message:
+        mine === undefined || theirs === undefined
+          ? `routes[${i}] ("${route.path}") and routes[${k}] ("${other.path}") share a path${spelling}: each needs a methods list, disjoint from the other's`
+          : `overlaps routes[${k}].methods on the path both routes serve (routes[${i}] "${route.path}", routes[${k}] "${other.path}")${spelling}: ${shared.join(', ')}${shared.includes('HEAD') && !(route.methods!.includes('HEAD') && other.methods!.includes('HEAD')) ? ' (HEAD comes with GET)' : ''}`,
+    });
+    return;
+  }
+}
 
 /** What a config file or `createGateway()` accepts (defaults optional). */
 export type ConfigInput = z.input<typeof configSchema>;

@@ -24,7 +24,7 @@ import { openApiDocument } from '../admin/openapi.js';
 import { claimContinue, type ClientErrorAnswer, type ServerOptions } from './server.js';
 import { checkHost } from './host.js';
 import { buildRouteStages, selfServiceRoute, type StageBuild } from './pipeline.js';
-import { RouteTable, allowedMethods, type CompiledRoute } from './route-table.js';
+import { RouteTable, allowedMethods, routeFor, type CompiledRoute } from './route-table.js';
 import { closeServices, type ReloadStatus, type Services } from './services.js';
 
 /** A config that failed validation: every issue with its path. */
@@ -148,18 +148,20 @@ export class Gateway {
       ctx.search = target.search;
       ctx.path = normalizePath(target.path);
       checkHost(ctx, url);
-      const route = state.routes.match(ctx.path);
-      if (route === undefined)
+      const entry = state.routes.lookup(ctx.path);
+      if (entry === undefined)
         throw new Problem('not-found', { detail: 'No route matches the request path.' });
-      ctx.routeId = route.config.id;
-      const method = req.method ?? '';
-      // A route without a `methods` list takes any method but TRACE, which would echo the
-      // request (cookies included) back; CONNECT never gets here (server.ts refuses it).
-      if (route.methods !== undefined ? !route.methods.has(method) : method === 'TRACE')
+      // The request's method picks the route of the path (SPEC §9 per-method routes).
+      const route = routeFor(entry, req.method ?? '');
+      if (route === undefined) {
+        // One route at the path: the 405 is that route's; several: it is the path's.
+        if (entry.routes.length === 1) ctx.routeId = entry.routes[0]!.config.id;
         throw new Problem('method-not-allowed', {
           detail: `${req.method} is not allowed here.`,
-          headers: { allow: route.allow },
+          headers: { allow: entry.allow },
         });
+      }
+      ctx.routeId = route.config.id;
       const pending = runStages(ctx, route.stages);
       if (pending !== undefined) pending.then(undefined, (err: unknown) => this.#fail(ctx, state, err));
     } catch (err) {
