@@ -3,7 +3,7 @@ import { z } from 'zod';
 import { redisSchema } from '../shared/redis-schema.js';
 import type { Plan } from '../core/identity.js';
 import { typeBaseSchema } from '../problems/schema.js';
-import { bodyBytesSchema } from '../policies/body-limit/schema.js';
+import { bodyBytesSchema, routeLimitsSchema } from '../policies/body-limit/schema.js';
 import { authSchema, routeAuthSchema } from '../policies/authenticate/schema.js';
 import { goneSchema } from '../policies/gone/schema.js';
 import { idempotencySchema, idempotencyStoreSchema } from '../policies/idempotency/schema.js';
@@ -44,6 +44,8 @@ const routeSchema = z
     idempotency: idempotencySchema.optional(),
     policies: routePoliciesSchema,
     upstreamErrors: upstreamErrorsSchema,
+    // issue 16 (traffic-a): per-route limits, header transforms.
+    limits: routeLimitsSchema.optional(),
   })
   .superRefine((route, ctx) => {
     const kinds = (['upstream', 'mock', 'gone'] as const).filter((k) => route[k] !== undefined);

@@ -72,7 +72,7 @@ export const PIPELINE: readonly PipelineEntry[] = [
   { name: 'gone', build: (b) => (b.route.gone ? createGoneStage(b.route.gone) : undefined) },
   {
     name: 'body-limit',
-    build: (b) => (b.route.gone ? undefined : createBodyLimitStage(b.config.limits.bodyBytes)),
+    build: (b) => (b.route.gone ? undefined : createBodyLimitStage(routeBodyBytes(b))),
   },
   {
     name: 'no-api-keys',
@@ -101,7 +101,7 @@ export const PIPELINE: readonly PipelineEntry[] = [
       b.selfService
         ? createReadBodyStage(Math.min(b.config.limits.bodyBytes, SELF_SERVICE_BODY_BYTES))
         : needsRawBody(b.route)
-          ? createReadBodyStage(b.config.limits.bodyBytes)
+          ? createReadBodyStage(routeBodyBytes(b))
           : undefined,
   },
   {
@@ -184,7 +184,7 @@ export const PIPELINE: readonly PipelineEntry[] = [
         }),
         writer: b.writer,
         clock: b.services.clock,
-        bodyLimit: b.config.limits.bodyBytes,
+        bodyLimit: routeBodyBytes(b),
         logger: b.services.logger,
         onUpstreamError: (ctx, target, code) =>
           b.services.metrics.upstreamError(b.route.id, target.origin, code),
@@ -201,6 +201,11 @@ function customPolicies(b: StageBuild, phase: PolicyPhase): Stage[] | undefined 
     if (policy !== undefined && policy.phase === phase) stages.push(policy.stage);
   }
   return stages.length === 0 ? undefined : stages;
+}
+
+/** The route's body limit: its own `limits.bodyBytes`, else the top-level one (SPEC §9). */
+export function routeBodyBytes(b: StageBuild): number {
+  return b.route.limits?.bodyBytes ?? b.config.limits.bodyBytes;
 }
 
 /** HMAC signatures and idempotency fingerprints hash the exact body bytes: those routes buffer it. */

@@ -52,7 +52,7 @@ describe('per-method routes: config validation', () => {
     upstream: { targets: [T1] },
   });
   const issues = (routes: unknown[], extra: Partial<ConfigInput> = {}) => {
-    const r = validateConfig({ ...extra, routes } as ConfigInput);
+    const r = validateConfig({ ...extra, routes });
     return r.ok ? [] : r.issues;
   };
 
@@ -106,7 +106,7 @@ describe('per-method routes: config validation', () => {
       upstream: { targets: [T1] },
     };
     const warn = (routes: unknown[]) => {
-      const r = validateConfig({ routes } as ConfigInput);
+      const r = validateConfig({ routes });
       expect(r.ok).toBe(true);
       return r.warnings.filter((w) => w.message.includes('segment prefix'));
     };
