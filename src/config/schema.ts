@@ -4,6 +4,7 @@ import { redisSchema } from '../shared/redis-schema.js';
 import type { Plan } from '../core/identity.js';
 import { typeBaseSchema } from '../problems/schema.js';
 import { bodyBytesSchema, routeLimitsSchema } from '../policies/body-limit/schema.js';
+import { headersSchema } from '../policies/headers/schema.js';
 import { authSchema, routeAuthSchema } from '../policies/authenticate/schema.js';
 import { goneSchema } from '../policies/gone/schema.js';
 import { idempotencySchema, idempotencyStoreSchema } from '../policies/idempotency/schema.js';
@@ -46,6 +47,7 @@ const routeSchema = z
     upstreamErrors: upstreamErrorsSchema,
     // issue 16 (traffic-a): per-route limits, header transforms.
     limits: routeLimitsSchema.optional(),
+    headers: headersSchema.optional(),
   })
   .superRefine((route, ctx) => {
     const kinds = (['upstream', 'mock', 'gone'] as const).filter((k) => route[k] !== undefined);

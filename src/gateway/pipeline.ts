@@ -13,6 +13,7 @@ import type { JwtVerifier } from '../policies/authenticate/jwt.js';
 import { createSignatureStage } from '../policies/signature/signature.js';
 import { createRateLimitStage } from '../policies/rate-limit/rate-limit.js';
 import { createIdempotencyStage } from '../policies/idempotency/idempotency.js';
+import { createHeadersStage } from '../policies/headers/headers.js';
 import type { CompiledPolicy } from '../policies/custom/custom.js';
 import type { PolicyPhase } from '../policies/custom/define-policy.js';
 import { createNoApiKeysStage, createSelfServiceStage } from '../key-management/self-service.js';
@@ -65,6 +66,9 @@ const SELF_SERVICE_BODY_BYTES = 65_536;
  *   cannot be used to skip the limits.
  * - `idempotency` last before the answer: a replay or a conflict needs to know the caller (scope),
  *   the body (fingerprint) and must not bypass limits; the lock is held only while the answer runs.
+ * - `headers` (the route's header transforms) right before the answer: a transform cannot hide
+ *   a credential from authentication or change what limits and idempotency see; it shapes only
+ *   what goes upstream and what comes back.
  * - the terminal stages (`mock`, `self-service`, `proxy`) last; exactly one of them (or `gone`)
  *   is on a route.
  */
@@ -147,6 +151,7 @@ export const PIPELINE: readonly PipelineEntry[] = [
       });
     },
   },
+  { name: 'headers', build: (b) => (b.route.headers ? createHeadersStage(b.route.headers) : undefined) },
   {
     name: 'mock',
     build: (b) => (b.route.mock ? createMockStage(b.route.mock, b.securityHeaders) : undefined),
