@@ -277,6 +277,7 @@ export const configSchema = z
           message: 'jwt needs auth.jwt issuers',
         });
     });
+    claimHeaderIssues(cfg.routes, cfg.auth.jwt, ctx);
     if (cfg.selfService) {
       if (cfg.auth.jwt.length === 0)
         ctx.addIssue({
@@ -359,6 +360,36 @@ function pathIssue(
     });
     return;
   }
+}
+
+/**
+ * A route's request header transform cannot set or remove a header an issuer's `claimHeaders`
+ * sends: it is the gateway's, as the identity headers are (SPEC §9).
+ */
+function claimHeaderIssues(
+  routes: readonly RouteOutput[],
+  issuers: ReadonlyArray<{ claimHeaders?: Record<string, string> | undefined }>,
+  ctx: z.RefinementCtx,
+): void {
+  const owned = new Set<string>();
+  for (const issuer of issuers)
+    for (const name of Object.keys(issuer.claimHeaders ?? {}))
+      owned.add(name.toLowerCase().replaceAll('_', '-'));
+  if (owned.size === 0) return;
+  const taken = (name: string) => owned.has(name.toLowerCase().replaceAll('_', '-'));
+  const message =
+    "is a claim header (auth.jwt[].claimHeaders): the gateway's own, it cannot be set or removed";
+  routes.forEach((route, i) => {
+    const request = (route.headers as RouteOutput['headers'] | undefined)?.request;
+    if (request === undefined) return;
+    for (const name of Object.keys(request.set))
+      if (taken(name))
+        ctx.addIssue({ code: 'custom', path: ['routes', i, 'headers', 'request', 'set', name], message });
+    request.remove.forEach((name, j) => {
+      if (taken(name))
+        ctx.addIssue({ code: 'custom', path: ['routes', i, 'headers', 'request', 'remove', j], message });
+    });
+  });
 }
 
 /** What a config file or `createGateway()` accepts (defaults optional). */

@@ -21,6 +21,14 @@ export function configWarnings(config: Config, env: Env): ConfigIssue[] {
           : 'without TOLLGATE_SECRET_KEY, keys with signing secrets cannot be created (the gateway will not seal them with a throwaway key)',
     });
   config.routes.forEach((route, i) => {
+    if (route.auth !== 'none' && route.auth.claims !== undefined && route.auth.methods.includes('apiKey'))
+      out.push({
+        path: `routes[${i}].auth.claims`,
+        message:
+          'API keys carry no claims: every API key is refused here (403 forbidden, required_claim). Write `methods: [jwt]` to say so.',
+      });
+  });
+  config.routes.forEach((route, i) => {
     if (route.auth !== 'none') return;
     route.rateLimits.forEach((rl, j) => {
       if (rl.by === 'key' || rl.by === 'subject' || rl.by === 'tenant')

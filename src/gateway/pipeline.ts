@@ -186,6 +186,7 @@ export const PIPELINE: readonly PipelineEntry[] = [
           preserveHost: upstream.preserveHost,
           trust: b.trust,
           trustsNobody: b.trustsNobody,
+          issuers: b.config.auth.jwt,
         }),
         writer: b.writer,
         clock: b.services.clock,
