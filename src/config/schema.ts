@@ -3,7 +3,8 @@ import { z } from 'zod';
 import { redisSchema } from '../shared/redis-schema.js';
 import type { Plan } from '../core/identity.js';
 import { typeBaseSchema } from '../problems/schema.js';
-import { bodyBytesSchema } from '../policies/body-limit/schema.js';
+import { bodyBytesSchema, routeLimitsSchema } from '../policies/body-limit/schema.js';
+import { headersSchema } from '../policies/headers/schema.js';
 import { authSchema, routeAuthSchema } from '../policies/authenticate/schema.js';
 import { goneSchema } from '../policies/gone/schema.js';
 import { idempotencySchema, idempotencyStoreSchema } from '../policies/idempotency/schema.js';
@@ -50,6 +51,9 @@ const routeSchema = z
     upstreamErrors: upstreamErrorsSchema,
     cors: routeCorsSchema.optional(),
     ipRules: ipRulesSchema.optional(),
+    // issue 16 (traffic-a): per-route limits, header transforms.
+    limits: routeLimitsSchema.optional(),
+    headers: headersSchema.optional(),
   })
   .superRefine((route, ctx) => {
     const kinds = (['upstream', 'mock', 'gone'] as const).filter((k) => route[k] !== undefined);
@@ -231,7 +235,7 @@ export const configSchema = z
   })
   .superRefine((cfg, ctx) => {
     const ids = new Map<string, number>();
-    const paths = new Map<string, number>();
+    const paths = new Map<string, number[]>();
     // Paths that differ only in case are one route unless matching is case-sensitive.
     const caseSensitive = (cfg.routing as typeof cfg.routing | undefined)?.caseSensitive === true;
     const pathKey = (p: string) => (caseSensitive ? p : p.toLowerCase());
@@ -260,17 +264,12 @@ export const configSchema = z
           message: `duplicate of routes[${firstId}].id`,
         });
       else ids.set(r.id, i);
-      const firstPath = paths.get(pathKey(r.path));
-      if (firstPath !== undefined)
-        ctx.addIssue({
-          code: 'custom',
-          path: ['routes', i, 'path'],
-          message:
-            cfg.routes[firstPath]?.path === r.path || caseSensitive
-              ? `duplicate of routes[${firstPath}].path`
-              : `duplicate of routes[${firstPath}].path (paths match ignoring case; set routing.caseSensitive: true to tell them apart)`,
-        });
-      else paths.set(pathKey(r.path), i);
+      const samePath = paths.get(pathKey(r.path));
+      if (samePath === undefined) paths.set(pathKey(r.path), [i]);
+      else {
+        samePath.push(i);
+        pathIssue(cfg.routes, samePath, i, caseSensitive, ctx);
+      }
       // Refinements also run over routes that failed their own checks: read defensively.
       const auth = r.auth as typeof r.auth | undefined;
       if (
@@ -286,6 +285,7 @@ export const configSchema = z
           message: 'jwt needs auth.jwt issuers',
         });
     });
+    claimHeaderIssues(cfg.routes, cfg.auth.jwt, ctx);
     if (cfg.selfService) {
       if (cfg.auth.jwt.length === 0)
         ctx.addIssue({
@@ -310,6 +310,95 @@ export const configSchema = z
     if (cfg.admin && cfg.admin.port === cfg.listen.port && cfg.admin.port !== 0)
       ctx.addIssue({ code: 'custom', path: ['admin', 'port'], message: 'must differ from listen.port' });
   });
+
+type RouteOutput = z.output<typeof routeSchema>;
+
+/** The methods a route takes, HEAD with GET; undefined: any. */
+function methodsOf(route: RouteOutput): Set<string> | undefined {
+  const listed = route.methods as string[] | undefined;
+  if (listed === undefined) return undefined;
+  const set = new Set(listed);
+  if (set.has('GET')) set.add('HEAD');
+  return set;
+}
+
+/**
+ * SPEC §9 per-method routes: routes may share a path only when each lists its methods and no
+ * method (HEAD counts with GET) is in two lists; the request's method picks the route.
+ */
+function pathIssue(
+  routes: readonly RouteOutput[],
+  samePath: readonly number[],
+  i: number,
+  caseSensitive: boolean,
+  ctx: z.RefinementCtx,
+): void {
+  const route = routes[i]!;
+  const mine = methodsOf(route);
+  for (const k of samePath) {
+    if (k === i) break;
+    const other = routes[k]!;
+    const theirs = methodsOf(other);
+    const spelling =
+      other.path === route.path || caseSensitive
+        ? ''
+        : ' (paths match ignoring case; set routing.caseSensitive: true to tell them apart)';
+    if (mine === undefined && theirs === undefined) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['routes', i, 'path'],
+        message: `duplicate of routes[${k}].path${spelling}; routes may share a path only with disjoint methods lists`,
+      });
+      return;
+    }
+    const shared =
+      mine === undefined
+        ? [...theirs!]
+        : theirs === undefined
+          ? [...mine]
+          : [...mine].filter((m) => theirs.has(m));
+    if (shared.length === 0) continue;
+    ctx.addIssue({
+      code: 'custom',
+      path: ['routes', i, 'methods'],
+      message:
+        mine === undefined || theirs === undefined
+          ? `routes[${i}] ("${route.path}") and routes[${k}] ("${other.path}") share a path${spelling}: each needs a methods list, disjoint from the other's`
+          : `overlaps routes[${k}].methods on the path both routes serve (routes[${i}] "${route.path}", routes[${k}] "${other.path}")${spelling}: ${shared.join(', ')}${shared.includes('HEAD') && !(route.methods!.includes('HEAD') && other.methods!.includes('HEAD')) ? ' (HEAD comes with GET)' : ''}`,
+    });
+    return;
+  }
+}
+
+/**
+ * A route's request header transform cannot set or remove a header an issuer's `claimHeaders`
+ * sends: it is the gateway's, as the identity headers are (SPEC §9).
+ */
+function claimHeaderIssues(
+  routes: readonly RouteOutput[],
+  issuers: ReadonlyArray<{ claimHeaders?: Record<string, string> | undefined }>,
+  ctx: z.RefinementCtx,
+): void {
+  const owned = new Set<string>();
+  for (const issuer of issuers)
+    for (const name of Object.keys(issuer.claimHeaders ?? {}))
+      owned.add(name.toLowerCase().replaceAll('_', '-'));
+  if (owned.size === 0) return;
+  const taken = (name: string) => owned.has(name.toLowerCase().replaceAll('_', '-'));
+  const message =
+    "is a claim header (auth.jwt[].claimHeaders): the gateway's own, it cannot be set or removed";
+  routes.forEach((route, i) => {
+    const request = (route.headers as RouteOutput['headers'] | undefined)?.request;
+    if (request === undefined) return;
+    for (const name of Object.keys(request.set))
+      if (taken(name))
+        ctx.addIssue({ code: 'custom', path: ['routes', i, 'headers', 'request', 'set', name], message });
+    request.remove.forEach((name, j) => {
+      if (taken(name))
+        ctx.addIssue({ code: 'custom', path: ['routes', i, 'headers', 'request', 'remove', j], message });
+    });
+  });
+}
 
 /** What a config file or `createGateway()` accepts (defaults optional). */
 export type ConfigInput = z.input<typeof configSchema>;

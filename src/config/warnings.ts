@@ -21,6 +21,14 @@ export function configWarnings(config: Config, env: Env): ConfigIssue[] {
           : 'without TOLLGATE_SECRET_KEY, keys with signing secrets cannot be created (the gateway will not seal them with a throwaway key)',
     });
   config.routes.forEach((route, i) => {
+    if (route.auth !== 'none' && route.auth.claims !== undefined && route.auth.methods.includes('apiKey'))
+      out.push({
+        path: `routes[${i}].auth.claims`,
+        message:
+          'API keys carry no claims: every API key is refused here (403 forbidden, required_claim). Write `methods: [jwt]` to say so.',
+      });
+  });
+  config.routes.forEach((route, i) => {
     if (route.auth !== 'none') return;
     route.rateLimits.forEach((rl, j) => {
       if (rl.by === 'key' || rl.by === 'subject' || rl.by === 'tenant')
@@ -58,8 +66,13 @@ type Route = Config['routes'][number];
 function weakerPrefixWarnings(config: Config): ConfigIssue[] {
   const out: ConfigIssue[] = [];
   const key = (p: string) => (config.routing.caseSensitive ? p : p.toLowerCase());
-  const byPath = new Map<string, number>();
-  config.routes.forEach((r, i) => byPath.set(key(r.path), i));
+  // Per-method routes (SPEC §9) share a path: every route of a path is a candidate.
+  const byPath = new Map<string, number[]>();
+  config.routes.forEach((r, i) => {
+    const list = byPath.get(key(r.path));
+    if (list === undefined) byPath.set(key(r.path), [i]);
+    else list.push(i);
+  });
   config.routes.forEach((strong, j) => {
     if (strong.upstream === undefined || strong.auth === 'none') return;
     const targets = targetSet(strong);
@@ -67,17 +80,37 @@ function weakerPrefixWarnings(config: Config): ConfigIssue[] {
     while (p !== '/') {
       const cut = p.lastIndexOf('/');
       p = cut <= 0 ? '/' : p.slice(0, cut);
-      const i = byPath.get(p);
-      if (i === undefined) continue;
-      const weak = config.routes[i]!;
-      if (weak.upstream === undefined || targetSet(weak) !== targets || !weaker(weak, strong)) continue;
-      out.push({
-        path: `routes[${i}].path`,
-        message: `"${weak.path}" (route "${weak.id}", ${authSummary(weak)}) is a segment prefix of "${strong.path}" (routes[${j}], route "${strong.id}", ${authSummary(strong)}) on the same upstream targets: a request "${strong.id}" would refuse can reach that service through "${weak.id}". Give "${weak.id}" the same auth, or another upstream.`,
-      });
+      for (const i of byPath.get(p) ?? []) {
+        const weak = config.routes[i]!;
+        if (weak.upstream === undefined || targetSet(weak) !== targets || !weaker(weak, strong)) continue;
+        // A weaker route that takes none of the stronger one's methods cannot carry its requests.
+        const shared = sharedMethods(weak, strong);
+        if (shared !== undefined && shared.length === 0) continue;
+        const via = shared === undefined ? '' : ` (${shared.join(', ')})`;
+        out.push({
+          path: `routes[${i}].path`,
+          message: `"${weak.path}" (route "${weak.id}", ${authSummary(weak)}) is a segment prefix of "${strong.path}" (routes[${j}], route "${strong.id}", ${authSummary(strong)}) on the same upstream targets: a request${via} "${strong.id}" would refuse can reach that service through "${weak.id}". Give "${weak.id}" the same auth, or another upstream.`,
+        });
+      }
     }
   });
   return out;
+}
+
+/** Methods both routes take (HEAD with GET); undefined when both take any method. */
+function sharedMethods(a: Route, b: Route): string[] | undefined {
+  const of = (r: Route) => {
+    if (r.methods === undefined) return undefined;
+    const set = new Set<string>(r.methods);
+    if (set.has('GET')) set.add('HEAD');
+    return set;
+  };
+  const ma = of(a);
+  const mb = of(b);
+  if (ma === undefined && mb === undefined) return undefined;
+  if (ma === undefined) return [...mb!];
+  if (mb === undefined) return [...ma];
+  return [...ma].filter((m) => mb.has(m));
 }
 
 function targetSet(route: Route): string {

@@ -24,7 +24,7 @@ import { openApiDocument } from '../admin/openapi.js';
 import { claimContinue, type ClientErrorAnswer, type ServerOptions } from './server.js';
 import { checkHost } from './host.js';
 import { buildRouteStages, buildTopLevelFront, selfServiceRoute, type StageBuild } from './pipeline.js';
-import { RouteTable, allowedMethods, type CompiledRoute } from './route-table.js';
+import { RouteTable, allowedMethods, routeFor, type CompiledRoute, type PathEntry } from './route-table.js';
 import { closeServices, type ReloadStatus, type Services } from './services.js';
 
 const NO_STAGES: readonly Stage[] = [];
@@ -39,6 +39,12 @@ function runFront(ctx: RequestContext, front: readonly Stage[]): boolean {
     if (ctx.handled) return true;
   }
   return false;
+}
+
+/** The route whose front stages answer a request no route of its path takes (a preflight, a 405). */
+function frontOwner(entry: PathEntry, req: IncomingMessage): CompiledRoute {
+  const asked = req.method === 'OPTIONS' ? req.headers['access-control-request-method'] : undefined;
+  return (typeof asked === 'string' ? routeFor(entry, asked) : undefined) ?? entry.routes[0]!;
 }
 
 /** A config that failed validation: every issue with its path. */
@@ -167,22 +173,26 @@ export class Gateway {
       ctx.search = target.search;
       ctx.path = normalizePath(target.path);
       checkHost(ctx, url);
-      const route = state.routes.match(ctx.path);
-      if (route !== undefined) front = route.front ?? NO_STAGES;
+      const entry = state.routes.lookup(ctx.path);
+      // The request's method picks the route of the path (SPEC §9 per-method routes).
+      const route = entry === undefined ? undefined : routeFor(entry, req.method ?? '');
+      // The front stages are those of the route the request is for: the method's route, for a
+      // preflight the route of the method it asks about, else the path's first route.
+      if (entry !== undefined) front = (route ?? frontOwner(entry, req)).front ?? NO_STAGES;
       const ran = front;
       front = NO_STAGES;
       if (runFront(ctx, ran)) return;
-      if (route === undefined)
+      if (entry === undefined)
         throw new Problem('not-found', { detail: 'No route matches the request path.' });
-      ctx.routeId = route.config.id;
-      const method = req.method ?? '';
-      // A route without a `methods` list takes any method but TRACE, which would echo the
-      // request (cookies included) back; CONNECT never gets here (server.ts refuses it).
-      if (route.methods !== undefined ? !route.methods.has(method) : method === 'TRACE')
+      if (route === undefined) {
+        // One route at the path: the 405 is that route's; several: it is the path's.
+        if (entry.routes.length === 1) ctx.routeId = entry.routes[0]!.config.id;
         throw new Problem('method-not-allowed', {
           detail: `${req.method} is not allowed here.`,
-          headers: { allow: route.allow },
+          headers: { allow: entry.allow },
         });
+      }
+      ctx.routeId = route.config.id;
       const pending = runStages(ctx, route.stages);
       if (pending !== undefined) pending.then(undefined, (err: unknown) => this.#fail(ctx, state, err));
     } catch (err) {

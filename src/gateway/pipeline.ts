@@ -14,6 +14,7 @@ import { createSignatureStage } from '../policies/signature/signature.js';
 import { createRateLimitStage } from '../policies/rate-limit/rate-limit.js';
 import { createIdempotencyStage } from '../policies/idempotency/idempotency.js';
 import { createFaultStage } from '../policies/fault/fault.js';
+import { createHeadersStage } from '../policies/headers/headers.js';
 import type { CompiledPolicy } from '../policies/custom/custom.js';
 import type { PolicyPhase } from '../policies/custom/define-policy.js';
 import { createNoApiKeysStage, createSelfServiceStage } from '../key-management/self-service.js';
@@ -82,6 +83,9 @@ const SELF_SERVICE_BODY_BYTES = 65_536;
  *   and is never stored as the key's answer, so the client's retry with that key runs for real.
  * - `idempotency` last before the answer: a replay or a conflict needs to know the caller (scope),
  *   the body (fingerprint) and must not bypass limits; the lock is held only while the answer runs.
+ * - `headers` (the route's header transforms) right before the answer: a transform cannot hide
+ *   a credential from authentication or change what limits and idempotency see; it shapes only
+ *   what goes upstream and what comes back.
  * - the terminal stages (`mock`, `self-service`, `proxy`) last; exactly one of them (or `gone`)
  *   is on a route.
  */
@@ -100,7 +104,7 @@ export const PIPELINE: readonly PipelineEntry[] = [
   { name: 'gone', build: (b) => (b.route.gone ? createGoneStage(b.route.gone) : undefined) },
   {
     name: 'body-limit',
-    build: (b) => (b.route.gone ? undefined : createBodyLimitStage(b.config.limits.bodyBytes)),
+    build: (b) => (b.route.gone ? undefined : createBodyLimitStage(routeBodyBytes(b))),
   },
   {
     name: 'no-api-keys',
@@ -129,7 +133,7 @@ export const PIPELINE: readonly PipelineEntry[] = [
       b.selfService
         ? createReadBodyStage(Math.min(b.config.limits.bodyBytes, SELF_SERVICE_BODY_BYTES))
         : needsRawBody(b.route)
-          ? createReadBodyStage(b.config.limits.bodyBytes)
+          ? createReadBodyStage(routeBodyBytes(b))
           : undefined,
   },
   {
@@ -187,6 +191,7 @@ export const PIPELINE: readonly PipelineEntry[] = [
       });
     },
   },
+  { name: 'headers', build: (b) => (b.route.headers ? createHeadersStage(b.route.headers) : undefined) },
   {
     name: 'mock',
     build: (b) =>
@@ -194,7 +199,7 @@ export const PIPELINE: readonly PipelineEntry[] = [
         ? createMockStage(b.route.mock, b.securityHeaders, {
             clock: b.services.clock,
             random: b.services.random,
-            bodyLimit: b.config.limits.bodyBytes,
+            bodyLimit: routeBodyBytes(b),
             apiKeyHeader: b.config.auth.apiKeys.header,
             apiKeyPrefix: b.config.auth.apiKeys.prefix,
           })
@@ -230,10 +235,11 @@ export const PIPELINE: readonly PipelineEntry[] = [
           preserveHost: upstream.preserveHost,
           trust: b.trust,
           trustsNobody: b.trustsNobody,
+          issuers: b.config.auth.jwt,
         }),
         writer: b.writer,
         clock: b.services.clock,
-        bodyLimit: b.config.limits.bodyBytes,
+        bodyLimit: routeBodyBytes(b),
         logger: b.services.logger,
         onUpstreamError: (ctx, target, code) =>
           b.services.metrics.upstreamError(b.route.id, target.origin, code),
@@ -277,6 +283,11 @@ function customPolicies(b: StageBuild, phase: PolicyPhase): Stage[] | undefined 
     if (policy !== undefined && policy.phase === phase) stages.push(policy.stage);
   }
   return stages.length === 0 ? undefined : stages;
+}
+
+/** The route's body limit: its own `limits.bodyBytes`, else the top-level one (SPEC §9). */
+export function routeBodyBytes(b: StageBuild): number {
+  return b.route.limits?.bodyBytes ?? b.config.limits.bodyBytes;
 }
 
 /** HMAC signatures and idempotency fingerprints hash the exact body bytes: those routes buffer it. */

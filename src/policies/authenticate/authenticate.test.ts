@@ -394,4 +394,70 @@ describe('authenticate stage (in-process)', () => {
       expect(p?.detail).toBe('The token issuer is not trusted.');
     });
   });
+
+  describe('auth.claims (SPEC §9)', () => {
+    const rules = { role: ['admin', 'editor'], org: ['acme'] };
+
+    it('passes a JWT whose claims (string or array of strings) hold an allowed value', async () => {
+      const { stage, clock } = setup({ methods: ['jwt'], claims: rules });
+      for (const claims of [
+        { sub: 'a', role: 'admin', org: 'acme' },
+        { sub: 'a', role: ['viewer', 'editor'], org: ['other', 'acme'] },
+      ]) {
+        const t = fakeContext({ headers: { authorization: `Bearer ${await token(clock, claims)}` }, clock });
+        expect(await outcome(stage, t.ctx)).toBeUndefined();
+      }
+    });
+
+    it.each([
+      [{ sub: 'a', org: 'acme' }, 'role'],
+      [{ sub: 'a', role: 'viewer', org: 'acme' }, 'role'],
+      [{ sub: 'a', role: ['viewer'], org: 'acme' }, 'role'],
+      [{ sub: 'a', role: 7, org: 'acme' }, 'role'],
+      [{ sub: 'a', role: { admin: true }, org: 'acme' }, 'role'],
+      [{ sub: 'a', role: 'ADMIN', org: 'acme' }, 'role'],
+      [{ sub: 'a', role: 'admin' }, 'org'],
+    ])('refuses %j with 403 forbidden and required_claim %s', async (claims, claim) => {
+      const { stage, clock } = setup({ methods: ['jwt'], claims: rules });
+      const t = fakeContext({ headers: { authorization: `Bearer ${await token(clock, claims)}` }, clock });
+      const p = await outcome(stage, t.ctx);
+      expect(p?.slug).toBe('forbidden');
+      expect(p?.status).toBe(403);
+      expect(p?.extensions).toEqual({ required_claim: claim });
+      expect(p?.detail).toContain(`"${claim}"`);
+    });
+
+    it('an API key carries no claims: 403 forbidden with required_claim', async () => {
+      const { stage, keys } = setup({ claims: { role: ['admin'] } });
+      const { key } = await keys.create({ name: 'k', scopes: ['role:admin'] });
+      const p = await outcome(stage, fakeContext({ headers: { 'x-api-key': key } }).ctx);
+      expect(p?.slug).toBe('forbidden');
+      expect(p?.extensions).toEqual({ required_claim: 'role' });
+      expect(p?.detail).toContain('cannot be used with an API key');
+    });
+
+    it('a claim named like an Object.prototype member is looked up as an own claim only', async () => {
+      const { stage, clock } = setup({ methods: ['jwt'], claims: { constructor: ['x'] } });
+      const t = fakeContext({ headers: { authorization: `Bearer ${await token(clock)}` }, clock });
+      expect((await outcome(stage, t.ctx))?.extensions).toEqual({ required_claim: 'constructor' });
+    });
+
+    it('the schema refuses an empty value list and an empty claim name', () => {
+      expect(routeAuthSchema.safeParse({ claims: { role: [] } }).success).toBe(false);
+      expect(routeAuthSchema.safeParse({ claims: { '': ['x'] } }).success).toBe(false);
+      expect(routeAuthSchema.safeParse({ claims: { role: 'admin' } }).success).toBe(false);
+    });
+
+    it('claimHeaders names are validated: a token, and never a gateway header', () => {
+      const base = { issuer: ISSUER, secret: SECRET };
+      expect(jwtIssuerSchema.safeParse({ ...base, claimHeaders: { 'X-User-Role': 'role' } }).success).toBe(
+        true,
+      );
+      for (const name of ['X Role', 'X-Consumer-Id', 'x_tenant_id', 'X-Request-Id', 'Host', 'Via'])
+        expect(jwtIssuerSchema.safeParse({ ...base, claimHeaders: { [name]: 'role' } }).success, name).toBe(
+          false,
+        );
+      expect(jwtIssuerSchema.safeParse({ ...base, claimHeaders: { 'X-Role': '' } }).success).toBe(false);
+    });
+  });
 });

@@ -79,9 +79,14 @@ export function createAuthenticateStage(
     });
   };
 
+  const claimRules = compileClaimRules(auth.claims);
+
   const authorize = (ctx: RequestContext, identity: Identity): void => {
     ctx.identity = identity;
-    if (required.length === 0) return;
+    if (required.length === 0) {
+      if (claimRules !== undefined) checkClaims(identity, claimRules);
+      return;
+    }
     const missing = required.filter((s) => !identity.scopes.includes(s));
     if (missing.length > 0) {
       const scope = missing.join(' ');
@@ -93,6 +98,7 @@ export function createAuthenticateStage(
         },
       });
     }
+    if (claimRules !== undefined) checkClaims(identity, claimRules);
   };
 
   return {
@@ -156,4 +162,48 @@ export function createAuthenticateStage(
       throw MISSING();
     },
   };
+}
+
+interface ClaimRule {
+  readonly claim: string;
+  readonly allowed: ReadonlySet<string>;
+  /** The 403 when the claim holds none of the values (built once, at load). */
+  readonly detail: string;
+  readonly keyDetail: string;
+}
+
+function compileClaimRules(
+  claims: Readonly<Record<string, readonly string[]>> | undefined,
+): ClaimRule[] | undefined {
+  if (claims === undefined) return undefined;
+  const rules = Object.entries(claims).map(([claim, values]) => ({
+    claim,
+    allowed: new Set(values),
+    detail: `This route needs the token's "${claim}" claim to be ${values.length === 1 ? `"${values[0]}"` : `one of ${values.map((v) => `"${v}"`).join(', ')}`}.`,
+    keyDetail: `This route needs the token's "${claim}" claim: it cannot be used with an API key (API keys carry no claims).`,
+  }));
+  return rules.length === 0 ? undefined : rules;
+}
+
+/**
+ * SPEC §9 `auth.claims`: every listed claim of the JWT — a string, or an array of strings — must
+ * hold one of its allowed values; anything else (missing, a number, an object) holds none. An API
+ * key carries no claims, so it never passes a route with claim rules: 403 forbidden as for a JWT
+ * without the claim, with the same `required_claim`.
+ */
+function checkClaims(identity: Identity, rules: readonly ClaimRule[]): void {
+  const claims = identity.claims;
+  for (const rule of rules) {
+    const value = claims === undefined || !Object.hasOwn(claims, rule.claim) ? undefined : claims[rule.claim];
+    if (
+      typeof value === 'string'
+        ? rule.allowed.has(value)
+        : Array.isArray(value) && value.some((v) => typeof v === 'string' && rule.allowed.has(v))
+    )
+      continue;
+    throw new Problem('forbidden', {
+      detail: identity.method === 'api-key' ? rule.keyDetail : rule.detail,
+      extensions: { required_claim: rule.claim },
+    });
+  }
 }

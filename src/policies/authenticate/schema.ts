@@ -2,6 +2,7 @@ import { createPublicKey } from 'node:crypto';
 import { z } from 'zod';
 import { nonNegativeInt, positiveInt, type Accepts } from '../../config/primitives.js';
 import { hmacSchema, routeHmacSchema, type HmacOptions } from '../signature/schema.js';
+import { HEADER_NAME, protectedReason } from '../headers/schema.js';
 
 const HS = ['HS256', 'HS384', 'HS512'] as const;
 const ASYM = [
@@ -65,6 +66,28 @@ export const jwtIssuerSchema = z
       .default(3600)
       .describe('While the JWKS endpoint is down, the last good keys keep working this long.'),
     jwksTimeoutMs: positiveInt().default(3000).describe('Timeout of one JWKS fetch.'),
+    claimHeaders: z
+      .record(z.string(), z.string().min(1, 'must be a claim name'))
+      .default({})
+      .superRefine((map, ctx) => {
+        for (const name of Object.keys(map)) {
+          if (!HEADER_NAME.test(name))
+            ctx.addIssue({
+              code: 'custom',
+              path: [name],
+              message: 'must be a header name (a token, no spaces)',
+            });
+          else if (protectedReason(name, 'request') !== undefined)
+            ctx.addIssue({
+              code: 'custom',
+              path: [name],
+              message: "is the gateway's own header: a claim cannot be sent in it",
+            });
+        }
+      })
+      .describe(
+        "Claims sent upstream, `{X-Header-Name: claim}`, on this issuer's JWT requests (strings as is, arrays space-separated, others as JSON; non-ASCII percent-encoded as the identity headers). A client's copies of these headers are removed first, on every route, in every spelling.",
+      ),
   })
   .superRefine((iss, ctx) => {
     const sources = [iss.jwksUri, iss.secret, iss.publicKey].filter((s) => s !== undefined).length;
@@ -134,6 +157,15 @@ export const routeAuthSchema = z
         .describe('Accepted credential kinds.'),
       scopes: z.array(z.string().min(1)).default([]).describe('Every listed scope is required.'),
       hmac: routeHmacSchema,
+      claims: z
+        .record(
+          z.string().min(1, 'must be a claim name'),
+          z.array(z.string()).min(1, 'must list at least one allowed value'),
+        )
+        .optional()
+        .describe(
+          'Required JWT claims: each claim (a string, or an array of strings) must hold one of its listed values, else 403 forbidden with `required_claim`. API keys carry no claims: they are refused on such a route.',
+        ),
     }),
   ])
   .describe('`none` (public) or the credential the route requires.');
@@ -173,6 +205,8 @@ export interface JwtIssuerOptions {
   jwksCooldownSec?: number;
   jwksMaxStaleSec?: number;
   jwksTimeoutMs?: number;
+  /** Claims sent upstream: `{X-Header-Name: claim}`. */
+  claimHeaders?: Record<string, string>;
 }
 
 /** `auth.apiKeys`. */
@@ -198,6 +232,8 @@ export interface RouteAuthOptions {
   /** Every listed scope is required. */
   scopes?: string[];
   hmac?: 'off' | 'optional' | 'required';
+  /** Required JWT claims: `{claim: [allowed values…]}` (SPEC §9). */
+  claims?: Record<string, string[]>;
 }
 
 type _AuthOptions = Accepts<z.input<typeof authSchema>, AuthOptions>;

@@ -3,7 +3,7 @@ import { fakeContext } from '../../core/fake-context.js';
 import { Problem } from '../../problems/problem.js';
 import { createBodyLimitStage } from './body-limit.js';
 import { createReadBodyStage } from './read-body.js';
-import { DEFAULT_BODY_BYTES, bodyBytesSchema } from './schema.js';
+import { DEFAULT_BODY_BYTES, bodyBytesSchema, routeLimitsSchema } from './schema.js';
 
 describe('body-limit stage (in-process)', () => {
   it('lets a body within the limit through without reading it', () => {
@@ -47,6 +47,13 @@ describe('body-limit stage (in-process)', () => {
     expect(DEFAULT_BODY_BYTES).toBe(1_048_576);
     expect(bodyBytesSchema.parse(2048)).toBe(2048);
     expect(bodyBytesSchema.safeParse(0).success).toBe(false);
+  });
+
+  it('a route limit has no default of its own (unset: the top-level limit applies)', () => {
+    expect(routeLimitsSchema.parse({})).toEqual({});
+    expect(routeLimitsSchema.parse({ bodyBytes: '52428800' })).toEqual({ bodyBytes: 52_428_800 });
+    expect(routeLimitsSchema.safeParse({ bodyBytes: 0 }).success).toBe(false);
+    expect(routeLimitsSchema.safeParse({ other: 1 }).success).toBe(false);
   });
 });
 

@@ -81,6 +81,14 @@ export interface RequestHeaderPlan {
   readonly preserveHost: boolean;
   readonly trust: TrustFn;
   readonly trustsNobody: boolean;
+  /** Issuer → `[header, claim]` pairs (`auth.jwt[].claimHeaders`); undefined when none are configured. */
+  readonly claimHeaders: ReadonlyMap<string, ReadonlyArray<readonly [string, string]>> | undefined;
+}
+
+/** What `requestHeaderPlan` reads of an issuer (`auth.jwt[]`). */
+export interface ClaimHeaderIssuer {
+  readonly issuer: string;
+  readonly claimHeaders?: Readonly<Record<string, string>> | undefined;
 }
 
 /** Computed once per route at config load. */
@@ -90,8 +98,19 @@ export function requestHeaderPlan(options: {
   preserveHost: boolean;
   trust: TrustFn;
   trustsNobody: boolean;
+  /** The config's JWT issuers: their `claimHeaders` are sent upstream, and never taken from a client. */
+  issuers?: readonly ClaimHeaderIssuer[] | undefined;
 }): RequestHeaderPlan {
+  let claimHeaders: Map<string, Array<readonly [string, string]>> | undefined;
+  for (const issuer of options.issuers ?? []) {
+    const pairs = Object.entries(issuer.claimHeaders ?? {}).map(
+      ([header, claim]) => [header.toLowerCase(), claim] as const,
+    );
+    if (pairs.length > 0) (claimHeaders ??= new Map()).set(issuer.issuer, pairs);
+  }
   const drop = new Set<string>([
+    // Claim headers are the gateway's on every route, as the identity headers are (SPEC §9).
+    ...[...(claimHeaders?.values() ?? [])].flatMap((pairs) => pairs.map(([header]) => header)),
     ...HOP_BY_HOP,
     ...IDENTITY_HEADERS,
     ...METHOD_OVERRIDE_HEADERS,
@@ -116,6 +135,7 @@ export function requestHeaderPlan(options: {
     preserveHost: options.preserveHost,
     trust: options.trust,
     trustsNobody: options.trustsNobody,
+    claimHeaders,
   };
 }
 
@@ -180,6 +200,15 @@ export function upstreamRequestHeaders(
     out['x-scopes'] = scopesHeaderValue(id.scopes);
     if (id.tenant !== undefined) out['x-tenant-id'] = identityHeaderValue(id.tenant);
     if (id.issuer !== undefined) out['x-consumer-issuer'] = identityHeaderValue(id.issuer);
+    const claimHeaders = plan.claimHeaders;
+    if (claimHeaders !== undefined && id.method === 'jwt' && id.issuer !== undefined) {
+      const pairs = claimHeaders.get(id.issuer);
+      if (pairs !== undefined)
+        for (const [header, claim] of pairs) {
+          const value = claimHeaderValue(id.claims, claim);
+          if (value !== undefined) out[header] = value;
+        }
+    }
   }
   // What a stage added (a custom policy, a header transform): it replaces the client's copy.
   const added = ctx.upstreamHeaders;
@@ -197,6 +226,25 @@ export function upstreamRequestHeaders(
  */
 export function identityHeaderValue(value: string): string {
   return encodeIdentity(value, false);
+}
+
+/**
+ * A claim as a header value (`auth.jwt[].claimHeaders`): a string as `identityHeaderValue`, an
+ * array of strings space-separated as `X-Scopes` is, a number or boolean as written; anything
+ * else (an object, a mixed array) as its JSON, encoded the same way. Undefined (no header) for a
+ * claim the token does not carry.
+ */
+export function claimHeaderValue(
+  claims: Readonly<Record<string, unknown>> | undefined,
+  claim: string,
+): string | undefined {
+  if (claims === undefined || !Object.hasOwn(claims, claim)) return undefined;
+  const value = claims[claim];
+  if (value === undefined || value === null) return undefined;
+  if (typeof value === 'string') return identityHeaderValue(value);
+  if (typeof value === 'number' || typeof value === 'boolean') return String(value);
+  if (Array.isArray(value) && value.every((v) => typeof v === 'string')) return scopesHeaderValue(value);
+  return identityHeaderValue(JSON.stringify(value));
 }
 
 /** `X-Scopes`: each scope encoded as `identityHeaderValue`, with every space encoded, joined by single spaces. */

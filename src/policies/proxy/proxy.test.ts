@@ -9,6 +9,7 @@ import {
   IDENTITY_HEADERS,
   VIA,
   downstreamHeaders,
+  claimHeaderValue,
   identityHeaderValue,
   requestHeaderPlan,
   scopesHeaderValue,
@@ -51,6 +52,66 @@ const apiKeyIdentity: Identity = {
   rateLimits: undefined,
   remaining: undefined,
 };
+
+describe('claim headers (auth.jwt[].claimHeaders, SPEC §9)', () => {
+  const ISS = 'https://idp.test';
+  const claimPlan = () =>
+    requestHeaderPlan({
+      apiKeyHeader: 'x-api-key',
+      apiKeyPrefix: 'tg',
+      preserveHost: false,
+      trust: compileTrust(['10.0.0.0/8']),
+      trustsNobody: false,
+      issuers: [
+        { issuer: ISS, claimHeaders: { 'X-User-Role': 'role', 'X-Org': 'org', 'X-Groups': 'groups' } },
+      ],
+    });
+  const jwtIdentity = (claims: Record<string, unknown>): Identity => ({
+    method: 'jwt',
+    credentialId: 'jwt_1',
+    subject: 'alice',
+    issuer: ISS,
+    tenant: undefined,
+    scopes: [],
+    plan: undefined,
+    rateLimits: undefined,
+    remaining: undefined,
+    claims,
+  });
+  const forged = { 'x-user-role': 'admin', x_user_role: 'admin', X_ORG: 'evil', 'x-groups': 'root' };
+
+  it("sends the issuer's claims upstream after dropping every client copy, in every spelling", () => {
+    const { out } = upstream(
+      { headers: forged, identity: jwtIdentity({ role: 'editor', org: 'Zürich AG', groups: ['a b', 'c'] }) },
+      claimPlan(),
+    );
+    expect(out['x-user-role']).toBe('editor');
+    expect(out.x_user_role).toBeUndefined();
+    expect(out.x_org).toBeUndefined();
+    expect(out['x-org']).toBe('Z%C3%BCrich AG');
+    expect(out['x-groups']).toBe('a%20b c');
+  });
+
+  it('a claim the token lacks, an API key and an anonymous request send none, and forged copies never pass', () => {
+    for (const identity of [jwtIdentity({}), apiKeyIdentity, undefined]) {
+      const { out } = upstream({ headers: forged, ...(identity ? { identity } : {}) }, claimPlan());
+      for (const h of ['x-user-role', 'x_user_role', 'x_org', 'x-org', 'x-groups'])
+        expect(out[h], h).toBeUndefined();
+    }
+  });
+
+  it('encodes every claim shape as a safe header value', () => {
+    const c = { s: 'a\r\nb', n: 3, b: false, o: { k: 'v' }, m: ['a', 1], nil: null };
+    expect(claimHeaderValue(c, 's')).toBe('a%0D%0Ab');
+    expect(claimHeaderValue(c, 'n')).toBe('3');
+    expect(claimHeaderValue(c, 'b')).toBe('false');
+    expect(claimHeaderValue(c, 'o')).toBe('{"k":"v"}');
+    expect(claimHeaderValue(c, 'm')).toBe('["a",1]');
+    expect(claimHeaderValue(c, 'nil')).toBeUndefined();
+    expect(claimHeaderValue(c, 'toString')).toBeUndefined();
+    expect(claimHeaderValue(undefined, 's')).toBeUndefined();
+  });
+});
 
 describe('upstream request headers', () => {
   it("drops a client's identity headers and sets them from ctx.identity", () => {

@@ -1,0 +1,66 @@
+import type { RequestContext } from '../../core/context.js';
+import type { Stage } from '../../core/stage.js';
+import type { HeadersConfig } from './schema.js';
+
+/** What one route's transforms do, computed once at config load. */
+interface CompiledTransforms {
+  /** Client request headers dropped (lower-case, `_` read as `-`): removed names and set names. */
+  readonly requestDrop: ReadonlySet<string>;
+  /** `[name, value, …]` added to the upstream request. */
+  readonly requestSet: readonly string[];
+  /** `[name, value, …]` answered. */
+  readonly responseSet: readonly string[];
+  /** Upstream response headers dropped (lower-case). */
+  readonly responseRemove: readonly string[];
+}
+
+export function compileHeaderTransforms(config: HeadersConfig): CompiledTransforms {
+  const requestDrop = new Set<string>();
+  const requestSet: string[] = [];
+  for (const [name, value] of Object.entries(config.request?.set ?? {})) {
+    const lower = name.toLowerCase();
+    requestSet.push(lower, value);
+    requestDrop.add(lower.replaceAll('_', '-'));
+  }
+  for (const name of config.request?.remove ?? []) requestDrop.add(name.toLowerCase().replaceAll('_', '-'));
+  const responseSet: string[] = [];
+  for (const [name, value] of Object.entries(config.response?.set ?? {})) responseSet.push(name, value);
+  const responseRemove = (config.response?.remove ?? []).map((n) => n.toLowerCase());
+  return { requestDrop, requestSet, responseSet, responseRemove };
+}
+
+/**
+ * The `headers` stage (SPEC §9 header transforms): the route's request transforms shape what the
+ * upstream receives, its response transforms what the client gets from the upstream (or a mock).
+ * It runs after authentication, limits and idempotency (pipeline.ts), just before the answer: a
+ * transform cannot hide a credential from the gateway or change what a limit counts, and the
+ * gateway's own refusals before it (401, 403, 429, 413) carry no transforms.
+ *
+ * A removed request header goes in every spelling: `X_Api_Version` is what a CGI, WSGI or Rack
+ * upstream reads as `X-Api-Version`. A set one replaces the client's copies the same way.
+ */
+export function createHeadersStage(config: HeadersConfig): Stage {
+  const { requestDrop, requestSet, responseSet, responseRemove } = compileHeaderTransforms(config);
+  const dropsRequest = requestDrop.size > 0;
+  return {
+    name: 'headers',
+    run(ctx: RequestContext) {
+      if (dropsRequest) {
+        const headers = ctx.req.headers;
+        for (const name in headers) {
+          if (requestDrop.has(name) || (name.includes('_') && requestDrop.has(name.replaceAll('_', '-'))))
+            delete headers[name];
+        }
+      }
+      for (let i = 0; i < requestSet.length; i += 2)
+        ctx.setUpstreamHeader(requestSet[i]!, requestSet[i + 1]!);
+      for (let i = 0; i < responseSet.length; i += 2)
+        ctx.setResponseHeader(responseSet[i]!, responseSet[i + 1]!);
+      if (responseRemove.length > 0) {
+        // A name the gateway answers with drops the upstream's copies (see setResponseHeader).
+        const names = (ctx.responseHeaderNames ??= []);
+        for (const name of responseRemove) if (!names.includes(name)) names.push(name);
+      }
+    },
+  };
+}
