@@ -56,6 +56,8 @@ export class GatewayMetrics {
   readonly #authFailures: Counter<string>;
   readonly #replays: Counter<string>;
   readonly #conflicts: Counter<string>;
+  readonly #shadow: Counter<string>;
+  readonly #meterMissing: Counter<string>;
   readonly #series = new Map<string, RequestSeries>();
   readonly #upstreamSeries = new Map<string, Histogram.Internal<string>>();
 
@@ -113,6 +115,18 @@ export class GatewayMetrics {
       name: 'tollgate_idempotent_replays_total',
       help: 'Stored responses replayed for a repeated Idempotency-Key, by route.',
       labelNames: ['route'],
+      registers,
+    });
+    this.#shadow = new Counter({
+      name: 'tollgate_rate_limit_shadow_rejections_total',
+      help: 'Requests a rate limit in shadow mode would have refused (they were let through), by policy.',
+      labelNames: ['policy'],
+      registers,
+    });
+    this.#meterMissing = new Counter({
+      name: 'tollgate_meter_missing_total',
+      help: 'Responses whose meter value was missing or unusable (non-numeric, negative, fractional, over 2^53): they added 0, by route and meter.',
+      labelNames: ['route', 'meter'],
       registers,
     });
     this.#conflicts = new Counter({
@@ -230,6 +244,8 @@ export class GatewayMetrics {
       upstream.observe(ctx.upstreamLatencyMs / 1000);
     }
     if (ctx.idempotentReplay) this.#replays.inc({ route });
+    const shadow = ctx.rateLimitShadow;
+    if (shadow !== undefined) for (const policy of shadow) this.#shadow.inc({ policy });
     const slug = ctx.problem?.slug;
     if (slug === undefined) return;
     if (slug === 'rate-limit-exceeded')
@@ -239,6 +255,11 @@ export class GatewayMetrics {
       const reason = ctx.problem?.extensions?.reason;
       this.#conflicts.inc({ route, reason: typeof reason === 'string' ? reason : 'unknown' });
     } else if (AUTH_FAILURES.has(slug)) this.#authFailures.inc({ route, problem: slug });
+  }
+
+  /** A response whose meter value was missing or unusable (it added 0). */
+  meterMissing(route: string, meter: string): void {
+    this.#meterMissing.inc({ route, meter });
   }
 
   /** A failed upstream attempt (retries included). */
