@@ -254,6 +254,11 @@ export const auditRecordSchema = z
     bytes_out: z.int(),
     idempotent_replay: z.boolean(),
     rate_limit_policy: z.string().nullable(),
+    rate_limit_shadow: z
+      .array(z.string())
+      .nullable()
+      .optional()
+      .describe('Shadow-mode rate limits that would have refused the request (it was let through).'),
     signature: z
       .object({ timestamp: z.string().nullable(), body_sha256: z.string(), result: z.string() })
       .strict()

@@ -12,7 +12,7 @@ import { mockSchema } from '../policies/mock/schema.js';
 import { faultSchema } from '../policies/fault/schema.js';
 import { upstreamErrorsSchema, upstreamSchema } from '../policies/proxy/schema.js';
 import { planQuotaSchema, routeQuotaSchema } from '../policies/quota/schema.js';
-import { rateLimitListSchema } from '../policies/rate-limit/schema.js';
+import { metersSchema, rateLimitListSchema } from '../policies/rate-limit/schema.js';
 import { policiesSchema, routePoliciesSchema } from '../policies/custom/schema.js';
 import { corsSchema, routeCorsSchema } from '../policies/cors/schema.js';
 import { ipRulesSchema } from '../policies/ip-rules/schema.js';
@@ -45,6 +45,7 @@ const routeSchema = z
     auth: routeAuthSchema.optional(),
     rateLimits: rateLimitListSchema.describe('Rate limits of the route, on top of the plan’s.'),
     quota: routeQuotaSchema.optional(),
+    meters: metersSchema,
     idempotency: idempotencySchema.optional(),
     fault: faultSchema.optional(),
     policies: routePoliciesSchema,
@@ -79,6 +80,16 @@ const routeSchema = z
       !route.auth.methods.includes('apiKey')
     )
       ctx.addIssue({ code: 'custom', path: ['auth', 'hmac'], message: 'needs apiKey among auth.methods' });
+    // Refinements also run over routes that failed their own checks: read defensively.
+    const meters = (route.meters as typeof route.meters | undefined) ?? {};
+    ((route.rateLimits as typeof route.rateLimits | undefined) ?? []).forEach((rl, j) => {
+      if (rl.meter !== undefined && !Object.hasOwn(meters, rl.meter))
+        ctx.addIssue({
+          code: 'custom',
+          path: ['rateLimits', j, 'meter'],
+          message: `"${rl.meter}" is not a meter of this route (meters)`,
+        });
+    });
   })
   .transform((route) => ({ ...route, auth: route.auth ?? ('none' as const) }))
   .describe('One route.');
@@ -286,6 +297,28 @@ export const configSchema = z
         });
     });
     claimHeaderIssues(cfg.routes, cfg.auth.jwt, ctx);
+    // A plan's metered limit applies on the routes that declare its meter: one that no route
+    // declares would never apply (a typo), so it is refused.
+    const declared = new Set<string>();
+    for (const r of cfg.routes)
+      for (const m of Object.keys((r.meters as typeof r.meters | undefined) ?? {})) declared.add(m);
+    for (const [name, plan] of Object.entries(cfg.plans)) {
+      ((plan.rateLimits as typeof plan.rateLimits | undefined) ?? []).forEach((rl, j) => {
+        if (rl.meter !== undefined && !declared.has(rl.meter))
+          ctx.addIssue({
+            code: 'custom',
+            path: ['plans', name, 'rateLimits', j, 'meter'],
+            message: `"${rl.meter}" is not a meter of any route (routes[].meters)`,
+          });
+      });
+      const qm = plan.quota?.meter;
+      if (qm !== undefined && !declared.has(qm))
+        ctx.addIssue({
+          code: 'custom',
+          path: ['plans', name, 'quota', 'meter'],
+          message: `"${qm}" is not a meter of any route (routes[].meters)`,
+        });
+    }
     if (cfg.selfService) {
       if (cfg.auth.jwt.length === 0)
         ctx.addIssue({

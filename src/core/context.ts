@@ -59,6 +59,15 @@ export class RequestContext {
   /** Set by a stage that needs the upstream's answer even if the client leaves (see `UpstreamSink`). */
   upstreamSink: UpstreamSink | undefined;
   rateLimitPolicy: string | undefined;
+  /** Names of the shadow-mode rate limits this request would have been refused by (SPEC §10). */
+  rateLimitShadow: string[] | undefined;
+  /**
+   * Lower-case names of the response fields (header or trailer) carrying meter values, set by the
+   * rate-limit stage on a metered request; the proxy fills `meterValues` (same order) from the
+   * upstream's answer, a trailer replacing a header of the same name.
+   */
+  meterFields: readonly string[] | undefined;
+  meterValues: Array<string | undefined> | undefined;
   idempotentReplay: boolean;
   /** Set by a stage that answered the request itself; later stages are skipped. */
   handled: boolean;
@@ -120,6 +129,9 @@ export class RequestContext {
     this.upstreamSent = false;
     this.upstreamSink = undefined;
     this.rateLimitPolicy = undefined;
+    this.rateLimitShadow = undefined;
+    this.meterFields = undefined;
+    this.meterValues = undefined;
     this.idempotentReplay = false;
     this.handled = false;
     this.bytesIn = 0;

@@ -16,8 +16,14 @@ export interface RateLimitRule {
   /** Units allowed per window. */
   limit: number;
   windowSec: number;
-  /** Units one request consumes. */
+  /** Units one request consumes (a metered limit ignores it: the meter's reported value is the cost). */
   cost: number;
+  /** `fixed-window` (unset: windows aligned to the epoch) or `sliding-window` (SPEC §10, never over-admitting). */
+  algorithm?: 'fixed-window' | 'sliding-window' | undefined;
+  /** `enforce` (unset) refuses with 429; `shadow` counts and reports would-be refusals, never refuses. */
+  mode?: 'enforce' | 'shadow' | undefined;
+  /** Counts this meter of the route (its value reported by the upstream) instead of requests. */
+  meter?: string | undefined;
 }
 
 /** Who made the request, as the authenticate stage established it. */
@@ -63,7 +69,8 @@ export type QuotaPeriod = 'day' | 'month' | 'lifetime';
 export interface Plan {
   /** Keys on a plan without API access get 403 forbidden. */
   apiAccess: boolean;
-  quota?: { limit: number; period: QuotaPeriod } | undefined;
+  /** `meter`: counts that meter of the route instead of the route's `quota.cost` (metered routes only). */
+  quota?: { limit: number; period: QuotaPeriod; meter?: string | undefined } | undefined;
   /** Whose quota a request is charged to; unset: `owner` for self-service keys, else `credential`. */
   quotaBy?: 'credential' | 'tenant' | 'owner' | undefined;
   rateLimits: RateLimitRule[];

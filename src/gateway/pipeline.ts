@@ -161,6 +161,8 @@ export const PIPELINE: readonly PipelineEntry[] = [
             counters: b.services.counters,
             clock: b.services.clock,
             local: b.route.mock !== undefined,
+            meters: b.route.meters,
+            onMeterMissing: (meter) => b.services.metrics.meterMissing(b.route.id, meter),
           }),
   },
   { name: 'policies:late', build: (b) => customPolicies(b, 'late') },

@@ -151,6 +151,8 @@ export function createServices(config: Config, o: ServiceOptions): Services {
     closers: [
       () => upstreams.close(),
       ...(redis ? [() => redis.close()] : []),
+      // Meter settlements still batched are written before Redis goes.
+      () => counters.flush(),
       () => audit.close(),
       () => keys.close(),
     ],

@@ -29,6 +29,8 @@ export interface AuditRecord {
   bytes_out: number;
   idempotent_replay: boolean;
   rate_limit_policy: string | null;
+  /** Shadow-mode rate limits that would have refused this request (it was let through). */
+  rate_limit_shadow?: string[] | null;
   /** What an HMAC-signed request carried (for the signature playground): never the secret. */
   signature?: { timestamp: string | null; body_sha256: string; result: string } | null;
 }

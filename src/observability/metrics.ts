@@ -57,6 +57,8 @@ export class GatewayMetrics {
   readonly #replays: Counter<string>;
   readonly #conflicts: Counter<string>;
   readonly #faults: Counter<string>;
+  readonly #shadow: Counter<string>;
+  readonly #meterMissing: Counter<string>;
   readonly #series = new Map<string, RequestSeries>();
   readonly #upstreamSeries = new Map<string, Histogram.Internal<string>>();
 
@@ -114,6 +116,18 @@ export class GatewayMetrics {
       name: 'tollgate_idempotent_replays_total',
       help: 'Stored responses replayed for a repeated Idempotency-Key, by route.',
       labelNames: ['route'],
+      registers,
+    });
+    this.#shadow = new Counter({
+      name: 'tollgate_rate_limit_shadow_rejections_total',
+      help: 'Requests a rate limit in shadow mode would have refused (they were let through), by policy.',
+      labelNames: ['policy'],
+      registers,
+    });
+    this.#meterMissing = new Counter({
+      name: 'tollgate_meter_missing_total',
+      help: 'Responses whose meter value was missing or unusable (non-numeric, negative, fractional, over 2^53): they added 0, by route and meter.',
+      labelNames: ['route', 'meter'],
       registers,
     });
     this.#conflicts = new Counter({
@@ -237,6 +251,8 @@ export class GatewayMetrics {
       upstream.observe(ctx.upstreamLatencyMs / 1000);
     }
     if (ctx.idempotentReplay) this.#replays.inc({ route });
+    const shadow = ctx.rateLimitShadow;
+    if (shadow !== undefined) for (const policy of shadow) this.#shadow.inc({ policy });
     const slug = ctx.problem?.slug;
     // An injected fault is counted as such (`faultInjected`), not as the failure it imitates.
     if (slug === undefined || ctx.problem?.extensions?.injected === true) return;
@@ -252,6 +268,11 @@ export class GatewayMetrics {
   /** A fault a route's `fault` policy injected. */
   faultInjected(route: string, kind: 'delay' | 'abort'): void {
     this.#faults.inc({ route, kind });
+  }
+
+  /** A response whose meter value was missing or unusable (it added 0). */
+  meterMissing(route: string, meter: string): void {
+    this.#meterMissing.inc({ route, meter });
   }
 
   /** A failed upstream attempt (retries included). */

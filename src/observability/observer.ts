@@ -38,6 +38,7 @@ export function auditRecord(ctx: RequestContext, endMono: number): AuditRecord {
     bytes_out: bytesOut,
     idempotent_replay: ctx.idempotentReplay,
     rate_limit_policy: ctx.rateLimitPolicy ?? null,
+    rate_limit_shadow: ctx.rateLimitShadow ?? null,
     signature:
       ctx.signature === undefined
         ? null
@@ -87,6 +88,7 @@ export function refusedRecord(r: RefusedRequest, now: number): AuditRecord {
     bytes_out: 0,
     idempotent_replay: false,
     rate_limit_policy: null,
+    rate_limit_shadow: null,
     signature: null,
   };
 }

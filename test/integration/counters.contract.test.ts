@@ -93,4 +93,57 @@ describe.each(twins)('CounterStore contract: %s', (_name, make) => {
     expect(results.filter((r) => r.ok)).toHaveLength(25);
     expect(await c.peek([s])).toEqual([25]);
   });
+
+  // SPEC §10: sliding windows, shadow (soft) counters and meter settlements, identically on both twins.
+  const sliding = (key: string, limit: number, bucket: number, cost = 1): CounterSpec => ({
+    ...spec(key, limit, cost),
+    ttlMs: 120_000,
+    slide: { bucket, buckets: 10 },
+  });
+
+  it('sliding window: counts the last eleven buckets, forgets older ones', async () => {
+    const c = await make();
+    expect((await c.consume([sliding('sw', 3, 100)])).ok).toBe(true);
+    expect((await c.consume([sliding('sw', 3, 105, 2)])).ok).toBe(true);
+    expect(await c.consume([sliding('sw', 3, 110)])).toEqual({ ok: false, failed: 0, used: [3] });
+    // Bucket 100 leaves at 111: one unit free again.
+    expect(await c.consume([sliding('sw', 3, 111)])).toEqual({ ok: true, used: [3] });
+    expect(await c.peek([sliding('sw', 3, 116)])).toEqual([1]);
+  });
+
+  it('sliding and fixed counters are all-or-nothing together', async () => {
+    const c = await make();
+    const fixed = spec('mix-fixed', 1);
+    expect((await c.consume([sliding('mix', 5, 7), fixed])).ok).toBe(true);
+    expect(await c.consume([sliding('mix', 5, 7), fixed])).toEqual({ ok: false, failed: 1, used: [1, 1] });
+    expect(await c.peek([sliding('mix', 5, 7), fixed])).toEqual([1, 1]);
+  });
+
+  it('a soft (shadow) counter never refuses and is charged only when it fits', async () => {
+    const c = await make();
+    const soft = { ...spec('soft', 1), soft: true };
+    const softSliding = { ...sliding('soft-s', 1, 3), soft: true };
+    expect(await c.consume([soft, softSliding])).toEqual({ ok: true, used: [1, 1] });
+    expect(await c.consume([soft, softSliding])).toEqual({ ok: true, used: [1, 1], over: [0, 1] });
+    expect(await c.peek([soft, softSliding])).toEqual([1, 1]);
+  });
+
+  it('a metered check (cost 0) refuses at or over the limit and charges nothing; settlements add', async () => {
+    const c = await make();
+    const meter = spec('meter', 10, 0);
+    const meterSliding = sliding('meter-s', 10, 50, 0);
+    expect(await c.consume([meter, meterSliding])).toEqual({ ok: true, used: [0, 0] });
+    c.settle([
+      { ...meter, cost: 6 },
+      { ...meterSliding, cost: 9 },
+    ]);
+    c.settle([
+      { ...meter, cost: 3 },
+      { ...meterSliding, cost: 1 },
+    ]);
+    await c.flush();
+    expect(await c.peek([meter, meterSliding])).toEqual([9, 10]);
+    expect(await c.consume([meter, meterSliding])).toEqual({ ok: false, failed: 1, used: [9, 10] });
+    expect(await c.consume([meter])).toEqual({ ok: true, used: [9] });
+  });
 });

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { positiveInt } from '../../config/primitives.js';
+import { meterName } from '../rate-limit/schema.js';
 
 export const planQuotaSchema = z
   .strictObject({
@@ -7,6 +8,11 @@ export const planQuotaSchema = z
     period: z
       .enum(['day', 'month', 'lifetime'])
       .describe('Calendar UTC day, calendar UTC month, or lifetime.'),
+    meter: meterName
+      .optional()
+      .describe(
+        "Counts this meter (the upstream's reported value) instead of the route's `quota.cost`, on routes that declare the meter and charge the quota; refused (402) when already at or over `limit`.",
+      ),
   })
   .describe("A plan's quota.");
 

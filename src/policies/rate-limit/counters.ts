@@ -22,10 +22,25 @@ export interface CounterSpec {
   ttlMs: number;
   /** The longest a counter of this kind lives, in s (0: for ever): a constant per policy, for the memory twin. */
   spanSec: number;
+  /**
+   * A sliding window: the counter is a set of sub-window buckets, `bucket` the index of the one
+   * `now` falls in; a request counts what the last `buckets + 1` buckets hold (the window and the
+   * partly-passed oldest bucket, counted whole: erring strict). Unset: one fixed-window counter.
+   */
+  slide?: { bucket: number; buckets: number } | undefined;
+  /** Shadow mode: never refuses the request; charged only when it fits (as an enforced limit would be). */
+  soft?: boolean | undefined;
 }
 
+/**
+ * What a counter needs free for a request: its cost, and at least 1 — a metered limit is checked
+ * with cost 0 (its cost is learned after the response) and refuses when already at or over its limit.
+ */
+export const needOf = (spec: CounterSpec): number => (spec.cost < 1 ? 1 : spec.cost);
+
 export type ConsumeResult =
-  | { ok: true; used: number[] }
+  /** `over`: indexes of soft (shadow) counters that would have refused; absent when none. */
+  | { ok: true; used: number[]; over?: number[] }
   /** `failed`: index of the first counter that would go over its limit; nothing was consumed. */
   | { ok: false; failed: number; used: number[] };
 
@@ -42,16 +57,26 @@ export interface CounterStore {
   peek(specs: readonly CounterSpec[]): number[] | Promise<number[]>;
   /** Forgets a counter (a key's `remaining` was reset by an admin). */
   reset(key: string, tag: string): void | Promise<void>;
+  /**
+   * Adds each spec's `cost` without checking any limit (a meter's reported value, once the
+   * response is over). Fire-and-forget: the Redis twin batches these (see `SettleBatcher`).
+   */
+  settle(specs: readonly CounterSpec[]): void;
+  /** Writes what `settle` still holds (at shutdown). */
+  flush(): Promise<void>;
 }
 
 /**
- * Counters in process memory, kept by rate-limiter-flexible's `RateLimiterMemory` (one limiter
- * per lifetime). All-or-nothing: every counter is consumed in the same tick (nothing can
- * interleave), and if one is refused, what the others took is rewarded back before any other
- * request runs.
+ * Counters in process memory. Fixed windows, quotas and remaining uses are kept by
+ * rate-limiter-flexible's `RateLimiterMemory` (one limiter per lifetime); sliding windows by
+ * `SlidingMemory` below (rate-limiter-flexible has no strict sliding window). All-or-nothing:
+ * every fixed counter is consumed, then — in one synchronous step, so no other request's check
+ * interleaves — the sliding ones are read, the verdict made, and either the sliding ones charged
+ * or what the fixed ones took rewarded back.
  */
 export class MemoryCounters implements CounterStore {
   readonly #limiters = new Map<number, RateLimiterMemory>();
+  readonly #sliding = new SlidingMemory();
 
   /**
    * One limiter per lifetime; limits are checked here, not by the limiter, so that a counter is
@@ -70,72 +95,262 @@ export class MemoryCounters implements CounterStore {
     return limiter;
   }
 
+  /** What a fixed counter holds, charging `cost` first unless it is 0 (a metered check). */
+  #fixed(s: CounterSpec): Promise<number> {
+    const limiter = this.#limiter(s);
+    if (s.cost > 0) return limiter.consume(s.key, s.cost).then((r) => r.consumedPoints);
+    return limiter.get(s.key).then((r) => r?.consumedPoints ?? 0);
+  }
+
   consume(specs: readonly CounterSpec[]): Promise<ConsumeResult> {
-    const pending = specs.map((s) => this.#limiter(s).consume(s.key, s.cost));
-    return Promise.all(pending).then((results) => {
-      const used = results.map((r) => r.consumedPoints);
-      const failed = specs.findIndex((s, i) => used[i]! > s.limit);
-      if (failed === -1) return { ok: true, used };
-      // Give everything back: a refused request consumes no budget.
-      specs.forEach((s) => void this.#limiter(s).reward(s.key, s.cost));
-      return { ok: false, failed, used: used.map((u, i) => u - specs[i]!.cost) };
+    const pending = specs.map((s) => (s.slide === undefined ? this.#fixed(s) : 0));
+    return Promise.all(pending).then((after) => {
+      // What each counter held before this request.
+      const before = specs.map((s, i) =>
+        s.slide === undefined ? after[i]! - s.cost : this.#sliding.used(s.key, s.slide),
+      );
+      let failed = -1;
+      let over: number[] | undefined;
+      specs.forEach((s, i) => {
+        if (before[i]! + needOf(s) <= s.limit) return;
+        if (s.soft === true) (over ??= []).push(i);
+        else if (failed === -1) failed = i;
+      });
+      if (failed !== -1) {
+        // Give everything back: a refused request consumes no budget.
+        specs.forEach((s) => {
+          if (s.slide === undefined && s.cost > 0) void this.#limiter(s).reward(s.key, s.cost);
+        });
+        return { ok: false, failed, used: before };
+      }
+      const used = specs.map((s, i) => {
+        if (over?.includes(i) === true) {
+          // A shadow limit is charged only when it fits, as an enforced one would be.
+          if (s.slide === undefined && s.cost > 0) void this.#limiter(s).reward(s.key, s.cost);
+          return before[i]!;
+        }
+        if (s.slide === undefined) return after[i]!;
+        if (s.cost > 0) this.#sliding.add(s.key, s.slide, s.cost, s.ttlMs);
+        return before[i]! + s.cost;
+      });
+      return over === undefined ? { ok: true, used } : { ok: true, used, over };
     });
   }
 
   refund(specs: readonly CounterSpec[]): Promise<void> {
-    return Promise.all(specs.map((s) => this.#limiter(s).reward(s.key, s.cost))).then(() => undefined);
+    return Promise.all(
+      specs.map((s) =>
+        s.slide === undefined
+          ? this.#limiter(s).reward(s.key, s.cost)
+          : this.#sliding.add(s.key, s.slide, -s.cost, s.ttlMs),
+      ),
+    ).then(() => undefined);
   }
 
   peek(specs: readonly CounterSpec[]): Promise<number[]> {
     return Promise.all(
       specs.map((s) =>
-        this.#limiter(s)
-          .get(s.key)
-          .then((r) => r?.consumedPoints ?? 0),
+        s.slide === undefined
+          ? this.#limiter(s)
+              .get(s.key)
+              .then((r) => r?.consumedPoints ?? 0)
+          : this.#sliding.used(s.key, s.slide),
       ),
     );
   }
 
   reset(key: string): Promise<void> {
+    this.#sliding.delete(key);
     return Promise.all([...this.#limiters.values()].map((l) => l.delete(key))).then(() => undefined);
+  }
+
+  settle(specs: readonly CounterSpec[]): void {
+    for (const s of specs) {
+      if (s.cost <= 0) continue;
+      if (s.slide === undefined) void this.#limiter(s).consume(s.key, s.cost);
+      else this.#sliding.add(s.key, s.slide, s.cost, s.ttlMs);
+    }
+  }
+
+  flush(): Promise<void> {
+    return Promise.resolve();
+  }
+}
+
+/**
+ * Sliding-window counters in memory: per key, the buckets `[index, count]` still inside the
+ * window. Bucket indexes come from the caller's clock (a `ManualClock` in tests); entries whose
+ * last write is older than their lifetime are swept every minute (real time: memory only).
+ */
+class SlidingMemory {
+  readonly #entries = new Map<string, { buckets: number[]; counts: number[]; expiresAt: number }>();
+  #sweep: NodeJS.Timeout | undefined;
+
+  used(key: string, slide: { bucket: number; buckets: number }): number {
+    const e = this.#entries.get(key);
+    if (e === undefined) return 0;
+    const from = slide.bucket - slide.buckets;
+    let sum = 0;
+    for (let i = 0; i < e.buckets.length; i++) if (e.buckets[i]! >= from) sum += e.counts[i]!;
+    return sum;
+  }
+
+  add(key: string, slide: { bucket: number; buckets: number }, amount: number, ttlMs: number): void {
+    let e = this.#entries.get(key);
+    if (e === undefined) {
+      if (amount <= 0) return;
+      this.#entries.set(key, (e = { buckets: [], counts: [], expiresAt: 0 }));
+      this.#startSweep();
+    }
+    e.expiresAt = Date.now() + ttlMs;
+    // Forget buckets that left the window.
+    const from = slide.bucket - slide.buckets;
+    let keep = 0;
+    while (keep < e.buckets.length && e.buckets[keep]! < from) keep++;
+    if (keep > 0) {
+      e.buckets.splice(0, keep);
+      e.counts.splice(0, keep);
+    }
+    const at = e.buckets.indexOf(slide.bucket);
+    if (at !== -1) e.counts[at] = Math.max(0, e.counts[at]! + amount);
+    else if (amount > 0) {
+      // Buckets stay in index order: a refund's or a late settlement's bucket may be an older one.
+      let pos = e.buckets.length;
+      while (pos > 0 && e.buckets[pos - 1]! > slide.bucket) pos--;
+      e.buckets.splice(pos, 0, slide.bucket);
+      e.counts.splice(pos, 0, amount);
+    }
+  }
+
+  delete(key: string): void {
+    this.#entries.delete(key);
+  }
+
+  #startSweep(): void {
+    if (this.#sweep !== undefined) return;
+    this.#sweep = setInterval(() => {
+      const now = Date.now();
+      for (const [key, e] of this.#entries) if (e.expiresAt <= now) this.#entries.delete(key);
+      if (this.#entries.size === 0) {
+        clearInterval(this.#sweep);
+        this.#sweep = undefined;
+      }
+    }, 60_000);
+    this.#sweep.unref();
   }
 }
 
 /**
  * Check every counter, and only if all have room, charge them all — atomically, in one script:
- * one Redis round trip per request for all of its rate limits, its quota and its key's remaining
- * uses. rate-limiter-flexible's `RateLimiterRedis` runs one script per limiter and cannot refuse
- * a request that fails one limit without charging the others, so this is the one place the
- * gateway speaks Lua itself.
- * KEYS: the counters. ARGV: limit, cost, ttl (ms) for each. Returns [failed index or 0, used…].
+ * one Redis round trip per request for all of its rate limits (fixed and sliding windows, metered
+ * and shadow ones), its quota and its key's remaining uses. rate-limiter-flexible's
+ * `RateLimiterRedis` runs one script per limiter and cannot refuse a request that fails one limit
+ * without charging the others, so this is the one place the gateway speaks Lua itself.
+ * KEYS: the counters. ARGV, six per counter: limit, cost, ttl (ms), bucket (-1: a fixed counter,
+ * a string; else a sliding window's current bucket, a hash of bucket → count), buckets per window,
+ * soft (1: shadow, never refuses). A cost of 0 (a metered check) needs 1 free: refused at or over
+ * the limit. Returns [failed index or 0, used…, soft indexes that would have refused…].
  */
 const CONSUME_LUA = `
 local n = #KEYS
-local used = redis.call('MGET', unpack(KEYS))
+local used = {}
+local stale = {}
+local fixedKeys, fixedAt = {}, {}
 for i = 1, n do
-  local u = tonumber(used[i]) or 0
-  if u + tonumber(ARGV[3 * i - 1]) > tonumber(ARGV[3 * i - 2]) then
-    local out = { i }
-    for j = 1, n do out[j + 1] = tonumber(used[j]) or 0 end
-    return out
+  if tonumber(ARGV[6 * i - 2]) < 0 then
+    fixedKeys[#fixedKeys + 1] = KEYS[i]
+    fixedAt[#fixedAt + 1] = i
+  end
+end
+if #fixedKeys > 0 then
+  local v = redis.call('MGET', unpack(fixedKeys))
+  for k = 1, #fixedAt do used[fixedAt[k]] = tonumber(v[k]) or 0 end
+end
+for i = 1, n do
+  local b = tonumber(ARGV[6 * i - 2])
+  if b >= 0 then
+    local from = b - tonumber(ARGV[6 * i - 1])
+    local h = redis.call('HGETALL', KEYS[i])
+    local u = 0
+    local old = {}
+    for k = 1, #h, 2 do
+      if tonumber(h[k]) >= from then u = u + tonumber(h[k + 1]) else old[#old + 1] = h[k] end
+    end
+    used[i] = u
+    stale[i] = old
+  end
+end
+local over = {}
+for i = 1, n do
+  local need = tonumber(ARGV[6 * i - 4])
+  if need < 1 then need = 1 end
+  if used[i] + need > tonumber(ARGV[6 * i - 5]) then
+    if ARGV[6 * i] == '1' then
+      over[i] = true
+    else
+      local out = { i }
+      for j = 1, n do out[j + 1] = used[j] end
+      return out
+    end
   end
 end
 local out = { 0 }
+local soft = {}
 for i = 1, n do
-  local cost = tonumber(ARGV[3 * i - 1])
-  local v = redis.call('INCRBY', KEYS[i], cost)
-  local ttl = tonumber(ARGV[3 * i])
-  if v == cost and ttl > 0 then redis.call('PEXPIRE', KEYS[i], ttl) end
+  local cost = tonumber(ARGV[6 * i - 4])
+  local ttl = tonumber(ARGV[6 * i - 3])
+  local b = tonumber(ARGV[6 * i - 2])
+  local v = used[i]
+  if over[i] then
+    soft[#soft + 1] = i
+  elseif cost > 0 then
+    if b < 0 then
+      v = redis.call('INCRBY', KEYS[i], cost)
+      if v == cost and ttl > 0 then redis.call('PEXPIRE', KEYS[i], ttl) end
+    else
+      redis.call('HINCRBY', KEYS[i], b, cost)
+      if #stale[i] > 0 then redis.call('HDEL', KEYS[i], unpack(stale[i])) end
+      redis.call('PEXPIRE', KEYS[i], ttl)
+      v = v + cost
+    end
+  end
   out[i + 1] = v
 end
+for k = 1, #soft do out[n + 1 + k] = soft[k] end
 return out
+`;
+
+/**
+ * Adds meter values (settlements), three ARGV per counter: value, ttl (ms), bucket (-1: fixed).
+ * No check: the request was admitted before its cost was known.
+ */
+const SETTLE_LUA = `
+for i = 1, #KEYS do
+  local v = tonumber(ARGV[3 * i - 2])
+  local ttl = tonumber(ARGV[3 * i - 1])
+  local b = tonumber(ARGV[3 * i])
+  if b < 0 then
+    local r = redis.call('INCRBY', KEYS[i], v)
+    if r == v and ttl > 0 then redis.call('PEXPIRE', KEYS[i], ttl) end
+  else
+    redis.call('HINCRBY', KEYS[i], b, v)
+    redis.call('PEXPIRE', KEYS[i], ttl)
+  end
+end
+return 1
 `;
 
 /** Refunds never take a counter below zero (a refund racing a period's expiry). */
 const REFUND_LUA = `
 for i = 1, #KEYS do
-  local v = redis.call('DECRBY', KEYS[i], tonumber(ARGV[i]))
-  if v < 0 then redis.call('SET', KEYS[i], 0, 'KEEPTTL') end
+  local b = tonumber(ARGV[2 * i])
+  if b < 0 then
+    local v = redis.call('DECRBY', KEYS[i], tonumber(ARGV[2 * i - 1]))
+    if v < 0 then redis.call('SET', KEYS[i], 0, 'KEEPTTL') end
+  else
+    local v = redis.call('HINCRBY', KEYS[i], b, -tonumber(ARGV[2 * i - 1]))
+    if v <= 0 then redis.call('HDEL', KEYS[i], b) end
+  end
 end
 return 1
 `;
@@ -143,7 +358,60 @@ return 1
 type ScriptClient = {
   tollgateConsume(...args: Array<string | number>): Promise<number[]>;
   tollgateRefund(...args: Array<string | number>): Promise<number>;
+  tollgateSettle(...args: Array<string | number>): Promise<number>;
 };
+
+/** How long settlements wait to be coalesced, and how many distinct counters make a flush at once. */
+export const SETTLE_DELAY_MS = 5;
+export const SETTLE_MAX_ENTRIES = 64;
+
+/**
+ * Meter settlements, coalesced per counter for `SETTLE_DELAY_MS` (or until `SETTLE_MAX_ENTRIES`
+ * counters are pending) and written in one script call per flush (per hash tag in Redis Cluster):
+ * under load, many requests' settlements share one command. What a gateway crash loses: the values
+ * pending here (at most the last `SETTLE_DELAY_MS` of ended responses) and those of responses
+ * still running — those requests were admitted and are never charged.
+ */
+export class SettleBatcher {
+  readonly #write: (specs: CounterSpec[]) => Promise<void>;
+  #pending = new Map<string, CounterSpec>();
+  #timer: NodeJS.Timeout | undefined;
+  #inFlight = new Set<Promise<void>>();
+
+  constructor(write: (specs: CounterSpec[]) => Promise<void>) {
+    this.#write = write;
+  }
+
+  add(specs: readonly CounterSpec[]): void {
+    for (const s of specs) {
+      if (s.cost <= 0) continue;
+      const id = s.slide === undefined ? s.key : `${s.key}\n${s.slide.bucket}`;
+      const had = this.#pending.get(id);
+      if (had !== undefined) had.cost += s.cost;
+      else this.#pending.set(id, { ...s });
+    }
+    if (this.#pending.size >= SETTLE_MAX_ENTRIES) this.#flushNow();
+    else if (this.#pending.size > 0 && this.#timer === undefined) {
+      this.#timer = setTimeout(() => this.#flushNow(), SETTLE_DELAY_MS);
+      this.#timer.unref();
+    }
+  }
+
+  #flushNow(): void {
+    if (this.#timer !== undefined) clearTimeout(this.#timer);
+    this.#timer = undefined;
+    if (this.#pending.size === 0) return;
+    const specs = [...this.#pending.values()];
+    this.#pending = new Map();
+    const p = this.#write(specs).finally(() => this.#inFlight.delete(p));
+    this.#inFlight.add(p);
+  }
+
+  async flush(): Promise<void> {
+    this.#flushNow();
+    await Promise.allSettled([...this.#inFlight]);
+  }
+}
 
 /**
  * Counters in Redis, exact across instances. On a single node every counter of a request goes in
@@ -155,15 +423,22 @@ type ScriptClient = {
 export class RedisCounters implements CounterStore {
   readonly #redis: RedisHandle;
   readonly #cluster: boolean;
+  readonly #settler: SettleBatcher;
+  /** Told when a batch of settlements could not be written (those meter values are lost). */
+  onSettleError: ((err: unknown) => void) | undefined;
 
   constructor(redis: RedisHandle) {
     this.#redis = redis;
     this.#cluster = redis.config.cluster !== undefined;
+    this.#settler = new SettleBatcher((specs) =>
+      this.#settleNow(specs).catch((err: unknown) => this.onSettleError?.(err)),
+    );
     const client = redis.client as unknown as {
       defineCommand(name: string, def: { numberOfKeys?: number; lua: string }): void;
     };
     client.defineCommand('tollgateConsume', { lua: CONSUME_LUA });
     client.defineCommand('tollgateRefund', { lua: REFUND_LUA });
+    client.defineCommand('tollgateSettle', { lua: SETTLE_LUA });
   }
 
   #client(): ScriptClient {
@@ -177,19 +452,26 @@ export class RedisCounters implements CounterStore {
     return Promise.all(groups.map((g) => this.#consumeGroup(g.specs))).then(async (results) => {
       const used = new Array<number>(specs.length).fill(0);
       let failed = -1;
+      let over: number[] | undefined;
       results.forEach((r, gi) => {
-        groups[gi]!.indexes.forEach((idx, k) => {
+        const indexes = groups[gi]!.indexes;
+        indexes.forEach((idx, k) => {
           used[idx] = r.used[k]!;
         });
-        if (!r.ok && (failed === -1 || groups[gi]!.indexes[r.failed]! < failed))
-          failed = groups[gi]!.indexes[r.failed]!;
+        if (r.ok) for (const k of r.over ?? []) (over ??= []).push(indexes[k]!);
+        if (!r.ok && (failed === -1 || indexes[r.failed]! < failed)) failed = indexes[r.failed]!;
       });
-      if (failed === -1) return { ok: true, used };
-      // Undo the groups that were charged.
-      await Promise.all(results.flatMap((r, gi) => (r.ok ? [this.refund(groups[gi]!.specs)] : [])));
+      if (failed === -1)
+        return over === undefined ? { ok: true, used } : { ok: true, used, over: over.sort((x, y) => x - y) };
+      // Undo the groups that were charged (not their shadow counters that did not fit: never charged).
+      const charged = (r: ConsumeResult, gi: number) =>
+        groups[gi]!.specs.filter((_s, k) => !(r.ok && r.over?.includes(k) === true));
+      await Promise.all(results.flatMap((r, gi) => (r.ok ? [this.refund(charged(r, gi))] : [])));
       results.forEach((r, gi) => {
         if (r.ok)
-          groups[gi]!.indexes.forEach((idx, k) => (used[idx] = r.used[k]! - groups[gi]!.specs[k]!.cost));
+          groups[gi]!.indexes.forEach((idx, k) => {
+            if (r.over?.includes(k) !== true) used[idx] = r.used[k]! - groups[gi]!.specs[k]!.cost;
+          });
       });
       return { ok: false, failed, used };
     });
@@ -198,14 +480,47 @@ export class RedisCounters implements CounterStore {
   async #consumeGroup(specs: readonly CounterSpec[]): Promise<ConsumeResult> {
     const args: Array<string | number> = [specs.length];
     for (const s of specs) args.push(this.#redis.key(s.key));
-    for (const s of specs) args.push(s.limit, s.cost, s.ttlMs);
+    for (const s of specs)
+      args.push(
+        s.limit,
+        s.cost,
+        s.ttlMs,
+        s.slide === undefined ? -1 : s.slide.bucket,
+        s.slide === undefined ? 0 : s.slide.buckets,
+        s.soft === true ? 1 : 0,
+      );
     const out = await this.#client().tollgateConsume(...args);
-    const used = out.slice(1).map(Number);
+    const n = specs.length;
+    const used = out.slice(1, n + 1).map(Number);
     const first = Number(out[0]);
-    return first === 0 ? { ok: true, used } : { ok: false, failed: first - 1, used };
+    if (first !== 0) return { ok: false, failed: first - 1, used };
+    return out.length > n + 1
+      ? { ok: true, used, over: out.slice(n + 1).map((i) => Number(i) - 1) }
+      : { ok: true, used };
+  }
+
+  settle(specs: readonly CounterSpec[]): void {
+    this.#settler.add(specs);
+  }
+
+  flush(): Promise<void> {
+    return this.#settler.flush();
+  }
+
+  async #settleNow(specs: readonly CounterSpec[]): Promise<void> {
+    const groups = this.#cluster ? groupByTag(specs) : [{ specs: [...specs], indexes: [] }];
+    await Promise.all(
+      groups.map((g) => {
+        const args: Array<string | number> = [g.specs.length];
+        for (const s of g.specs) args.push(this.#redis.key(s.key));
+        for (const s of g.specs) args.push(s.cost, s.ttlMs, s.slide === undefined ? -1 : s.slide.bucket);
+        return this.#client().tollgateSettle(...args);
+      }),
+    );
   }
 
   async refund(specs: readonly CounterSpec[]): Promise<void> {
+    specs = specs.filter((s) => s.cost > 0);
     if (specs.length === 0) return;
     const groups = this.#cluster ? groupByTag(specs) : [{ specs: [...specs], indexes: [] }];
     await Promise.all(
@@ -213,7 +528,7 @@ export class RedisCounters implements CounterStore {
         this.#client().tollgateRefund(
           g.specs.length,
           ...g.specs.map((s) => this.#redis.key(s.key)),
-          ...g.specs.map((s) => s.cost),
+          ...g.specs.flatMap((s) => [s.cost, s.slide === undefined ? -1 : s.slide.bucket]),
         ),
       ),
     );
@@ -221,8 +536,17 @@ export class RedisCounters implements CounterStore {
 
   async peek(specs: readonly CounterSpec[]): Promise<number[]> {
     if (specs.length === 0) return [];
-    const values = await Promise.all(specs.map((s) => this.#redis.client.get(this.#redis.key(s.key))));
-    return values.map((v) => Number(v ?? 0));
+    return Promise.all(
+      specs.map(async (s) => {
+        const key = this.#redis.key(s.key);
+        if (s.slide === undefined) return Number((await this.#redis.client.get(key)) ?? 0);
+        const from = s.slide.bucket - s.slide.buckets;
+        let sum = 0;
+        for (const [b, v] of Object.entries(await this.#redis.client.hgetall(key)))
+          if (Number(b) >= from) sum += Number(v);
+        return sum;
+      }),
+    );
   }
 
   async reset(key: string): Promise<void> {

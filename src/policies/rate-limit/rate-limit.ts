@@ -11,8 +11,8 @@ import {
   remainingSpec,
   type QuotaBy,
 } from '../quota/quota.js';
-import { hashTag, type ConsumeResult, type CounterSpec, type CounterStore } from './counters.js';
-import type { RateLimitConfig } from './schema.js';
+import { hashTag, needOf, type ConsumeResult, type CounterSpec, type CounterStore } from './counters.js';
+import type { MetersConfig, RateLimitConfig } from './schema.js';
 
 /** A rate-limit policy as applied to one request. */
 interface Applied {
@@ -24,6 +24,12 @@ interface Applied {
   windowSec: number;
   /** Epoch ms when this counter resets (null: never). */
   resetAt: number | null;
+  /** Shadow mode: reported and counted, never refusing, not in the headers. */
+  shadow: boolean;
+  /** The meter it counts (its check costs 0; the value is settled when the response ends). */
+  meter: number | undefined;
+  /** The counter the meter's value is added to, at settlement time (metered only). */
+  settleSpec: ((value: number, now: number) => CounterSpec) | undefined;
 }
 
 export interface RateLimitStageOptions {
@@ -39,6 +45,26 @@ export interface RateLimitStageOptions {
   local: boolean;
   /** A quota for every identity, whatever its plan (the `quota()` middleware). */
   quota?: { config: PlanQuotaConfig; by: QuotaBy | undefined } | undefined;
+  /** The route's meters (SPEC §10): limits naming one of them count it instead of requests. */
+  meters?: MetersConfig | undefined;
+  /** A response whose meter value was missing or unusable (it added 0). */
+  onMeterMissing?: ((meter: string) => void) | undefined;
+}
+
+/** The largest meter value taken: beyond 2^53 − 1 integers are no longer exact. */
+const MAX_METER = Number.MAX_SAFE_INTEGER;
+
+/**
+ * A meter value as the upstream reported it: a non-negative integer of decimal digits (surrounding
+ * whitespace allowed), at most 2^53 − 1. Anything else (missing, empty, negative, fractional,
+ * exponent, hex, too large, several values) is undefined: it adds 0 and is counted as missing.
+ */
+export function meterValue(raw: string | undefined): number | undefined {
+  if (raw === undefined) return undefined;
+  const t = raw.trim();
+  if (t.length === 0 || t.length > 16 || !/^[0-9]+$/.test(t)) return undefined;
+  const n = Number(t);
+  return n <= MAX_METER ? n : undefined;
 }
 
 /**
@@ -59,6 +85,17 @@ export interface RateLimitStageOptions {
 export function createRateLimitStage(o: RateLimitStageOptions): Stage {
   const policyHeaderCache = new Map<string, string>();
   const routeScope = `route:${o.routeId}`;
+  // Compiled once: the route's meters, by name, and the response fields carrying them.
+  const meterNames = Object.keys(o.meters ?? {});
+  const meterFields = meterNames.map((m) => o.meters![m]!.responseHeader);
+  const meterIndex = (name: string | undefined): number | undefined => {
+    if (name === undefined) return undefined;
+    const i = meterNames.indexOf(name);
+    return i === -1 ? undefined : i;
+  };
+  /** A limit that names a meter this route lacks does not apply here (a plan's, a key's own). */
+  const appliesHere = (rl: { meter?: string | undefined }): boolean =>
+    rl.meter === undefined || meterIndex(rl.meter) !== undefined;
 
   const rateApplied = (ctx: RequestContext, scope: string, rl: RateLimitConfig, now: number): Applied => {
     const id = ctx.identity;
@@ -84,7 +121,21 @@ export function createRateLimitStage(o: RateLimitStageOptions): Stage {
         break;
     }
     const { spec, resetAt } = rateCounter(scope, rl, subject, now);
-    return { spec, kind: 'rate', name: rl.name, limit: rl.limit, windowSec: rl.windowSec, resetAt };
+    const meter = meterIndex(rl.meter);
+    return {
+      spec,
+      kind: 'rate',
+      name: rl.name,
+      limit: rl.limit,
+      windowSec: rl.windowSec,
+      resetAt,
+      shadow: rl.mode === 'shadow',
+      meter,
+      settleSpec:
+        meter === undefined
+          ? undefined
+          : (value, at) => ({ ...rateCounter(scope, rl, subject, at).spec, cost: value, soft: undefined }),
+    };
   };
 
   const policyHeader = (applied: readonly Applied[], cacheKey: string | undefined): string => {
@@ -92,9 +143,13 @@ export function createRateLimitStage(o: RateLimitStageOptions): Stage {
       const cached = policyHeaderCache.get(cacheKey);
       if (cached !== undefined) return cached;
     }
+    // Enforced limits only (SPEC §10): a shadow limit refuses nothing a client should plan for.
     const value = applied
-      .filter((a) => a.kind === 'rate')
-      .map((a) => `"${a.name}";q=${a.limit};w=${a.windowSec}`)
+      .filter((a) => a.kind === 'rate' && !a.shadow)
+      .map(
+        (a) =>
+          `"${a.name}";q=${a.limit};w=${a.windowSec}${a.meter === undefined ? '' : `;qu="${meterNames[a.meter]!}"`}`,
+      )
       .join(', ');
     if (cacheKey !== undefined) policyHeaderCache.set(cacheKey, value);
     return value;
@@ -114,7 +169,7 @@ export function createRateLimitStage(o: RateLimitStageOptions): Stage {
     let quotaBlocking = -1;
     if (!result.ok)
       applied.forEach((a, i) => {
-        if (result.used[i]! + a.spec.cost <= a.limit) return;
+        if (a.shadow || result.used[i]! + needOf(a.spec) <= a.limit) return;
         if (a.kind !== 'rate') {
           if (quotaBlocking === -1) quotaBlocking = i;
         } else if (blocking === -1 || a.resetAt! > applied[blocking]!.resetAt!) blocking = i;
@@ -127,7 +182,7 @@ export function createRateLimitStage(o: RateLimitStageOptions): Stage {
       if (best === -1) {
         let bestLeft = Infinity;
         applied.forEach((a, i) => {
-          if (a.kind !== 'rate') return;
+          if (a.kind !== 'rate' || a.shadow) return;
           const left = Math.max(0, a.limit - result.used[i]!);
           if (left < bestLeft || (left === bestLeft && a.resetAt! > applied[best]!.resetAt!)) {
             bestLeft = left;
@@ -167,8 +222,40 @@ export function createRateLimitStage(o: RateLimitStageOptions): Stage {
         },
       });
     }
-    const owed = applied.filter((a) => a.kind !== 'rate').map((a) => a.spec);
+    if (result.over !== undefined) ctx.rateLimitShadow = result.over.map((i) => applied[i]!.name);
+    const owed = applied.filter((a) => a.kind !== 'rate' && a.meter === undefined).map((a) => a.spec);
     if (owed.length > 0) refundUnlessAnswered(ctx, owed, o.counters, o.local);
+    if (meterNames.length > 0 && applied.some((a) => a.meter !== undefined)) settleMeters(ctx, applied);
+  };
+
+  /**
+   * Once the response is over, adds each meter's reported value to the metered counters (batched
+   * by the store: one more command, fire-and-forget). Only when the request got an answer: the
+   * upstream's (from its header, or trailer), or on a local route the gateway's own.
+   */
+  const settleMeters = (ctx: RequestContext, applied: readonly Applied[]): void => {
+    if (!o.local) {
+      ctx.meterFields = meterFields;
+      ctx.meterValues = new Array<string | undefined>(meterFields.length);
+    }
+    ctx.onClose((c) => {
+      if (o.local ? !c.res.headersSent : c.upstreamStatus === undefined) return;
+      const values = meterFields.map((field, i) => {
+        let raw: string | undefined;
+        if (o.local) {
+          const h = c.res.getHeader(field);
+          raw = typeof h === 'string' || typeof h === 'number' ? String(h) : undefined;
+        } else raw = c.meterValues?.[i];
+        const v = meterValue(raw);
+        if (v === undefined) o.onMeterMissing?.(meterNames[i]!);
+        return v ?? 0;
+      });
+      const now = o.clock.now();
+      const specs: CounterSpec[] = [];
+      for (const a of applied)
+        if (a.meter !== undefined && values[a.meter]! > 0) specs.push(a.settleSpec!(values[a.meter]!, now));
+      if (specs.length > 0) o.counters.settle(specs);
+    });
   };
 
   return {
@@ -183,18 +270,35 @@ export function createRateLimitStage(o: RateLimitStageOptions): Stage {
       for (const rl of o.rateLimits) applied.push(rateApplied(ctx, routeScope, rl, now));
       const own = id?.rateLimits;
       // SPEC §10: a key's own limit named like one of its plan's replaces it (raises or lowers it).
+      // A metered limit applies only on routes that declare its meter.
       if (plan !== undefined)
         for (const rl of plan.rateLimits)
-          if (own === undefined || !own.some((k) => k.name === rl.name))
+          if ((own === undefined || !own.some((k) => k.name === rl.name)) && appliesHere(rl))
             applied.push(rateApplied(ctx, `plan:${planName}`, rl, now));
       if (own !== undefined)
-        for (const rl of own) applied.push(rateApplied(ctx, `key:${id!.credentialId}`, rl, now));
+        for (const rl of own)
+          if (appliesHere(rl)) applied.push(rateApplied(ctx, `key:${id!.credentialId}`, rl, now));
       const quota =
         o.quota ?? (plan?.quota === undefined ? undefined : { config: plan.quota, by: plan.quotaBy });
-      if (o.quotaCost !== undefined && quota !== undefined && id !== undefined) {
+      if (o.quotaCost !== undefined && quota !== undefined && id !== undefined && appliesHere(quota.config)) {
         const holder = quotaHolder(quota.by, id.credentialId, id.tenant, ctx.keyRecord);
-        const { spec, resetAt } = quotaLimit(quota.config, holder.subject, holder.by, o.quotaCost, now);
-        applied.push({ spec, kind: 'quota', name: 'quota', limit: spec.limit, windowSec: 0, resetAt });
+        const meter = meterIndex(quota.config.meter);
+        const cost = meter === undefined ? o.quotaCost : 0;
+        const { spec, resetAt } = quotaLimit(quota.config, holder.subject, holder.by, cost, now);
+        applied.push({
+          spec,
+          kind: 'quota',
+          name: 'quota',
+          limit: spec.limit,
+          windowSec: 0,
+          resetAt,
+          shadow: false,
+          meter,
+          settleSpec:
+            meter === undefined
+              ? undefined
+              : (value, at) => quotaLimit(quota.config, holder.subject, holder.by, value, at).spec,
+        });
       }
       if (id?.remaining !== undefined)
         applied.push({
@@ -204,6 +308,9 @@ export function createRateLimitStage(o: RateLimitStageOptions): Stage {
           limit: id.remaining,
           windowSec: 0,
           resetAt: null,
+          shadow: false,
+          meter: undefined,
+          settleSpec: undefined,
         });
       if (applied.length === 0) return;
       // The policy header depends on the route and the plan only (a key's own limits are rare).
@@ -215,7 +322,15 @@ export function createRateLimitStage(o: RateLimitStageOptions): Stage {
   };
 }
 
-/** The counter of one rate-limit policy for one subject, in the window `now` falls in. */
+/** Sub-windows (buckets) per sliding window: a request stops counting 1–1.1 windows after it. */
+export const SLIDING_BUCKETS = 10;
+
+/**
+ * The counter of one rate-limit policy for one subject at `now`: the fixed window `now` falls in,
+ * or a sliding window's buckets (tenths of the window) with the current one's index.
+ * `resetAt`: when the fixed window ends; for a sliding window, when everything counted now has
+ * left it (between one window and a tenth more from now) — a client waiting that long gets room.
+ */
 export function rateCounter(
   scope: string,
   rl: RateLimitConfig,
@@ -223,18 +338,39 @@ export function rateCounter(
   now: number,
 ): { spec: CounterSpec; resetAt: number } {
   const windowMs = rl.windowSec * 1000;
+  const tag = hashTag(`${rl.by}:${subject}`);
+  const cost = rl.meter === undefined ? rl.cost : 0;
+  const soft = rl.mode === 'shadow' ? true : undefined;
+  if (rl.algorithm === 'sliding-window') {
+    const bucketMs = windowMs / SLIDING_BUCKETS; // whole ms: windowSec × 100
+    const bucket = Math.floor(now / bucketMs);
+    return {
+      spec: {
+        kind: 'rate',
+        key: `rl:{${tag}}:${scope}:${rl.name}:${rl.windowSec}:s`,
+        tag,
+        limit: rl.limit,
+        cost,
+        ttlMs: windowMs + bucketMs + 1000,
+        spanSec: rl.windowSec + Math.ceil(rl.windowSec / SLIDING_BUCKETS) + 1,
+        slide: { bucket, buckets: SLIDING_BUCKETS },
+        soft,
+      },
+      resetAt: (bucket + SLIDING_BUCKETS + 1) * bucketMs,
+    };
+  }
   const index = Math.floor(now / windowMs);
   const resetAt = (index + 1) * windowMs;
-  const tag = hashTag(`${rl.by}:${subject}`);
   return {
     spec: {
       kind: 'rate',
       key: `rl:{${tag}}:${scope}:${rl.name}:${rl.windowSec}:${index}`,
       tag,
       limit: rl.limit,
-      cost: rl.cost,
+      cost,
       ttlMs: resetAt - now + 1000,
       spanSec: rl.windowSec + 1,
+      soft,
     },
     resetAt,
   };

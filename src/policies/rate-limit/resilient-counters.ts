@@ -20,6 +20,7 @@ export class ResilientCounters implements CounterStore {
   constructor(redis: RedisHandle, failOpen: boolean) {
     this.#redis = redis;
     this.#primary = new RedisCounters(redis);
+    this.#primary.onSettleError = () => this.#redis.recordError();
     this.#failOpen = failOpen;
   }
 
@@ -76,6 +77,21 @@ export class ResilientCounters implements CounterStore {
   peek(specs: readonly CounterSpec[]): number[] | Promise<number[]> {
     if (!this.#redis.available) return this.#memory.peek(specs);
     return this.#primary.peek(specs);
+  }
+
+  settle(specs: readonly CounterSpec[]): void {
+    if (this.#redis.available) {
+      this.#primary.settle(specs);
+      return;
+    }
+    // Redis is away: rate limits run on memory, so their meters settle there; a metered quota's
+    // value is lost (quota was not enforced meanwhile, or the request was refused with 503).
+    const rate = specs.filter((s) => s.kind === 'rate');
+    if (rate.length > 0) this.#memory.settle(rate);
+  }
+
+  flush(): Promise<void> {
+    return this.#primary.flush();
   }
 
   reset(key: string): Promise<void> {
