@@ -15,6 +15,7 @@ import type { AuditStore } from '../observability/audit.js';
 import type { KeyManagement } from '../key-management/management.js';
 import { mountAuditRoutes } from './requests-routes.js';
 import { mountKeyRoutes } from './keys-routes.js';
+import { mountTenantRoutes } from './tenants-routes.js';
 import { mountStatsRoute } from './stats.js';
 
 export interface AdminAppOptions extends AdminAuthOptions {
@@ -96,6 +97,7 @@ export function createAdminApp(options: AdminAppOptions): Express {
   guarded.use(adminAuth(options));
   mountAuditRoutes(guarded, options.audit);
   mountKeyRoutes(guarded, { management: options.management, plans: options.plans });
+  mountTenantRoutes(guarded, { management: options.management, plans: options.plans });
   mountStatsRoute(guarded, {
     metricsText: options.metricsText,
     typeBase: options.typeBase,

@@ -32,7 +32,7 @@ function checkPlan(plan: string | null | undefined, plans: Readonly<Record<strin
 export function mountKeyRoutes(router: Router, deps: KeyRoutesDeps): void {
   router.post('/keys/verify', json, async (req, res) => {
     const body = parseOrThrow(verifyKeyBody, req.body, 'The request body is invalid.');
-    res.json(await deps.management().verify(body.key, body.scopes));
+    res.json(await deps.management().verify(body.key, body));
   });
 
   router.post('/keys', json, async (req, res) => {

@@ -10,9 +10,11 @@ import {
   listKeysQuery,
   patchKeyBody,
   problemDocument,
+  putTenantBody,
   rotateKeyBody,
   rotatedKey,
   selfServiceCreateBody,
+  tenantView,
   verifyKeyBody,
   verifyResult,
 } from './schemas.js';
@@ -76,7 +78,7 @@ export function openApiDocument(options: { version: string; selfServicePath: str
     '/keys/verify': {
       post: {
         ...admin,
-        summary: 'Check a key the way the gateway would, without charging anything',
+        summary: 'Check a key the way the gateway would (with `charge: true`, counted like a request)',
         requestBody: { required: true, content: jsonContent('VerifyKey') },
         responses: {
           '200': { description: 'The verdict', content: jsonContent('VerifyResult') },
@@ -118,6 +120,27 @@ export function openApiDocument(options: { version: string; selfServicePath: str
         responses: {
           '201': { description: 'The new key', content: jsonContent('RotatedKey') },
           ...problems(400, 401, 403, 404, 409),
+        },
+      },
+    },
+    '/tenants/{id}': {
+      parameters: [{ ...idParam, description: 'A tenant id, as keys carry it in `tenantId`.' }],
+      get: {
+        ...admin,
+        summary: "A tenant's plan (an id no key names and no plan was set for: 404)",
+        responses: {
+          '200': { description: 'The tenant', content: jsonContent('Tenant') },
+          ...problems(400, 401, 403, 404),
+        },
+      },
+      put: {
+        ...admin,
+        summary:
+          "Set a tenant's plan: every key of the tenant without a plan of its own follows it at once, on every instance",
+        requestBody: { required: true, content: jsonContent('PutTenant') },
+        responses: {
+          '200': { description: 'The tenant', content: jsonContent('Tenant') },
+          ...problems(400, 401, 403),
         },
       },
     },
@@ -247,6 +270,8 @@ export function openApiDocument(options: { version: string; selfServicePath: str
         RotateKey: schemaOf(rotateKeyBody, 'input'),
         VerifyKey: schemaOf(verifyKeyBody, 'input'),
         SelfServiceCreateKey: schemaOf(selfServiceCreateBody, 'input'),
+        PutTenant: schemaOf(putTenantBody, 'input'),
+        Tenant: schemaOf(tenantView, 'output'),
         Key: schemaOf(keyView, 'output'),
         CreatedKey: schemaOf(createdKey, 'output'),
         RotatedKey: schemaOf(rotatedKey, 'output'),

@@ -10,6 +10,10 @@ import { decodeCursor } from '../keys/record.js';
 const name = z.string().min(1, 'must not be empty').max(200, 'must be at most 200 characters');
 const scopes = z.array(z.string().min(1).max(200)).max(100, 'must list at most 100 scopes');
 const id = z.string().min(1).max(200);
+const environment = z
+  .enum(['live', 'test'])
+  .describe('`test` keys read `<prefix>_test_…`, for an application’s test mode; default `live`.');
+
 const isoDate = z.iso.datetime({ offset: true, error: 'must be an ISO 8601 date-time' });
 const ownerIssuer = z
   .string()
@@ -82,7 +86,12 @@ export const createKeyBody = z.strictObject({
     .describe('Uses allowed; omitted for unlimited.'),
   meta: meta.optional(),
   hmac: z.boolean().optional().describe('Also create a signing secret for HMAC request signing.'),
-  rateLimits: rateLimitListSchema.optional().describe("The key's own rate limits, on top of its plan's."),
+  environment: environment.optional(),
+  rateLimits: rateLimitListSchema
+    .optional()
+    .describe(
+      "The key's own rate limits: one named like a limit of its plan replaces it (raises or lowers it); other names add limits.",
+    ),
 });
 
 export const patchKeyBody = z.strictObject({
@@ -114,7 +123,63 @@ export const rotateKeyBody = z.strictObject({
 export const verifyKeyBody = z.strictObject({
   key: z.string().min(1).max(300),
   scopes: scopes.optional().describe('Scopes the caller needs; missing ones give INSUFFICIENT_PERMISSIONS.'),
+  ratelimits: z
+    .array(
+      z.strictObject({
+        name: z
+          .string()
+          .min(1)
+          .max(64)
+          .describe(
+            "A rate limit of the key's (its plan's, or its own, which replaces the plan's of that name).",
+          ),
+        cost: z
+          .int()
+          .min(0, 'must be a non-negative integer')
+          .max(1_000_000_000, 'must be at most 1000000000')
+          .optional()
+          .describe("Units to check (and with `charge`, to count); default the limit's own cost."),
+      }),
+    )
+    .max(20, 'must list at most 20 rate limits')
+    .superRefine((list, ctx) => {
+      const seen = new Set<string>();
+      list.forEach((rl, i) => {
+        if (seen.has(rl.name))
+          ctx.addIssue({ code: 'custom', path: [i, 'name'], message: `duplicate name "${rl.name}"` });
+        seen.add(rl.name);
+      });
+    })
+    .optional()
+    .describe(
+      'Check these limits (by name) instead of every per-key limit; the answer lists each with its state.',
+    ),
+  charge: z
+    .boolean()
+    .default(false)
+    .describe(
+      "Count this verification against the key's rate limits, quota and `remaining`, as a proxied request would (all or nothing).",
+    ),
 });
+
+/** A tenant id in a path: validated like the `tenantId` of a key. */
+export const tenantIdParam = id;
+
+export const putTenantBody = z.strictObject({
+  plan: z
+    .string()
+    .min(1)
+    .nullable()
+    .describe("A plan of the config, or null: the tenant's keys without a plan of their own then have none."),
+});
+
+export const tenantView = z
+  .object({
+    id: z.string(),
+    plan: z.string().nullable().describe('The plan of every key of this tenant that has none of its own.'),
+    updatedAt: z.string().nullable().describe('When the plan was last set; null: never.'),
+  })
+  .strict();
 
 export const listKeysQuery = z.strictObject({
   ownerId: id.optional(),
@@ -135,6 +200,7 @@ export const listKeysQuery = z.strictObject({
 
 export const selfServiceCreateBody = z.strictObject({
   name,
+  environment: environment.optional(),
   scopes: scopes.optional(),
   expiresAt: isoDate.optional(),
   meta: meta.optional(),
@@ -169,6 +235,7 @@ export const keyView = z
     createdAt: z.string(),
     lastUsedAt: z.string().nullable(),
     hmac: z.boolean().describe('Whether the key has a signing secret.'),
+    environment: z.enum(['live', 'test']),
     rotatedFrom: z.string().nullable(),
   })
   .strict();
@@ -214,6 +281,22 @@ export const verifyResult = z
     expiresAt: z.string().nullable(),
     remaining: z.int().nullable(),
     meta: z.record(z.string(), z.unknown()),
+    name: z.string().nullable().describe("The key's name (Unkey's verify shape)."),
+    enabled: z.boolean().nullable(),
+    environment: z.enum(['live', 'test']).nullable(),
+    ratelimits: z
+      .array(
+        z
+          .object({
+            name: z.string(),
+            limit: z.int(),
+            remaining: z.int().describe('Units left in the current window, after this verification.'),
+            reset: z.int().describe('Epoch milliseconds when the window resets.'),
+          })
+          .strict(),
+      )
+      .optional()
+      .describe('With `ratelimits` in the request: each named limit, in the order asked.'),
   })
   .strict();
 

@@ -197,6 +197,28 @@ export const configSchema = z
         path: mountPath().describe('Where signed-in (JWT) users manage their own keys.'),
         maxKeysPerUser: positiveInt().default(20).describe('Active keys one user may hold.'),
         plan: z.string().optional().describe('Plan of self-service keys.'),
+        planFrom: z
+          .enum(['config', 'tenant'])
+          .default('config')
+          .describe(
+            "`tenant`: a key made by a user whose token names a tenant with a plan (`PUT /tenants/{id}`) follows that tenant's plan (it gets none of its own); otherwise, and with `config`, it gets `plan`.",
+          ),
+        requiredScopes: z
+          .array(z.string().min(1))
+          .optional()
+          .describe('Scopes a user’s token must all carry to create keys (else 403 forbidden).'),
+        requiredClaims: z
+          .record(
+            z
+              .string()
+              .min(1)
+              .refine((k) => k !== '__proto__', 'is a reserved name'),
+            z.array(z.string()).min(1, 'must list at least one value'),
+          )
+          .optional()
+          .describe(
+            'As `auth.claims`: `{claim: [values…]}`; a token whose claim (a string or an array of strings) has none of the values cannot create keys (403 forbidden), e.g. `{org_role: [admin]}`.',
+          ),
         scopes: z
           .array(z.string().min(1))
           .optional()

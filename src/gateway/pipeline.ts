@@ -146,6 +146,9 @@ export const PIPELINE: readonly PipelineEntry[] = [
             replay: b.config.auth.hmac.replayProtection ? b.services.replay : undefined,
             toleranceSec: b.config.auth.hmac.toleranceSec,
             clock: b.services.clock,
+            // A signed retry with an Idempotency-Key is settled by the idempotency stage (SPEC §10).
+            idempotentMethods:
+              b.route.idempotency === undefined ? undefined : new Set<string>(b.route.idempotency.methods),
           }),
   },
   {

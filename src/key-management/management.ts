@@ -1,5 +1,6 @@
 import type { Clock } from '../core/clock.js';
-import type { Plan } from '../core/identity.js';
+import type { Plan, RateLimitRule } from '../core/identity.js';
+import { Problem } from '../problems/problem.js';
 import type { CounterSpec, CounterStore } from '../policies/rate-limit/counters.js';
 import { rateCounter } from '../policies/rate-limit/rate-limit.js';
 import { quotaCounter, quotaHolder, remainingSpec } from '../policies/quota/quota.js';
@@ -27,6 +28,12 @@ export interface VerifyResult {
   expiresAt: string | null;
   remaining: number | null;
   meta: Record<string, unknown>;
+  /** Unkey's verify shape (SPEC §10): the key's name, whether it is enabled, its environment. */
+  name: string | null;
+  enabled: boolean | null;
+  environment: 'live' | 'test' | null;
+  /** The limits asked for in `ratelimits`, each after this verification. */
+  ratelimits?: Array<{ name: string; limit: number; remaining: number; reset: number }>;
 }
 
 export type CreatedView = KeyView & { key: string; signingSecret?: string };
@@ -95,44 +102,143 @@ export class KeyManagement {
     return view;
   }
 
-  /** What the gateway would say about `key` now, without charging anything (SPEC §6 codes). */
-  async verify(key: string, scopes: readonly string[] = []): Promise<VerifyResult> {
+  /**
+   * What the gateway would say about `key` now (SPEC §6 codes, §10 additions). Without `charge`
+   * nothing is counted; with it the verification is counted like a proxied request — the same
+   * counters (the rate-limit stage's keys and store), all or nothing: the key's rate limits (those
+   * named in `ratelimits`, else every one a key alone determines), its plan quota (1 unit) and its
+   * `remaining` uses.
+   */
+  async verify(key: string, options: VerifyOptions = {}): Promise<VerifyResult> {
+    const scopes = options.scopes ?? [];
     const record = await this.keys.find(key);
-    if (record === undefined) return result('NOT_FOUND', undefined, null);
-    const remaining = await this.remainingOf(record);
+    if (record === undefined) return result('NOT_FOUND', undefined, null, null);
+    const planName = await this.keys.planOf(record);
     const now = this.#clock.now();
     const plans = this.#plans();
-    const plan = record.plan !== null && Object.hasOwn(plans, record.plan) ? plans[record.plan] : undefined;
+    const plan = planName !== null && Object.hasOwn(plans, planName) ? plans[planName] : undefined;
+    const limits = this.#limitsOf(record, planName, plan, options.ratelimits, now);
+    let remaining = await this.remainingOf(record);
     let code: VerifyCode = 'VALID';
     if (!record.enabled) code = 'DISABLED';
     else if (record.expiresAt !== null && Date.parse(record.expiresAt) <= now) code = 'EXPIRED';
-    else if (record.plan !== null && (plan === undefined || !plan.apiAccess)) code = 'FORBIDDEN';
+    else if (planName !== null && (plan === undefined || !plan.apiAccess)) code = 'FORBIDDEN';
     else if (scopes.some((s) => !record.scopes.includes(s))) code = 'INSUFFICIENT_PERMISSIONS';
     else if (remaining === 0) code = 'USAGE_EXCEEDED';
-    else {
+    let used: number[] = [];
+    if (code === 'VALID') {
       const holder = quotaHolder(plan?.quotaBy, record.id, record.tenantId, record);
       const quota =
         plan?.quota === undefined ? undefined : quotaCounter(plan.quota, holder.subject, holder.by, 1, now);
-      // Only limits counted per key can be judged without a request: per-IP or per-route ones cannot.
-      const limits: CounterSpec[] = [
-        ...(plan?.rateLimits ?? [])
-          .filter((rl) => rl.by === 'key')
-          .map((rl) => rateCounter(`plan:${record.plan}`, rl, record.id, now).spec),
-        ...(record.rateLimits ?? [])
-          .filter((rl) => rl.by === 'key')
-          .map((rl) => rateCounter(`key:${record.id}`, rl, record.id, now).spec),
-      ];
-      const specs = quota === undefined ? limits : [quota, ...limits];
-      const used = specs.length === 0 ? [] : await this.#counters.peek(specs);
-      const full = (i: number) => (used[i] ?? 0) + specs[i]!.cost > specs[i]!.limit;
-      if (quota !== undefined && full(0)) code = 'USAGE_EXCEEDED';
-      else if (specs.some((s, i) => s.kind === 'rate' && full(i))) code = 'RATE_LIMITED';
+      const specs: CounterSpec[] = limits.map((l) => l.spec);
+      if (quota !== undefined) specs.push(quota);
+      if (options.charge === true && record.remaining !== null)
+        specs.push(remainingSpec(usesIdOf(record), record.remaining));
+      if (options.charge === true) {
+        const charged =
+          specs.length === 0 ? { ok: true as const, used: [] } : await this.#counters.consume(specs);
+        used = charged.used;
+        if (!charged.ok) {
+          // The store reports the first counter without room; a rate limit names the code.
+          const failed = specs[charged.failed]!;
+          code = failed.kind === 'rate' ? 'RATE_LIMITED' : 'USAGE_EXCEEDED';
+        } else {
+          this.keys.store.touch(record.id, now);
+          if (record.remaining !== null) remaining = Math.max(0, record.remaining - used.at(-1)!);
+        }
+      } else {
+        used = specs.length === 0 ? [] : await this.#counters.peek(specs);
+        const full = (i: number) => (used[i] ?? 0) + specs[i]!.cost > specs[i]!.limit;
+        if (quota !== undefined && full(limits.length)) code = 'USAGE_EXCEEDED';
+        else if (limits.some((_l, i) => full(i))) code = 'RATE_LIMITED';
+      }
     }
-    return result(code, record, remaining);
+    const out = result(code, record, remaining, planName);
+    if (options.ratelimits !== undefined)
+      out.ratelimits = limits.map((l, i) => ({
+        name: l.name,
+        limit: l.spec.limit,
+        remaining: Math.max(0, l.spec.limit - (used[i] ?? 0)),
+        reset: l.resetAt,
+      }));
+    return out;
+  }
+
+  /**
+   * The key's rate limits as the rate-limit stage applies them (its plan's, each replaced by the
+   * key's own limit of the same name, and the key's own), as counters: those named in `requested`
+   * (with their cost), else every one that a key alone determines (by key, subject or tenant).
+   */
+  #limitsOf(
+    record: KeyRecord,
+    planName: string | null,
+    plan: Plan | undefined,
+    requested: VerifyOptions['ratelimits'],
+    now: number,
+  ): Array<{ name: string; spec: CounterSpec; resetAt: number }> {
+    const own = record.rateLimits ?? [];
+    const effective: Array<{ scope: string; rl: RateLimitRule }> = [
+      ...(plan?.rateLimits ?? [])
+        .filter((rl) => !own.some((k) => k.name === rl.name))
+        .map((rl) => ({ scope: `plan:${planName}`, rl })),
+      ...own.map((rl) => ({ scope: `key:${record.id}`, rl })),
+    ];
+    const subjectOf = (rl: RateLimitRule): string | undefined => {
+      const subject = record.ownerId ?? record.id;
+      if (rl.by === 'key') return record.id;
+      if (rl.by === 'subject') return subject;
+      if (rl.by === 'tenant') return record.tenantId ?? subject;
+      return undefined; // by ip, route or global: a verification has no request to read it from
+    };
+    const counter = (e: { scope: string; rl: RateLimitRule }, cost: number) => {
+      const { spec, resetAt } = rateCounter(e.scope, e.rl, subjectOf(e.rl)!, now);
+      return { name: e.rl.name, spec: { ...spec, cost }, resetAt };
+    };
+    if (requested === undefined)
+      return effective.filter((e) => subjectOf(e.rl) !== undefined).map((e) => counter(e, e.rl.cost));
+    const errors: Array<{ pointer: string; message: string }> = [];
+    const out = requested.flatMap((want, i) => {
+      const e = effective.find((x) => x.rl.name === want.name);
+      if (e === undefined) {
+        errors.push({
+          pointer: `/ratelimits/${i}/name`,
+          message: 'is not a rate limit of this key or its plan',
+        });
+        return [];
+      }
+      if (subjectOf(e.rl) === undefined) {
+        errors.push({
+          pointer: `/ratelimits/${i}/name`,
+          message: `counts by ${e.rl.by}, which a verification has no request to read from`,
+        });
+        return [];
+      }
+      return [counter(e, want.cost ?? e.rl.cost)];
+    });
+    if (errors.length > 0)
+      throw new Problem('validation-failed', {
+        detail: 'The request body is invalid.',
+        extensions: { errors },
+      });
+    return out;
   }
 }
 
-function result(code: VerifyCode, r: KeyRecord | undefined, remaining: number | null): VerifyResult {
+export interface VerifyOptions {
+  /** Scopes the caller needs. */
+  scopes?: readonly string[] | undefined;
+  /** Limits to check by name, with a cost each (default the limit's). */
+  ratelimits?: ReadonlyArray<{ name: string; cost?: number | undefined }> | undefined;
+  /** Count the verification as a request would. */
+  charge?: boolean | undefined;
+}
+
+function result(
+  code: VerifyCode,
+  r: KeyRecord | undefined,
+  remaining: number | null,
+  plan: string | null,
+): VerifyResult {
   return {
     valid: code === 'VALID',
     code,
@@ -140,9 +246,12 @@ function result(code: VerifyCode, r: KeyRecord | undefined, remaining: number | 
     ownerId: r?.ownerId ?? null,
     tenantId: r?.tenantId ?? null,
     scopes: r?.scopes ?? [],
-    plan: r?.plan ?? null,
+    plan,
     expiresAt: r?.expiresAt ?? null,
     remaining,
     meta: r?.meta ?? {},
+    name: r?.name ?? null,
+    enabled: r?.enabled ?? null,
+    environment: r?.environment ?? null,
   };
 }

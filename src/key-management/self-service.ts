@@ -1,7 +1,7 @@
 import { Problem } from '../problems/problem.js';
 import { parseOrThrow } from '../problems/validation.js';
 import type { Config } from '../config/schema.js';
-import type { RequestContext } from '../core/context.js';
+import type { Identity, RequestContext } from '../core/context.js';
 import type { Stage } from '../core/stage.js';
 import { afterSegmentPrefix, prefixSegments } from '../core/path.js';
 import type { KeyManagement } from './management.js';
@@ -60,6 +60,37 @@ interface Owner {
 export function createSelfServiceStage(o: SelfServiceOptions): Stage {
   const base = prefixSegments(o.config.path);
   const allowedScopes = o.config.scopes === undefined ? undefined : new Set(o.config.scopes);
+  const requiredScopes = o.config.requiredScopes ?? [];
+  const requiredClaims = Object.entries(o.config.requiredClaims ?? {}).map(
+    ([claim, values]) => [claim, new Set(values)] as const,
+  );
+
+  /** `selfService.requiredScopes` and `requiredClaims` (SPEC §10): who may create keys at all. */
+  const mayCreate = (identity: Identity): void => {
+    const missing = requiredScopes.filter((s) => !identity.scopes.includes(s));
+    if (missing.length > 0)
+      throw new Problem('forbidden', {
+        detail: `Creating keys needs the scope${missing.length === 1 ? '' : 's'} ${missing.join(' ')}.`,
+      });
+    for (const [claim, allowed] of requiredClaims) {
+      const value = identity.claims?.[claim];
+      const values = typeof value === 'string' ? [value] : Array.isArray(value) ? value : [];
+      if (!values.some((v) => typeof v === 'string' && allowed.has(v)))
+        throw new Problem('forbidden', {
+          detail: `Creating keys needs the token's ${claim} claim to be one of: ${[...allowed].join(', ')}.`,
+          extensions: { required_claim: claim },
+        });
+    }
+  };
+
+  /** The plan of a new key: none of its own when it follows its tenant's (`planFrom: tenant`). */
+  const planFor = async (tenant: string | undefined): Promise<string | null> => {
+    if (o.config.planFrom === 'tenant' && tenant !== undefined) {
+      const tenantPlan = await o.management.keys.planOf({ plan: null, tenantId: tenant });
+      if (tenantPlan !== null) return null;
+    }
+    return o.config.plan ?? null;
+  };
   const legacyIssuer = o.issuers.length === 1 ? o.issuers[0] : undefined;
   const ownerOf = (subject: string, issuer: string): Owner => ({
     subject,
@@ -85,12 +116,10 @@ export function createSelfServiceStage(o: SelfServiceOptions): Stage {
     ctx.handled = true;
   };
 
-  const create = async (
-    ctx: RequestContext,
-    owner: Owner,
-    tenant: string | undefined,
-    tokenScopes: readonly string[],
-  ) => {
+  const create = async (ctx: RequestContext, owner: Owner, identity: Identity) => {
+    mayCreate(identity);
+    const tenant = identity.tenant;
+    const tokenScopes = identity.scopes;
     let raw: unknown;
     try {
       raw = JSON.parse((ctx.rawBody ?? Buffer.alloc(0)).toString('utf8'));
@@ -118,6 +147,7 @@ export function createSelfServiceStage(o: SelfServiceOptions): Stage {
       });
     // Count and create under the owner's lock: concurrent creates cannot pass the cap together.
     const store = o.management.keys.store;
+    const plan = await planFor(tenant);
     const created = await store.withOwnerLock(owner.subject, async () => {
       const active = await store.countActive(owner.subject, o.clock.now(), owner.issuers);
       if (active >= o.config.maxKeysPerUser)
@@ -132,7 +162,8 @@ export function createSelfServiceStage(o: SelfServiceOptions): Stage {
         ownerId: owner.subject,
         ownerIssuer: owner.issuer,
         tenantId: tenant ?? null,
-        plan: o.config.plan ?? null,
+        plan,
+        environment: body.environment,
         selfService: true,
       });
     });
@@ -178,7 +209,7 @@ export function createSelfServiceStage(o: SelfServiceOptions): Stage {
       const rest = (afterSegmentPrefix(ctx.path, base) ?? '').replace(/\/$/, '');
       const method = ctx.req.method;
       if (rest === '') {
-        if (method === 'POST') return create(ctx, owner, identity.tenant, identity.scopes);
+        if (method === 'POST') return create(ctx, owner, identity);
         if (method === 'GET' || method === 'HEAD') return list(ctx, owner);
         throw new Problem('method-not-allowed', {
           detail: `${method} is not allowed here.`,

@@ -1,4 +1,4 @@
-import type { KeyListQuery, KeyPage, KeyRecord, KeyStore } from './record.js';
+import type { KeyListQuery, KeyPage, KeyRecord, KeyStore, TenantRecord } from './record.js';
 import { KeyedMutex, afterCursor, compareKeys, decodeCursor, encodeCursor, ownedAs } from './record.js';
 
 /** Key records in this process (the default, for a single instance). */
@@ -9,6 +9,7 @@ export class MemoryKeyStore implements KeyStore {
   /** Last use per key id, epoch ms: a number per request, turned into ISO text only when read. */
   readonly #lastUsed = new Map<string, number>();
   readonly #owners = new KeyedMutex();
+  readonly #tenants = new Map<string, TenantRecord>();
 
   insert(record: KeyRecord): Promise<void> {
     const copy = structuredClone(record);
@@ -71,6 +72,20 @@ export class MemoryKeyStore implements KeyStore {
 
   withOwnerLock<T>(ownerId: string, fn: () => Promise<T>): Promise<T> {
     return this.#owners.run(ownerId, fn);
+  }
+
+  getTenant(id: string): Promise<TenantRecord | undefined> {
+    const t = this.#tenants.get(id);
+    return Promise.resolve(t === undefined ? undefined : { ...t });
+  }
+
+  putTenant(record: TenantRecord): Promise<void> {
+    this.#tenants.set(record.id, { ...record });
+    return Promise.resolve();
+  }
+
+  tenantPlan(id: string): string | null {
+    return this.#tenants.get(id)?.plan ?? null;
   }
 
   #view(r: KeyRecord): KeyRecord {

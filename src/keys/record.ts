@@ -58,6 +58,7 @@ export type KeyView = Omit<
 > & {
   maskedKey: string;
   hmac: boolean;
+  environment: KeyEnvironment;
 };
 
 export function keyView(r: KeyRecord, remaining: number | null = r.remaining): KeyView {
@@ -78,8 +79,21 @@ export function keyView(r: KeyRecord, remaining: number | null = r.remaining): K
     createdAt: r.createdAt,
     lastUsedAt: r.lastUsedAt,
     hmac: r.signingSecret !== null,
+    environment: r.environment,
     rotatedFrom: r.rotatedFrom,
   };
+}
+
+/**
+ * A tenant's settings (SPEC §10): its plan, which every key of the tenant without a plan of its
+ * own follows. A tenant exists as far as the store knows once a plan was set for it.
+ */
+export interface TenantRecord {
+  id: string;
+  /** The plan of the tenant's keys that have none of their own; null: none. */
+  plan: string | null;
+  /** ISO 8601: when the plan was last set. */
+  updatedAt: string;
 }
 
 export interface KeyListQuery {
@@ -156,6 +170,15 @@ export interface KeyStore {
    * store, on every instance — so a check-then-create (the self-service cap) cannot be raced.
    */
   withOwnerLock<T>(ownerId: string, fn: () => Promise<T>): Promise<T>;
+  /** The tenant's settings, or undefined when none were ever set. */
+  getTenant(id: string): Promise<TenantRecord | undefined>;
+  /** Stores a tenant's settings; every instance sees them at once (the Redis store publishes it). */
+  putTenant(record: TenantRecord): Promise<void>;
+  /**
+   * The hot path: the plan of a tenant (null: none set), for a key without a plan of its own. May
+   * answer synchronously (memory, or cached as key records are), so a request allocates no promise.
+   */
+  tenantPlan(id: string): string | null | Promise<string | null>;
   close(): Promise<void>;
 }
 

@@ -2,7 +2,7 @@ import type { Clock } from '../core/clock.js';
 import type { RedisHandle } from '../shared/redis.js';
 import type { Logger } from 'pino';
 import { Problem } from '../problems/problem.js';
-import type { KeyListQuery, KeyPage, KeyRecord, KeyStore } from './record.js';
+import type { KeyListQuery, KeyPage, KeyRecord, KeyStore, TenantRecord } from './record.js';
 import { KeyedMutex, afterCursor, compareKeys, decodeCursor, encodeCursor, ownedAs } from './record.js';
 import { randomBytes } from 'node:crypto';
 
@@ -21,18 +21,29 @@ interface Cached {
   at: number;
 }
 
+interface CachedTenant {
+  plan: string | null;
+  at: number;
+}
+
+/** Invalidation messages are key hashes (hex), or this prefix and a tenant id (a tenant's plan changed). */
+const TENANT_MESSAGE = 'tenant:';
+
 /**
  * Key records in Redis, shared by every gateway instance.
  *
  * Layout (all under one `{keys}` hash tag, so each MULTI stays in one Cluster slot):
  * `rec:<id>` and `hash:<sha256>` hold the record's JSON (auth reads by hash in one GET, the admin
  * API by id), `all`, `owner:<id>` and `tenant:<id>` are sorted sets by creation time for listing,
- * `used` is a hash of last-use times written in batches.
+ * `used` is a hash of last-use times written in batches, `tenantrec:<id>` a tenant's settings (its
+ * plan) as JSON.
  *
  * Lookups by hash are cached in process for `auth.apiKeys.cacheTtlMs` (a repeated key costs no
  * Redis round trip); every change publishes the hash on `keys:invalidate`, and every instance
  * drops it from its cache at once — a revocation is honoured everywhere without waiting for a TTL.
  * While Redis is down, cached records keep serving for a bounded grace; uncached keys get 503.
+ * Tenant plans are cached the same way and invalidated with a `tenant:<id>` message: a tenant's new
+ * plan reaches its keys on every instance at once.
  */
 export class RedisKeyStore implements KeyStore {
   readonly kind = 'redis';
@@ -42,6 +53,10 @@ export class RedisKeyStore implements KeyStore {
   readonly #ttlMs: number;
   readonly #cache = new Map<string, Cached>();
   readonly #pending = new Map<string, Promise<KeyRecord | undefined>>();
+  readonly #tenantCache = new Map<string, CachedTenant>();
+  readonly #tenantPending = new Map<string, Promise<string | null>>();
+  /** Bumped by every tenant invalidation: a load that raced one does not cache what it read. */
+  #tenantGeneration = 0;
   readonly #touched = new Map<string, number>();
   readonly #channel: string;
   readonly #timer: NodeJS.Timeout;
@@ -54,11 +69,19 @@ export class RedisKeyStore implements KeyStore {
     this.#ttlMs = options.cacheTtlMs;
     this.#channel = options.redis.key('keys', 'invalidate');
     const sub = options.redis.subscriber();
-    sub.on('message', (channel: string, hash: string) => {
-      if (channel === this.#channel) this.#cache.delete(hash);
+    sub.on('message', (channel: string, message: string) => {
+      if (channel !== this.#channel) return;
+      if (message.startsWith(TENANT_MESSAGE)) {
+        this.#tenantGeneration++;
+        this.#tenantCache.delete(message.slice(TENANT_MESSAGE.length));
+      } else this.#cache.delete(message);
     });
-    // Reconnecting resubscribes (ioredis); drop the cache then, since invalidations may have been missed.
-    sub.on('ready', () => this.#cache.clear());
+    // Reconnecting resubscribes (ioredis); drop the caches then, since invalidations may have been missed.
+    sub.on('ready', () => {
+      this.#cache.clear();
+      this.#tenantGeneration++;
+      this.#tenantCache.clear();
+    });
     void sub
       .subscribe(this.#channel)
       .catch((err: unknown) => this.#logger.warn({ err }, 'key invalidation subscribe failed'));
@@ -254,6 +277,65 @@ export class RedisKeyStore implements KeyStore {
           .catch((err: unknown) => this.#logger.warn({ err }, 'owner lock release failed; it expires'));
       }
     });
+  }
+
+  getTenant(id: string): Promise<TenantRecord | undefined> {
+    return this.#redis.run(async () => {
+      const json = await this.#redis.client.get(this.#k('tenantrec', id));
+      return json === null ? undefined : (JSON.parse(json) as TenantRecord);
+    });
+  }
+
+  putTenant(record: TenantRecord): Promise<void> {
+    return this.#redis.run(async () => {
+      const m = this.#redis.client.multi();
+      m.set(this.#k('tenantrec', record.id), JSON.stringify(record));
+      m.publish(this.#channel, TENANT_MESSAGE + record.id);
+      await exec(m);
+      this.#tenantGeneration++;
+      this.#tenantCache.delete(record.id);
+    });
+  }
+
+  tenantPlan(id: string): string | null | Promise<string | null> {
+    const now = this.#clock.now();
+    const cached = this.#tenantCache.get(id);
+    if (cached !== undefined && now - cached.at < this.#ttlMs) return cached.plan;
+    if (!this.#redis.available) {
+      if (this.#redis.state === 'connecting') return this.#redis.whenReady().then(() => this.tenantPlan(id));
+      if (cached !== undefined && now - cached.at < this.#ttlMs + STALE_GRACE_MS) return cached.plan;
+      throw new Problem('service-unavailable', {
+        detail: 'The key store is unavailable.',
+        headers: { 'retry-after': '1' },
+      });
+    }
+    let pending = this.#tenantPending.get(id);
+    if (pending === undefined) {
+      pending = this.#loadTenant(id, now, cached).finally(() => this.#tenantPending.delete(id));
+      this.#tenantPending.set(id, pending);
+    }
+    return pending;
+  }
+
+  async #loadTenant(id: string, now: number, stale: CachedTenant | undefined): Promise<string | null> {
+    const generation = this.#tenantGeneration;
+    let json: string | null;
+    try {
+      json = await this.#redis.client.get(this.#k('tenantrec', id));
+    } catch (err) {
+      this.#redis.recordError();
+      if (stale !== undefined && now - stale.at < this.#ttlMs + STALE_GRACE_MS) return stale.plan;
+      throw new Problem('service-unavailable', {
+        detail: 'The key store is unavailable.',
+        headers: { 'retry-after': '1' },
+        cause: err,
+      });
+    }
+    const plan = json === null ? null : (JSON.parse(json) as TenantRecord).plan;
+    if (generation !== this.#tenantGeneration) return plan;
+    if (this.#tenantCache.size >= CACHE_MAX) this.#tenantCache.delete(this.#tenantCache.keys().next().value!);
+    this.#tenantCache.set(id, { plan, at: now });
+    return plan;
   }
 
   async #flushTouches(): Promise<void> {

@@ -3,7 +3,14 @@ import type { RateLimitRule } from '../core/identity.js';
 import { Problem } from '../problems/problem.js';
 import { generateKey, newKeyId, parseKey, randomBase62, type KeyEnvironment } from './format.js';
 import { hashKey, sameHash } from './hash.js';
-import { usesIdOf, type KeyListQuery, type KeyPage, type KeyRecord, type KeyStore } from './record.js';
+import {
+  usesIdOf,
+  type KeyListQuery,
+  type KeyPage,
+  type KeyRecord,
+  type KeyStore,
+  type TenantRecord,
+} from './record.js';
 import type { SecretBox } from './secret-box.js';
 
 export interface CreateKeyInput {
@@ -199,6 +206,30 @@ export class KeyService {
     if (found instanceof Promise)
       return found.then((r) => (r !== undefined && sameHash(r.hash, hash) ? r : undefined));
     return found !== undefined && sameHash(found.hash, hash) ? found : undefined;
+  }
+
+  /** A tenant's settings, or undefined when no plan was ever set for it. */
+  getTenant(id: string): Promise<TenantRecord | undefined> {
+    return this.store.getTenant(id);
+  }
+
+  /**
+   * Sets the plan of a tenant (null: none): every key of the tenant without a plan of its own
+   * follows it at once, on every instance (SPEC §10). The caller checks the plan exists.
+   */
+  async setTenantPlan(id: string, plan: string | null): Promise<TenantRecord> {
+    const record: TenantRecord = { id, plan, updatedAt: new Date(this.#clock.now()).toISOString() };
+    await this.store.putTenant(record);
+    return record;
+  }
+
+  /**
+   * The plan a key is on: its own, else its tenant's (null: none). Synchronous when the tenant's
+   * plan is cached or not needed.
+   */
+  planOf(record: Pick<KeyRecord, 'plan' | 'tenantId'>): string | null | Promise<string | null> {
+    if (record.plan !== null || record.tenantId === null) return record.plan;
+    return this.store.tenantPlan(record.tenantId);
   }
 
   /** The plaintext signing secret of a key, or undefined when it has none (or it cannot be opened). */

@@ -49,7 +49,7 @@ export function createAuthenticateStage(
     .filter(Boolean)
     .join(' or ');
 
-  const fromKey = (ctx: RequestContext, record: KeyRecord | undefined): void => {
+  const fromKey = (ctx: RequestContext, record: KeyRecord | undefined): void | Promise<void> => {
     if (record === undefined || !record.enabled) throw INVALID_KEY();
     const now = deps.clock.now();
     if (record.expiresAt !== null && Date.parse(record.expiresAt) <= now)
@@ -57,9 +57,16 @@ export function createAuthenticateStage(
         detail: 'The API key has expired.',
         headers: challenge('invalid_token', 'The API key has expired.'),
       });
-    if (record.plan !== null) {
+    // SPEC §10: a key without a plan of its own is on its tenant's (cached like the key itself).
+    const plan = deps.keys.planOf(record);
+    if (plan instanceof Promise) return plan.then((p) => onPlan(ctx, record, p, now));
+    onPlan(ctx, record, plan, now);
+  };
+
+  const onPlan = (ctx: RequestContext, record: KeyRecord, planName: string | null, now: number): void => {
+    if (planName !== null) {
       // A stored name is looked up as an own property: `constructor` must not find Object's.
-      const plan = Object.hasOwn(deps.plans, record.plan) ? deps.plans[record.plan] : undefined;
+      const plan = Object.hasOwn(deps.plans, planName) ? deps.plans[planName] : undefined;
       if (plan === undefined || !plan.apiAccess)
         throw new Problem('forbidden', { detail: 'The plan of this key does not include API access.' });
     }
@@ -72,7 +79,7 @@ export function createAuthenticateStage(
       issuer: record.ownerIssuer ?? undefined,
       tenant: record.tenantId ?? undefined,
       scopes: record.scopes,
-      plan: record.plan ?? undefined,
+      plan: planName ?? undefined,
       rateLimits: record.rateLimits ?? undefined,
       remaining: record.remaining ?? undefined,
       usesId: record.remaining === null ? undefined : usesIdOf(record),
@@ -140,8 +147,7 @@ export function createAuthenticateStage(
           });
         const found = deps.keys.find(key);
         if (found instanceof Promise) return found.then((record) => fromKey(ctx, record));
-        fromKey(ctx, found);
-        return;
+        return fromKey(ctx, found);
       }
       if (presented.bearer !== undefined) {
         if (!auth.methods.includes('jwt'))

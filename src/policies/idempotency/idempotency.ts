@@ -7,6 +7,7 @@ import type { RequestContext, UpstreamSink } from '../../core/context.js';
 import type { Stage } from '../../core/stage.js';
 import type { IdempotencyConfig } from './schema.js';
 import type { IdempotencyStore, StoredResponse } from './store.js';
+import { REPLAY_PENDING, replayedRequest } from '../signature/signature.js';
 
 /** Headers never stored for replay: per-connection, per-request, or meant for one client once. */
 const NOT_STORED = new Set([
@@ -107,8 +108,16 @@ export function createIdempotencyStage(o: IdempotencyOptions): Stage {
     name: 'idempotency',
     run(ctx: RequestContext) {
       const req = ctx.req;
-      if (!methods.has(req.method ?? '')) return;
+      // A repeated signature the signature stage left to this one (SPEC §10): only a stored answer
+      // to that same request (or 409 while it runs) may be given; anything else is a replay.
+      const signedRepeat = ctx.signature?.result === REPLAY_PENDING;
+      if (signedRepeat) ctx.signature!.result = 'replayed';
+      if (!methods.has(req.method ?? '')) {
+        if (signedRepeat) throw replayedRequest();
+        return;
+      }
       const key = parseIdempotencyKey(req.rawHeaders, req.headers[HEADER]);
+      if (key === undefined && signedRepeat) throw replayedRequest();
       if (key === undefined) {
         if (o.config.required)
           throw new Problem('validation-failed', {
@@ -134,6 +143,11 @@ export function createIdempotencyStage(o: IdempotencyOptions): Stage {
       }
       const decide = (b: Awaited<typeof begun>): void => {
         if (b.state === 'acquired') {
+          if (signedRepeat) {
+            // No answer kept for this key: the repeat must not run. The key is freed again.
+            o.store.release(storeKey, b.owner).catch(() => undefined);
+            throw replayedRequest();
+          }
           acquired(ctx, storeKey, b.owner, fingerprint);
           return;
         }
@@ -148,6 +162,7 @@ export function createIdempotencyStage(o: IdempotencyOptions): Stage {
             extensions: { reason: 'in-flight' },
             headers: { 'retry-after': '1' },
           });
+        if (signedRepeat) ctx.signature!.result = 'replayed-idempotent';
         replay(ctx, b.response);
       };
       if (begun instanceof Promise) return begun.then(decide, storeDown);

@@ -44,6 +44,22 @@ export interface SignatureDeps {
   replay: ReplayStore | undefined;
   toleranceSec: number;
   clock: Clock;
+  /**
+   * The methods the route's idempotency stage covers (SPEC §10): a repeat of a signed request with
+   * an `Idempotency-Key` on one of them is left to that stage, which answers it with the stored
+   * response (or 409) — and refuses it as a replay when there is none.
+   */
+  idempotentMethods?: ReadonlySet<string> | undefined;
+}
+
+/**
+ * `ctx.signature.result` of a repeated signature the idempotency stage must settle: it answers
+ * with the stored response of that request, or refuses with `replayedRequest()`.
+ */
+export const REPLAY_PENDING = 'replayed-pending-idempotency';
+
+export function replayedRequest(): Problem {
+  return new Problem('replayed-request', { detail: 'This signed request was already received.' });
 }
 
 /**
@@ -121,11 +137,18 @@ export function createSignatureStage(mode: 'optional' | 'required', deps: Signat
       // Keyed by the digest in one case, so a replay cannot pass by changing the hex's case.
       const first = deps.replay.first(record.id, m[1]!.toLowerCase(), 2 * toleranceMs);
       const verdict = (isFirst: boolean) => {
-        if (!isFirst) {
+        if (isFirst) note('valid');
+        else if (
+          deps.idempotentMethods?.has(req.method ?? '') === true &&
+          req.headers['idempotency-key'] !== undefined
+        )
+          // A byte-identical retry (the signature covers method, target, timestamp and body):
+          // the idempotency stage serves the stored answer or refuses it as replayed.
+          note(REPLAY_PENDING);
+        else {
           note('replayed');
-          throw new Problem('replayed-request', { detail: 'This signed request was already received.' });
+          throw replayedRequest();
         }
-        note('valid');
       };
       if (first instanceof Promise) return first.then(verdict);
       verdict(first);
