@@ -11,7 +11,7 @@ import { requestHeaderPlan } from '../policies/proxy/headers.js';
 import { createAuthenticateStage } from '../policies/authenticate/authenticate.js';
 import type { JwtVerifier } from '../policies/authenticate/jwt.js';
 import { createSignatureStage } from '../policies/signature/signature.js';
-import { createRateLimitStage } from '../policies/rate-limit/rate-limit.js';
+import { createRateLimitStage, type RateLimitStageOptions } from '../policies/rate-limit/rate-limit.js';
 import { createIdempotencyStage } from '../policies/idempotency/idempotency.js';
 import type { CompiledPolicy } from '../policies/custom/custom.js';
 import type { PolicyPhase } from '../policies/custom/define-policy.js';
@@ -93,6 +93,9 @@ export const PIPELINE: readonly PipelineEntry[] = [
             plans: b.config.plans,
             apiKeyHeader: b.config.auth.apiKeys.header,
             clock: b.services.clock,
+            events: b.config.webhooks.some((w) => w.events.includes('key.expired'))
+              ? b.services.webhooks
+              : undefined,
           }),
   },
   {
@@ -129,6 +132,7 @@ export const PIPELINE: readonly PipelineEntry[] = [
             counters: b.services.counters,
             clock: b.services.clock,
             local: b.route.mock !== undefined,
+            quotaEvents: quotaEvents(b),
           }),
   },
   { name: 'policies:late', build: (b) => customPolicies(b, 'late') },
@@ -192,6 +196,18 @@ export const PIPELINE: readonly PipelineEntry[] = [
     },
   },
 ];
+
+/** What quota events the config's webhooks take (fixed per config: a reload rebuilds the stages). */
+function quotaEvents(b: StageBuild): RateLimitStageOptions['quotaEvents'] {
+  const hooks = b.config.webhooks;
+  const thresholds = [
+    ...new Set(hooks.filter((w) => w.events.includes('quota.threshold')).flatMap((w) => w.thresholds)),
+  ].sort((x, y) => x - y);
+  const exhausted = hooks.some((w) => w.events.includes('quota.exhausted'));
+  return thresholds.length === 0 && !exhausted
+    ? undefined
+    : { sink: b.services.webhooks, thresholds, exhausted };
+}
 
 /** The route's custom policies of one phase, in the route's order. */
 function customPolicies(b: StageBuild, phase: PolicyPhase): Stage[] | undefined {
