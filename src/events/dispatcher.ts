@@ -57,6 +57,8 @@ export class WebhookDispatcher implements EventSink {
   #timer: NodeJS.Timeout | undefined;
   #ticking: Promise<void> | undefined;
   #closed = false;
+  /** Aborts attempts in flight on close (a hanging receiver must not hold a shutdown). */
+  readonly #closing = new AbortController();
   #signers = new Map<string, Webhook>();
   /** Queue depth as the store last said (across instances with Redis). */
   depth = 0;
@@ -253,7 +255,8 @@ export class WebhookDispatcher implements EventSink {
   ): Promise<{ status: number | null; error: string | null }> {
     const timestamp = new Date(now);
     const signature = this.#signer(hook.secret).sign(d.eventId, timestamp, d.body);
-    const signal = AbortSignal.timeout(hook.timeoutMs);
+    const timeout = AbortSignal.timeout(hook.timeoutMs);
+    const signal = AbortSignal.any([timeout, this.#closing.signal]);
     try {
       const res = await request(d.url, {
         method: 'POST',
@@ -283,7 +286,10 @@ export class WebhookDispatcher implements EventSink {
     } catch (err) {
       const e = err as { code?: unknown; name?: unknown };
       const code = typeof e.code === 'string' ? e.code : typeof e.name === 'string' ? e.name : 'error';
-      return { status: null, error: signal.aborted ? 'timeout' : code };
+      return {
+        status: null,
+        error: timeout.aborted ? 'timeout' : this.#closing.signal.aborted ? 'shutdown' : code,
+      };
     }
   }
 
@@ -305,7 +311,11 @@ export class WebhookDispatcher implements EventSink {
       timer = setTimeout(resolve, timeoutMs);
       timer.unref();
     });
-    await Promise.race([Promise.all([this.#outbox.flush(), ...this.#inflight]).then(() => undefined), bound]);
+    const flushed = this.#outbox.flush();
+    // Attempts in flight end now, each rescheduled as a failed attempt: another instance (or
+    // the next start) retries them without waiting for a lease to run out.
+    this.#closing.abort();
+    await Promise.race([Promise.all([flushed, ...this.#inflight]).then(() => undefined), bound]);
     clearTimeout(timer);
   }
 }
