@@ -139,7 +139,10 @@ export function adminAudit(deps: { audit: () => AuditStore; logger: Logger; cloc
           target,
           outcome,
         };
-        deps.audit().append(record, JSON.stringify(record));
+        const store = deps.audit();
+        store.append(record, JSON.stringify(record));
+        // Admin calls are rare: written at once, not with the next batch of the request trail.
+        void store.flush().catch(() => undefined);
       } catch (err) {
         deps.logger.error({ err }, 'admin audit failed');
       }

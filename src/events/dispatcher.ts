@@ -26,7 +26,7 @@ export interface DispatcherOptions {
   pollMs?: number;
   /** Attempts in flight at once, per instance. Default 8. */
   concurrency?: number;
-  /** How long a claimed delivery is this instance's before another may take it over (ms). Default: the longest timeout + 30 s. */
+  /** How long a claimed delivery is this instance's before another may take it over (ms). Default: the longest `timeoutMs` + 5 s. */
   leaseMs?: number;
   /** Deliveries waiting to be written to the store, at most (the outbox). Default MAX_QUEUE_DEPTH. */
   maxOutbox?: number;
@@ -181,7 +181,8 @@ export class WebhookDispatcher implements EventSink {
 
   #leaseMs(): number {
     if (this.#o.leaseMs !== undefined) return this.#o.leaseMs;
-    return Math.max(10_000, ...this.#o.webhooks().map((w) => w.timeoutMs)) + 30_000;
+    // An attempt ends by its timeout at the latest: a lease a little longer is never cut short.
+    return Math.max(0, ...this.#o.webhooks().map((w) => w.timeoutMs)) + 5_000;
   }
 
   #signer(secret: string): Webhook {
