@@ -3,7 +3,7 @@ import { z } from 'zod';
 import { parseOrThrow } from '../problems/validation.js';
 import type { AttemptRecord } from '../events/store.js';
 
-const deliveriesQuery = z.strictObject({
+export const deliveriesQuery = z.strictObject({
   limit: z
     .string()
     .regex(/^\d+$/, 'must be an integer from 1 to 500')

@@ -5,6 +5,7 @@ import { sharedRedisUrl, uniquePrefix } from '../helpers/redis.js';
 import { createLogger } from '../../src/observability/logger.js';
 import { validateConfig } from '../../src/config/load.js';
 import type { ConfigInput } from '../../src/config/schema.js';
+import { OpenApiValidator } from '../helpers/openapi.js';
 
 const ALICE = 'alice-admin-token-0123456789';
 const PLAIN = 'plain-admin-token-0123456789';
@@ -101,6 +102,9 @@ describe.each([
       [null, 'read', null, 'refused'],
     ]);
     expect(items.every((r) => r.kind === 'admin')).toBe(true);
+    const openapi = new OpenApiValidator((await call(g, ALICE, 'GET', '/openapi.json')).json());
+    openapi.check('GET', '/requests', await call(g, ALICE, 'GET', '/requests?kind=admin'));
+    openapi.check('GET', '/requests/{id}', await call(g, ALICE, 'GET', `/requests/${items[0]!.request_id}`));
     expect(items.slice(5).map((r) => r.problem)).toEqual([
       'invalid-credentials',
       'missing-credentials',

@@ -9,6 +9,7 @@ import { sharedRedisUrl, uniquePrefix } from '../helpers/redis.js';
 import { validateConfig } from '../../src/config/load.js';
 import type { ConfigInput } from '../../src/config/schema.js';
 import { ManualClock } from '../../src/core/clock.js';
+import { OpenApiValidator } from '../helpers/openapi.js';
 
 const ADMIN = 'admin-token-0123456789';
 const SECRET = `whsec_${randomBytes(32).toString('base64')}`;
@@ -175,7 +176,10 @@ describe('webhook delivery (SPEC §11)', () => {
     ).toThrow();
     // The attempt is listed.
     await waitFor(async () => (await admin(g, 'GET', '/webhooks/deliveries')).json().items.length >= 1, 5000);
-    const items = (await admin(g, 'GET', '/webhooks/deliveries')).json().items;
+    const listed = await admin(g, 'GET', '/webhooks/deliveries');
+    const openapi = new OpenApiValidator((await admin(g, 'GET', '/openapi.json')).json());
+    openapi.check('GET', '/webhooks/deliveries', listed);
+    const items = listed.json().items;
     expect(items[0]).toMatchObject({
       event_id: first!.headers['webhook-id'],
       type: 'key.created',
@@ -185,7 +189,9 @@ describe('webhook delivery (SPEC §11)', () => {
       outcome: 'delivered',
       next_retry_at: null,
     });
-    expect((await admin(g, 'GET', '/webhooks/deliveries?limit=0')).status).toBe(400);
+    const bad = await admin(g, 'GET', '/webhooks/deliveries?limit=0');
+    expect(bad.status).toBe(400);
+    openapi.check('GET', '/webhooks/deliveries', bad);
   });
 
   it('a receiver down for a while, then up: every event delivered, in order per key, none lost', async () => {
