@@ -354,6 +354,53 @@ describe('webhook delivery (SPEC §11)', () => {
   });
 });
 
+describe('webhook retries for 24 h (ManualClock)', () => {
+  it('retries with backoff until the event is retry.maxAgeSec old, then gives it up', async () => {
+    const rx = await startReceiver((_q, res) => {
+      res.statusCode = 500;
+      res.end();
+    });
+    cleanup.push(rx.close);
+    const clock = new ManualClock(Date.now());
+    const start = clock.now();
+    // Default retry settings (5 s doubling to 1 h, for 24 h); the poll timer is out of the way.
+    const g = await startGateway(config(rx.url, {}, { retry: {}, events: ['key.created'] }), {
+      clock,
+      webhooks: { pollMs: 3_600_000, random: () => 1 },
+    });
+    cleanup.push(g.close);
+    await admin(g, 'POST', '/keys', { name: 'doomed' });
+    const attemptsAt: number[] = [];
+    for (let i = 0; i < 60; i++) {
+      const before = rx.calls();
+      await g.gateway.services.webhooks.tick();
+      if (rx.calls() === before && i > 0) {
+        await waitFor(async () => {
+          await g.gateway.services.webhooks.tick();
+          return (
+            rx.calls() > before ||
+            (await admin(g, 'GET', '/webhooks/deliveries')).json().items[0]?.outcome === 'failed'
+          );
+        }, 5000);
+      }
+      const last = (await admin(g, 'GET', '/webhooks/deliveries')).json().items[0];
+      if (rx.calls() > before) attemptsAt.push(clock.now() - start);
+      if (last?.outcome === 'failed') break;
+      // Jump to the next attempt's time.
+      if (last?.next_retry_at) clock.set(Date.parse(last.next_retry_at));
+    }
+    const items = (await admin(g, 'GET', '/webhooks/deliveries?limit=500')).json().items;
+    expect(items[0]).toMatchObject({ outcome: 'failed', status: 500, next_retry_at: null });
+    // The first retry after 5 s, then doubling, the last on the 24 h mark.
+    expect(attemptsAt.slice(0, 4)).toEqual([0, 5_000, 15_000, 35_000]);
+    expect(attemptsAt.at(-1)).toBe(86_400_000);
+    expect(items.filter((r: any) => r.outcome === 'retry').length).toBe(attemptsAt.length - 1);
+    expect((await request(`${g.adminUrl}/metrics`)).text).toMatch(
+      /tollgate_webhook_deliveries_total\{outcome="failed"\} 1/,
+    );
+  });
+});
+
 describe('webhooks across instances (Redis)', () => {
   it('two instances crossing a threshold together raise one event', async () => {
     const rx = await startReceiver();
