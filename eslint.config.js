@@ -113,7 +113,7 @@ export default tseslint.config(
     },
   },
   {
-    files: ['src/shared/**/*.ts', 'src/keys/**/*.ts', 'src/observability/**/*.ts'],
+    files: ['src/shared/**/*.ts', 'src/keys/**/*.ts', 'src/observability/**/*.ts', 'src/events/**/*.ts'],
     rules: {
       'no-restricted-imports': [
         'error',
@@ -129,7 +129,7 @@ export default tseslint.config(
                 '**/main.js',
                 '**/cluster.js',
               ],
-              message: 'shared/, keys/ and observability/ sit below the policies and the gateway.',
+              message: 'shared/, keys/, observability/ and events/ sit below the policies and the gateway.',
             },
           ],
         },

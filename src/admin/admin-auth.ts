@@ -1,25 +1,41 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { RequestHandler } from 'express';
 import { Problem } from '../problems/problem.js';
+import { adminTokenName } from '../config/schema.js';
+import { refuseAdmin, setAdminActor } from './admin-audit.js';
 
 const REALM = 'Bearer realm="tollgate-admin"';
 
-/** SHA-256 digests of the admin tokens: compared at a fixed length, so length leaks nothing. */
-export function digestTokens(tokens: readonly string[]): readonly Buffer[] {
-  return tokens.map((t) => createHash('sha256').update(t).digest());
+/** An admin token as kept after load: its SHA-256 digest and whose it is. */
+export interface AdminTokenDigest {
+  digest: Buffer;
+  /** The actor of audit records: the token's `name`, or `token-<position>` (SPEC §11). */
+  name: string;
 }
 
-/** Constant-time membership test: every token is compared, whatever matched first. */
-export function matchesToken(presented: string, digests: readonly Buffer[]): boolean {
+/** SHA-256 digests of the admin tokens: compared at a fixed length, so length leaks nothing. */
+export function digestTokens(
+  tokens: ReadonlyArray<string | { name: string; token: string }>,
+): AdminTokenDigest[] {
+  return tokens.map((t, i) => ({
+    digest: createHash('sha256')
+      .update(typeof t === 'string' ? t : t.token)
+      .digest(),
+    name: adminTokenName(t, i),
+  }));
+}
+
+/** Constant-time lookup: every token is compared, whatever matched first. The holder's name, or undefined. */
+export function matchesToken(presented: string, digests: readonly AdminTokenDigest[]): string | undefined {
   const candidate = createHash('sha256').update(presented).digest();
-  let match = false;
-  for (const d of digests) match = timingSafeEqual(candidate, d) || match;
+  let match: string | undefined;
+  for (const d of digests) if (timingSafeEqual(candidate, d.digest) && match === undefined) match = d.name;
   return match;
 }
 
 export interface AdminAuthOptions {
   /** Current token digests (re-read per request: a reload can change them). */
-  digests: () => readonly Buffer[];
+  digests: () => readonly AdminTokenDigest[];
   /** The API key header name and key prefix, to tell an API key from a wrong token. */
   apiKeyHeader: () => string;
   apiKeyPrefix: () => string;
@@ -32,7 +48,7 @@ export interface AdminAuthOptions {
 export function adminAuth(options: AdminAuthOptions): RequestHandler {
   let shapeFor = '';
   let apiKeyShape = /^$/;
-  return function adminAuthMiddleware(req, _res, next) {
+  return function adminAuthMiddleware(req, res, next) {
     const header = req.headers.authorization;
     const prefix = options.apiKeyPrefix();
     if (prefix !== shapeFor) {
@@ -41,10 +57,12 @@ export function adminAuth(options: AdminAuthOptions): RequestHandler {
       shapeFor = prefix;
     }
     if (req.headers[options.apiKeyHeader()] !== undefined) {
+      refuseAdmin(res, 'forbidden');
       next(new Problem('forbidden', { detail: 'API keys cannot manage keys.' }));
       return;
     }
     if (header === undefined) {
+      refuseAdmin(res, 'missing-credentials');
       next(
         new Problem('missing-credentials', {
           detail: 'An admin token is required.',
@@ -56,10 +74,13 @@ export function adminAuth(options: AdminAuthOptions): RequestHandler {
     const match = /^Bearer\s+(\S+)\s*$/i.exec(header);
     const token = match?.[1];
     if (token !== undefined && apiKeyShape.test(token)) {
+      refuseAdmin(res, 'forbidden');
       next(new Problem('forbidden', { detail: 'API keys cannot manage keys.' }));
       return;
     }
-    if (token === undefined || !matchesToken(token, options.digests())) {
+    const actor = token === undefined ? undefined : matchesToken(token, options.digests());
+    if (actor === undefined) {
+      refuseAdmin(res, 'invalid-credentials');
       next(
         new Problem('invalid-credentials', {
           detail: 'The admin token is not valid.',
@@ -68,6 +89,7 @@ export function adminAuth(options: AdminAuthOptions): RequestHandler {
       );
       return;
     }
+    setAdminActor(res, actor);
     next();
   };
 }

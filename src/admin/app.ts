@@ -17,6 +17,9 @@ import { mountAuditRoutes } from './requests-routes.js';
 import { mountKeyRoutes } from './keys-routes.js';
 import { mountTenantRoutes } from './tenants-routes.js';
 import { mountStatsRoute } from './stats.js';
+import { adminAudit } from './admin-audit.js';
+import { mountWebhookRoutes } from './webhooks-routes.js';
+import type { AttemptRecord } from '../events/store.js';
 
 export interface AdminAppOptions extends AdminAuthOptions {
   clock: Clock;
@@ -28,6 +31,10 @@ export interface AdminAppOptions extends AdminAuthOptions {
   metricsText: () => Promise<string>;
   metricsContentType: string;
   audit: () => AuditStore;
+  /** The admin trail (`kind: admin` records), a sibling of the request trail. */
+  adminAudit: () => AuditStore;
+  /** Recent webhook delivery attempts (`GET /webhooks/deliveries`). */
+  webhookAttempts: (limit: number) => Promise<AttemptRecord[]>;
   management: () => KeyManagement;
   plans: () => Readonly<Record<string, Plan>>;
   /** The OpenAPI document of the config in force, as JSON text (built once per config). */
@@ -94,8 +101,10 @@ export function createAdminApp(options: AdminAppOptions): Express {
   });
 
   const guarded = express.Router();
+  guarded.use(adminAudit({ audit: options.adminAudit, logger: options.logger, clock: options.clock }));
   guarded.use(adminAuth(options));
-  mountAuditRoutes(guarded, options.audit);
+  mountAuditRoutes(guarded, options.audit, options.adminAudit);
+  mountWebhookRoutes(guarded, options.webhookAttempts);
   mountKeyRoutes(guarded, { management: options.management, plans: options.plans });
   mountTenantRoutes(guarded, { management: options.management, plans: options.plans });
   mountStatsRoute(guarded, {

@@ -3,6 +3,7 @@ import { Problem } from '../problems/problem.js';
 import { parseOrThrow } from '../problems/validation.js';
 import type { Plan } from '../core/identity.js';
 import type { KeyManagement } from '../key-management/management.js';
+import { setAdminTarget } from './admin-audit.js';
 import { createKeyBody, listKeysQuery, patchKeyBody, rotateKeyBody, verifyKeyBody } from './schemas.js';
 
 export interface KeyRoutesDeps {
@@ -38,7 +39,9 @@ export function mountKeyRoutes(router: Router, deps: KeyRoutesDeps): void {
   router.post('/keys', json, async (req, res) => {
     const body = parseOrThrow(createKeyBody, req.body, 'The request body is invalid.');
     checkPlan(body.plan, deps.plans());
-    res.status(201).json(await deps.management().create(body));
+    const created = await deps.management().create(body);
+    setAdminTarget(res, created.id);
+    res.status(201).json(created);
   });
 
   router.get('/keys', async (req, res) => {
@@ -64,7 +67,7 @@ export function mountKeyRoutes(router: Router, deps: KeyRoutesDeps): void {
   });
 
   router.delete('/keys/:id', async (req, res) => {
-    const revoked = await deps.management().keys.revoke(req.params.id);
+    const revoked = await deps.management().revoke(req.params.id);
     if (revoked === undefined) throw notFound(req.params.id);
     res.status(204).end();
   });

@@ -17,7 +17,9 @@ import {
   tenantView,
   verifyKeyBody,
   verifyResult,
+  webhookAttemptSchema,
 } from './schemas.js';
+import { deliveriesQuery } from './webhooks-routes.js';
 
 type Json = Record<string, unknown>;
 
@@ -161,6 +163,8 @@ export function openApiDocument(options: { version: string; selfServicePath: str
       get: {
         ...admin,
         summary: 'Recent audit records, newest first',
+        description:
+          '`kind=request` (default): proxied requests; `kind=admin`: the admin trail (state-changing admin calls and refused admin credentials, with actor, action, target and outcome); `kind=all`: both.',
         parameters: queryParameters(auditQuerySchema),
         responses: {
           '200': {
@@ -170,6 +174,30 @@ export function openApiDocument(options: { version: string; selfServicePath: str
                 schema: {
                   type: 'object',
                   properties: { items: { type: 'array', items: ref('AuditRecord') } },
+                  required: ['items'],
+                },
+              },
+            },
+          },
+          ...problems(400, 401, 403),
+        },
+      },
+    },
+    '/webhooks/deliveries': {
+      get: {
+        ...admin,
+        summary: 'Recent webhook delivery attempts, newest first',
+        description:
+          'Event id (`webhook-id`), type, receiver URL, the receiver’s status (null: no answer), attempts so far, outcome and the next retry. Across instances with Redis.',
+        parameters: queryParameters(deliveriesQuery),
+        responses: {
+          '200': {
+            description: 'Attempts',
+            content: {
+              'application/json': {
+                schema: {
+                  type: 'object',
+                  properties: { items: { type: 'array', items: ref('WebhookAttempt') } },
                   required: ['items'],
                 },
               },
@@ -279,6 +307,7 @@ export function openApiDocument(options: { version: string; selfServicePath: str
         VerifyResult: schemaOf(verifyResult, 'output'),
         AuditRecord: schemaOf(auditRecordSchema, 'output'),
         AuditLookup: schemaOf(auditLookupSchema, 'output'),
+        WebhookAttempt: schemaOf(webhookAttemptSchema, 'output'),
         Problem: schemaOf(problemDocument, 'output'),
       },
     },

@@ -5,6 +5,9 @@ import { parseOrThrow } from '../problems/validation.js';
 import type { AuditStore } from '../observability/audit.js';
 
 export const auditQuerySchema = z.strictObject({
+  kind: z.enum(['request', 'admin', 'all'], { error: 'must be request, admin or all' }).default('request'),
+  actor: z.string().min(1).max(64).optional(),
+  action: z.string().min(1).max(64).optional(),
   credentialId: z.string().min(1).max(200).optional(),
   route: z.string().min(1).max(64).optional(),
   status: z
@@ -33,17 +36,35 @@ export const auditQuerySchema = z.strictObject({
  * the answer is the newest record with that id, and `others` lists every other one kept, newest
  * first (empty when the id is unique) — a reused id never hides a request.
  * `GET /requests?credentialId=&status=&route=&since=&limit=`: recent records, newest first.
+ * `kind=admin` lists the admin trail instead (filter it by `actor` and `action` too), `kind=all`
+ * both; the default is `request`, the trail of proxied requests.
  */
-export function mountAuditRoutes(router: Router, audit: () => AuditStore): void {
+export function mountAuditRoutes(
+  router: Router,
+  audit: () => AuditStore,
+  adminAudit: () => AuditStore,
+): void {
   router.get('/requests/:id', async (req, res) => {
-    const [newest, ...others] = await audit().getAll(req.params.id);
+    const [requests, admin] = await Promise.all([
+      audit().getAll(req.params.id),
+      adminAudit().getAll(req.params.id),
+    ]);
+    const [newest, ...others] = [...requests, ...admin].sort(
+      (a, b) => Date.parse(b.time) - Date.parse(a.time),
+    );
     if (newest === undefined)
       throw new Problem('not-found', { detail: `No audit record for request ${req.params.id}.` });
     res.json({ ...newest, others });
   });
   router.get('/requests', async (req, res) => {
     const query = parseOrThrow(auditQuerySchema, { ...req.query }, 'The query is invalid.', ['query']);
-    const items = await audit().list(query);
+    const { kind, ...filter } = query;
+    if (kind === 'request') return void res.json({ items: await audit().list(filter) });
+    if (kind === 'admin') return void res.json({ items: await adminAudit().list(filter) });
+    const [requests, admin] = await Promise.all([audit().list(filter), adminAudit().list(filter)]);
+    const items = [...requests, ...admin]
+      .sort((a, b) => Date.parse(b.time) - Date.parse(a.time))
+      .slice(0, filter.limit);
     res.json({ items });
   });
 }

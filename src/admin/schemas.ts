@@ -347,6 +347,39 @@ export const auditRecordSchema = z
       .strict()
       .nullable()
       .optional(),
+    kind: z
+      .literal('admin')
+      .optional()
+      .describe('`admin` on a record of an admin call (SPEC §11); absent on requests.'),
+    actor: z
+      .string()
+      .nullable()
+      .optional()
+      .describe('Admin records: the admin token’s name; null when refused.'),
+    action: z
+      .string()
+      .optional()
+      .describe(
+        'Admin records: `key.create`, `key.update`, `key.rotate`, `key.revoke`, `tenant.plan`, `config.reload`, or `read`.',
+      ),
+    target: z.string().nullable().optional().describe('Admin records: the key or tenant id acted on.'),
+    outcome: z.enum(['success', 'failure', 'refused']).optional(),
+  })
+  .strict();
+
+/** One webhook delivery attempt (`GET /webhooks/deliveries`). */
+export const webhookAttemptSchema = z
+  .object({
+    time: z.string(),
+    delivery_id: z.string(),
+    event_id: z.string().describe('The `webhook-id` sent (the same on every attempt).'),
+    type: z.string(),
+    url: z.string(),
+    status: z.int().nullable().describe('The receiver’s HTTP status; null when it did not answer.'),
+    error: z.string().nullable(),
+    attempts: z.int(),
+    outcome: z.enum(['delivered', 'retry', 'failed', 'dropped']),
+    next_retry_at: z.string().nullable(),
   })
   .strict();
 

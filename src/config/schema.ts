@@ -17,6 +17,7 @@ import { policiesSchema, routePoliciesSchema } from '../policies/custom/schema.j
 import { corsSchema, routeCorsSchema } from '../policies/cors/schema.js';
 import { ipRulesSchema } from '../policies/ip-rules/schema.js';
 import { compileTrust } from '../core/client-ip.js';
+import { webhooksSchema } from '../events/schema.js';
 import { httpMethod, mountPath, nonNegativeInt, port, positiveInt, bool } from './primitives.js';
 
 /**
@@ -111,17 +112,49 @@ const planSchema = z
 const _planShape: Plan = {} as z.output<typeof planSchema>;
 void _planShape;
 
+/** The actor name of an admin token: its `name`, or `token-<position from 1>` for a plain string. */
+export function adminTokenName(t: string | { name: string }, index: number): string {
+  return typeof t === 'string' ? `token-${index + 1}` : t.name;
+}
+
 const adminSchema = z
   .strictObject({
     host: z.string().default('127.0.0.1'),
     port: port().default(8081),
     tokens: z
-      .array(z.string())
+      .array(z.union([z.string(), z.strictObject({ name: z.string(), token: z.string() })]))
       .default([])
       .transform((tokens) => tokens.filter((t) => t !== ''))
-      .pipe(z.array(z.string().min(16, 'must be at least 16 characters')))
+      .pipe(
+        z.array(
+          z.union([
+            z.string().min(16, 'must be at least 16 characters'),
+            z.strictObject({
+              name: z
+                .string()
+                .regex(/^[A-Za-z0-9._@-]{1,64}$/, 'must be 1-64 letters, digits, ".", "_", "@" or "-"')
+                .describe('Who holds the token: the actor of its audit records.'),
+              token: z.string().min(16, 'must be at least 16 characters'),
+            }),
+          ]),
+        ),
+      )
+      .superRefine((tokens, ctx) => {
+        const names = new Map<string, number>();
+        tokens.forEach((t, i) => {
+          const name = adminTokenName(t, i);
+          const first = names.get(name);
+          if (first !== undefined)
+            ctx.addIssue({
+              code: 'custom',
+              path: typeof t === 'string' ? [i] : [i, 'name'],
+              message: `names the same actor as tokens[${first}] ("${name}")`,
+            });
+          else names.set(name, i);
+        });
+      })
       .describe(
-        'Bearer tokens of the admin API. Empty values are dropped; with none, only probes are served.',
+        'Bearer tokens of the admin API: a string, or `{name, token}` (the name is the actor in audit records; a plain string at position i is `token-<i+1>`). Empty values are dropped; with none, only probes are served.',
       ),
   })
   .describe('The admin listener: probes, metrics, key management, audit.');
@@ -264,6 +297,7 @@ export const configSchema = z
     policies: policiesSchema,
     cors: corsSchema.optional().describe('CORS of every route that does not set its own (and of 404s).'),
     ipRules: ipRulesSchema.optional(),
+    webhooks: webhooksSchema,
     routes: z.array(routeSchema).default([]),
   })
   .superRefine((cfg, ctx) => {

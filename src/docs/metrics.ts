@@ -17,6 +17,8 @@ const LABELS: Record<string, string> = {
   problem: 'the problem slug (`invalid-credentials`, `insufficient-scope`, …)',
   reason: '`in-flight` or `payload-mismatch`',
   result: '`success` or `failure`',
+  outcome:
+    '`delivered` (2xx), `retry` (non-2xx or no answer; tried again later), `failed` (given up after `retry.maxAgeSec`), `dropped` (its receiver left the config)',
   type: 'the kind of resource, handle or request (Node.js)',
   space: 'the V8 heap space',
   version: 'the Node.js version',
@@ -52,6 +54,7 @@ export function registeredMetrics(): MetricInfo[] {
     rateLimitFallback: () => 0,
     targets: () => [],
     reloads: () => ({ count: 0, failures: 0, lastSuccess: true }),
+    webhookQueueDepth: () => 0,
   });
   return metrics.registry.getMetricsAsArray().map((m) => {
     const info = m as unknown as Partial<MetricInfo> & { name: string };

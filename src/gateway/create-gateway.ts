@@ -7,7 +7,7 @@ import type { AuditStore } from '../observability/audit.js';
 import type { Policy } from '../policies/custom/define-policy.js';
 import type { PolicyModules } from '../policies/custom/loader.js';
 import { ConfigError, Gateway } from './gateway.js';
-import { closeServices, createServices } from './services.js';
+import { closeServices, createServices, type ServiceOptions } from './services.js';
 
 export { ConfigError, Gateway } from './gateway.js';
 export type { ReloadStatus } from './services.js';
@@ -28,6 +28,8 @@ export interface GatewayOptions {
   audit?: AuditStore;
   /** What `/metrics` serves instead of this gateway's own registry (the cluster primary aggregates). */
   metricsText?: () => Promise<string>;
+  /** Internal (tests): webhook delivery timing and queue cap. */
+  webhooks?: ServiceOptions['webhooks'];
   /**
    * The config's custom policies, by name (`policies.<name>` of the config): what a module's
    * default export would be. `loadConfigFile` loads the modules of a file itself.
@@ -55,6 +57,7 @@ export function createGateway(config: ConfigInput | Config, options: GatewayOpti
     logger,
     audit: options.audit,
     metricsText: options.metricsText,
+    webhooks: options.webhooks,
   });
   if (options.logWarnings !== false)
     for (const w of result.warnings) logger.warn(`config: ${w.path}: ${w.message}`);

@@ -19,7 +19,7 @@ import { JwtVerifier } from '../policies/authenticate/jwt.js';
 import { compilePolicy, type CompiledPolicy } from '../policies/custom/custom.js';
 import type { PolicyModules } from '../policies/custom/loader.js';
 import { createAdminApp } from '../admin/app.js';
-import { digestTokens } from '../admin/admin-auth.js';
+import { digestTokens, type AdminTokenDigest } from '../admin/admin-auth.js';
 import { openApiDocument } from '../admin/openapi.js';
 import { claimContinue, type ClientErrorAnswer, type ServerOptions } from './server.js';
 import { checkHost } from './host.js';
@@ -67,7 +67,7 @@ interface GatewayState {
   readonly writer: ProblemWriter;
   readonly trust: TrustFn | undefined;
   readonly pools: ReadonlySet<UpstreamPool>;
-  readonly adminDigests: readonly Buffer[];
+  readonly adminDigests: readonly AdminTokenDigest[];
   readonly jwt: JwtVerifier | undefined;
   /** The admin API's OpenAPI document, as served. */
   readonly openApi: string;
@@ -127,6 +127,8 @@ export class Gateway {
       metricsText: () => services.metricsText(),
       metricsContentType: services.metrics.contentType,
       audit: () => services.audit,
+      adminAudit: () => services.adminAudit,
+      webhookAttempts: (limit) => services.webhooks.recent(limit),
       management: () => services.management,
       plans: () => this.#state.config.plans,
       openApi: () => this.#state.openApi,

@@ -11,7 +11,7 @@ import { requestHeaderPlan } from '../policies/proxy/headers.js';
 import { createAuthenticateStage } from '../policies/authenticate/authenticate.js';
 import type { JwtVerifier } from '../policies/authenticate/jwt.js';
 import { createSignatureStage } from '../policies/signature/signature.js';
-import { createRateLimitStage } from '../policies/rate-limit/rate-limit.js';
+import { createRateLimitStage, type RateLimitStageOptions } from '../policies/rate-limit/rate-limit.js';
 import { createIdempotencyStage } from '../policies/idempotency/idempotency.js';
 import { createFaultStage } from '../policies/fault/fault.js';
 import { createHeadersStage } from '../policies/headers/headers.js';
@@ -125,6 +125,9 @@ export const PIPELINE: readonly PipelineEntry[] = [
             plans: b.config.plans,
             apiKeyHeader: b.config.auth.apiKeys.header,
             clock: b.services.clock,
+            events: b.config.webhooks.some((w) => w.events.includes('key.expired'))
+              ? b.services.webhooks
+              : undefined,
           }),
   },
   {
@@ -166,6 +169,7 @@ export const PIPELINE: readonly PipelineEntry[] = [
             local: b.route.mock !== undefined,
             meters: b.route.meters,
             onMeterMissing: (meter) => b.services.metrics.meterMissing(b.route.id, meter),
+            quotaEvents: quotaEvents(b),
           }),
   },
   { name: 'policies:late', build: (b) => customPolicies(b, 'late') },
@@ -278,6 +282,18 @@ export function buildTopLevelFront(
   const cors = corsStage(config.cors, undefined, securityHeaders);
   if (cors !== undefined) stages.push(cors);
   return stages;
+}
+
+/** What quota events the config's webhooks take (fixed per config: a reload rebuilds the stages). */
+function quotaEvents(b: StageBuild): RateLimitStageOptions['quotaEvents'] {
+  const hooks = b.config.webhooks;
+  const thresholds = [
+    ...new Set(hooks.filter((w) => w.events.includes('quota.threshold')).flatMap((w) => w.thresholds)),
+  ].sort((x, y) => x - y);
+  const exhausted = hooks.some((w) => w.events.includes('quota.exhausted'));
+  return thresholds.length === 0 && !exhausted
+    ? undefined
+    : { sink: b.services.webhooks, thresholds, exhausted };
 }
 
 /** The route's custom policies of one phase, in the route's order. */

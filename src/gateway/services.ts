@@ -23,6 +23,8 @@ import {
   type IdempotencyStore,
 } from '../policies/idempotency/store.js';
 import { KeyManagement } from '../key-management/management.js';
+import { MAX_QUEUE_DEPTH, WebhookDispatcher } from '../events/dispatcher.js';
+import { MemoryDeliveryStore, RedisDeliveryStore } from '../events/store.js';
 
 /** Reloads since start (metrics, readiness). */
 export interface ReloadStatus {
@@ -51,6 +53,8 @@ export interface Services {
   /** The `/metrics` text (this gateway's registry, or the cluster's aggregate in the primary). */
   readonly metricsText: () => Promise<string>;
   readonly audit: AuditStore;
+  /** The admin trail (SPEC §11): a sibling of `audit`, so request traffic never pushes it out. */
+  readonly adminAudit: AuditStore;
   /** API keys (memory or Redis store underneath). */
   readonly keys: KeyService;
   /** Seen HMAC signatures (replay protection). */
@@ -61,6 +65,8 @@ export interface Services {
   readonly management: KeyManagement;
   /** Idempotency locks and stored responses. */
   readonly idempotency: IdempotencyStore;
+  /** Webhooks: the event sink of stages and key management, and the delivery loop (SPEC §11). */
+  readonly webhooks: WebhookDispatcher;
   /** The config in force (the gateway swaps it on reload; key management reads plans from it). */
   readonly current: { config: Config };
   readonly reloadStatus: ReloadStatus;
@@ -80,6 +86,8 @@ export interface ServiceOptions {
   audit?: AuditStore | undefined;
   /** What `/metrics` serves instead of this gateway's own registry (the cluster primary aggregates). */
   metricsText?: (() => Promise<string>) | undefined;
+  /** Internal (tests): the webhook delivery loop's timing and queue cap. */
+  webhooks?: { pollMs?: number; leaseMs?: number; maxQueueDepth?: number; random?: () => number } | undefined;
 }
 
 /** Wires every dependency of a gateway from a validated config: Redis-backed stores with Redis, in-memory twins without. */
@@ -115,7 +123,29 @@ export function createServices(config: Config, o: ServiceOptions): Services {
   const auditOptions = { ...config.audit, clock, logger };
   const audit =
     o.audit ?? (redis ? new RedisAuditStore({ redis, ...auditOptions }) : new MemoryAuditStore(auditOptions));
+  const adminAudit = redis
+    ? new RedisAuditStore({
+        redis,
+        ...auditOptions,
+        names: { stream: 'admin-stream', records: 'admin-reqs' },
+      })
+    : new MemoryAuditStore(auditOptions);
   const current = { config };
+  const maxDepth = o.webhooks?.maxQueueDepth ?? MAX_QUEUE_DEPTH;
+  // Built even with no receivers configured: a reload may add some, and with Redis this instance
+  // also delivers what others queued.
+  const webhooks = new WebhookDispatcher({
+    store: redis ? new RedisDeliveryStore({ redis, maxDepth }) : new MemoryDeliveryStore({ maxDepth }),
+    clock,
+    logger,
+    webhooks: () => current.config.webhooks,
+    onOutcome: (outcome) => metrics.webhookDelivery(outcome),
+    onDropped: (count) => metrics.webhookEventsDropped(count),
+    pollMs: o.webhooks?.pollMs,
+    leaseMs: o.webhooks?.leaseMs,
+    maxOutbox: maxDepth,
+    random: o.webhooks?.random,
+  });
   const reloadStatus: ReloadStatus = { count: 0, failures: 0, lastSuccess: true, lastAt: undefined };
   const metrics = new GatewayMetrics({
     redisUp: redis ? () => (redis.ready ? 1 : 0) : undefined,
@@ -123,6 +153,7 @@ export function createServices(config: Config, o: ServiceOptions): Services {
     rateLimitFallback: () => (counters instanceof ResilientCounters && counters.fallbackActive ? 1 : 0),
     targets: () => upstreams.health(),
     reloads: () => reloadStatus,
+    webhookQueueDepth: () => webhooks.depth,
   });
   return {
     clock,
@@ -135,15 +166,23 @@ export function createServices(config: Config, o: ServiceOptions): Services {
     metrics,
     metricsText: o.metricsText ?? (() => metrics.text()),
     audit,
+    adminAudit,
     keys,
     replay: redis
       ? new RedisReplayStore(redis, failOpen)
       : new MemoryReplayStore(clock, config.auth.hmac.replayCache),
     counters,
-    management: new KeyManagement({ keys, counters, plans: () => current.config.plans, clock }),
+    management: new KeyManagement({
+      keys,
+      counters,
+      plans: () => current.config.plans,
+      clock,
+      events: webhooks,
+    }),
     idempotency: redis
       ? new RedisIdempotencyStore(redis)
       : new MemoryIdempotencyStore(clock, config.idempotency),
+    webhooks,
     current,
     reloadStatus,
     observers: [createRequestObserver({ logger, metrics, audit, clock })],
@@ -153,7 +192,9 @@ export function createServices(config: Config, o: ServiceOptions): Services {
       ...(redis ? [() => redis.close()] : []),
       // Meter settlements still batched are written before Redis goes.
       () => counters.flush(),
+      () => webhooks.close(),
       () => audit.close(),
+      () => adminAudit.close(),
       () => keys.close(),
     ],
   };

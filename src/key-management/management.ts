@@ -1,6 +1,7 @@
 import type { Clock } from '../core/clock.js';
 import type { Plan, RateLimitRule } from '../core/identity.js';
 import { Problem } from '../problems/problem.js';
+import { noEvents, type EventSink, type EventType } from '../core/events.js';
 import type { CounterSpec, CounterStore } from '../policies/rate-limit/counters.js';
 import { rateCounter } from '../policies/rate-limit/rate-limit.js';
 import { quotaCounter, quotaHolder, remainingSpec } from '../policies/quota/quota.js';
@@ -36,6 +37,9 @@ export interface VerifyResult {
   ratelimits?: Array<{ name: string; limit: number; remaining: number; reset: number }>;
 }
 
+/** How long an admin call waits for its key event to be queued durably (Redis slow or down). */
+const KEY_EVENT_WAIT_MS = 2_000;
+
 export type CreatedView = KeyView & { key: string; signingSecret?: string };
 
 /**
@@ -48,17 +52,38 @@ export class KeyManagement {
   readonly #counters: CounterStore;
   readonly #plans: () => Readonly<Record<string, Plan>>;
   readonly #clock: Clock;
+  readonly #events: EventSink;
 
   constructor(options: {
     keys: KeyService;
     counters: CounterStore;
     plans: () => Readonly<Record<string, Plan>>;
     clock: Clock;
+    /** Where key.created, key.updated, key.rotated and key.revoked go (webhooks). */
+    events?: EventSink | undefined;
   }) {
     this.keys = options.keys;
     this.#counters = options.counters;
     this.#plans = options.plans;
     this.#clock = options.clock;
+    this.#events = options.events ?? noEvents;
+  }
+
+  /**
+   * Raises a key event and waits (at most `KEY_EVENT_WAIT_MS`) until it is queued durably, so an
+   * admin call that answered has its event in the store (a crash right after loses nothing).
+   */
+  async #raise(type: EventType, keyId: string, data: Record<string, unknown>): Promise<void> {
+    if (!this.#events.wants(type)) return;
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      this.#events.raise({ type, data, orderKey: `key:${keyId}` }),
+      new Promise<void>((resolve) => {
+        timer = setTimeout(resolve, KEY_EVENT_WAIT_MS);
+        timer.unref();
+      }),
+    ]);
+    clearTimeout(timer);
   }
 
   /** Uses left now: the record's allowance minus what its counter has used. */
@@ -76,12 +101,23 @@ export class KeyManagement {
     const created = await this.keys.create(input);
     const view: CreatedView = { ...keyView(created.record), key: created.key };
     if (created.signingSecret !== undefined) view.signingSecret = created.signingSecret;
+    await this.#raise('key.created', created.record.id, { key: keyView(created.record) });
     return view;
   }
 
   async update(id: string, patch: KeyPatch): Promise<KeyView | undefined> {
     const record = await this.keys.update(id, patch);
-    return record === undefined ? undefined : this.view(record);
+    if (record === undefined) return undefined;
+    const view = await this.view(record);
+    await this.#raise('key.updated', id, { key: view, changed: Object.keys(patch).sort() });
+    return view;
+  }
+
+  /** Deletes the key (it stops working at once); undefined when there is none. */
+  async revoke(id: string): Promise<KeyRecord | undefined> {
+    const revoked = await this.keys.revoke(id);
+    if (revoked !== undefined) await this.#raise('key.revoked', id, { key: keyView(revoked) });
+    return revoked;
   }
 
   async rotate(
@@ -99,6 +135,11 @@ export class KeyManagement {
       previous: { id: previous.id, expiresAt: previous.expiresAt! },
     };
     if (created.signingSecret !== undefined) view.signingSecret = created.signingSecret;
+    // Ordered with the old key's events: a receiver sees the rotation after its updates.
+    await this.#raise('key.rotated', id, {
+      key: keyView(created.record),
+      previous: { id: previous.id, expiresAt: previous.expiresAt },
+    });
     return view;
   }
 

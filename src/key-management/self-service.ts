@@ -193,7 +193,7 @@ export function createSelfServiceStage(o: SelfServiceOptions): Stage {
     const record = await o.management.keys.get(id);
     if (record === undefined || !ownedAs(record, { ownerId: owner.subject, ownerIssuers: owner.issuers }))
       throw new Problem('not-found', { detail: `No key ${id}.` });
-    await o.management.keys.revoke(id);
+    await o.management.revoke(id);
     send(ctx, 204, undefined);
   };
 

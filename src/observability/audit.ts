@@ -33,6 +33,16 @@ export interface AuditRecord {
   rate_limit_shadow?: string[] | null;
   /** What an HMAC-signed request carried (for the signature playground): never the secret. */
   signature?: { timestamp: string | null; body_sha256: string; result: string } | null;
+  /** `admin` for a call to the admin API (SPEC §11); absent on a request record. */
+  kind?: 'admin';
+  /** Admin records: the token's name (`admin.tokens[].name`, or `token-<n>`); null when refused. */
+  actor?: string | null;
+  /** Admin records: what was done (`key.create`, `key.revoke`, `admin.authenticate`, …). */
+  action?: string;
+  /** Admin records: what it was done to (a key id, a tenant id), when there is one. */
+  target?: string | null;
+  /** Admin records: `success`, `failure` (refused or failed for another reason) or `refused` (the credential). */
+  outcome?: 'success' | 'failure' | 'refused';
 }
 
 export interface AuditQuery {
@@ -42,6 +52,9 @@ export interface AuditQuery {
   route?: string | undefined;
   /** Epoch ms: only records at or after this time. */
   since?: number | undefined;
+  /** Admin records only: by actor or action. */
+  actor?: string | undefined;
+  action?: string | undefined;
   limit: number;
 }
 
@@ -72,6 +85,8 @@ export function matches(r: AuditRecord, q: AuditQuery): boolean {
     if (/^[1-5]xx$/i.test(q.status) ? s[0] !== q.status[0] : s !== q.status) return false;
   }
   if (q.since !== undefined && Date.parse(r.time) < q.since) return false;
+  if (q.actor !== undefined && r.actor !== q.actor) return false;
+  if (q.action !== undefined && r.action !== q.action) return false;
   return true;
 }
 
@@ -181,6 +196,7 @@ export class RedisAuditStore implements AuditStore {
   readonly #maxEntries: number;
   readonly #stream: string;
   readonly #clock: Clock;
+  readonly #records: string;
   #pending: Array<{ id: string; json: string }> = [];
   #flushing: Promise<void> | undefined;
   #timer: NodeJS.Timeout;
@@ -192,6 +208,8 @@ export class RedisAuditStore implements AuditStore {
     retentionSec: number;
     clock: Clock;
     logger: Logger;
+    /** A sibling trail (admin records) under names of its own; default: the request trail. */
+    names?: { stream: string; records: string } | undefined;
   }) {
     this.#redis = options.redis;
     this.#logger = options.logger;
@@ -203,7 +221,8 @@ export class RedisAuditStore implements AuditStore {
       retentionSec: options.retentionSec,
       clock: options.clock,
     });
-    this.#stream = options.redis.key('{audit}', 'stream');
+    this.#stream = options.redis.key('{audit}', options.names?.stream ?? 'stream');
+    this.#records = options.names?.records ?? 'reqs';
     this.#timer = setInterval(() => void this.flush(), FLUSH_MS);
     this.#timer.unref();
   }
@@ -340,11 +359,11 @@ export class RedisAuditStore implements AuditStore {
   }
 
   #recordsKey(id: string): string {
-    return this.#redis.key('{audit}', 'reqs', id);
+    return this.#redis.key('{audit}', this.#records, id);
   }
 
   /** Where versions before 2 kept one record per id (a string, overwritten): read, never written. */
   #legacyKey(id: string): string {
-    return this.#redis.key('{audit}', 'req', id);
+    return this.#redis.key('{audit}', this.#records === 'reqs' ? 'req' : `${this.#records}-legacy`, id);
   }
 }

@@ -32,7 +32,12 @@ export interface MetricSources {
   rateLimitFallback?: () => number;
   targets?: () => Array<{ route: string; target: string; healthy: boolean }>;
   reloads?: () => { count: number; failures: number; lastSuccess: boolean };
+  /** Webhook deliveries waiting (queued, not yet delivered or given up). */
+  webhookQueueDepth?: () => number;
 }
+
+/** How a webhook delivery attempt ended. */
+export type WebhookOutcome = 'delivered' | 'retry' | 'failed' | 'dropped';
 
 interface RequestSeries {
   requests: Counter.Internal;
@@ -59,6 +64,8 @@ export class GatewayMetrics {
   readonly #faults: Counter<string>;
   readonly #shadow: Counter<string>;
   readonly #meterMissing: Counter<string>;
+  readonly #webhookDeliveries: Counter<string>;
+  readonly #webhookDropped: Counter<string>;
   readonly #series = new Map<string, RequestSeries>();
   readonly #upstreamSeries = new Map<string, Histogram.Internal<string>>();
 
@@ -142,6 +149,28 @@ export class GatewayMetrics {
       labelNames: ['route', 'kind'],
       registers,
     });
+    this.#webhookDeliveries = new Counter({
+      name: 'tollgate_webhook_deliveries_total',
+      help: 'Webhook delivery attempts, by outcome: delivered (2xx), retry (non-2xx or no answer, tried again later), failed (given up after retry.maxAgeSec), dropped (its receiver left the config).',
+      labelNames: ['outcome'],
+      registers,
+    });
+    this.#webhookDropped = new Counter({
+      name: 'tollgate_webhook_events_dropped_total',
+      help: 'Webhook deliveries dropped unsent because the queue was over its cap (the oldest go first).',
+      registers,
+    });
+    const webhookQueueDepth = sources.webhookQueueDepth;
+    if (webhookQueueDepth !== undefined)
+      new Gauge({
+        name: 'tollgate_webhook_queue_depth',
+        aggregator: 'max',
+        help: 'Webhook deliveries waiting to be delivered (in Redis: across instances, as last seen by this one).',
+        registers,
+        collect() {
+          this.set(webhookQueueDepth());
+        },
+      });
     // Registered only with Redis: an unset gauge would still be exported as 0 ("down").
     const redisUp = sources.redisUp;
     if (redisUp !== undefined)
@@ -278,6 +307,16 @@ export class GatewayMetrics {
   /** A failed upstream attempt (retries included). */
   upstreamError(route: string, target: string, code: string): void {
     this.#upstreamErrors.inc({ route, target, code: /^[A-Za-z0-9_]{1,40}$/.test(code) ? code : 'other' });
+  }
+
+  /** One webhook delivery attempt ended. */
+  webhookDelivery(outcome: WebhookOutcome): void {
+    this.#webhookDeliveries.inc({ outcome });
+  }
+
+  /** Deliveries dropped from a full queue. */
+  webhookEventsDropped(count: number): void {
+    if (count > 0) this.#webhookDropped.inc(count);
   }
 
   text(): Promise<string> {

@@ -4,7 +4,8 @@ import type { Plan } from '../../core/identity.js';
 import type { Identity, RequestContext } from '../../core/context.js';
 import type { Stage } from '../../core/stage.js';
 import { looksLikeKey } from '../../keys/format.js';
-import { usesIdOf, type KeyRecord } from '../../keys/record.js';
+import { keyView, usesIdOf, type KeyRecord } from '../../keys/record.js';
+import type { EventSink } from '../../core/events.js';
 import type { KeyService } from '../../keys/service.js';
 import type { RouteAuthConfig } from './schema.js';
 import { challenge } from './challenge.js';
@@ -17,7 +18,15 @@ export interface AuthenticateDeps {
   plans: Readonly<Record<string, Plan>>;
   apiKeyHeader: string;
   clock: Clock;
+  /**
+   * Where `key.expired` goes: raised lazily, when an expired key is first presented (once per key
+   * across instances), not by a sweep. Undefined: nobody listens.
+   */
+  events?: EventSink | undefined;
 }
+
+/** A key's expiry is told once: the once-key outlives any sensible key lifetime. */
+const EXPIRED_ONCE_TTL_MS = 400 * 86_400_000;
 
 const MISSING = () =>
   new Problem('missing-credentials', {
@@ -52,11 +61,18 @@ export function createAuthenticateStage(
   const fromKey = (ctx: RequestContext, record: KeyRecord | undefined): void | Promise<void> => {
     if (record === undefined || !record.enabled) throw INVALID_KEY();
     const now = deps.clock.now();
-    if (record.expiresAt !== null && Date.parse(record.expiresAt) <= now)
+    if (record.expiresAt !== null && Date.parse(record.expiresAt) <= now) {
+      void deps.events?.raise({
+        type: 'key.expired',
+        data: { key: keyView(record) },
+        orderKey: `key:${record.id}`,
+        once: { key: `key.expired:${record.id}`, ttlMs: EXPIRED_ONCE_TTL_MS },
+      });
       throw new Problem('expired-credentials', {
         detail: 'The API key has expired.',
         headers: challenge('invalid_token', 'The API key has expired.'),
       });
+    }
     // SPEC §10: a key without a plan of its own is on its tenant's (cached like the key itself).
     const plan = deps.keys.planOf(record);
     if (plan instanceof Promise) return plan.then((p) => onPlan(ctx, record, p, now));

@@ -3,6 +3,7 @@ import type { Clock } from '../../core/clock.js';
 import type { Plan } from '../../core/identity.js';
 import type { RequestContext } from '../../core/context.js';
 import type { Stage } from '../../core/stage.js';
+import type { EventSink } from '../../core/events.js';
 import type { PlanQuotaConfig } from '../quota/schema.js';
 import {
   quotaHolder,
@@ -30,6 +31,8 @@ interface Applied {
   meter: number | undefined;
   /** The counter the meter's value is added to, at settlement time (metered only). */
   settleSpec: ((value: number, now: number) => CounterSpec) | undefined;
+  /** Quota: whose counter it is (for quota events). */
+  holder?: { by: QuotaBy; subject: string };
 }
 
 export interface RateLimitStageOptions {
@@ -49,6 +52,12 @@ export interface RateLimitStageOptions {
   meters?: MetersConfig | undefined;
   /** A response whose meter value was missing or unusable (it added 0). */
   onMeterMissing?: ((meter: string) => void) | undefined;
+  /**
+   * Quota events (SPEC §11): `quota.threshold` when a charge crosses one of `thresholds` (fractions
+   * of the limit), `quota.exhausted` when it reaches the limit (or a charge is refused first).
+   * Raised once per holder, period and threshold across instances; never awaited.
+   */
+  quotaEvents?: { sink: EventSink; thresholds: readonly number[]; exhausted: boolean } | undefined;
 }
 
 /** The largest meter value taken: beyond 2^53 − 1 integers are no longer exact. */
@@ -65,6 +74,58 @@ export function meterValue(raw: string | undefined): number | undefined {
   if (t.length === 0 || t.length > 16 || !/^[0-9]+$/.test(t)) return undefined;
   const n = Number(t);
   return n <= MAX_METER ? n : undefined;
+}
+
+/** A quota counter's period id, from its key `q:{tag}:<period>:<id>`. */
+function periodIdOf(key: string): string {
+  return key.slice(key.lastIndexOf(':') + 1);
+}
+
+/**
+ * Raises the quota events a charge caused: each threshold it crossed (`used - cost < t·limit ≤
+ * used`) and the limit reached. The counter is atomic, so across instances only one request sees
+ * each crossing; the once-key guards against a refund letting it be crossed again.
+ */
+function raiseQuotaEvents(
+  ev: NonNullable<RateLimitStageOptions['quotaEvents']>,
+  ctx: RequestContext,
+  a: Applied,
+  used: number,
+  refused: boolean,
+): void {
+  const limit = a.limit;
+  const before = refused ? used : used - a.spec.cost;
+  const holder = a.holder!;
+  const base = {
+    holder: { by: holder.by, id: holder.subject },
+    keyId: ctx.identity?.credentialId ?? null,
+    tenantId: ctx.identity?.tenant ?? null,
+    period: a.spec.key.split(':').at(-2) ?? null,
+    periodId: periodIdOf(a.spec.key),
+    limit,
+    resetsAt: a.resetAt === null ? null : new Date(a.resetAt).toISOString(),
+  };
+  // Kept as long as the counter (lifetime quotas: for years).
+  const ttlMs = a.spec.ttlMs > 0 ? a.spec.ttlMs : 10 * 365 * 86_400_000;
+  const orderKey = `quota:${holder.by}:${holder.subject}`;
+  if (!refused)
+    for (const t of ev.thresholds) {
+      const mark = t * limit;
+      if (before < mark && used >= mark)
+        void ev.sink.raise({
+          type: 'quota.threshold',
+          data: { ...base, threshold: t, used },
+          orderKey,
+          once: { key: `${a.spec.key}:t:${t}`, ttlMs },
+        });
+    }
+  if (ev.exhausted && (refused || (before < limit && used >= limit)))
+    void ev.sink.raise({
+      type: 'quota.exhausted',
+      data: { ...base, used: refused ? before : used },
+      orderKey,
+      once: { key: `${a.spec.key}:exhausted`, ttlMs },
+    });
 }
 
 /**
@@ -211,6 +272,9 @@ export function createRateLimitStage(o: RateLimitStageOptions): Stage {
         });
       }
       const a = applied[quotaBlocking === -1 ? result.failed : quotaBlocking]!;
+      const at = applied.indexOf(a);
+      if (o.quotaEvents !== undefined && a.kind === 'quota')
+        raiseQuotaEvents(o.quotaEvents, ctx, a, result.used[at]!, true);
       throw new Problem('quota-exceeded', {
         detail:
           a.kind === 'quota'
@@ -223,6 +287,12 @@ export function createRateLimitStage(o: RateLimitStageOptions): Stage {
       });
     }
     if (result.over !== undefined) ctx.rateLimitShadow = result.over.map((i) => applied[i]!.name);
+    // Quota events of request-counted quotas here; a metered quota's charge is known at settlement.
+    if (o.quotaEvents !== undefined)
+      applied.forEach((a, i) => {
+        if (a.kind === 'quota' && a.meter === undefined)
+          raiseQuotaEvents(o.quotaEvents!, ctx, a, result.used[i]!, false);
+      });
     const owed = applied.filter((a) => a.kind !== 'rate' && a.meter === undefined).map((a) => a.spec);
     if (owed.length > 0) refundUnlessAnswered(ctx, owed, o.counters, o.local);
     if (meterNames.length > 0 && applied.some((a) => a.meter !== undefined)) settleMeters(ctx, applied);
@@ -298,6 +368,7 @@ export function createRateLimitStage(o: RateLimitStageOptions): Stage {
             meter === undefined
               ? undefined
               : (value, at) => quotaLimit(quota.config, holder.subject, holder.by, value, at).spec,
+          holder,
         });
       }
       if (id?.remaining !== undefined)
