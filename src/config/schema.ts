@@ -12,6 +12,8 @@ import { upstreamErrorsSchema, upstreamSchema } from '../policies/proxy/schema.j
 import { planQuotaSchema, routeQuotaSchema } from '../policies/quota/schema.js';
 import { rateLimitListSchema } from '../policies/rate-limit/schema.js';
 import { policiesSchema, routePoliciesSchema } from '../policies/custom/schema.js';
+import { websocketSchema } from '../policies/websocket/schema.js';
+import { concurrencySchema } from '../policies/concurrency/schema.js';
 import { compileTrust } from '../core/client-ip.js';
 import { httpMethod, mountPath, nonNegativeInt, port, positiveInt, bool } from './primitives.js';
 
@@ -42,6 +44,8 @@ const routeSchema = z
     rateLimits: rateLimitListSchema.describe('Rate limits of the route, on top of the plan’s.'),
     quota: routeQuotaSchema.optional(),
     idempotency: idempotencySchema.optional(),
+    concurrency: concurrencySchema.optional(),
+    websocket: websocketSchema,
     policies: routePoliciesSchema,
     upstreamErrors: upstreamErrorsSchema,
   })
@@ -55,6 +59,8 @@ const routeSchema = z
         path: ['auth'],
         message: 'is required on a route with an upstream (write `auth: none` to make it public)',
       });
+    if (route.websocket !== undefined && route.upstream === undefined)
+      ctx.addIssue({ code: 'custom', path: ['websocket'], message: 'needs an upstream' });
     const sp = route.upstream?.stripPrefix;
     if (sp !== undefined && sp !== '/' && route.path !== sp && !route.path.startsWith(sp + '/'))
       ctx.addIssue({

@@ -7,6 +7,7 @@ import { createMockStage } from '../policies/mock/mock.js';
 import { createBodyLimitStage } from '../policies/body-limit/body-limit.js';
 import { createReadBodyStage } from '../policies/body-limit/read-body.js';
 import { createProxyStage } from '../policies/proxy/proxy.js';
+import { createWebSocketStage } from '../policies/websocket/websocket.js';
 import { requestHeaderPlan } from '../policies/proxy/headers.js';
 import { createAuthenticateStage } from '../policies/authenticate/authenticate.js';
 import type { JwtVerifier } from '../policies/authenticate/jwt.js';
@@ -48,6 +49,8 @@ const SELF_SERVICE_BODY_BYTES = 65_536;
  * THE order of the request pipeline. Route config switches stages on and off; it never reorders
  * them. Why this order:
  * - `gone` first: a retired route answers 410 whatever else it says.
+ * - `websocket` (websocket routes) right after: a malformed handshake is refused before any work,
+ *   and `access_token` leaves the query before any stage (authentication included) or log sees it.
  * - `body-limit` before anything reads the body, and before authentication so an oversized
  *   upload is refused without a key lookup.
  * - `no-api-keys` (self-service only): API keys cannot manage keys, whatever else is sent.
@@ -70,6 +73,7 @@ const SELF_SERVICE_BODY_BYTES = 65_536;
  */
 export const PIPELINE: readonly PipelineEntry[] = [
   { name: 'gone', build: (b) => (b.route.gone ? createGoneStage(b.route.gone) : undefined) },
+  { name: 'websocket', build: (b) => (b.route.websocket ? createWebSocketStage() : undefined) },
   {
     name: 'body-limit',
     build: (b) => (b.route.gone ? undefined : createBodyLimitStage(b.config.limits.bodyBytes)),
@@ -188,6 +192,10 @@ export const PIPELINE: readonly PipelineEntry[] = [
         logger: b.services.logger,
         onUpstreamError: (ctx, target, code) =>
           b.services.metrics.upstreamError(b.route.id, target.origin, code),
+        websocket: b.route.websocket && {
+          idleTimeoutMs: b.route.websocket.idleTimeoutSec * 1000,
+          tunnels: b.services.websockets,
+        },
       });
     },
   },
@@ -219,6 +227,7 @@ export function selfServiceRoute(selfService: NonNullable<Config['selfService']>
     rateLimits: [],
     policies: [],
     upstreamErrors: 'rewrite',
+    websocket: undefined,
   };
 }
 

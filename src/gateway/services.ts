@@ -4,6 +4,7 @@ import type { Clock } from '../core/clock.js';
 import type { RequestContext } from '../core/context.js';
 import type { Logger } from '../observability/logger.js';
 import { UpstreamRegistry } from '../policies/proxy/upstream-pool.js';
+import { WebSocketTunnels } from '../policies/proxy/websocket-tunnel.js';
 import { ReadinessRegistry } from '../observability/readiness.js';
 import { RedisHandle } from '../shared/redis.js';
 import { GatewayMetrics } from '../observability/metrics.js';
@@ -42,6 +43,8 @@ export interface Services {
   readonly logger: Logger;
   readonly env: Env;
   readonly upstreams: UpstreamRegistry;
+  /** The open WebSockets (metrics, drain); they outlive reloads. */
+  readonly websockets: WebSocketTunnels;
   readonly readiness: ReadinessRegistry;
   /** The shared Redis connection when `redis` is configured (or `REDIS_URL` set); else in-memory stores. */
   readonly redis: RedisHandle | undefined;
@@ -82,6 +85,7 @@ export interface ServiceOptions {
 export function createServices(config: Config, o: ServiceOptions): Services {
   const { clock, logger, env } = o;
   const upstreams = new UpstreamRegistry(clock);
+  const websockets = new WebSocketTunnels();
   const redisConfig = config.redis;
   const redis = redisConfig ? new RedisHandle(redisConfig, logger) : undefined;
   const failOpen = redisConfig?.onError === 'open';
@@ -119,12 +123,15 @@ export function createServices(config: Config, o: ServiceOptions): Services {
     rateLimitFallback: () => (counters instanceof ResilientCounters && counters.fallbackActive ? 1 : 0),
     targets: () => upstreams.health(),
     reloads: () => reloadStatus,
+    websockets: () => websockets.byRoute(),
   });
+  websockets.onOpen = (route) => metrics.websocketHandshake(route, 'accepted');
   return {
     clock,
     logger,
     env,
     upstreams,
+    websockets,
     readiness,
     redis,
     metrics,
@@ -145,6 +152,7 @@ export function createServices(config: Config, o: ServiceOptions): Services {
     // Closed in reverse: the audit store flushes before Redis goes.
     closers: [
       () => upstreams.close(),
+      () => websockets.closeAll(),
       ...(redis ? [() => redis.close()] : []),
       () => audit.close(),
       () => keys.close(),

@@ -29,6 +29,8 @@ export interface AuditRecord {
   bytes_out: number;
   idempotent_replay: boolean;
   rate_limit_policy: string | null;
+  /** A WebSocket's close code (the first close frame seen either way, or the gateway's); null: none seen. Only on WebSocket handshakes. */
+  close_code?: number | null;
   /** What an HMAC-signed request carried (for the signature playground): never the secret. */
   signature?: { timestamp: string | null; body_sha256: string; result: string } | null;
 }
