@@ -62,11 +62,18 @@ export async function startWsUpstream(
 }
 
 /** What a refused handshake got: the HTTP answer. */
-export interface Refusal {
-  status: number;
-  headers: Record<string, string | string[] | undefined>;
-  body: string;
-  json(): any;
+export class Refusal extends Error {
+  constructor(
+    readonly status: number,
+    readonly headers: Record<string, string | string[] | undefined>,
+    readonly body: string,
+  ) {
+    super(`handshake refused with ${status}`);
+  }
+
+  json(): any {
+    return JSON.parse(this.body);
+  }
 }
 
 /**
@@ -89,13 +96,7 @@ export function openWs(
       res.on('data', (c: Buffer) => chunks.push(c));
       res.on('end', () => {
         const body = Buffer.concat(chunks).toString('utf8');
-        const refusal: Refusal = {
-          status: res.statusCode ?? 0,
-          headers: res.headers,
-          body,
-          json: () => JSON.parse(body),
-        };
-        reject(refusal);
+        reject(new Refusal(res.statusCode ?? 0, res.headers, body));
       });
       res.on('error', reject);
     });
@@ -108,7 +109,7 @@ export async function refused(promise: Promise<WebSocket>): Promise<Refusal> {
     const ws = await promise;
     ws.terminate();
   } catch (err) {
-    if (typeof (err as Refusal).status === 'number') return err as Refusal;
+    if (err instanceof Refusal) return err;
     throw err;
   }
   throw new Error('the handshake was accepted');

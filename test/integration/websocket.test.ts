@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import net from 'node:net';
-import WebSocket from 'ws';
+import type WebSocket from 'ws';
 import { startGateway, type RunningGateway } from '../helpers/gateway.js';
 import { parseRaw, request, waitFor } from '../helpers/http.js';
 import { expectProblem } from '../helpers/problem.js';
@@ -39,7 +39,7 @@ async function setup(
       { id: 'plain', path: '/plain', auth: 'none', upstream: { targets: [upstream.url] } },
     ],
     ...extra,
-  } as ConfigInput);
+  });
   cleanup.push(() => gw.close());
   return { gw, up: upstream, ws: gw.url.replace('http:', 'ws:') };
 }

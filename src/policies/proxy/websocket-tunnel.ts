@@ -5,9 +5,22 @@ import type { Duplex } from 'node:stream';
 import { Problem } from '../../problems/problem.js';
 import { MAX_UPSTREAM_ERROR_BODY, writeUpstreamProblem } from '../../problems/upstream-errors.js';
 import type { RequestContext, UpgradeState } from '../../core/context.js';
-import { downstreamHeaders, upstreamRequestHeaders } from './headers.js';
-import type { ProxyStageOptions } from './proxy.js';
-import type { Target } from './upstream-pool.js';
+import type { ProblemWriter } from '../../problems/problem-details.js';
+import type { Clock } from '../../core/clock.js';
+import { downstreamHeaders, upstreamRequestHeaders, type RequestHeaderPlan } from './headers.js';
+import type { Target, UpstreamPool } from './upstream-pool.js';
+import type { UpstreamConfig } from './schema.js';
+
+/** What a handshake's trip upstream needs of the proxy stage's options. */
+interface ExchangeOptions {
+  upstream: UpstreamConfig;
+  upstreamErrors: 'rewrite' | 'rewrite-5xx' | 'passthrough';
+  pool: UpstreamPool;
+  headers: RequestHeaderPlan;
+  writer: ProblemWriter;
+  clock: Clock;
+  onUpstreamError?: ((ctx: RequestContext, target: Target, code: string) => void) | undefined;
+}
 
 /** WebSocket close codes the gateway sends (RFC 6455 §7.4.1). */
 export const CLOSE_GOING_AWAY = 1001;
@@ -67,7 +80,7 @@ const CONNECT_ERRORS = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', '
  */
 export class WebSocketExchange {
   readonly #ctx: RequestContext;
-  readonly #o: ProxyStageOptions;
+  readonly #o: ExchangeOptions;
   readonly #ws: WebSocketOptions;
   readonly #path: string;
   readonly #resolve: () => void;
@@ -81,7 +94,7 @@ export class WebSocketExchange {
 
   constructor(
     ctx: RequestContext,
-    o: ProxyStageOptions,
+    o: ExchangeOptions,
     ws: WebSocketOptions,
     path: string,
     resolve: () => void,
