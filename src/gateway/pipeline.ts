@@ -13,6 +13,7 @@ import { createAuthenticateStage } from '../policies/authenticate/authenticate.j
 import type { JwtVerifier } from '../policies/authenticate/jwt.js';
 import { createSignatureStage } from '../policies/signature/signature.js';
 import { createRateLimitStage } from '../policies/rate-limit/rate-limit.js';
+import { createConcurrencyStage } from '../policies/concurrency/concurrency.js';
 import { createIdempotencyStage } from '../policies/idempotency/idempotency.js';
 import type { CompiledPolicy } from '../policies/custom/custom.js';
 import type { PolicyPhase } from '../policies/custom/define-policy.js';
@@ -64,6 +65,8 @@ const SELF_SERVICE_BODY_BYTES = 65_536;
  * - `rate-limit` (rate limits, quota and the key's remaining uses, in one round trip) after
  *   authentication, so limits can count by key, subject and tenant, and failed authentication
  *   costs no budget.
+ * - `concurrency` right after the rate limits: a request they refuse takes no slot (and costs no
+ *   slot round trip); the slot is held from here until the response ends or the client leaves.
  * - `policies: late` (the default phase) after limits: a custom policy sees who is calling and
  *   cannot be used to skip the limits.
  * - `idempotency` last before the answer: a replay or a conflict needs to know the caller (scope),
@@ -133,6 +136,18 @@ export const PIPELINE: readonly PipelineEntry[] = [
             counters: b.services.counters,
             clock: b.services.clock,
             local: b.route.mock !== undefined,
+          }),
+  },
+  {
+    name: 'concurrency',
+    build: (b) =>
+      b.route.concurrency === undefined || b.route.gone
+        ? undefined
+        : createConcurrencyStage({
+            routeId: b.route.id,
+            config: b.route.concurrency,
+            store: b.services.concurrency,
+            onError: (err) => b.services.logger.debug({ err }, 'concurrency slot renewal or release failed'),
           }),
   },
   { name: 'policies:late', build: (b) => customPolicies(b, 'late') },

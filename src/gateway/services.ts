@@ -17,6 +17,11 @@ import { RedisKeyStore } from '../keys/redis-store.js';
 import { MemoryReplayStore, RedisReplayStore, type ReplayStore } from '../policies/signature/replay-store.js';
 import { MemoryCounters, type CounterStore } from '../policies/rate-limit/counters.js';
 import { ResilientCounters } from '../policies/rate-limit/resilient-counters.js';
+import {
+  MemoryConcurrency,
+  ResilientConcurrency,
+  type ConcurrencyStore,
+} from '../policies/concurrency/store.js';
 import { remainingCounter } from '../policies/quota/quota.js';
 import {
   MemoryIdempotencyStore,
@@ -58,6 +63,8 @@ export interface Services {
   readonly replay: ReplayStore;
   /** Rate-limit, quota and remaining-use counters (Redis with a memory fallback, or memory). */
   readonly counters: CounterStore;
+  /** Concurrency slots (Redis with a memory fallback, or memory). */
+  readonly concurrency: ConcurrencyStore;
   /** Key management for the admin and self-service APIs. */
   readonly management: KeyManagement;
   /** Idempotency locks and stored responses. */
@@ -142,6 +149,7 @@ export function createServices(config: Config, o: ServiceOptions): Services {
       ? new RedisReplayStore(redis, failOpen)
       : new MemoryReplayStore(clock, config.auth.hmac.replayCache),
     counters,
+    concurrency: redis ? new ResilientConcurrency(redis) : new MemoryConcurrency(),
     management: new KeyManagement({ keys, counters, plans: () => current.config.plans, clock }),
     idempotency: redis
       ? new RedisIdempotencyStore(redis)
