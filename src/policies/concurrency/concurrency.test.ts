@@ -40,7 +40,7 @@ describe('concurrency stage (in-process)', () => {
     expect(enter('10.0.0.2').problem).toBeUndefined();
   });
 
-  it('frees the slot when the response is over (finished or aborted)', async () => {
+  it('frees the slot when the response is over (finished or aborted)', () => {
     const { enter, store } = setup(1);
     const a = enter();
     expect(enter().problem).toBeDefined();
