@@ -66,6 +66,8 @@ export class GatewayProcess {
     const publicServer = serve.public
       ? createHttpServer(config.server.viaExpress ? gateway.app : gateway.handle, serverOptions)
       : undefined;
+    // WebSocket handshakes (SPEC §9) run the route's pipeline from the `upgrade` event.
+    publicServer?.on('upgrade', gateway.handleUpgrade);
     const adminServer =
       serve.admin && config.admin ? createHttpServer(gateway.adminApp, serverOptions) : undefined;
     try {
@@ -165,7 +167,12 @@ export class GatewayProcess {
     clearInterval(sweep);
     if (timer) clearTimeout(timer);
     if (outcome === 'timeout') {
-      this.logger.warn('drain timeout: closing the remaining connections');
+      this.logger.warn(
+        { websockets: this.gateway.openWebSockets },
+        'drain timeout: closing the remaining connections',
+      );
+      // Open WebSockets get a close frame 1001 (going away) before their sockets end.
+      this.gateway.closeWebSockets(1001);
       for (const s of servers) s.closeAllConnections();
       await closed;
     }

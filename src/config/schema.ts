@@ -16,6 +16,8 @@ import { metersSchema, rateLimitListSchema } from '../policies/rate-limit/schema
 import { policiesSchema, routePoliciesSchema } from '../policies/custom/schema.js';
 import { corsSchema, routeCorsSchema } from '../policies/cors/schema.js';
 import { ipRulesSchema } from '../policies/ip-rules/schema.js';
+import { websocketSchema } from '../policies/websocket/schema.js';
+import { concurrencySchema } from '../policies/concurrency/schema.js';
 import { compileTrust } from '../core/client-ip.js';
 import { webhooksSchema } from '../events/schema.js';
 import { httpMethod, mountPath, nonNegativeInt, port, positiveInt, bool } from './primitives.js';
@@ -49,6 +51,8 @@ const routeSchema = z
     meters: metersSchema,
     idempotency: idempotencySchema.optional(),
     fault: faultSchema.optional(),
+    concurrency: concurrencySchema.optional(),
+    websocket: websocketSchema,
     policies: routePoliciesSchema,
     upstreamErrors: upstreamErrorsSchema,
     cors: routeCorsSchema.optional(),
@@ -67,6 +71,8 @@ const routeSchema = z
         path: ['auth'],
         message: 'is required on a route with an upstream (write `auth: none` to make it public)',
       });
+    if (route.websocket !== undefined && route.upstream === undefined)
+      ctx.addIssue({ code: 'custom', path: ['websocket'], message: 'needs an upstream' });
     const sp = route.upstream?.stripPrefix;
     if (sp !== undefined && sp !== '/' && route.path !== sp && !route.path.startsWith(sp + '/'))
       ctx.addIssue({

@@ -1,4 +1,5 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Duplex } from 'node:stream';
 import type { Problem } from '../problems/problem.js';
 import { clientAddress, type TrustFn } from './client-ip.js';
 import type { Identity, KeyCredential } from './identity.js';
@@ -20,6 +21,20 @@ export interface UpstreamSink {
   data(chunk: Buffer): boolean;
   /** The answer is complete. */
   end(): void;
+}
+
+/**
+ * A request that asked to switch protocols (a WebSocket handshake, from the server's `upgrade`
+ * event): the raw client socket, the bytes that came after the request head, and what became of it.
+ * `ctx.res` is a ServerResponse bound to that socket, so a refusal is an ordinary HTTP answer.
+ */
+export interface UpgradeState {
+  readonly socket: Duplex;
+  readonly head: Buffer;
+  /** The `101` went out: the connection is a tunnel now (`finalStatus` says 101). */
+  established: boolean;
+  /** The WebSocket close code seen or sent, where known. */
+  closeCode: number | undefined;
 }
 
 const CONTEXT = Symbol.for('tollgate.context');
@@ -95,6 +110,8 @@ export class RequestContext {
   expectsContinue: boolean;
   /** Headers a stage adds to the upstream request (`[name, value, …]`, lower-case names), after the client's. */
   upstreamHeaders: string[] | undefined;
+  /** Set on an upgrade request (a WebSocket handshake); undefined on every other request. */
+  upgrade: UpgradeState | undefined;
   /** Lower-case names of response headers the gateway set (`setResponseHeader`): an upstream's own copies are dropped. */
   responseHeaderNames: string[] | undefined;
   /** Holders' callbacks for the client leaving (see `hold`); undefined while nothing holds. */
@@ -145,6 +162,7 @@ export class RequestContext {
     this.host = req.headers.host;
     this.expectsContinue = false;
     this.upstreamHeaders = undefined;
+    this.upgrade = undefined;
     this.responseHeaderNames = undefined;
     this.#holders = undefined;
     this.#reportHookError = undefined;
@@ -266,10 +284,11 @@ export function contextOf(req: IncomingMessage): RequestContext | undefined {
 export const CLIENT_CLOSED = 499;
 
 /**
- * The status a request ended with: what was sent, or 499 when the client left before any
- * response head (Node's `statusCode` would still say its default, 200).
+ * The status a request ended with: what was sent (101 for a WebSocket that was proxied), or 499
+ * when the client left before any response head (Node's `statusCode` would still say its default, 200).
  */
 export function finalStatus(ctx: RequestContext): number {
+  if (ctx.upgrade?.established === true) return 101;
   const res = ctx.res;
   return res.headersSent || res.writableFinished ? res.statusCode : CLIENT_CLOSED;
 }

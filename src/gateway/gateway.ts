@@ -1,4 +1,6 @@
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import { ServerResponse, type IncomingMessage } from 'node:http';
+import type { Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
 import express, { type Express } from 'express';
 import { unexpectedIssue, validateConfig, type LoadResult } from '../config/load.js';
 import type { Config } from '../config/schema.js';
@@ -162,6 +164,38 @@ export class Gateway {
     if (req.headers.expect !== undefined) ctx.expectsContinue = claimContinue(req);
     res.once('close', () => this.#finish(ctx));
     if (this.#draining) res.setHeader('connection', 'close');
+    this.#route(ctx, state);
+  };
+
+  /**
+   * The `upgrade` listener of the public server (`server.on('upgrade', gateway.handleUpgrade)`):
+   * a WebSocket handshake runs its route's whole pipeline like any request — on a ServerResponse
+   * bound to the raw socket, so a refusal is an ordinary problem+json answer (then the socket is
+   * closed) — and the proxy stage relays the upstream's `101` and pipes the sockets. An upgrade to
+   * a route without `websocket: true`, or to another protocol, is 400.
+   */
+  readonly handleUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer): void => {
+    const state = this.#state;
+    // Node has taken its own listeners off an upgraded socket: a reset must not go unhandled.
+    socket.on('error', () => socket.destroy());
+    const res = new ServerResponse(req);
+    res.shouldKeepAlive = false;
+    res.assignSocket(socket as Socket);
+    const ctx = newContext(req, res, this.services.clock);
+    ctx.trust = state.trust;
+    const upgrade = { socket, head, established: false, closeCode: undefined };
+    ctx.upgrade = upgrade;
+    // A refusal (or an upstream's HTTP answer) ends the connection once written; a tunnel's
+    // sockets end when either side closes. `close` comes when the socket is gone, either way.
+    res.once('finish', () => {
+      if (!upgrade.established) (socket as Socket).destroySoon();
+    });
+    res.once('close', () => this.#finish(ctx));
+    this.#route(ctx, state);
+  };
+
+  #route(ctx: RequestContext, state: GatewayState): void {
+    const req = ctx.req;
     // The front stages (IP rules, CORS) not run yet: the top level's until a route is found. An
     // answer before they ran (a bad target, no route) still gets them, in the catch below.
     let front = state.front;
@@ -195,6 +229,11 @@ export class Gateway {
         });
       }
       ctx.routeId = route.config.id;
+      if (ctx.upgrade !== undefined && route.config.websocket === undefined)
+        throw new Problem('bad-request', {
+          detail: 'This route does not accept WebSocket (or other protocol) upgrades.',
+          headers: { connection: 'close' },
+        });
       const pending = runStages(ctx, route.stages);
       if (pending !== undefined) pending.then(undefined, (err: unknown) => this.#fail(ctx, state, err));
     } catch (err) {
@@ -207,7 +246,7 @@ export class Gateway {
       }
       this.#fail(ctx, state, failure);
     }
-  };
+  }
 
   /**
    * Validates `input` and swaps it in for new requests; requests in flight finish on the config
@@ -269,6 +308,16 @@ export class Gateway {
    */
   recordClientError(answered: ClientErrorAnswer): void {
     observeRefused(this.services, refusedRecord(answered, this.services.clock.now()));
+  }
+
+  /** Open WebSockets (they outlive reloads, on the config they started with). */
+  get openWebSockets(): number {
+    return this.services.websockets.size;
+  }
+
+  /** Closes every open WebSocket with close code `code` (1001 at the end of a drain). */
+  closeWebSockets(code = 1001): void {
+    this.services.websockets.closeAll(code);
   }
 
   /** Stops keep-alive: every response from now on says `Connection: close`; `/readyz` says 503. */

@@ -7,11 +7,13 @@ import { createMockStage } from '../policies/mock/mock.js';
 import { createBodyLimitStage } from '../policies/body-limit/body-limit.js';
 import { createReadBodyStage } from '../policies/body-limit/read-body.js';
 import { createProxyStage } from '../policies/proxy/proxy.js';
+import { createWebSocketStage } from '../policies/websocket/websocket.js';
 import { requestHeaderPlan } from '../policies/proxy/headers.js';
 import { createAuthenticateStage } from '../policies/authenticate/authenticate.js';
 import type { JwtVerifier } from '../policies/authenticate/jwt.js';
 import { createSignatureStage } from '../policies/signature/signature.js';
 import { createRateLimitStage, type RateLimitStageOptions } from '../policies/rate-limit/rate-limit.js';
+import { createConcurrencyStage } from '../policies/concurrency/concurrency.js';
 import { createIdempotencyStage } from '../policies/idempotency/idempotency.js';
 import { createFaultStage } from '../policies/fault/fault.js';
 import { createHeadersStage } from '../policies/headers/headers.js';
@@ -62,6 +64,8 @@ const SELF_SERVICE_BODY_BYTES = 65_536;
  *   (`OPTIONS`, no credentials) is answered on any route, and the headers it sets on an allowed
  *   origin's request stay on every later answer, the gateway's own problems included.
  * - `gone` first of the route's stages: a retired route answers 410 whatever else it says.
+ * - `websocket` (websocket routes) right after: a malformed handshake is refused before any work,
+ *   and `access_token` leaves the query before any stage (authentication included) or log sees it.
  * - `body-limit` before anything reads the body, and before authentication so an oversized
  *   upload is refused without a key lookup.
  * - `no-api-keys` (self-service only): API keys cannot manage keys, whatever else is sent.
@@ -75,6 +79,8 @@ const SELF_SERVICE_BODY_BYTES = 65_536;
  * - `rate-limit` (rate limits, quota and the key's remaining uses, in one round trip) after
  *   authentication, so limits can count by key, subject and tenant, and failed authentication
  *   costs no budget.
+ * - `concurrency` right after the rate limits: a request they refuse takes no slot (and costs no
+ *   slot round trip); the slot is held from here until the response ends or the client leaves.
  * - `policies: late` (the default phase) after limits: a custom policy sees who is calling and
  *   cannot be used to skip the limits.
  * - `fault` after authentication, limits and late policies, so a load test pays for all of them
@@ -102,6 +108,7 @@ export const PIPELINE: readonly PipelineEntry[] = [
     build: (b) => corsStage(b.route.cors ?? b.config.cors, b.route.methods, b.securityHeaders),
   },
   { name: 'gone', build: (b) => (b.route.gone ? createGoneStage(b.route.gone) : undefined) },
+  { name: 'websocket', build: (b) => (b.route.websocket ? createWebSocketStage() : undefined) },
   {
     name: 'body-limit',
     build: (b) => (b.route.gone ? undefined : createBodyLimitStage(routeBodyBytes(b))),
@@ -170,6 +177,18 @@ export const PIPELINE: readonly PipelineEntry[] = [
             meters: b.route.meters,
             onMeterMissing: (meter) => b.services.metrics.meterMissing(b.route.id, meter),
             quotaEvents: quotaEvents(b),
+          }),
+  },
+  {
+    name: 'concurrency',
+    build: (b) =>
+      b.route.concurrency === undefined || b.route.gone
+        ? undefined
+        : createConcurrencyStage({
+            routeId: b.route.id,
+            config: b.route.concurrency,
+            store: b.services.concurrency,
+            onError: (err) => b.services.logger.debug({ err }, 'concurrency slot renewal or release failed'),
           }),
   },
   { name: 'policies:late', build: (b) => customPolicies(b, 'late') },
@@ -252,6 +271,10 @@ export const PIPELINE: readonly PipelineEntry[] = [
         logger: b.services.logger,
         onUpstreamError: (ctx, target, code) =>
           b.services.metrics.upstreamError(b.route.id, target.origin, code),
+        websocket: b.route.websocket && {
+          idleTimeoutMs: b.route.websocket.idleTimeoutSec * 1000,
+          tunnels: b.services.websockets,
+        },
       });
     },
   },
@@ -327,6 +350,7 @@ export function selfServiceRoute(selfService: NonNullable<Config['selfService']>
     rateLimits: [],
     policies: [],
     upstreamErrors: 'rewrite',
+    websocket: undefined,
   };
 }
 

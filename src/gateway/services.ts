@@ -4,6 +4,7 @@ import type { Clock } from '../core/clock.js';
 import type { RequestContext } from '../core/context.js';
 import type { Logger } from '../observability/logger.js';
 import { UpstreamRegistry } from '../policies/proxy/upstream-pool.js';
+import { WebSocketTunnels } from '../policies/proxy/websocket-tunnel.js';
 import { ReadinessRegistry } from '../observability/readiness.js';
 import { RedisHandle } from '../shared/redis.js';
 import { GatewayMetrics } from '../observability/metrics.js';
@@ -16,6 +17,11 @@ import { RedisKeyStore } from '../keys/redis-store.js';
 import { MemoryReplayStore, RedisReplayStore, type ReplayStore } from '../policies/signature/replay-store.js';
 import { MemoryCounters, type CounterStore } from '../policies/rate-limit/counters.js';
 import { ResilientCounters } from '../policies/rate-limit/resilient-counters.js';
+import {
+  MemoryConcurrency,
+  ResilientConcurrency,
+  type ConcurrencyStore,
+} from '../policies/concurrency/store.js';
 import { remainingCounter } from '../policies/quota/quota.js';
 import {
   MemoryIdempotencyStore,
@@ -46,6 +52,8 @@ export interface Services {
   readonly logger: Logger;
   readonly env: Env;
   readonly upstreams: UpstreamRegistry;
+  /** The open WebSockets (metrics, drain); they outlive reloads. */
+  readonly websockets: WebSocketTunnels;
   readonly readiness: ReadinessRegistry;
   /** The shared Redis connection when `redis` is configured (or `REDIS_URL` set); else in-memory stores. */
   readonly redis: RedisHandle | undefined;
@@ -61,6 +69,8 @@ export interface Services {
   readonly replay: ReplayStore;
   /** Rate-limit, quota and remaining-use counters (Redis with a memory fallback, or memory). */
   readonly counters: CounterStore;
+  /** Concurrency slots (Redis with a memory fallback, or memory). */
+  readonly concurrency: ConcurrencyStore;
   /** Key management for the admin and self-service APIs. */
   readonly management: KeyManagement;
   /** Idempotency locks and stored responses. */
@@ -94,6 +104,7 @@ export interface ServiceOptions {
 export function createServices(config: Config, o: ServiceOptions): Services {
   const { clock, logger, env } = o;
   const upstreams = new UpstreamRegistry(clock);
+  const websockets = new WebSocketTunnels();
   const redisConfig = config.redis;
   const redis = redisConfig ? new RedisHandle(redisConfig, logger) : undefined;
   const failOpen = redisConfig?.onError === 'open';
@@ -154,13 +165,16 @@ export function createServices(config: Config, o: ServiceOptions): Services {
     targets: () => upstreams.health(),
     reloads: () => reloadStatus,
     webhookQueueDepth: () => webhooks.depth,
+    websockets: () => websockets.byRoute(),
   });
+  websockets.onOpen = (route) => metrics.websocketHandshake(route, 'accepted');
   return {
     clock,
     random: o.random ?? Math.random,
     logger,
     env,
     upstreams,
+    websockets,
     readiness,
     redis,
     metrics,
@@ -172,6 +186,7 @@ export function createServices(config: Config, o: ServiceOptions): Services {
       ? new RedisReplayStore(redis, failOpen)
       : new MemoryReplayStore(clock, config.auth.hmac.replayCache),
     counters,
+    concurrency: redis ? new ResilientConcurrency(redis) : new MemoryConcurrency(),
     management: new KeyManagement({
       keys,
       counters,
@@ -189,6 +204,7 @@ export function createServices(config: Config, o: ServiceOptions): Services {
     // Closed in reverse: the audit store flushes before Redis goes.
     closers: [
       () => upstreams.close(),
+      () => websockets.closeAll(),
       ...(redis ? [() => redis.close()] : []),
       // Meter settlements still batched are written before Redis goes.
       () => counters.flush(),

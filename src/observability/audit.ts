@@ -31,6 +31,8 @@ export interface AuditRecord {
   rate_limit_policy: string | null;
   /** Shadow-mode rate limits that would have refused this request (it was let through). */
   rate_limit_shadow?: string[] | null;
+  /** A WebSocket's close code (the first close frame seen either way, or the gateway's); null: none seen. Only on WebSocket handshakes. */
+  close_code?: number | null;
   /** What an HMAC-signed request carried (for the signature playground): never the secret. */
   signature?: { timestamp: string | null; body_sha256: string; result: string } | null;
   /** `admin` for a call to the admin API (SPEC §11); absent on a request record. */

@@ -1,6 +1,6 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { RequestContext } from '../core/context.js';
-import { finalStatus } from '../core/context.js';
+import { CLIENT_CLOSED, finalStatus } from '../core/context.js';
 
 const METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS', 'TRACE']);
 const AUTH_FAILURES = new Set([
@@ -34,6 +34,8 @@ export interface MetricSources {
   reloads?: () => { count: number; failures: number; lastSuccess: boolean };
   /** Webhook deliveries waiting (queued, not yet delivered or given up). */
   webhookQueueDepth?: () => number;
+  /** Open WebSockets per route. */
+  websockets?: () => ReadonlyMap<string, number>;
 }
 
 /** How a webhook delivery attempt ended. */
@@ -66,6 +68,7 @@ export class GatewayMetrics {
   readonly #meterMissing: Counter<string>;
   readonly #webhookDeliveries: Counter<string>;
   readonly #webhookDropped: Counter<string>;
+  readonly #handshakes: Counter<string>;
   readonly #series = new Map<string, RequestSeries>();
   readonly #upstreamSeries = new Map<string, Histogram.Internal<string>>();
 
@@ -171,6 +174,23 @@ export class GatewayMetrics {
           this.set(webhookQueueDepth());
         },
       });
+    this.#handshakes = new Counter({
+      name: 'tollgate_websocket_handshakes_total',
+      help: 'WebSocket handshakes, by route and outcome: accepted (101 relayed), refused (the gateway answered: auth, limits, bad handshake), upstream_refused (the upstream answered without 101), failed (no upstream answer), aborted (the client left).',
+      labelNames: ['route', 'outcome'],
+      registers,
+    });
+    new Gauge({
+      name: 'tollgate_websocket_connections',
+      aggregator: 'sum',
+      help: 'Open WebSockets, by route.',
+      labelNames: ['route'],
+      registers,
+      collect() {
+        this.reset();
+        for (const [route, n] of sources.websockets?.() ?? []) this.set({ route }, n);
+      },
+    });
     // Registered only with Redis: an unset gauge would still be exported as 0 ("down").
     const redisUp = sources.redisUp;
     if (redisUp !== undefined)
@@ -269,7 +289,25 @@ export class GatewayMetrics {
       this.#series.set(key, series);
     }
     series.requests.inc();
-    series.duration.observe((endMono - ctx.startMono) / 1000);
+    const upgrade = ctx.upgrade;
+    if (upgrade !== undefined) {
+      // A WebSocket's life is not a request latency: only a refused handshake is timed; an
+      // accepted one was counted at its 101.
+      if (!upgrade.established)
+        this.#handshakes.inc({
+          route,
+          outcome:
+            status === CLIENT_CLOSED
+              ? 'aborted'
+              : ctx.upstreamStatus !== undefined
+                ? 'upstream_refused'
+                : ctx.upstreamTarget !== undefined
+                  ? 'failed'
+                  : 'refused',
+        });
+    }
+    if (upgrade === undefined || !upgrade.established)
+      series.duration.observe((endMono - ctx.startMono) / 1000);
     if (ctx.upstreamLatencyMs !== undefined && ctx.upstreamTarget !== undefined) {
       const upstreamKey = `${route}|${ctx.upstreamTarget}`;
       let upstream = this.#upstreamSeries.get(upstreamKey);
@@ -302,6 +340,11 @@ export class GatewayMetrics {
   /** A response whose meter value was missing or unusable (it added 0). */
   meterMissing(route: string, meter: string): void {
     this.#meterMissing.inc({ route, meter });
+  }
+
+  /** A WebSocket handshake with its outcome (`accepted` when the 101 was relayed). */
+  websocketHandshake(route: string, outcome: string): void {
+    this.#handshakes.inc({ route, outcome });
   }
 
   /** A failed upstream attempt (retries included). */

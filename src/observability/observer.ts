@@ -15,7 +15,8 @@ export function auditRecord(ctx: RequestContext, endMono: number): AuditRecord {
     const length = res.getHeader('content-length');
     if (length !== undefined) bytesOut = Number(length) || 0;
   }
-  return {
+  const upgrade = ctx.upgrade;
+  const record: AuditRecord = {
     time: new Date(ctx.startedAt).toISOString(),
     request_id: ctx.requestId,
     trace_id: ctx.traceId,
@@ -23,7 +24,7 @@ export function auditRecord(ctx: RequestContext, endMono: number): AuditRecord {
     path: ctx.path,
     route: ctx.routeId ?? null,
     status: finalStatus(ctx),
-    aborted: !res.writableFinished,
+    aborted: upgrade?.established === true ? false : !res.writableFinished,
     latency_ms: round3(endMono - ctx.startMono),
     client_ip: ctx.clientIp || null,
     auth_method: id?.method ?? null,
@@ -48,6 +49,9 @@ export function auditRecord(ctx: RequestContext, endMono: number): AuditRecord {
             result: ctx.signature.result,
           },
   };
+  // A WebSocket: `latency_ms` is its duration, `bytes_in`/`bytes_out` what passed each way.
+  if (upgrade !== undefined) record.close_code = upgrade.closeCode ?? null;
+  return record;
 }
 
 /** What Node's `clientError`, `connect` and `checkExpectation` paths know of a request they answered. */

@@ -29,6 +29,8 @@ export async function startGateway(
     gateway.config.server.viaExpress ? gateway.app : gateway.handle,
     serverOptions,
   );
+  // As the CLI does: WebSocket handshakes come through the `upgrade` event.
+  server.on('upgrade', gateway.handleUpgrade);
   const adminServer = createHttpServer(gateway.adminApp, serverOptions);
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   await new Promise<void>((resolve) => adminServer.listen(0, '127.0.0.1', resolve));

@@ -2,6 +2,7 @@ import type { IncomingHttpHeaders, IncomingMessage, OutgoingHttpHeaders } from '
 import { HOP_BY_HOP, connectionTokens } from '../../shared/http.js';
 import type { RequestContext } from '../../core/context.js';
 import type { TrustFn } from '../../core/client-ip.js';
+import { credentialFromQuery } from '../websocket/websocket.js';
 
 /** Headers the gateway sets upstream itself; a client's copies never pass (SPEC §5, §9). */
 export const IDENTITY_HEADERS = [
@@ -167,6 +168,8 @@ export function upstreamRequestHeaders(
   if (auth !== undefined) {
     // On an API-key request, authentication let `Authorization` through only as the same key.
     if (id?.method === 'api-key') delete out.authorization;
+    // Made from `access_token` (a WebSocket route): the gateway's credential, not the upstream's.
+    else if (credentialFromQuery(req)) delete out.authorization;
     else if (
       typeof auth === 'string' &&
       auth.includes(plan.apiKeyPrefix) && // cheap: a JWT never gets to the test below

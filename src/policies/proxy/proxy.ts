@@ -22,6 +22,7 @@ import {
 } from './headers.js';
 import type { Target, UpstreamPool } from './upstream-pool.js';
 import type { UpstreamConfig } from './schema.js';
+import { WebSocketExchange, type WebSocketOptions } from './websocket-tunnel.js';
 
 /** Connection failures: the request never reached the upstream application. */
 const CONNECT_ERRORS = new Set([
@@ -69,6 +70,8 @@ export interface ProxyStageOptions {
   logger?: { warn(fields: object, message: string): void };
   /** Called for every upstream attempt that failed (metrics). */
   onUpstreamError?: (ctx: RequestContext, target: Target, code: string) => void;
+  /** Set on a `websocket` route: handshakes (`ctx.upgrade`) are proxied as WebSockets. */
+  websocket?: WebSocketOptions | undefined;
 }
 
 /**
@@ -99,6 +102,19 @@ export class ProxyStage implements Stage {
           detail: `The request has passed through the gateway ${MAX_VIA_HOPS} times: a route's upstream leads back to it.`,
         }),
       );
+    if (ctx.upgrade !== undefined) {
+      const ws = this.#o.websocket;
+      if (ws === undefined)
+        return Promise.reject(
+          new Problem('bad-request', {
+            detail: 'This route does not accept WebSocket (or other protocol) upgrades.',
+            headers: { connection: 'close' },
+          }),
+        );
+      return new Promise<void>((resolve, reject) => {
+        new WebSocketExchange(ctx, this.#o, ws, this.upstreamPath(ctx), resolve, reject).attempt();
+      });
+    }
     return new Promise<void>((resolve, reject) => {
       new Exchange(ctx, this.#o, this.upstreamPath(ctx), resolve, reject).attempt();
     });
