@@ -141,8 +141,8 @@ describe('the npm package', () => {
       );
       const tsc = join(root, 'node_modules', 'typescript', 'bin', 'tsc');
       await run(process.execPath, [tsc, '-p', 'tsconfig.json'], { cwd: temp, timeout: STEP_MS }).catch(
-        (err: { stdout?: string }) => {
-          throw new Error(`tsc failed in the consumer project:\n${err.stdout ?? String(err)}`);
+        (err: Error & { stdout?: string }) => {
+          throw new Error(`tsc failed in the consumer project:\n${err.stdout ?? err.message}`);
         },
       );
       const imported = await run(
