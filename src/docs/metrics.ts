@@ -17,6 +17,7 @@ const LABELS: Record<string, string> = {
   problem: 'the problem slug (`invalid-credentials`, `insufficient-scope`, …)',
   reason: '`in-flight` or `payload-mismatch`',
   result: '`success` or `failure`',
+  issuer: 'the `iss` of a JWT issuer with a `jwksUri` (from the config)',
   type: 'the kind of resource, handle or request (Node.js)',
   space: 'the V8 heap space',
   version: 'the Node.js version',
