@@ -61,6 +61,8 @@ export { proxy, type ProxyOptions } from './policies/proxy/middleware.js';
 export type { UpstreamOptions } from './policies/proxy/schema.js';
 export {
   authenticate,
+  createKeyService,
+  type KeyServiceOptions,
   type AuthenticateOptions,
   type AuthOptions,
   type ApiKeysOptions,
@@ -115,8 +117,10 @@ export { RedisHandle, createRedis, type RedisOptions } from './shared/redis.js';
 // Problems
 export {
   problemDetails,
+  notFound,
   ProblemWriter,
   toProblem,
+  type InstanceOption,
   type ProblemDetailsOptions,
 } from './problems/problem-details.js';
 export { Problem, isProblem, type ProblemOptions } from './problems/problem.js';

@@ -1,21 +1,30 @@
 import { packageVersion } from '../shared/version.js';
 import { ConfigError } from '../gateway/create-gateway.js';
 import { UsageError, defaultIo, type CliIo } from './args.js';
-
-const USAGE = `Usage:
-  tollgate [start] [--config FILE]     run the gateway (default config: $TOLLGATE_CONFIG or config/gateway.yaml)
-  tollgate validate --config FILE      check a config; print every problem with its path; exit 1 if invalid
-  tollgate schema                      print the JSON Schema of the config file
-  tollgate keys create --config FILE --name N [--scopes a,b] [--plan P] [--owner ID] [--tenant ID] [--hmac]
-  tollgate --version | --help`;
+import { EXIT, HELP, USAGE, wantsHelp } from './help.js';
 
 /** Runs the CLI; resolves with the process exit code. */
 export async function runCli(argv: string[], io: CliIo = defaultIo): Promise<number> {
   const [first, second] = argv;
   try {
-    if (first === '--help' || first === '-h' || first === 'help') {
+    if (first === '--help' || first === '-h' || (first === 'help' && second === undefined)) {
       io.out(USAGE);
-      return 0;
+      return EXIT.ok;
+    }
+    // `tollgate help keys rotate`, `tollgate keys rotate --help`, `tollgate validate -h`
+    const words = (list: string[]) => {
+      const firstOption = list.findIndex((a) => a.startsWith('-'));
+      return firstOption === -1 ? list : list.slice(0, firstOption);
+    };
+    const asked = first === 'help' ? words(argv.slice(1)) : wantsHelp(argv) ? words(argv) : undefined;
+    if (asked !== undefined) {
+      const topic = asked.length === 0 ? USAGE : (HELP[asked.slice(0, 2).join(' ')] ?? HELP[asked[0]!]);
+      if (topic === undefined) {
+        io.err(`unknown command "${asked.join(' ')}"\n${USAGE}`);
+        return EXIT.usage;
+      }
+      io.out(topic);
+      return EXIT.ok;
     }
     if (first === '--version' || first === '-v') {
       io.out(packageVersion());
@@ -29,13 +38,21 @@ export async function runCli(argv: string[], io: CliIo = defaultIo): Promise<num
       const { schema } = await import('./schema.js');
       return schema(argv.slice(1), io);
     }
+    if (first === 'routes') {
+      const { routes } = await import('./routes.js');
+      return await routes(argv.slice(1), io);
+    }
     if (first === 'keys') {
-      if (second !== 'create') {
-        io.err(USAGE);
-        return 2;
-      }
-      const { keysCreate } = await import('./keys.js');
-      return await keysCreate(argv.slice(2), io);
+      const rest = argv.slice(2);
+      if (second === 'create') return await (await import('./keys.js')).keysCreate(rest, io);
+      const m = await import('./keys-manage.js');
+      if (second === 'list') return await m.keysList(rest, io);
+      if (second === 'show') return await m.keysShow(rest, io);
+      if (second === 'update') return await m.keysUpdate(rest, io);
+      if (second === 'rotate') return await m.keysRotate(rest, io);
+      if (second === 'revoke') return await m.keysRevoke(rest, io);
+      io.err(second === undefined ? HELP.keys! : `unknown command "keys ${second}"\n${HELP.keys!}`);
+      return EXIT.usage;
     }
     if (first === 'start' || first === undefined || first.startsWith('-')) {
       const { start } = await import('./start.js');
@@ -46,15 +63,19 @@ export async function runCli(argv: string[], io: CliIo = defaultIo): Promise<num
   } catch (err) {
     if (err instanceof ConfigError) {
       io.err('tollgate: the config is invalid:');
-      for (const issue of err.issues) io.err(`  ${issue.path}: ${issue.message}`);
-      return 1;
+      for (const issue of err.issues)
+        io.err(
+          `  ${issue.line !== undefined ? `${issue.line}:${issue.column ?? 1}: ` : ''}${issue.path}: ${issue.message}`,
+        );
+      return EXIT.failed;
     }
     if (err instanceof UsageError) {
-      io.err(`tollgate: ${err.message}\n${USAGE}`);
-      return 2;
+      const command = first === 'keys' && second ? `keys ${second}` : (first ?? '');
+      io.err(`tollgate: ${err.message}\n${HELP[command] ?? USAGE}`);
+      return EXIT.usage;
     }
     io.err(`tollgate: ${err instanceof Error ? err.message : String(err)}`);
-    return 1;
+    return EXIT.failed;
   }
 }
 

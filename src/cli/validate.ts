@@ -8,9 +8,12 @@ export async function validate(args: string[], io: CliIo): Promise<number> {
   const { values } = parse(args, { config: { type: 'string', short: 'c' } });
   const path = configPathFrom(values, io.env);
   const result = await loadConfigFile(path, io.env);
-  for (const w of result.warnings) io.err(`warning: ${w.path}: ${w.message}`);
+  // `FILE:LINE:COLUMN: path: message`, as compilers print it (editors and terminals link it).
+  const where = (i: ConfigIssue) =>
+    i.line !== undefined ? `${path}:${i.line}:${i.column ?? 1}: ` : `${path}: `;
+  for (const w of result.warnings) io.err(`${where(w)}warning: ${w.path}: ${w.message}`);
   const refuse = (issues: readonly ConfigIssue[]) => {
-    for (const issue of issues) io.err(`${issue.path}: ${issue.message}`);
+    for (const issue of issues) io.err(`${where(issue)}${issue.path}: ${issue.message}`);
     io.err(`${path}: ${issues.length} problem${issues.length === 1 ? '' : 's'}`);
     return 1;
   };

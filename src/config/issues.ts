@@ -4,6 +4,9 @@ import type { z } from 'zod';
 export interface ConfigIssue {
   path: string;
   message: string;
+  /** Where in the file (1-based), when the issue came from a file and its path is in it. */
+  line?: number;
+  column?: number;
 }
 
 /** `['routes', 2, 'rateLimits', 0, 'limit']` → `routes[2].rateLimits[0].limit`. */

@@ -1,9 +1,10 @@
 import { readFile } from 'node:fs/promises';
-import { parseDocument } from 'yaml';
+import { LineCounter, isMap, isNode, parseDocument, type Document } from 'yaml';
 import { configSchema, type Config } from './schema.js';
 import { interpolateDocument, type Env } from './interpolate.js';
 import { fromZodIssues, type ConfigIssue } from './issues.js';
 import { configWarnings } from './warnings.js';
+import { parsePath, withSuggestion } from './suggest.js';
 import { loadPolicyModules, type PolicyModules } from '../policies/custom/loader.js';
 
 export type LoadResult =
@@ -21,7 +22,7 @@ export function validateConfig(input: unknown, env: Env = {}): LoadResult {
   try {
     const raw = applyEnvOverrides(input, env, issues);
     const parsed = configSchema.safeParse(raw, { reportInput: true });
-    if (!parsed.success) issues.push(...fromZodIssues(parsed.error.issues));
+    if (!parsed.success) issues.push(...fromZodIssues(parsed.error.issues).map(withSuggestion));
     if (issues.length > 0 || !parsed.success) return { ok: false, issues, warnings };
     warnings.push(...configWarnings(parsed.data, env));
     return { ok: true, config: deepFreeze(parsed.data), warnings };
@@ -40,7 +41,8 @@ export function unexpectedIssue(err: unknown, path = '(config)'): ConfigIssue {
 
 /** Parses YAML or JSON text (JSON is YAML 1.2), interpolates `${VAR}` references and validates. */
 export function parseConfigText(text: string, env: Env = {}): LoadResult {
-  const doc = parseDocument(text, { prettyErrors: true, uniqueKeys: true });
+  const lineCounter = new LineCounter();
+  const doc = parseDocument(text, { prettyErrors: true, uniqueKeys: true, lineCounter });
   if (doc.errors.length > 0) {
     return {
       ok: false,
@@ -48,6 +50,7 @@ export function parseConfigText(text: string, env: Env = {}): LoadResult {
       issues: doc.errors.map((e) => ({
         path: e.linePos ? `line ${e.linePos[0].line}, column ${e.linePos[0].col}` : '(file)',
         message: e.message.split('\n')[0] ?? e.message,
+        ...(e.linePos ? { line: e.linePos[0].line, column: e.linePos[0].col } : {}),
       })),
     };
   }
@@ -61,10 +64,46 @@ export function parseConfigText(text: string, env: Env = {}): LoadResult {
     };
   }
   const result = validateConfig(input, env);
-  const warnings = [...report.warnings, ...result.warnings];
+  const locate = (issues: ConfigIssue[]) => issues.map((i) => located(i, doc, lineCounter));
+  const warnings = locate([...report.warnings, ...result.warnings]);
   if (report.errors.length > 0)
-    return { ok: false, warnings, issues: [...report.errors, ...(result.ok ? [] : result.issues)] };
-  return result.ok ? { ...result, warnings } : { ...result, warnings };
+    return {
+      ok: false,
+      warnings,
+      issues: locate([...report.errors, ...(result.ok ? [] : result.issues)]),
+    };
+  return result.ok ? { ...result, warnings } : { ...result, warnings, issues: locate(result.issues) };
+}
+
+/**
+ * The issue with the line and column of its path in the file: the key of an unknown field, else
+ * the value at the path, else the nearest enclosing node that exists (a missing field is reported
+ * where its parent is).
+ */
+function located(issue: ConfigIssue, doc: Document, lines: LineCounter): ConfigIssue {
+  if (issue.line !== undefined) return issue;
+  const segments = parsePath(issue.path);
+  if (segments === undefined) return issue;
+  for (let n = segments.length; n >= 0; n--) {
+    const parent = n === 0 ? doc.contents : doc.getIn(segments.slice(0, n - 1), true);
+    let node: unknown = n === 0 ? doc.contents : undefined;
+    if (n > 0 && isMap(parent)) {
+      const pair = parent.items.find(
+        (p) => (isNode(p.key) ? (p.key as { value?: unknown }).value : p.key) === segments[n - 1],
+      );
+      // An unknown field points at its key; anything else at its value.
+      node = pair
+        ? n === segments.length && /not a known field/.test(issue.message)
+          ? pair.key
+          : (pair.value ?? pair.key)
+        : undefined;
+    } else if (n > 0) node = doc.getIn(segments.slice(0, n), true);
+    if (isNode(node) && node.range) {
+      const { line, col } = lines.linePos(node.range[0]);
+      return { ...issue, line, column: col };
+    }
+  }
+  return issue;
 }
 
 export async function loadConfigFile(path: string, env: Env = {}): Promise<LoadResult> {

@@ -125,7 +125,13 @@ export function adminTokenName(t: string | { name: string }, index: number): str
 
 const adminSchema = z
   .strictObject({
-    host: z.string().default('127.0.0.1'),
+    host: z
+      .string()
+      .min(1)
+      .default('127.0.0.1')
+      .describe(
+        'Address the admin listener binds. Loopback by default; `0.0.0.0` (a container publishing the port) only when asked, and the gateway warns at start.',
+      ),
     port: port().default(8081),
     tokens: z
       .array(z.union([z.string(), z.strictObject({ name: z.string(), token: z.string() })]))

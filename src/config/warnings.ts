@@ -5,6 +5,11 @@ import type { Config } from './schema.js';
 /** Valid but probably not what the operator meant: printed by `validate` and logged at start. */
 export function configWarnings(config: Config, env: Env): ConfigIssue[] {
   const out: ConfigIssue[] = [];
+  if (config.admin && !isLoopback(config.admin.host))
+    out.push({
+      path: 'admin.host',
+      message: `"${config.admin.host}" is not loopback: the admin listener (key management, audit, metrics) is reachable from the network — keep it on a private network, never published to the internet`,
+    });
   const sealing = env.TOLLGATE_SECRET_KEY ?? '';
   if (sealing !== '' && sealing.length < 32)
     out.push({
@@ -130,4 +135,15 @@ function weaker(weak: Route, strong: Route): boolean {
 function authSummary(route: Route): string {
   if (route.auth === 'none') return 'public';
   return route.auth.scopes.length === 0 ? 'any credential' : `scopes: ${route.auth.scopes.join(' ')}`;
+}
+
+/** 127.0.0.0/8, ::1 and localhost: the only hosts the admin listener binds without a warning. */
+export function isLoopback(host: string): boolean {
+  const h = host
+    .trim()
+    .toLowerCase()
+    .replace(/^\[|\]$/g, '');
+  return (
+    h === 'localhost' || h === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(h) || h === '::ffff:127.0.0.1'
+  );
 }

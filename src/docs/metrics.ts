@@ -19,6 +19,7 @@ const LABELS: Record<string, string> = {
   result: '`success` or `failure`',
   outcome:
     '`delivered` (2xx), `retry` (non-2xx or no answer; tried again later), `failed` (given up after `retry.maxAgeSec`), `dropped` (its receiver left the config)',
+  issuer: 'the `iss` of a JWT issuer with a `jwksUri` (from the config)',
   type: 'the kind of resource, handle or request (Node.js)',
   space: 'the V8 heap space',
   version: 'the Node.js version',

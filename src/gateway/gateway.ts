@@ -106,6 +106,13 @@ export class Gateway {
       // A target out of rotation degrades a route; it does not stop the gateway from serving.
       return { status: targets.every((t) => t.healthy) ? 'ok' : 'degraded', critical: false, targets };
     });
+    services.metrics.jwksSource = () =>
+      (this.#state.jwt?.jwksStatus() ?? []).map((i) => ({
+        issuer: i.issuer,
+        usable: i.usable,
+        lastFetchOk: i.status.lastFetchOk,
+        fetchedAt: i.status.fetchedAt,
+      }));
     services.readiness.register('jwks', () => {
       const issuers = this.#state.jwt?.jwksStatus() ?? [];
       // JWT routes answer 503 without keys; the rest of the gateway serves on.

@@ -40,6 +40,13 @@ export interface MetricSources {
 
 /** How a webhook delivery attempt ended. */
 export type WebhookOutcome = 'delivered' | 'retry' | 'failed' | 'dropped';
+/** One remote JWKS as the metrics show it (`fetchedAt`: epoch ms of the last good fetch, or null). */
+export interface JwksMetric {
+  issuer: string;
+  usable: boolean;
+  lastFetchOk: boolean;
+  fetchedAt: number | null;
+}
 
 interface RequestSeries {
   requests: Counter.Internal;
@@ -70,6 +77,8 @@ export class GatewayMetrics {
   readonly #webhookDropped: Counter<string>;
   readonly #handshakes: Counter<string>;
   readonly #series = new Map<string, RequestSeries>();
+  /** The remote key sets of the config in force (the gateway sets it; it changes on reload). */
+  jwksSource: (() => JwksMetric[]) | undefined;
   readonly #upstreamSeries = new Map<string, Histogram.Internal<string>>();
 
   constructor(sources: MetricSources = {}, options: { defaultMetrics?: boolean } = {}) {
@@ -257,6 +266,42 @@ export class GatewayMetrics {
         this.reset();
         this.inc({ result: 'success' }, r.count - r.failures);
         this.inc({ result: 'failure' }, r.failures);
+      },
+    });
+    const jwks = () => this.jwksSource?.() ?? [];
+    new Gauge({
+      name: 'tollgate_jwks_usable',
+      aggregator: 'min',
+      help: '1 while a JWKS issuer has a key set fresh enough to verify tokens (within maxStaleMs), else 0.',
+      labelNames: ['issuer'],
+      registers,
+      collect() {
+        this.reset();
+        for (const j of jwks()) this.set({ issuer: j.issuer }, j.usable ? 1 : 0);
+      },
+    });
+    new Gauge({
+      name: 'tollgate_jwks_last_fetch_success',
+      aggregator: 'min',
+      help: "1 when the last fetch of a JWKS issuer's key set succeeded, else 0 (serving from the cached set).",
+      labelNames: ['issuer'],
+      registers,
+      collect() {
+        this.reset();
+        for (const j of jwks()) this.set({ issuer: j.issuer }, j.lastFetchOk ? 1 : 0);
+      },
+    });
+    new Gauge({
+      name: 'tollgate_jwks_age_seconds',
+      aggregator: 'max',
+      help: 'Seconds since the key set of a JWKS issuer was last fetched successfully (absent before the first fetch).',
+      labelNames: ['issuer'],
+      registers,
+      collect() {
+        this.reset();
+        const now = Date.now();
+        for (const j of jwks())
+          if (j.fetchedAt !== null) this.set({ issuer: j.issuer }, Math.max(0, (now - j.fetchedAt) / 1000));
       },
     });
     new Gauge({

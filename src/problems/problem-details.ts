@@ -1,6 +1,6 @@
 import { DEFAULT_TYPE_BASE } from './schema.js';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { ErrorRequestHandler } from 'express';
+import type { ErrorRequestHandler, RequestHandler } from 'express';
 import { catalog, type ProblemSlug } from './catalog.js';
 import { Problem, isProblem } from './problem.js';
 import { securityHeaders } from '../shared/security-headers.js';
@@ -21,6 +21,22 @@ export interface ProblemWriterOptions {
   typeBase: string;
   /** Constant headers (helmet's) added to every problem response. */
   securityHeaders?: ReadonlyArray<readonly [string, string]>;
+  /** `instance` of a request id. Default `/requests/<id>` (the gateway's audit record). */
+  instance?: InstanceOption | undefined;
+}
+
+/**
+ * How a problem's `instance` is made from its request id: a base (`https://api.example.com/requests/`,
+ * the id appended, URL-encoded) or a function. Library users whose app has no `/requests/{id}`
+ * point it at where their own request records are.
+ */
+export type InstanceOption = string | ((requestId: string) => string);
+
+/** The `instance` function of an option (default `/requests/<id>`). */
+export function instanceFunction(option: InstanceOption | undefined): (requestId: string) => string {
+  if (option === undefined) return instanceOf;
+  if (typeof option === 'function') return option;
+  return (requestId) => option + encodeURIComponent(requestId);
 }
 
 /**
@@ -29,10 +45,13 @@ export interface ProblemWriterOptions {
  */
 export class ProblemWriter {
   readonly typeBase: string;
+  /** `instance` of a request id. */
+  readonly instanceOf: (requestId: string) => string;
   readonly #security: ReadonlyArray<readonly [string, string]>;
 
   constructor(options: ProblemWriterOptions) {
     this.typeBase = options.typeBase;
+    this.instanceOf = instanceFunction(options.instance);
     this.#security = options.securityHeaders ?? securityHeaders();
   }
 
@@ -47,7 +66,7 @@ export class ProblemWriter {
       title: problem.title,
       status: problem.status,
       detail: problem.detail,
-      instance: instanceOf(requestId),
+      instance: this.instanceOf(requestId),
       request_id: requestId,
     };
     if (problem.extensions) {
@@ -163,6 +182,8 @@ export interface ProblemDetailsOptions {
   onInternalError?: (err: unknown, req: IncomingMessage) => void;
   /** How the request id is found; default: the context `requestId()` set, else `X-Request-Id`. */
   requestIdOf?: (req: IncomingMessage, res: ServerResponse) => string;
+  /** `instance` of each problem: a base the request id is appended to, or a function. Default `/requests/<id>`. */
+  instance?: InstanceOption;
 }
 
 /**
@@ -176,9 +197,11 @@ export interface ProblemDetailsOptions {
 export function problemDetails(options: ProblemDetailsOptions = {}): ErrorRequestHandler {
   const typeBase = options.typeBase ?? DEFAULT_TYPE_BASE;
   const security = securityHeaders();
+  const instance = instanceFunction(options.instance);
   let writer = new ProblemWriter({
     typeBase: typeof typeBase === 'string' ? typeBase : typeBase(),
     securityHeaders: security,
+    instance,
   });
   const idOf =
     options.requestIdOf ??
@@ -190,8 +213,23 @@ export function problemDetails(options: ProblemDetailsOptions = {}): ErrorReques
     const problem = toProblem(err);
     if (problem.slug === 'internal-error') options.onInternalError?.(err, req);
     if (typeof typeBase === 'function' && typeBase() !== writer.typeBase)
-      writer = new ProblemWriter({ typeBase: typeBase(), securityHeaders: security });
+      writer = new ProblemWriter({ typeBase: typeBase(), securityHeaders: security, instance });
     writer.write(res, problem, idOf(req, res));
+  };
+}
+
+/**
+ * The last handler before `problemDetails()`: a request no route answered becomes a 404
+ * `not-found` problem (Express' own 404 is an HTML page).
+ *
+ * @example
+ * app.use('/orders', orders);
+ * app.use(notFound(), problemDetails());
+ */
+export function notFound(options: { detail?: string } = {}): RequestHandler {
+  const detail = options.detail ?? 'No route matches the request path.';
+  return function notFoundHandler(_req, _res, next) {
+    next(new Problem('not-found', { detail }));
   };
 }
 

@@ -46,6 +46,7 @@ export function upstreamProblem(
   body: Buffer | undefined,
   requestId: string,
   dropped?: string[],
+  instance: (requestId: string) => string = instanceOf,
 ): Record<string, unknown> {
   const parsed = body && body.length > 0 && /json/i.test(contentType) ? parseJson(body) : undefined;
   if (/^application\/problem\+json/i.test(contentType) && isObject(parsed)) {
@@ -59,12 +60,12 @@ export function upstreamProblem(
         title: typeof parsed.title === 'string' ? clip(parsed.title) : reasonPhrase(status),
         status,
         detail: GENERIC_5XX_DETAIL,
-        instance: instanceOf(requestId),
+        instance: instance(requestId),
         request_id: requestId,
       };
     }
     const doc: Record<string, unknown> = { ...parsed };
-    if (doc.instance === undefined) doc.instance = instanceOf(requestId);
+    if (doc.instance === undefined) doc.instance = instance(requestId);
     if (doc.request_id === undefined) doc.request_id = requestId;
     return doc;
   }
@@ -74,7 +75,7 @@ export function upstreamProblem(
     status,
     detail:
       status >= 500 ? GENERIC_5XX_DETAIL : `The upstream service answered ${status} ${reasonPhrase(status)}.`,
-    instance: instanceOf(requestId),
+    instance: instance(requestId),
     request_id: requestId,
   };
   if (status < 500 && isObject(parsed)) {
@@ -117,7 +118,14 @@ export function writeUpstreamProblem(
   writer.send(
     res,
     status,
-    upstreamProblem(status, headers['content-type'] ?? '', decodedBody, requestId, dropped),
+    upstreamProblem(
+      status,
+      headers['content-type'] ?? '',
+      decodedBody,
+      requestId,
+      dropped,
+      writer.instanceOf,
+    ),
     requestId,
     kept,
   );
@@ -144,7 +152,14 @@ export function renderUpstreamProblem(
   const decodedBody = body === undefined ? undefined : decode(body, headers['content-encoding']);
   return writer.render(
     status,
-    upstreamProblem(status, headers['content-type'] ?? '', decodedBody, requestId, dropped),
+    upstreamProblem(
+      status,
+      headers['content-type'] ?? '',
+      decodedBody,
+      requestId,
+      dropped,
+      writer.instanceOf,
+    ),
     kept,
   );
 }

@@ -121,3 +121,118 @@ describe('tollgate keys create', { timeout: PROCESS_TEST_MS }, () => {
     expect((await run(['keys', 'create', '--config', redis])).code).toBe(2);
   });
 });
+
+describe('tollgate keys list|show|update|rotate|revoke', { timeout: PROCESS_TEST_MS }, () => {
+  function redisConfig(extra = ''): string {
+    const dir = mkdtempSync(join(tmpdir(), 'tollgate-keys-'));
+    cleanup.push(() => rmSync(dir, { recursive: true, force: true }));
+    const file = join(dir, 'gw.yaml');
+    writeFileSync(
+      file,
+      `redis: { url: "${sharedRedisUrl}", keyPrefix: "${uniquePrefix('cli-manage')}" }\nplans: { gold: {}, free: {} }\nroutes: []\n${extra}`,
+    );
+    return file;
+  }
+
+  it('lists, shows, updates, rotates and revokes a key in the Redis store, text and --json', async () => {
+    const file = redisConfig();
+    const created = JSON.parse(
+      (await run(['keys', 'create', '--config', file, '--name', 'ci', '--plan', 'gold', '--json'])).out[0]!,
+    ) as { id: string; key: string };
+
+    const list = await run(['keys', 'list', '--config', file, '--json']);
+    expect(list.code).toBe(0);
+    const page = JSON.parse(list.out[0]!) as { items: Array<Record<string, unknown>>; nextCursor: null };
+    expect(page.items.map((i) => i.id)).toEqual([created.id]);
+    expect(page.items[0]).toMatchObject({ name: 'ci', plan: 'gold', enabled: true });
+    // Masked, never the key or its hash.
+    expect(list.out[0]).not.toContain(created.key);
+    expect(page.items[0]).not.toHaveProperty('hash');
+    const table = await run(['keys', 'list', '--config', file]);
+    expect(table.out[0]).toMatch(/^ID +NAME +KEY +ENABLED/);
+    expect(table.out[1]).toContain(created.id);
+
+    const show = await run(['keys', 'show', created.id, '--config', file]);
+    expect(show.code).toBe(0);
+    expect(show.out.join('\n')).toMatch(/plan: +gold/);
+
+    const update = await run([
+      'keys',
+      'update',
+      created.id,
+      '--config',
+      file,
+      '--plan',
+      'free',
+      '--disable',
+      '--remaining',
+      '5',
+      '--json',
+    ]);
+    expect(update.err).toEqual([]);
+    expect(JSON.parse(update.out[0]!)).toMatchObject({ plan: 'free', enabled: false, remaining: 5 });
+    // Validated as the admin API validates: an unknown plan, a bad number, a bad date.
+    expect((await run(['keys', 'update', created.id, '--config', file, '--plan', 'nope'])).code).toBe(1);
+    expect((await run(['keys', 'update', created.id, '--config', file, '--remaining', '-1'])).code).toBe(2);
+    expect((await run(['keys', 'update', created.id, '--config', file, '--expires', 'soon'])).code).toBe(2);
+    expect((await run(['keys', 'update', created.id, '--config', file])).code).toBe(2);
+
+    const rotate = await run(['keys', 'rotate', created.id, '--config', file, '--grace', '60', '--json']);
+    expect(rotate.code).toBe(0);
+    const rotated = JSON.parse(rotate.out[0]!) as { id: string; key: string; previous: { id: string } };
+    expect(rotated.key).toMatch(/^tg_live_/);
+    expect(rotated.previous.id).toBe(created.id);
+    expect((await run(['keys', 'rotate', created.id, '--config', file, '--grace', '999999999'])).code).toBe(
+      2,
+    );
+
+    const revoke = await run(['keys', 'revoke', rotated.id, '--config', file]);
+    expect(revoke.code).toBe(0);
+    expect(revoke.out).toEqual([`revoked ${rotated.id}`]);
+    // Gone: every command that names it exits 3.
+    for (const command of ['show', 'revoke', 'rotate'])
+      expect((await run(['keys', command, rotated.id, '--config', file])).code).toBe(3);
+    expect((await run(['keys', 'update', rotated.id, '--config', file, '--name', 'x'])).code).toBe(3);
+    const left = JSON.parse((await run(['keys', 'list', '--config', file, '--json'])).out[0]!) as {
+      items: Array<{ id: string }>;
+    };
+    expect(left.items.map((i) => i.id)).toEqual([created.id]);
+  });
+
+  it('a key revoked by the CLI stops authenticating at a gateway on the same Redis', async () => {
+    const prefix = uniquePrefix('cli-revoke');
+    const dir = mkdtempSync(join(tmpdir(), 'tollgate-keys-'));
+    cleanup.push(() => rmSync(dir, { recursive: true, force: true }));
+    const file = join(dir, 'gw.yaml');
+    writeFileSync(file, `redis: { url: "${sharedRedisUrl}", keyPrefix: "${prefix}" }\nroutes: []\n`);
+    const created = JSON.parse(
+      (await run(['keys', 'create', '--config', file, '--name', 'x', '--json'])).out[0]!,
+    ) as {
+      id: string;
+      key: string;
+    };
+    const gw = await startGateway({
+      redis: { url: sharedRedisUrl, keyPrefix: prefix },
+      auth: { apiKeys: { cacheTtlMs: 0 } },
+      routes: [{ id: 'm', path: '/m', auth: { methods: ['apiKey'] }, mock: { body: { ok: true } } }],
+    });
+    cleanup.push(() => gw.close());
+    expect((await request(`${gw.url}/m`, { headers: { 'x-api-key': created.key } })).status).toBe(200);
+    expect((await run(['keys', 'revoke', created.id, '--config', file])).code).toBe(0);
+    expect((await request(`${gw.url}/m`, { headers: { 'x-api-key': created.key } })).status).toBe(401);
+  });
+
+  it('refuses without Redis (exit 1) and without an id or with extra words (exit 2)', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tollgate-keys-'));
+    cleanup.push(() => rmSync(dir, { recursive: true, force: true }));
+    const memory = join(dir, 'mem.yaml');
+    writeFileSync(memory, 'routes: []\n');
+    const r = await run(['keys', 'list', '--config', memory]);
+    expect(r.code).toBe(1);
+    expect(r.err.join('\n')).toContain('admin API');
+    expect((await run(['keys', 'show', '--config', memory])).code).toBe(2);
+    expect((await run(['keys', 'show', 'a', 'b', '--config', memory])).code).toBe(2);
+    expect((await run(['keys', 'list', '--config', memory, '--limit', '0'])).code).toBe(2);
+    expect((await run(['keys', 'frobnicate'])).code).toBe(2);
+  });
+});

@@ -58,9 +58,50 @@ describe('tollgate validate', { timeout: PROCESS_TEST_MS }, () => {
     );
     const r = await run(['validate', '--config', file]);
     expect(r.code).toBe(1);
-    expect(r.err).toContain('routes[2].rateLimits[0].limit: must be a positive integer');
+    // FILE:LINE:COLUMN beside the path: line 7, the column of the value 0.
+    expect(r.err).toContain(`${file}:7:46: routes[2].rateLimits[0].limit: must be a positive integer`);
     expect(r.err.at(-1)).toMatch(/: \d+ problems?$/);
-    expect(r.err.filter((l) => l.startsWith('routes[0]'))).toEqual([]);
+    expect(r.err.filter((l) => l.includes(': routes[0]'))).toEqual([]);
+  });
+
+  it('says "did you mean" for a misspelt field, at its key, at any depth', async () => {
+    const file = tempFile(
+      'typo.yaml',
+      `listen: { port: 0 }
+routes:
+  - id: r
+    path: /r
+    mock: {}
+    ratelimits: []
+    auth: { methods: [apiKey], scope: [a] }
+serverr: {}
+`,
+    );
+    const r = await run(['validate', '--config', file]);
+    expect(r.code).toBe(1);
+    expect(r.err).toContain(
+      `${file}:6:5: routes[0].ratelimits: is not a known field; did you mean "rateLimits"?`,
+    );
+    expect(r.err).toContain(
+      `${file}:7:32: routes[0].auth.scope: is not a known field; did you mean "scopes"?`,
+    );
+    expect(r.err).toContain(`${file}:8:1: serverr: is not a known field; did you mean "server"?`);
+    // Nothing close: no guess.
+    const far = tempFile('far.yaml', 'routes: []\nzzzzzzzzzz: 1\n');
+    expect((await run(['validate', '--config', far])).err).toContain(
+      `${far}:2:1: zzzzzzzzzz: is not a known field`,
+    );
+  });
+
+  it('locates a YAML syntax error and a missing field at its parent', async () => {
+    const broken = tempFile('broken.yaml', 'routes:\n  - id: [\n');
+    const b = await run(['validate', '--config', broken]);
+    expect(b.code).toBe(1);
+    expect(b.err[0]!.startsWith(`${broken}:`)).toBe(true);
+    expect(b.err[0]!.slice(broken.length)).toMatch(/^:\d+:\d+: /);
+    const missing = tempFile('missing.yaml', 'routes:\n  - id: r\n    mock: {}\n');
+    const m = await run(['validate', '--config', missing]);
+    expect(m.err).toContain(`${missing}:2:5: routes[0].path: is required`);
   });
 
   it('the real binary exits 1 on an invalid file and 2 on a usage error', async () => {
@@ -132,5 +173,94 @@ routes:
     cli = spawnCli(['--config', file]);
     expect(await cli.exited).toBe(1);
     expect(cli.lines.join('\n')).toContain('routes[0]');
+  });
+});
+
+describe('tollgate routes', { timeout: PROCESS_TEST_MS }, () => {
+  it('prints the compiled route table, defaults filled in, as text and --json', async () => {
+    const file = tempFile(
+      'routes.yaml',
+      `plans: { gold: { quota: { limit: 10, period: month } } }
+routes:
+  - id: orders
+    path: /v1/orders
+    methods: [GET, POST]
+    auth: { methods: [apiKey], scopes: [orders:read] }
+    rateLimits: [ { name: burst, by: key, limit: 20, windowSec: 1 } ]
+    quota: {}
+    upstream: { targets: ["http://127.0.0.1:9001", "http://127.0.0.1:9002"] }
+  - { id: demo, path: /demo, mock: {} }
+`,
+    );
+    const json = await run(['routes', '--config', file, '--json']);
+    expect(json.code).toBe(0);
+    expect(JSON.parse(json.out.join('\n'))).toEqual([
+      {
+        id: 'orders',
+        path: '/v1/orders',
+        methods: ['GET', 'POST'],
+        auth: { methods: ['apiKey'], scopes: ['orders:read'], hmac: 'off' },
+        limits: {
+          rateLimits: [{ name: 'burst', by: 'key', limit: 20, windowSec: 1, cost: 1 }],
+          quotaCost: 1,
+          idempotency: false,
+        },
+        upstream: { targets: ['http://127.0.0.1:9001', 'http://127.0.0.1:9002'] },
+      },
+      {
+        id: 'demo',
+        path: '/demo',
+        methods: '*',
+        auth: 'none',
+        limits: { rateLimits: [], quotaCost: null, idempotency: false },
+        upstream: 'mock',
+      },
+    ]);
+    const text = await run(['routes', '--config', file]);
+    expect(text.out[0]).toMatch(/^PATH +METHODS +AUTH +LIMITS +UPSTREAM +ID$/);
+    expect(text.out[1]).toMatch(
+      /^\/v1\/orders +GET,POST +apiKey scopes=orders:read +burst=20\/1s by key; quota cost 1 +http/,
+    );
+    // An invalid file is exit 1 with its issues, as for start.
+    const bad = await run(['routes', '--config', tempFile('bad.yaml', 'routes: [ { id: x } ]\n')]);
+    expect(bad.code).toBe(1);
+    expect(bad.err.join('\n')).toContain('routes[0]');
+  });
+});
+
+describe('tollgate --help', () => {
+  it('every command has help (exit 0), in every spelling; an unknown one is exit 2', async () => {
+    const commands = [
+      ['start'],
+      ['validate'],
+      ['routes'],
+      ['schema'],
+      ['keys'],
+      ['keys', 'create'],
+      ['keys', 'list'],
+      ['keys', 'show'],
+      ['keys', 'update'],
+      ['keys', 'rotate'],
+      ['keys', 'revoke'],
+    ];
+    for (const command of commands) {
+      for (const argv of [
+        [...command, '--help'],
+        [...command, '-h'],
+        ['help', ...command],
+      ]) {
+        const r = await run(argv);
+        expect(r.code, argv.join(' ')).toBe(0);
+        expect(r.out.join('\n'), argv.join(' ')).toMatch(new RegExp(`^Usage: tollgate (\\[)?${command[0]}`));
+      }
+    }
+    // Help wins over the other options and needs no config.
+    expect((await run(['keys', 'show', 'some-id', '--config', '/nonexistent', '--help'])).code).toBe(0);
+    expect((await run(['--help'])).out.join('\n')).toContain('Exit codes');
+    expect((await run(['frobnicate', '--help'])).code).toBe(2);
+    // A usage error prints that command's help.
+    const usage = await run(['keys', 'rotate', 'id', '--nope']);
+    expect(usage.code).toBe(2);
+    expect(usage.err.join('\n')).toContain('Usage: tollgate keys rotate');
   });
 });

@@ -1,4 +1,5 @@
 export { authenticate, type AuthenticateOptions } from './middleware.js';
+export { createKeyService, type KeyServiceOptions } from './key-service.js';
 export { createAuthenticateStage, type AuthenticateDeps } from './authenticate.js';
 export { JwtVerifier, scopesOf } from './jwt.js';
 export { RemoteJwks, JwksUnavailableError } from './jwks.js';

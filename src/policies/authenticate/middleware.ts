@@ -2,15 +2,14 @@ import type { RequestHandler } from 'express';
 import { systemClock, type Clock } from '../../core/clock.js';
 import { toMiddleware } from '../../core/middleware.js';
 import type { Stage } from '../../core/stage.js';
-import { KeyService } from '../../keys/service.js';
-import { MemoryKeyStore } from '../../keys/memory-store.js';
-import { SecretBox } from '../../keys/secret-box.js';
+import type { KeyService } from '../../keys/service.js';
 import type { Plan } from '../../core/identity.js';
 import { signatureStages } from '../signature/middleware.js';
 import type { ReplayStore } from '../signature/replay-store.js';
 import { authSchema, routeAuthSchema, type AuthOptions, type RouteAuthOptions } from './schema.js';
 import { createAuthenticateStage } from './authenticate.js';
 import { JwtVerifier } from './jwt.js';
+import { createKeyService } from './key-service.js';
 
 export interface AuthenticateOptions {
   /** Accepted credentials (default both), required scopes, HMAC signing (default off). */
@@ -44,14 +43,7 @@ export function authenticate(options: AuthenticateOptions = {}): RequestHandler 
   const parsedRoute = routeAuthSchema.parse(options.route ?? {});
   const route = parsedRoute === 'none' ? routeAuthSchema.parse({}) : parsedRoute;
   if (route === 'none') throw new Error('unreachable');
-  const keys =
-    options.keys ??
-    new KeyService({
-      store: new MemoryKeyStore(),
-      prefix: auth.apiKeys.prefix,
-      box: new SecretBox(undefined),
-      clock,
-    });
+  const keys = options.keys ?? createKeyService({ prefix: auth.apiKeys.prefix, clock });
   const jwt = auth.jwt.length > 0 ? new JwtVerifier(auth.jwt, clock) : undefined;
   const stages: Stage[] = [
     createAuthenticateStage(route, {

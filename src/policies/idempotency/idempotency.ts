@@ -212,8 +212,13 @@ function withThisRequestId(stored: StoredResponse, body: Buffer, requestId: stri
   try {
     const parsed = JSON.parse(body.toString('utf8')) as Record<string, unknown>;
     if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) return body;
+    const first = parsed.request_id;
     if ('request_id' in parsed) parsed.request_id = requestId;
-    if ('instance' in parsed) parsed.instance = instanceOf(requestId);
+    // An `instance` made from the first request's id (whatever its form: library users configure
+    // it) names this request's id instead.
+    if (typeof parsed.instance === 'string' && typeof first === 'string' && first !== '')
+      parsed.instance = parsed.instance.split(first).join(requestId);
+    else if ('instance' in parsed) parsed.instance = instanceOf(requestId);
     return Buffer.from(JSON.stringify(parsed), 'utf8');
   } catch {
     return body; // not JSON after all: replayed as it was

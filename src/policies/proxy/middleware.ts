@@ -3,7 +3,7 @@ import { normalizePath } from '../../core/path.js';
 import { systemClock, type Clock } from '../../core/clock.js';
 import { compileTrust } from '../../core/client-ip.js';
 import { toMiddleware } from '../../core/middleware.js';
-import { ProblemWriter } from '../../problems/problem-details.js';
+import { ProblemWriter, type InstanceOption } from '../../problems/problem-details.js';
 import { typeBaseSchema } from '../../problems/schema.js';
 import { apiKeysSchema } from '../authenticate/schema.js';
 import { bodyBytesSchema } from '../body-limit/schema.js';
@@ -17,6 +17,8 @@ export interface ProxyOptions extends UpstreamOptions {
   upstreamErrors?: 'rewrite' | 'rewrite-5xx' | 'passthrough';
   /** Problem `type` base for the problems this middleware makes. Default: `problems.typeBase`'s. */
   typeBase?: string;
+  /** `instance` of the problems it writes (upstream errors): a base the request id is appended to, or a function. Default `/requests/<id>`. */
+  instance?: InstanceOption;
   /** Largest request body streamed without a Content-Length. Default: `limits.bodyBytes`' default. */
   bodyLimit?: number;
   /** As Express' `trust proxy`, for `X-Forwarded-*`. Default: trust nobody. */
@@ -42,6 +44,7 @@ export function proxy(options: ProxyOptions): RequestHandler {
   const {
     upstreamErrors,
     typeBase,
+    instance,
     bodyLimit,
     trustProxy,
     apiKeyHeader,
@@ -64,7 +67,7 @@ export function proxy(options: ProxyOptions): RequestHandler {
       trust: compileTrust(trustProxy ?? false),
       trustsNobody,
     }),
-    writer: new ProblemWriter({ typeBase: typeBaseSchema.parse(typeBase) }),
+    writer: new ProblemWriter({ typeBase: typeBaseSchema.parse(typeBase), instance }),
     clock,
     bodyLimit: bodyBytesSchema.parse(bodyLimit),
   });
