@@ -219,6 +219,14 @@ describe('mock stage: echo (in-process)', () => {
     expect(((await ok.response()).json() as any).body).toBe('x'.repeat(64));
   });
 
+  it('a body something else already consumed is echoed as none instead of waiting for ever', async () => {
+    const t = fakeContext({ method: 'POST', headers: { 'content-type': 'text/plain' }, body: 'abc' });
+    t.req.resume();
+    await new Promise((resolve) => t.req.once('end', resolve));
+    expect(echoStage().run(t.ctx)).toBeUndefined();
+    expect(((await t.response()).json() as any).body).toBeNull();
+  });
+
   it('echoes the body an earlier stage buffered (idempotency, HMAC)', async () => {
     const t = fakeContext({ method: 'POST', headers: { 'content-type': 'text/plain' }, body: 'abc' });
     t.ctx.rawBody = Buffer.from('abc');

@@ -104,10 +104,13 @@ export function createMockStage(
     name: 'mock',
     run(ctx: RequestContext) {
       const h = ctx.req.headers;
-      // A body an earlier stage buffered (HMAC, idempotency) is the one echoed.
+      // A body an earlier stage buffered (HMAC, idempotency) is the one echoed; one that something
+      // else already consumed (a body parser before `mock()` in an Express app) cannot be read again.
       const known =
         ctx.rawBody ??
-        (h['content-length'] === undefined && h['transfer-encoding'] === undefined ? EMPTY : undefined);
+        ((h['content-length'] === undefined && h['transfer-encoding'] === undefined) || ctx.req.readableEnded
+          ? EMPTY
+          : undefined);
       if (known !== undefined) return later(ctx, () => answerEcho(ctx, known));
       ctx.sendContinue();
       return readLimited(ctx.req, limit, 'pause').then(
