@@ -33,6 +33,32 @@ const VARIANTS = {
     {},
     { policies: { noop } },
   ],
+  // issue 16 part A: two header transforms (one request, one response); two routes on one path.
+  'mock route + two header transforms': [
+    {
+      routes: [
+        {
+          id: 'm',
+          path: '/m',
+          headers: {
+            request: { set: { 'x-api-version': '2' } },
+            response: { set: { 'cache-control': 'no-store' } },
+          },
+          mock: { body: { ok: true } },
+        },
+      ],
+    },
+    {},
+  ],
+  'mock route, per-method (GET and POST routes on /m)': [
+    {
+      routes: [
+        { id: 'm', path: '/m', methods: ['GET'], mock: { body: { ok: true } } },
+        { id: 'w', path: '/m', methods: ['POST'], mock: { body: { ok: true } } },
+      ],
+    },
+    {},
+  ],
 };
 
 function gatewayOf([config, , options]) {

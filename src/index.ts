@@ -102,6 +102,11 @@ export { mock, type MockOptions } from './policies/mock/index.js';
 export { fault, type FaultOptions } from './policies/fault/index.js';
 export { gone, type GoneOptions } from './policies/gone/index.js';
 export { bodyLimit, type BodyLimitOptions } from './policies/body-limit/index.js';
+export {
+  headerTransforms,
+  type HeadersOptions,
+  type HeaderTransformOptions,
+} from './policies/headers/index.js';
 
 // Keys
 export { KeyService, type CreateKeyInput, type CreatedKey, type KeyPatch } from './keys/service.js';

@@ -489,7 +489,7 @@ function claimHeaderIssues(
   const message =
     "is a claim header (auth.jwt[].claimHeaders): the gateway's own, it cannot be set or removed";
   routes.forEach((route, i) => {
-    const request = (route.headers as RouteOutput['headers'] | undefined)?.request;
+    const request = route.headers?.request;
     if (request === undefined) return;
     for (const name of Object.keys(request.set))
       if (taken(name))

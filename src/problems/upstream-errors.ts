@@ -228,7 +228,16 @@ function codeOf(body: Record<string, unknown>): string | number | undefined {
     if (code !== undefined) return code;
   }
   const type = body.type;
-  return typeof type === 'string' && !URI_SCHEME.test(type) ? usableCode(type) : undefined;
+  return typeof type === 'string' && !isUriReference(type) ? usableCode(type) : undefined;
+}
+
+/**
+ * A problem `type` is a URI reference (RFC 9457 §3.1.1), possibly relative (`/problems/x`,
+ * `errors/x`); an error kind (`invalid_request_error`, `card_error`) has neither a scheme nor a
+ * slash.
+ */
+function isUriReference(type: string): boolean {
+  return URI_SCHEME.test(type) || type.includes('/');
 }
 
 function usableCode(v: unknown): string | number | undefined {

@@ -423,6 +423,39 @@ describe('upstream problems: a 4xx JSON error keeps its machine-readable code (1
   });
 });
 
+describe('upstream 5xx: internal headers stay inside in both rewrite modes (issue 16 item 7)', () => {
+  const internal = {
+    server: 'gunicorn/20.1.0',
+    'x-powered-by': 'PHP/8.1',
+    'x-backend-server': 'orders-7.internal',
+    'X-Backend-Pool': 'blue',
+    'x-trace-stack': 'at db7',
+  };
+  for (const mode of ['rewrite', 'rewrite-5xx'] as const)
+    it(`${mode}: a 5xx loses server, x-powered-by, x-backend-* and every other internal header; Retry-After stays`, async () => {
+      let status = 503;
+      const up = await upstream((_req, res) => {
+        res.writeHead(status, { ...internal, 'retry-after': '7', 'content-type': 'application/json' });
+        res.end('{"error":"db7 down"}');
+      });
+      const gw = await gateway(up.url, { upstreamErrors: mode });
+      const res = await get(gw);
+      expect(res.status).toBe(503);
+      expect(res.headers['content-type']).toBe('application/problem+json');
+      expect(res.json()).toMatchObject({ type: 'about:blank', status: 503 });
+      expect(res.headers['retry-after']).toBe('7');
+      for (const name of Object.keys(internal)) expect(res.headers[name.toLowerCase()], name).toBeUndefined();
+      expect(JSON.stringify(res.rawHeaders)).not.toMatch(/internal|gunicorn|PHP|db7|blue/);
+      // A 4xx: rewritten in `rewrite` (internal headers gone), passed through in `rewrite-5xx`, but
+      // never with server or x-powered-by.
+      status = 404;
+      const four = await get(gw);
+      expect(four.headers.server).toBeUndefined();
+      expect(four.headers['x-powered-by']).toBeUndefined();
+      expect(four.headers['x-backend-server']).toBe(mode === 'rewrite' ? undefined : 'orders-7.internal');
+    });
+});
+
 describe('upstreamErrors: rewrite-5xx (14.2)', () => {
   it('passes 4xx bodies through untouched and rewrites 5xx', async () => {
     let status = 404;

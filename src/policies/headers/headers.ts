@@ -24,7 +24,8 @@ export function compileHeaderTransforms(config: HeadersConfig): CompiledTransfor
   }
   for (const name of config.request?.remove ?? []) requestDrop.add(name.toLowerCase().replaceAll('_', '-'));
   const responseSet: string[] = [];
-  for (const [name, value] of Object.entries(config.response?.set ?? {})) responseSet.push(name, value);
+  for (const [name, value] of Object.entries(config.response?.set ?? {}))
+    responseSet.push(name.toLowerCase(), value);
   const responseRemove = (config.response?.remove ?? []).map((n) => n.toLowerCase());
   return { requestDrop, requestSet, responseSet, responseRemove };
 }
@@ -42,6 +43,10 @@ export function compileHeaderTransforms(config: HeadersConfig): CompiledTransfor
 export function createHeadersStage(config: HeadersConfig): Stage {
   const { requestDrop, requestSet, responseSet, responseRemove } = compileHeaderTransforms(config);
   const dropsRequest = requestDrop.size > 0;
+  // The response names the gateway owns on this route: set ones, and removed ones (no value).
+  const owned: string[] = [];
+  for (let i = 0; i < responseSet.length; i += 2) owned.push(responseSet[i]!);
+  for (const name of responseRemove) if (!owned.includes(name)) owned.push(name);
   return {
     name: 'headers',
     run(ctx: RequestContext) {
@@ -52,14 +57,19 @@ export function createHeadersStage(config: HeadersConfig): Stage {
             delete headers[name];
         }
       }
-      for (let i = 0; i < requestSet.length; i += 2)
-        ctx.setUpstreamHeader(requestSet[i]!, requestSet[i + 1]!);
-      for (let i = 0; i < responseSet.length; i += 2)
-        ctx.setResponseHeader(responseSet[i]!, responseSet[i + 1]!);
-      if (responseRemove.length > 0) {
+      // What setUpstreamHeader / setResponseHeader do, with the names lower-cased once, at load.
+      if (requestSet.length > 0) {
+        const added = ctx.upstreamHeaders;
+        if (added === undefined) ctx.upstreamHeaders = requestSet.slice();
+        else for (const h of requestSet) added.push(h);
+      }
+      if (owned.length > 0) {
+        const res = ctx.res;
+        for (let i = 0; i < responseSet.length; i += 2) res.setHeader(responseSet[i]!, responseSet[i + 1]!);
         // A name the gateway answers with drops the upstream's copies (see setResponseHeader).
-        const names = (ctx.responseHeaderNames ??= []);
-        for (const name of responseRemove) if (!names.includes(name)) names.push(name);
+        const names = ctx.responseHeaderNames;
+        if (names === undefined) ctx.responseHeaderNames = owned.slice();
+        else for (const name of owned) if (!names.includes(name)) names.push(name);
       }
     },
   };
