@@ -21,6 +21,12 @@ const ROUNDS = Number(opts.rounds);
 const REQUESTS = Number(opts.requests);
 
 const noop = definePolicy({ name: 'noop', create: () => () => undefined });
+const vary = definePolicy({
+  name: 'vary',
+  create: () => (ctx) => {
+    ctx.setResponseHeader('vary', 'Origin');
+  },
+});
 
 /** name → [config, request headers, gateway options] */
 const VARIANTS = {
@@ -32,6 +38,25 @@ const VARIANTS = {
     },
     {},
     { policies: { noop } },
+  ],
+  // Any gateway-set response header moves Node's writeHead onto its merging path (~10 µs here);
+  // this row pays that alone, so the next two show what CORS + IP rules add on top of it.
+  'mock route + one gateway response header (custom policy)': [
+    {
+      policies: { vary: {} },
+      routes: [{ id: 'm', path: '/m', policies: ['vary'], mock: { body: { ok: true } } }],
+    },
+    {},
+    { policies: { vary } },
+  ],
+  // Header transforms join this row once the `headers` field exists (issue 16, traffic-a).
+  'mock route + cors+ip (CORS, IP rules)': [
+    {
+      cors: { origins: ['http://app.bench.test'] },
+      ipRules: { allow: ['127.0.0.0/8', '::1'], deny: ['203.0.113.0/24', '2001:db8::/32'] },
+      routes: [{ id: 'm', path: '/m', mock: { body: { ok: true } } }],
+    },
+    { origin: 'http://app.bench.test' },
   ],
 };
 
