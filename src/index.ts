@@ -99,6 +99,8 @@ export {
 export { mock, type MockOptions } from './policies/mock/index.js';
 export { gone, type GoneOptions } from './policies/gone/index.js';
 export { bodyLimit, type BodyLimitOptions } from './policies/body-limit/index.js';
+export { cors, type CorsOptions } from './policies/cors/index.js';
+export { ipRules, type IpRulesOptions } from './policies/ip-rules/index.js';
 
 // Keys
 export { KeyService, type CreateKeyInput, type CreatedKey, type KeyPatch } from './keys/service.js';
