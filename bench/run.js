@@ -181,6 +181,8 @@ async function roundTrip(url, headers, ms) {
 const TMP = mkdtempSync(join(os.tmpdir(), 'tollgate-bench-'));
 const RESULTS = join(HERE, 'results');
 
+const BENCH_ORIGIN = 'http://app.bench.test';
+
 function tollgateYaml(o) {
   const limits = `rateLimits:
       - { name: burst, by: ip, limit: 1000000000, windowSec: 1 }
@@ -210,6 +212,12 @@ function tollgateYaml(o) {
         .split('\n')
         .map((l) => '        ' + l)
         .join('\n')}`,
+    );
+  // CORS + IP rules (issue 16): an allowed origin from an allowed address, so both do their work.
+  if (o.corsIp)
+    lines.push(
+      `cors: { origins: ["${BENCH_ORIGIN}"] }`,
+      `ipRules: { allow: ["127.0.0.0/8", "::1"], deny: ["203.0.113.0/24", "2001:db8::/32"] }`,
     );
   lines.push('routes:');
   if (o.mock)
@@ -251,6 +259,7 @@ async function startTollgate(name, o) {
     headers = { 'x-api-key': created.body.key };
   }
   if (o.token) headers = { authorization: `Bearer ${o.token}` };
+  if (o.corsIp) headers = { ...headers, origin: BENCH_ORIGIN };
   return { pid: child.pid, url: `http://127.0.0.1:${port}${PATH}`, headers, redis: o.redis };
 }
 
@@ -361,6 +370,12 @@ async function main() {
       start: () => startTollgate('tg-mock', { mock: true }),
     },
     { name: 'Tollgate proxy only', key: 'tg-proxy', start: () => startTollgate('tg-proxy', { upstream }) },
+    {
+      // Header transforms (traffic-a's `headers`) are not on this branch yet: CORS + IP rules only.
+      name: 'Tollgate proxy, cors+ip+headers (CORS + IP rules)',
+      key: 'tg-cors-ip',
+      start: () => startTollgate('tg-cors-ip', { upstream, corsIp: true }),
+    },
     {
       name: 'Tollgate proxy only, through Express (server.viaExpress)',
       key: 'tg-proxy-express',

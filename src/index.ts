@@ -107,6 +107,8 @@ export {
   type HeadersOptions,
   type HeaderTransformOptions,
 } from './policies/headers/index.js';
+export { cors, type CorsOptions } from './policies/cors/index.js';
+export { ipRules, type IpRulesOptions } from './policies/ip-rules/index.js';
 
 // Keys
 export { KeyService, type CreateKeyInput, type CreatedKey, type KeyPatch } from './keys/service.js';

@@ -7,6 +7,9 @@ import type { IpRulesConfig } from './schema.js';
 /** Whether an address is in a compiled list (proxy-addr's trust function, hop ignored). */
 type Matcher = (address: string) => boolean;
 
+/** Client addresses whose verdict a stage remembers. */
+const VERDICT_CACHE_SIZE = 4096;
+
 const FORBIDDEN_DETAIL = 'Requests from this network address are not allowed.';
 
 /**
@@ -53,12 +56,20 @@ export function createIpRulesStage(...layers: ReadonlyArray<IpRulesConfig | unde
     });
   }
   if (compiled.length === 0) return undefined;
+  // proxy-addr parses the address on every call (~µs): verdicts are remembered per address, in a
+  // bounded map (emptied when full, so many distinct addresses cost a parse each, never memory).
+  const verdicts = new Map<string, boolean>();
   return {
     name: 'ip-rules',
     run(ctx: RequestContext) {
       const address = ctx.clientIp;
-      for (const rules of compiled)
-        if (!admits(rules, address)) throw new Problem('forbidden', { detail: FORBIDDEN_DETAIL });
+      let admitted = verdicts.get(address);
+      if (admitted === undefined) {
+        admitted = compiled.every((rules) => admits(rules, address));
+        if (verdicts.size >= VERDICT_CACHE_SIZE) verdicts.clear();
+        verdicts.set(address, admitted);
+      }
+      if (!admitted) throw new Problem('forbidden', { detail: FORBIDDEN_DETAIL });
     },
   };
 }
