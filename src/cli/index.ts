@@ -7,6 +7,9 @@ const USAGE = `Usage:
   tollgate validate --config FILE      check a config; print every problem with its path; exit 1 if invalid
   tollgate schema                      print the JSON Schema of the config file
   tollgate keys create --config FILE --name N [--scopes a,b] [--plan P] [--owner ID] [--tenant ID] [--hmac]
+                       [--env live|test] [--rate-limit name:by:limit:windowSec[:cost]]… [--json]
+  tollgate tenants set-plan <tenant> <plan>|--none [--config FILE] [--json]
+  tollgate tenants show <tenant> [--config FILE] [--json]
   tollgate --version | --help`;
 
 /** Runs the CLI; resolves with the process exit code. */
@@ -36,6 +39,10 @@ export async function runCli(argv: string[], io: CliIo = defaultIo): Promise<num
       }
       const { keysCreate } = await import('./keys.js');
       return await keysCreate(argv.slice(2), io);
+    }
+    if (first === 'tenants') {
+      const { tenants } = await import('./tenants.js');
+      return await tenants(argv.slice(1), io);
     }
     if (first === 'start' || first === undefined || first.startsWith('-')) {
       const { start } = await import('./start.js');
