@@ -161,12 +161,33 @@ function keyRow(k) {
     el('td', {}, k.ownerId ?? '—'),
     el('td', {}, k.tenantId ?? '—'),
     el('td', { class: 'wrap' }, k.scopes.join(' ') || '—'),
-    el('td', {}, k.plan ?? '—'),
-    el('td', {}, state + (k.hmac ? ' · HMAC' : '')),
+    el('td', { class: 'wrap' }, planText(k)),
+    el('td', {}, state + (k.environment === 'test' ? ' · test' : '') + (k.hmac ? ' · HMAC' : '')),
     el('td', {}, when(k.lastUsedAt)),
     el('td', {}, when(k.expiresAt)),
     el('td', {}, el('div', { class: 'actions' }, toggle, rotate, revoke)),
   );
+}
+
+/** The plan column: the key's own plan (or its tenant's), and its own limits (overrides). */
+function planText(k) {
+  const plan = k.plan ?? (k.tenantId ? 'tenant’s' : '—');
+  const own = (k.rateLimits ?? []).map((rl) => `${rl.name} ${rl.limit}/${rl.windowSec}s`);
+  return own.length ? `${plan} + ${own.join(', ')}` : plan;
+}
+
+/** `name:by:limit:windowSec[:cost]`, comma separated (as `keys create --rate-limit`). */
+function parseRateLimits(text) {
+  return text
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean)
+    .map((s) => {
+      const [name, by, limit, windowSec, cost] = s.split(':');
+      const rl = { name, by, limit: Number(limit), windowSec: Number(windowSec) };
+      if (cost !== undefined) rl.cost = Number(cost);
+      return rl;
+    });
 }
 
 async function loadKeys(reset) {
@@ -229,6 +250,9 @@ $('#create-form').addEventListener('submit', async (event) => {
   if (form.get('expiresAt')) body.expiresAt = new Date(String(form.get('expiresAt'))).toISOString();
   if (String(form.get('remaining')) !== '') body.remaining = Number(form.get('remaining'));
   if (form.get('hmac')) body.hmac = true;
+  if (form.get('environment') === 'test') body.environment = 'test';
+  const rateLimits = parseRateLimits(String(form.get('rateLimits') ?? ''));
+  if (rateLimits.length) body.rateLimits = rateLimits;
   try {
     const created = await api('POST', '/keys', body);
     event.target.reset();
@@ -241,6 +265,36 @@ $('#create-form').addEventListener('submit', async (event) => {
     else reportError(err);
   }
 });
+
+// Tenant plans (PUT/GET /tenants/{id}): keys without a plan of their own follow their tenant's.
+function showTenant(t) {
+  $('#tenant-result').textContent =
+    `${t.id}: ${t.plan ?? 'no plan'}${t.updatedAt ? ` (set ${when(t.updatedAt)})` : ''}`;
+}
+
+async function tenantCall(method) {
+  const form = new FormData($('#tenant-form'));
+  const id = String(form.get('tenant')).trim();
+  if (!id) return;
+  const plan = String(form.get('plan')).trim();
+  try {
+    const path = `/tenants/${encodeURIComponent(id)}`;
+    const t = method === 'PUT' ? await api('PUT', path, { plan: plan || null }) : await api('GET', path);
+    showTenant(t);
+    if (method === 'PUT') status(`Tenant ${id} is on ${t.plan ?? 'no plan'}.`);
+  } catch (err) {
+    const errors = err instanceof ApiError ? err.problem?.errors : undefined;
+    if (errors) status(errors.map((e) => `${e.pointer || 'body'}: ${e.message}`).join('; '), true);
+    else if (err instanceof ApiError && err.status === 404) status(err.message, true);
+    else reportError(err);
+  }
+}
+
+$('#tenant-form').addEventListener('submit', (event) => {
+  event.preventDefault();
+  void tenantCall('PUT');
+});
+$('#tenant-show').addEventListener('click', () => void tenantCall('GET'));
 
 function confirmDialog(text) {
   return new Promise((resolve) => {

@@ -22,10 +22,11 @@ Commands:
   schema                           print the JSON Schema of the config file
   keys create|list|show|update|rotate|revoke
                                    manage API keys in the config's Redis store
+  tenants set-plan|show            a tenant's plan in the config's Redis store
   --version                        print the version
   --help                           this text; \`tollgate <command> --help\` for one command
 
-Exit codes: 0 ok, 1 invalid config or failed operation, 2 usage error, 3 no such key.`;
+Exit codes: 0 ok, 1 invalid config or failed operation, 2 usage error, 3 no such key or tenant.`;
 
 export const HELP: Record<string, string> = {
   start: `Usage: tollgate [start] [--config FILE]
@@ -62,10 +63,12 @@ Manages API keys in the config's Redis store (the admin API's operations; with a
 store, use the admin API of the running gateway). \`tollgate keys <command> --help\` for one.
 
 Exit codes: 0 ok, 1 invalid config or failed operation, 2 usage error, 3 no such key.`,
-  'keys create': `Usage: tollgate keys create --name N [--scopes a,b] [--plan P] [--owner ID] [--tenant ID] [--hmac] [--config FILE] [--json]
+  'keys create': `Usage: tollgate keys create --name N [--scopes a,b] [--plan P] [--owner ID] [--tenant ID] [--hmac]
+         [--env live|test] [--rate-limit name:by:limit:windowSec[:cost]]… [--config FILE] [--json]
 
 Creates a key and prints it (and its signing secret, with --hmac) once. --hmac needs
-TOLLGATE_SECRET_KEY.
+TOLLGATE_SECRET_KEY. --env test makes a \`<prefix>_test_…\` key; --rate-limit (repeatable) gives
+the key limits of its own: one named like a limit of its plan replaces it.
 
 ${CONFIG}
 ${JSON_OPT}`,
@@ -102,7 +105,20 @@ Deletes a key: it stops authenticating at once (within auth.apiKeys.cacheTtlMs o
 
 ${CONFIG}
 ${JSON_OPT}`,
+  tenants: `Usage:
+  tollgate tenants set-plan <tenant> <plan> [--config FILE] [--json]
+  tollgate tenants set-plan <tenant> --none [--config FILE] [--json]
+  tollgate tenants show <tenant> [--config FILE] [--json]
+
+set-plan sets the plan of every key of the tenant that has no plan of its own, at once on every
+gateway instance (as PUT /tenants/{id} on the admin API); --none clears it. show prints it.
+The config's store must be Redis (an in-memory store lives inside the gateway: use the admin API).
+
+Exit codes: 0 done; 1 the config is invalid, has no redis, the plan is not in its plans, the
+or Redis is unreachable; 2 usage error; 3 show: no such tenant.`,
 };
+HELP['tenants set-plan'] = HELP.tenants!;
+HELP['tenants show'] = HELP.tenants!;
 
 /** Whether the arguments ask for help (`--help` or `-h` anywhere). */
 export function wantsHelp(args: readonly string[]): boolean {

@@ -54,6 +54,10 @@ export async function runCli(argv: string[], io: CliIo = defaultIo): Promise<num
       io.err(second === undefined ? HELP.keys! : `unknown command "keys ${second}"\n${HELP.keys!}`);
       return EXIT.usage;
     }
+    if (first === 'tenants') {
+      const { tenants } = await import('./tenants.js');
+      return await tenants(argv.slice(1), io);
+    }
     if (first === 'start' || first === undefined || first.startsWith('-')) {
       const { start } = await import('./start.js');
       return await start(first === 'start' ? argv.slice(1) : argv, io);

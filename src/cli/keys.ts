@@ -8,9 +8,11 @@ import { silentLogger } from '../observability/logger.js';
 import { systemClock } from '../core/clock.js';
 import { RedisHandle } from '../shared/redis.js';
 import { UsageError, configPathFrom, type CliIo } from './args.js';
+import { rateLimitListSchema } from '../policies/rate-limit/schema.js';
 
 /**
- * `tollgate keys create --config FILE --name N [--scopes a,b] [--plan P] [--owner ID] [--tenant ID] [--hmac]`:
+ * `tollgate keys create --config FILE --name N [--scopes a,b] [--plan P] [--owner ID] [--tenant ID] [--hmac]
+ * [--env live|test] [--rate-limit name:by:limit:windowSec[:cost]]…`:
  * creates a key in the configured store and prints the plaintext key (and signing secret) once.
  * The store must be Redis: an in-memory store lives inside the gateway process (use the admin API).
  */
@@ -28,6 +30,8 @@ export async function keysCreate(args: string[], io: CliIo): Promise<number> {
         owner: { type: 'string' },
         tenant: { type: 'string' },
         hmac: { type: 'boolean', default: false },
+        env: { type: 'string', default: 'live' },
+        'rate-limit': { type: 'string', multiple: true, default: [] },
         json: { type: 'boolean', default: false },
       },
     }));
@@ -35,6 +39,31 @@ export async function keysCreate(args: string[], io: CliIo): Promise<number> {
     throw new UsageError((err as Error).message);
   }
   if (!values.name) throw new UsageError('--name is required');
+  if (values.env !== 'live' && values.env !== 'test') throw new UsageError('--env must be live or test');
+  const environment: 'live' | 'test' = values.env;
+  // `name:by:limit:windowSec[:cost]`, validated by the admin API's schema (a plan limit's name replaces it).
+  const limits = rateLimitListSchema.safeParse(
+    values['rate-limit'].map((text) => {
+      const [name, by, limit, windowSec, cost, ...extra] = text.split(':');
+      if (extra.length > 0 || windowSec === undefined)
+        throw new UsageError(`--rate-limit "${text}" must be name:by:limit:windowSec[:cost]`);
+      const n = (v: string) => (/^\d+$/.test(v) ? Number(v) : v);
+      return {
+        name,
+        by,
+        limit: n(limit!),
+        windowSec: n(windowSec),
+        ...(cost === undefined ? {} : { cost: n(cost) }),
+      };
+    }),
+  );
+  if (!limits.success) {
+    for (const issue of limits.error.issues)
+      io.err(
+        `tollgate keys create: --rate-limit ${issue.path.map((p) => (typeof p === 'number' ? p + 1 : p)).join(' ')}: ${issue.message}`,
+      );
+    return 1;
+  }
   const loaded = await loadConfigFile(configPathFrom(values, io.env), io.env);
   if (!loaded.ok) throw new ConfigError(loaded.issues);
   const config = loaded.config;
@@ -77,6 +106,8 @@ export async function keysCreate(args: string[], io: CliIo): Promise<number> {
       ownerId: values.owner ?? null,
       tenantId: values.tenant ?? null,
       hmac: values.hmac,
+      environment,
+      rateLimits: limits.data.length === 0 ? null : limits.data,
     });
     await keys.close();
     if (values.json)

@@ -27,6 +27,7 @@ beforeAll(async () => {
     {
       admin: { host: '127.0.0.1', port: 0, tokens: [TOKEN] },
       problems: { typeBase: 'https://errors.example.com/problems/' },
+      plans: { free: { rateLimits: [{ name: 'per-key', by: 'key', limit: 2, windowSec: 60 }] } },
       routes: [
         {
           id: 'orders',
@@ -184,6 +185,47 @@ describe('the admin console in a real headless Chromium', () => {
     expect(overflow).toBeLessThanOrEqual(1);
 
     expect(browserErrors).toEqual([]);
+  }, 90_000);
+
+  it('creates a test key with its own limit replacing its plan’s, and sets a tenant’s plan', async () => {
+    const p = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+    const errors: string[] = [];
+    p.on('pageerror', (e) => errors.push(String(e)));
+    await p.goto(`${gw.adminUrl}/console/`);
+    await p.getByLabel('Admin token').fill(TOKEN);
+    await p.keyboard.press('Enter');
+    await p.waitForSelector('#view-keys:not([hidden])');
+    await p.getByText('Create a key').click();
+    await p.locator('#create-form [name=name]').fill('e2e-test-key');
+    await p.locator('#create-form [name=tenantId]').fill('e2e-org');
+    await p.locator('#create-form [name=environment]').selectOption('test');
+    await p.locator('#create-form [name=rateLimits]').fill('per-key:key:5:60');
+    await p.getByRole('button', { name: 'Create key' }).click();
+    await p.waitForSelector('#secret-dialog[open]');
+    const key = (await p.locator('#secret-key').textContent())!;
+    expect(key).toMatch(/^tg_test_/);
+    await p.getByRole('button', { name: 'I have stored it' }).click();
+    const row = p.locator('#keys-table tr', { hasText: 'e2e-test-key' });
+    await expect.poll(() => row.textContent(), UI).toContain('per-key 5/60s');
+    expect(await row.textContent()).toContain('test');
+
+    // The tenant's plan: the key has none of its own, so it follows; its own limit still replaces the plan's.
+    await p.locator('#tenant-form [name=tenant]').fill('e2e-org');
+    await p.locator('#tenant-form [name=plan]').fill('free');
+    await p.getByRole('button', { name: 'Set plan' }).click();
+    await expect.poll(() => p.locator('#tenant-result').textContent(), UI).toContain('e2e-org: free');
+    const res = await request(`${gw.url}/v1/orders`, { headers: { 'x-api-key': key } });
+    expect(res.headers['ratelimit-policy']).toBe('"burst";q=100;w=1, "per-key";q=5;w=60');
+    await p.locator('#tenant-form [name=plan]').fill('gold');
+    await p.getByRole('button', { name: 'Set plan' }).click();
+    await expect
+      .poll(() => p.locator('#status').textContent(), UI)
+      .toContain('/plan: is not a plan in the config');
+    await p.locator('#tenant-show').click();
+    await expect.poll(() => p.locator('#tenant-result').textContent(), UI).toContain('e2e-org: free');
+    await p.screenshot({ path: `${SHOTS}/tenant-plan.png` });
+    expect(errors).toEqual([]);
+    await p.close();
   }, 90_000);
 
   it('refuses a wrong token and keeps it out of the URL', async () => {

@@ -10,6 +10,7 @@ import {
   uniquePrefix,
   waitForSubscribers,
 } from '../helpers/redis.js';
+import { validateConfig } from '../../src/config/load.js';
 import { signingKey, startJwksServer, token, type JwksServer, type SigningKey } from '../helpers/jwks.js';
 
 /*
@@ -390,5 +391,37 @@ describe('self-service rules: requiredScopes, requiredClaims, planFrom: tenant, 
       expectProblem(await post(h, inOrg, { name: 'k', environment: 'prod' }), 'validation-failed').errors[0]
         .pointer,
     ).toBe('/environment');
+  });
+});
+
+describe('selfService rules in the config: validated with paths; a bad reload keeps the old rules', () => {
+  it('refuses bad planFrom, requiredScopes and requiredClaims with their paths, and keeps the config in force', async () => {
+    const h = await harness({}, { requiredScopes: ['keys:create'] });
+    const base = {
+      auth: { jwt: [{ issuer: 'https://idp.test/', audience: 'api://orders', jwksUri: jwks.url }] },
+      routes: [],
+    };
+    const bad: Array<[Record<string, unknown>, string]> = [
+      [{ planFrom: 'owner' }, 'selfService.planFrom'],
+      [{ requiredScopes: [''] }, 'selfService.requiredScopes[0]'],
+      [{ requiredClaims: { org_role: [] } }, 'selfService.requiredClaims.org_role'],
+      [{ requiredClaims: { org_role: 'admin' } }, 'selfService.requiredClaims.org_role'],
+    ];
+    for (const [rules, path] of bad) {
+      const result = validateConfig({ ...base, selfService: { path: '/v1/keys', ...rules } });
+      expect(result.ok, JSON.stringify(rules)).toBe(false);
+      if (!result.ok) expect(result.issues.map((i) => i.path).join(' ')).toContain(path);
+      expect(h.gw.gateway.reload({ ...base, selfService: { path: '/v1/keys', ...rules } } as any).ok).toBe(
+        false,
+      );
+    }
+    // Still the old rules: a token without keys:create is refused.
+    const jwt = await token(signer, { sub: 'zed' });
+    const res = await request(`${h.gw.url}/v1/keys`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${jwt}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ name: 'x' }),
+    });
+    expectProblem(res, 'forbidden');
   });
 });

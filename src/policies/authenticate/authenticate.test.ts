@@ -188,6 +188,32 @@ describe('authenticate stage (in-process)', () => {
     });
   });
 
+  describe('tenant plans (SPEC §10)', () => {
+    it("a key without a plan of its own is on its tenant's; its own plan wins; no tenant plan: none", async () => {
+      const { stage, keys, clock } = setup();
+      const follower = await keys.create({ name: 'f', tenantId: 'acme' });
+      const own = await keys.create({ name: 'o', tenantId: 'acme', plan: 'gold' });
+      const run = async (key: string) => {
+        const t = fakeContext({ headers: { 'x-api-key': key }, clock });
+        return { problem: await outcome(stage, t.ctx), plan: t.ctx.identity?.plan };
+      };
+      expect(await run(follower.key)).toEqual({ problem: undefined, plan: undefined });
+      await keys.setTenantPlan('acme', 'gold');
+      expect(await run(follower.key)).toEqual({ problem: undefined, plan: 'gold' });
+      // A tenant plan without API access refuses the tenant's followers, not its keys with a plan.
+      await keys.setTenantPlan('acme', 'free');
+      expect((await run(follower.key)).problem?.slug).toBe('forbidden');
+      expect(await run(own.key)).toEqual({ problem: undefined, plan: 'gold' });
+      // A stored plan name the config no longer has (or an Object.prototype name) is no plan: refused.
+      for (const name of ['gone', 'constructor']) {
+        await keys.setTenantPlan('acme', name);
+        expect((await run(follower.key)).problem?.slug).toBe('forbidden');
+      }
+      await keys.setTenantPlan('acme', null);
+      expect(await run(follower.key)).toEqual({ problem: undefined, plan: undefined });
+    });
+  });
+
   describe('scopes', () => {
     it('passes when the key has every required scope', async () => {
       const { stage, keys } = setup({ scopes: ['orders:read'] });
