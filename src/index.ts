@@ -57,7 +57,7 @@ export {
 } from './policies/custom/index.js';
 
 // Built-in policies as Express middleware
-export { proxy, type ProxyOptions } from './policies/proxy/middleware.js';
+export { proxy, type ProxyOptions, type ProxyMiddleware } from './policies/proxy/middleware.js';
 export type { UpstreamOptions } from './policies/proxy/schema.js';
 export {
   authenticate,
@@ -91,6 +91,14 @@ export {
   type ConsumeResult,
 } from './policies/rate-limit/index.js';
 export { quota, type QuotaOptions, type QuotaBy } from './policies/quota/index.js';
+export {
+  concurrency,
+  MemoryConcurrency,
+  RedisConcurrency,
+  ResilientConcurrency,
+  type ConcurrencyOptions,
+  type ConcurrencyStore,
+} from './policies/concurrency/index.js';
 export {
   idempotency,
   MemoryIdempotencyStore,

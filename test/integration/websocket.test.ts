@@ -334,3 +334,89 @@ describe('WebSocket proxying (SPEC §9)', () => {
     expect(up.closes).toEqual([1001, 1001]);
   });
 });
+
+describe('Express library: proxy() WebSocket path', () => {
+  it("proxies handshakes from the app server's upgrade event, and answers a malformed one with a problem", async () => {
+    const { default: express } = await import('express');
+    const { proxy } = await import('../../src/index.js');
+    const { createServer } = await import('node:http');
+    const up = await startWsUpstream();
+    cleanup.push(() => up.close());
+    const app = express();
+    const chat = proxy({ targets: [up.url] });
+    app.use('/chat', chat);
+    const server = createServer(app);
+    server.on('upgrade', chat.upgrade);
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    cleanup.push(
+      () =>
+        new Promise<void>((resolve) => {
+          chat.websockets.closeAll();
+          server.closeAllConnections();
+          server.close(() => resolve());
+        }),
+    );
+    const port = (server.address() as net.AddressInfo).port;
+    const client = await open(`ws://127.0.0.1:${port}/chat?x=1`);
+    client.send('via express');
+    expect((await nextMessage(client)).data.toString()).toBe('via express');
+    expect(up.handshakes[0]!.url).toBe('/chat?x=1');
+    expect(up.handshakes[0]!.headers.via).toBe('1.1 tollgate');
+    const bad = parseRaw(
+      await rawHandshake(
+        port,
+        'GET /chat HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\r\n',
+      ),
+    );
+    expect(bad.status).toBe(400);
+    expect(bad.headers['content-type']).toBe('application/problem+json');
+  });
+});
+
+describe('WebSocket and concurrency config', () => {
+  it('names the path of invalid fields, and a reload with them keeps the old config', async () => {
+    const { validateConfig } = await import('../../src/config/load.js');
+    const bad = validateConfig(
+      {
+        routes: [
+          { id: 'a', path: '/a', mock: { body: {} }, websocket: true },
+          {
+            id: 'b',
+            path: '/b',
+            auth: 'none',
+            upstream: { targets: ['http://127.0.0.1:1'] },
+            websocket: { idleTimeoutSec: 0 },
+            concurrency: { limit: 0, by: 'key' },
+          },
+        ],
+      },
+      {},
+    );
+    expect(bad.ok).toBe(false);
+    const paths = bad.ok ? [] : bad.issues.map((i) => i.path);
+    expect(paths).toEqual(
+      expect.arrayContaining([
+        'routes[0].websocket',
+        'routes[1].websocket.idleTimeoutSec',
+        'routes[1].concurrency.limit',
+      ]),
+    );
+    const { gw, ws } = await setup({ auth: 'none' });
+    const reload = gw.gateway.reload({
+      listen: { host: '127.0.0.1', port: 0 },
+      routes: [
+        {
+          id: 'chat',
+          path: '/chat',
+          auth: 'none',
+          websocket: 'yes',
+          upstream: { targets: ['http://127.0.0.1:1'] },
+        },
+      ],
+    });
+    expect(reload.ok).toBe(false);
+    const client = await open(`${ws}/chat`);
+    client.send('old config');
+    expect((await nextMessage(client)).data.toString()).toBe('old config');
+  });
+});

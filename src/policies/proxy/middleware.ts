@@ -1,4 +1,12 @@
+import { ServerResponse, type IncomingMessage } from 'node:http';
+import type { Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
 import type { RequestHandler } from 'express';
+import { newContext } from '../../core/request-id.js';
+import { runStages } from '../../core/stage.js';
+import { toProblem } from '../../problems/problem-details.js';
+import { createWebSocketStage } from '../websocket/websocket.js';
+import { WebSocketTunnels } from './websocket-tunnel.js';
 import { normalizePath } from '../../core/path.js';
 import { systemClock, type Clock } from '../../core/clock.js';
 import { compileTrust } from '../../core/client-ip.js';
@@ -28,7 +36,20 @@ export interface ProxyOptions extends UpstreamOptions {
   /** API key prefix (a `Bearer <prefix>_…` credential is not forwarded). Default `auth.apiKeys.prefix`'s. */
   apiKeyPrefix?: string;
   clock?: Clock;
+  /** Idle timeout of proxied WebSockets (`upgrade`), seconds. Default 300. */
+  idleTimeoutSec?: number;
 }
+
+/**
+ * The proxy middleware, and its WebSocket path: `upgrade` is a listener for the server's
+ * `upgrade` event that proxies WebSocket handshakes to the same targets (a malformed handshake or
+ * an upstream failure is answered as problem+json on the socket).
+ */
+export type ProxyMiddleware = RequestHandler & {
+  upgrade: (req: IncomingMessage, socket: Duplex, head: Buffer) => void;
+  /** The open WebSockets (`closeAll(1001)` when the server drains). */
+  readonly websockets: WebSocketTunnels;
+};
 
 /**
  * Express middleware that forwards the request to `targets` (round-robin, passive health,
@@ -40,7 +61,7 @@ export interface ProxyOptions extends UpstreamOptions {
  * app.use('/orders', proxy({ targets: ['http://127.0.0.1:9001'], timeoutMs: 5000 }));
  * app.use(problemDetails());
  */
-export function proxy(options: ProxyOptions): RequestHandler {
+export function proxy(options: ProxyOptions): ProxyMiddleware {
   const {
     upstreamErrors,
     typeBase,
@@ -50,12 +71,15 @@ export function proxy(options: ProxyOptions): RequestHandler {
     apiKeyHeader,
     apiKeyPrefix,
     clock: givenClock,
+    idleTimeoutSec,
     ...rest
   } = options;
   const upstream = upstreamSchema.parse(rest);
   const apiKeys = apiKeysSchema.parse({ header: apiKeyHeader, prefix: apiKeyPrefix });
   const clock = givenClock ?? systemClock;
   const trustsNobody = trustProxy === undefined || trustProxy === false;
+  const websockets = new WebSocketTunnels();
+  const writer = new ProblemWriter({ typeBase: typeBaseSchema.parse(typeBase), instance });
   const stage = new ProxyStage({
     upstream,
     upstreamErrors: upstreamErrorsSchema.parse(upstreamErrors),
@@ -67,11 +91,39 @@ export function proxy(options: ProxyOptions): RequestHandler {
       trust: compileTrust(trustProxy ?? false),
       trustsNobody,
     }),
-    writer: new ProblemWriter({ typeBase: typeBaseSchema.parse(typeBase), instance }),
+    writer,
     clock,
     bodyLimit: bodyBytesSchema.parse(bodyLimit),
+    websocket: { idleTimeoutMs: (idleTimeoutSec ?? 300) * 1000, tunnels: websockets },
   });
-  return toMiddleware('proxy', [stage], {
+  const handshake = [createWebSocketStage(), stage];
+  const upgrade = (req: IncomingMessage, socket: Duplex, head: Buffer): void => {
+    socket.on('error', () => socket.destroy());
+    const res = new ServerResponse(req);
+    res.shouldKeepAlive = false;
+    res.assignSocket(socket as Socket);
+    const ctx = newContext(req, res, clock);
+    const state = { socket, head, established: false, closeCode: undefined };
+    ctx.upgrade = state;
+    const url = req.url ?? '/';
+    const q = url.indexOf('?');
+    ctx.path = normalizePath(q === -1 ? url : url.slice(0, q));
+    ctx.search = q === -1 ? '' : url.slice(q);
+    res.once('finish', () => {
+      if (!state.established) (socket as Socket).destroySoon();
+    });
+    res.once('close', () => ctx.close(() => undefined));
+    const fail = (err: unknown) => {
+      if (!res.writableEnded && !res.destroyed) writer.write(res, toProblem(err), ctx.requestId);
+    };
+    try {
+      const pending = runStages(ctx, handshake);
+      if (pending !== undefined) pending.then(undefined, fail);
+    } catch (err) {
+      fail(err);
+    }
+  };
+  const middleware = toMiddleware('proxy', [stage], {
     clock,
     // In a mounted app `req.url` is relative to the mount point, as the upstream should see it.
     prepare(ctx, req) {
@@ -81,4 +133,5 @@ export function proxy(options: ProxyOptions): RequestHandler {
       ctx.search = q === -1 ? '' : url.slice(q);
     },
   });
+  return Object.assign(middleware, { upgrade, websockets });
 }
