@@ -35,12 +35,11 @@ const call = (g: RunningGateway, token: string | undefined, method: string, path
     body: body === undefined ? undefined : JSON.stringify(body),
   });
 
-const cfg = (extra: Partial<ConfigInput> = {}): ConfigInput =>
-  ({
-    admin: { tokens: [{ name: 'alice', token: ALICE }, PLAIN] },
-    routes: [{ id: 'demo', path: '/demo', auth: { methods: ['apiKey'] }, mock: { body: { ok: true } } }],
-    ...extra,
-  }) as ConfigInput;
+const cfg = (extra: Partial<ConfigInput> = {}): ConfigInput => ({
+  admin: { tokens: [{ name: 'alice', token: ALICE }, PLAIN] },
+  routes: [{ id: 'demo', path: '/demo', auth: { methods: ['apiKey'] }, mock: { body: { ok: true } } }],
+  ...extra,
+});
 
 describe('admin tokens with names (SPEC §11)', () => {
   const paths = (tokens: unknown[]) => {
@@ -69,8 +68,8 @@ describe.each([
 ])('admin actions audited (%s)', (_name, extra) => {
   it('records every state-changing call with its actor, action, target and outcome; refused credentials too', async () => {
     const { logger, lines } = capturedLogger();
-    const g = await startGateway(cfg(extra() as Partial<ConfigInput>), { logger });
-    cleanup.push(g.close);
+    const g = await startGateway(cfg(extra()), { logger });
+    cleanup.push(() => g.close());
     const created = (await call(g, ALICE, 'POST', '/keys', { name: 'k' })).json();
     expect(created.key).toMatch(/^tg_live_/);
     expect((await call(g, PLAIN, 'PATCH', `/keys/${created.id}`, { name: 'k2' })).status).toBe(200);

@@ -377,7 +377,7 @@ describe('quota events (SPEC §11), in-process', () => {
     });
     await s.run(keyIdentity('key_1'));
     await s.run(keyIdentity('key_1'));
-    expect(s.raised.map((e) => `${e.type}:${e.data.threshold ?? ''}`)).toEqual([
+    expect(s.raised.map((e) => `${e.type}:${(e.data.threshold as number | undefined) ?? ''}`)).toEqual([
       'quota.threshold:0.8',
       'quota.threshold:1',
       'quota.exhausted:',
