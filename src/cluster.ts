@@ -53,13 +53,16 @@ export async function runPrimary(options: StartOptions, workers: number): Promis
 
   // Every worker reloads too, also when the primary refused the file: each records the outcome in
   // its own metrics (aggregated into /metrics), and each keeps its config when the file is bad.
-  const reloadAll = async () => {
-    if (stopping) return;
-    await admin.reload();
-    if (stopping) return;
+  const reloadAll = async (): Promise<boolean> => {
+    if (stopping) return false;
+    const ok = await admin.reload();
+    if (stopping) return ok;
     for (const w of Object.values(cluster.workers ?? {}))
       if (w?.isConnected()) w.send({ type: RELOAD_MESSAGE }); // a failure is logged by the 'error' listener
+    return ok;
   };
+  // `POST /reload` on the admin API (served here) reloads the workers too.
+  admin.gateway.reloadFromSource = reloadAll;
   const stopWatching = watchConfigFile(options.configPath, () => void reloadAll());
   process.on('SIGHUP', () => void reloadAll());
 

@@ -79,6 +79,7 @@ export class GatewayProcess {
       throw err;
     }
     const proc = new GatewayProcess(gateway, logger, { public: publicServer, admin: adminServer }, options);
+    gateway.reloadFromSource = () => proc.reload();
     if (options.watch !== false)
       proc.#stopWatching = watchConfigFile(options.configPath, () => void proc.reload());
     const { public: pub, admin } = proc.addresses();

@@ -37,6 +37,8 @@ export interface AdminAppOptions extends AdminAuthOptions {
   webhookAttempts: (limit: number) => Promise<AttemptRecord[]>;
   management: () => KeyManagement;
   plans: () => Readonly<Record<string, Plan>>;
+  /** Reloads the config file (`POST /reload`); undefined when there is none to reload. */
+  reload?: () => Promise<boolean> | undefined;
   /** The OpenAPI document of the config in force, as JSON text (built once per config). */
   openApi: () => string;
 }
@@ -111,6 +113,18 @@ export function createAdminApp(options: AdminAppOptions): Express {
     metricsText: options.metricsText,
     typeBase: options.typeBase,
     now: () => options.clock.now(),
+  });
+  guarded.post('/reload', async (_req, res) => {
+    const run = options.reload?.();
+    if (run === undefined)
+      throw new Problem('not-found', {
+        detail: 'This gateway has no config file to reload (it was made from a config object).',
+      });
+    if (!(await run))
+      throw new Problem('conflict', {
+        detail: 'The config file is invalid; the previous config stays in force (the log lists the issues).',
+      });
+    res.json({ reloaded: true });
   });
   guarded.get('/openapi.json', (_req, res) => {
     res.type('application/json').send(options.openApi());

@@ -183,6 +183,23 @@ export function openApiDocument(options: { version: string; selfServicePath: str
         },
       },
     },
+    '/reload': {
+      post: {
+        ...admin,
+        summary: 'Reload the config file (as SIGHUP does); audited as config.reload',
+        responses: {
+          '200': {
+            description: 'Reloaded',
+            content: {
+              'application/json': {
+                schema: { type: 'object', properties: { reloaded: { const: true } }, required: ['reloaded'] },
+              },
+            },
+          },
+          ...problems(401, 403, 404, 409),
+        },
+      },
+    },
     '/webhooks/deliveries': {
       get: {
         ...admin,

@@ -15,12 +15,10 @@ const LABELS: Record<string, string> = {
   code: 'the error code of the failed attempt (`ECONNREFUSED`, `ECONNRESET`, `UND_ERR_HEADERS_TIMEOUT`, …; `unknown` without one, `other` when not a plain code)',
   policy: 'the name of the rate limit that refused (`concurrency` for a concurrency limit)',
   outcome:
-    'a WebSocket handshake: `accepted`, `refused` (the gateway answered), `upstream_refused`, `failed` (no upstream answer) or `aborted` (the client left)',
+    'a WebSocket handshake: `accepted`, `refused` (the gateway answered), `upstream_refused`, `failed` (no upstream answer) or `aborted` (the client left); a webhook delivery: `delivered` (2xx), `retry` (non-2xx or no answer; tried again later), `failed` (given up after `retry.maxAgeSec`), `dropped` (its receiver left the config)',
   problem: 'the problem slug (`invalid-credentials`, `insufficient-scope`, …)',
   reason: '`in-flight` or `payload-mismatch`',
   result: '`success` or `failure`',
-  outcome:
-    '`delivered` (2xx), `retry` (non-2xx or no answer; tried again later), `failed` (given up after `retry.maxAgeSec`), `dropped` (its receiver left the config)',
   issuer: 'the `iss` of a JWT issuer with a `jwksUri` (from the config)',
   type: 'the kind of resource, handle or request (Node.js)',
   space: 'the V8 heap space',

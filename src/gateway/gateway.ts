@@ -87,6 +87,11 @@ export class Gateway {
   #modules: PolicyModules;
   #state: GatewayState;
   #draining = false;
+  /**
+   * Re-reads the config from where it came (the CLI sets it to reload its file); `POST /reload`
+   * on the admin API calls it. Unset for a gateway made from an object.
+   */
+  reloadFromSource: (() => Promise<boolean>) | undefined;
 
   constructor(config: Config, services: Services, modules: PolicyModules = new Map()) {
     this.services = services;
@@ -141,6 +146,7 @@ export class Gateway {
       management: () => services.management,
       plans: () => this.#state.config.plans,
       openApi: () => this.#state.openApi,
+      reload: () => this.reloadFromSource?.(),
     });
   }
 

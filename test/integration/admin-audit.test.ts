@@ -35,12 +35,11 @@ const call = (g: RunningGateway, token: string | undefined, method: string, path
     body: body === undefined ? undefined : JSON.stringify(body),
   });
 
-const cfg = (extra: Partial<ConfigInput> = {}): ConfigInput =>
-  ({
-    admin: { tokens: [{ name: 'alice', token: ALICE }, PLAIN] },
-    routes: [{ id: 'demo', path: '/demo', auth: { methods: ['apiKey'] }, mock: { body: { ok: true } } }],
-    ...extra,
-  }) as ConfigInput;
+const cfg = (extra: Partial<ConfigInput> = {}): ConfigInput => ({
+  admin: { tokens: [{ name: 'alice', token: ALICE }, PLAIN] },
+  routes: [{ id: 'demo', path: '/demo', auth: { methods: ['apiKey'] }, mock: { body: { ok: true } } }],
+  ...extra,
+});
 
 describe('admin tokens with names (SPEC §11)', () => {
   const paths = (tokens: unknown[]) => {
@@ -69,8 +68,8 @@ describe.each([
 ])('admin actions audited (%s)', (_name, extra) => {
   it('records every state-changing call with its actor, action, target and outcome; refused credentials too', async () => {
     const { logger, lines } = capturedLogger();
-    const g = await startGateway(cfg(extra() as Partial<ConfigInput>), { logger });
-    cleanup.push(g.close);
+    const g = await startGateway(cfg(extra()), { logger });
+    cleanup.push(() => g.close());
     const created = (await call(g, ALICE, 'POST', '/keys', { name: 'k' })).json();
     expect(created.key).toMatch(/^tg_live_/);
     expect((await call(g, PLAIN, 'PATCH', `/keys/${created.id}`, { name: 'k2' })).status).toBe(200);
@@ -82,6 +81,8 @@ describe.each([
     expect((await call(g, 'wrong-token-0123456789', 'DELETE', `/keys/${created.id}`)).status).toBe(401);
     expect((await call(g, undefined, 'GET', '/keys')).status).toBe(401);
     expect((await call(g, created.key, 'GET', '/keys')).status).toBe(403);
+    // A gateway made from an object has no file to reload: 404, audited as a failed reload.
+    expect((await call(g, ALICE, 'POST', '/reload')).status).toBe(404);
     // Reads are not audited.
     expect((await call(g, ALICE, 'GET', '/keys')).status).toBe(200);
 
@@ -89,7 +90,7 @@ describe.each([
       (await call(g, ALICE, 'GET', '/requests?kind=admin&limit=100')).json().items as Array<
         Record<string, any>
       >;
-    await waitFor(async () => (await list()).length >= 8, 5000);
+    await waitFor(async () => (await list()).length >= 9, 5000);
     const items = (await list()).reverse();
     expect(items.map((r) => [r.actor, r.action, r.target, r.outcome])).toEqual([
       ['alice', 'key.create', created.id, 'success'],
@@ -100,19 +101,20 @@ describe.each([
       [null, 'key.revoke', created.id, 'refused'],
       [null, 'read', null, 'refused'],
       [null, 'read', null, 'refused'],
+      ['alice', 'config.reload', null, 'failure'],
     ]);
     expect(items.every((r) => r.kind === 'admin')).toBe(true);
     const openapi = new OpenApiValidator((await call(g, ALICE, 'GET', '/openapi.json')).json());
     openapi.check('GET', '/requests', await call(g, ALICE, 'GET', '/requests?kind=admin'));
     openapi.check('GET', '/requests/{id}', await call(g, ALICE, 'GET', `/requests/${items[0]!.request_id}`));
-    expect(items.slice(5).map((r) => r.problem)).toEqual([
+    expect(items.slice(5, 8).map((r) => r.problem)).toEqual([
       'invalid-credentials',
       'missing-credentials',
       'forbidden',
     ]);
     // Filters; the default list is the request trail, without admin records.
     const alice = (await call(g, ALICE, 'GET', '/requests?kind=admin&actor=alice')).json().items;
-    expect(alice.map((r: any) => r.action).sort()).toEqual(['key.create', 'key.rotate']);
+    expect(alice.map((r: any) => r.action).sort()).toEqual(['config.reload', 'key.create', 'key.rotate']);
     const plain = (await call(g, ALICE, 'GET', '/requests')).json().items;
     expect(plain.some((r: any) => r.kind === 'admin')).toBe(false);
     expect((await call(g, ALICE, 'GET', '/requests?kind=bogus')).status).toBe(400);
@@ -122,7 +124,7 @@ describe.each([
 
     // An access-log line for every admin call, reads included; no token, no plaintext key in any line.
     const adminLines = lines.filter((l) => l.includes('"msg":"admin request"')).map((l) => JSON.parse(l));
-    expect(adminLines.length).toBeGreaterThanOrEqual(9);
+    expect(adminLines.length).toBeGreaterThanOrEqual(10);
     expect(adminLines.find((l) => l.action === 'key.create')).toMatchObject({ actor: 'alice', status: 201 });
     const all = lines.join('\n') + JSON.stringify(await list());
     for (const secret of [ALICE, PLAIN, 'wrong-token-0123456789', created.key, rotated.key])

@@ -124,5 +124,17 @@ routes:
     await waitFor(() => received.length >= 3, PROCESS_START_MS + 10_000, 50, second.log);
     expect(received.map((e) => e.type)).toEqual(['key.created', 'key.created', 'key.created']);
     expect(received.map((e) => e.data.key.id).sort()).toEqual([...ids].sort());
+
+    // POST /reload re-reads the file, and is in the admin trail with its actor.
+    const adminTwo = await adminAddress(second);
+    const auth = { authorization: `Bearer ${TOKEN}` };
+    expect((await request(`${adminTwo}/reload`, { method: 'POST', headers: auth })).status).toBe(200);
+    await second.waitForLog('config reloaded', 5000);
+    await waitFor(async () => {
+      const items = (
+        await request(`${adminTwo}/requests?kind=admin&action=config.reload`, { headers: auth })
+      ).json().items as Array<Record<string, unknown>>;
+      return items.length === 1 && items[0]!.actor === 'ops' && items[0]!.outcome === 'success';
+    }, 5000);
   });
 });

@@ -108,7 +108,7 @@ function config(
       },
     ],
     ...extra,
-  } as ConfigInput;
+  };
 }
 
 const fast = { webhooks: { pollMs: 20 } };
@@ -141,9 +141,9 @@ describe('webhook config (SPEC §11)', () => {
 
   it('a reload with a bad webhook keeps the old config', async () => {
     const rx = await startReceiver();
-    cleanup.push(rx.close);
+    cleanup.push(() => rx.close());
     const g = await startGateway(config(rx.url), fast);
-    cleanup.push(g.close);
+    cleanup.push(() => g.close());
     const result = g.gateway.reload({
       ...config(rx.url),
       webhooks: [{ url: 'gopher://x', secret: SECRET, events: ['key.created'] }],
@@ -156,9 +156,9 @@ describe('webhook config (SPEC §11)', () => {
 describe('webhook delivery (SPEC §11)', () => {
   it('signs per Standard Webhooks: the receiver verifies with the standardwebhooks package', async () => {
     const rx = await startReceiver();
-    cleanup.push(rx.close);
+    cleanup.push(() => rx.close());
     const g = await startGateway(config(rx.url), fast);
-    cleanup.push(g.close);
+    cleanup.push(() => g.close());
     const created = (await admin(g, 'POST', '/keys', { name: 'k1' })).json();
     await waitFor(() => rx.received.length >= 1, 5000);
     expect(rx.rejected).toEqual([]);
@@ -200,9 +200,9 @@ describe('webhook delivery (SPEC §11)', () => {
       res.statusCode = n <= 6 ? 503 : 204;
       res.end();
     });
-    cleanup.push(rx.close);
+    cleanup.push(() => rx.close());
     const g = await startGateway(config(rx.url), fast);
-    cleanup.push(g.close);
+    cleanup.push(() => g.close());
     const a = (await admin(g, 'POST', '/keys', { name: 'a' })).json();
     const b = (await admin(g, 'POST', '/keys', { name: 'b' })).json();
     for (let i = 0; i < 3; i++) {
@@ -243,14 +243,14 @@ describe('webhook delivery (SPEC §11)', () => {
 
   it('does not follow redirects, and reads at most a small part of an answer body', async () => {
     const other = await startReceiver();
-    cleanup.push(other.close);
+    cleanup.push(() => other.close());
     const redirecting = await startReceiver((_q, res) => {
       res.writeHead(307, { location: other.url });
       res.end();
     });
-    cleanup.push(redirecting.close);
+    cleanup.push(() => redirecting.close());
     const g = await startGateway(config(redirecting.url), fast);
-    cleanup.push(g.close);
+    cleanup.push(() => g.close());
     await admin(g, 'POST', '/keys', { name: 'r' });
     await waitFor(() => redirecting.calls() >= 2, 5000);
     expect(other.calls()).toBe(0);
@@ -265,9 +265,9 @@ describe('webhook delivery (SPEC §11)', () => {
       const timer = setInterval(() => res.write(chunk), 5);
       res.on('close', () => clearInterval(timer));
     });
-    cleanup.push(endless.close);
+    cleanup.push(() => endless.close());
     const g2 = await startGateway(config(endless.url), fast);
-    cleanup.push(g2.close);
+    cleanup.push(() => g2.close());
     await admin(g2, 'POST', '/keys', { name: 'e' });
     await waitFor(
       async () => (await admin(g2, 'GET', '/webhooks/deliveries')).json().items[0]?.outcome === 'delivered',
@@ -292,7 +292,7 @@ describe('webhook delivery (SPEC §11)', () => {
     const g = await startGateway(config(url, {}, { timeoutMs: 60_000 }), {
       webhooks: { pollMs: 20, maxQueueDepth: 5 },
     });
-    cleanup.push(g.close);
+    cleanup.push(() => g.close());
     const started = Date.now();
     for (let i = 0; i < 12; i++)
       expect((await admin(g, 'POST', '/keys', { name: `k${i}` })).status).toBe(201);
@@ -308,12 +308,12 @@ describe('webhook delivery (SPEC §11)', () => {
 
   it('quota.threshold once per key, period and threshold; quota.exhausted when the limit is reached', async () => {
     const rx = await startReceiver();
-    cleanup.push(rx.close);
+    cleanup.push(() => rx.close());
     const g = await startGateway(
       config(rx.url, {}, { events: ['quota.threshold', 'quota.exhausted'] }),
       fast,
     );
-    cleanup.push(g.close);
+    cleanup.push(() => g.close());
     const key = (await admin(g, 'POST', '/keys', { name: 'q', plan: 'small' })).json();
     const statuses: number[] = [];
     for (let i = 0; i < 12; i++)
@@ -336,10 +336,10 @@ describe('webhook delivery (SPEC §11)', () => {
 
   it('key.expired: raised when an expired key is first presented, once', async () => {
     const rx = await startReceiver();
-    cleanup.push(rx.close);
+    cleanup.push(() => rx.close());
     const clock = new ManualClock(Date.now());
     const g = await startGateway(config(rx.url, {}, { events: ['key.expired'] }), { ...fast, clock });
-    cleanup.push(g.close);
+    cleanup.push(() => g.close());
     const key = (
       await admin(g, 'POST', '/keys', { name: 'x', expiresAt: new Date(clock.now() + 60_000).toISOString() })
     ).json();
@@ -360,7 +360,7 @@ describe('webhook retries for 24 h (ManualClock)', () => {
       res.statusCode = 500;
       res.end();
     });
-    cleanup.push(rx.close);
+    cleanup.push(() => rx.close());
     const clock = new ManualClock(Date.now());
     const start = clock.now();
     // Default retry settings (5 s doubling to 1 h, for 24 h); the poll timer is out of the way.
@@ -368,7 +368,7 @@ describe('webhook retries for 24 h (ManualClock)', () => {
       clock,
       webhooks: { pollMs: 3_600_000, random: () => 1 },
     });
-    cleanup.push(g.close);
+    cleanup.push(() => g.close());
     await admin(g, 'POST', '/keys', { name: 'doomed' });
     const attemptsAt: number[] = [];
     for (let i = 0; i < 60; i++) {
@@ -404,13 +404,13 @@ describe('webhook retries for 24 h (ManualClock)', () => {
 describe('webhooks across instances (Redis)', () => {
   it('two instances crossing a threshold together raise one event', async () => {
     const rx = await startReceiver();
-    cleanup.push(rx.close);
+    cleanup.push(() => rx.close());
     const redis = { url: sharedRedisUrl, keyPrefix: uniquePrefix('webhooks-two') };
     const cfg = config(rx.url, { redis }, { events: ['quota.threshold', 'quota.exhausted'] });
     const one = await startGateway(cfg, fast);
-    cleanup.push(one.close);
+    cleanup.push(() => one.close());
     const two = await startGateway(cfg, fast);
-    cleanup.push(two.close);
+    cleanup.push(() => two.close());
     const key = (await admin(one, 'POST', '/keys', { name: 'q', plan: 'small' })).json();
     // Both instances at once, 10 requests each: 10 admitted in all.
     const all = await Promise.all(
@@ -436,9 +436,9 @@ describe('webhooks across instances (Redis)', () => {
     const created = (await admin(one, 'POST', '/keys', { name: 'h' })).json();
     await one.close();
     const rx = await startReceiver(undefined, port);
-    cleanup.push(rx.close);
+    cleanup.push(() => rx.close());
     const two = await startGateway(config(url, { redis }), fast);
-    cleanup.push(two.close);
+    cleanup.push(() => two.close());
     await waitFor(() => rx.received.length >= 1, 10_000);
     expect(rx.received[0]!.event).toMatchObject({ type: 'key.created', data: { key: { id: created.id } } });
   });

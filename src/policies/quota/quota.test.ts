@@ -3,6 +3,7 @@ import { ManualClock } from '../../core/clock.js';
 import { fakeContext } from '../../core/fake-context.js';
 import type { Identity, KeyCredential } from '../../core/identity.js';
 import { Problem } from '../../problems/problem.js';
+import type { EventSink, RaisedEvent } from '../../core/events.js';
 import { MemoryCounters } from '../rate-limit/counters.js';
 import { createRateLimitStage } from '../rate-limit/rate-limit.js';
 import { periodOf } from './period.js';
@@ -323,5 +324,81 @@ describe('quota through the rate-limit stage (refundUnlessAnswered)', () => {
     const t = fakeContext({ clock: s.clock });
     expect(s.stage.run(t.ctx)).toBeUndefined();
     expect(t.ctx.closeHooks).toBeUndefined();
+  });
+});
+
+describe('quota events (SPEC §11), in-process', () => {
+  function setup(o: { limit: number; cost?: number; by?: QuotaBy; thresholds?: number[] }) {
+    const clock = new ManualClock(START);
+    const raised: RaisedEvent[] = [];
+    const sink: EventSink = {
+      raise: (e) => {
+        raised.push(e);
+        return Promise.resolve();
+      },
+      quotaThresholds: o.thresholds ?? [0.8, 1],
+      wants: () => true,
+    };
+    const stage = createRateLimitStage({
+      routeId: 'reports',
+      rateLimits: [],
+      quotaCost: o.cost ?? 1,
+      plans: {},
+      counters: new MemoryCounters(),
+      clock,
+      local: true,
+      quota: { config: planQuotaSchema.parse({ limit: o.limit, period: 'month' }), by: o.by },
+      quotaEvents: { sink, thresholds: o.thresholds ?? [0.8, 1], exhausted: true },
+    });
+    const run = async (identity: Identity) => {
+      try {
+        await stage.run(fakeContext({ clock, identity }).ctx);
+        return 'ok';
+      } catch (err) {
+        return (err as Problem).slug;
+      }
+    };
+    return { run, raised };
+  }
+
+  it('raises each threshold as the charge crosses it, and exhausted at the limit', async () => {
+    const s = setup({ limit: 10 });
+    for (let i = 0; i < 7; i++) await s.run(keyIdentity('key_1'));
+    expect(s.raised).toEqual([]);
+    await s.run(keyIdentity('key_1'));
+    expect(s.raised.map((e) => [e.type, e.data.threshold, e.data.used])).toEqual([
+      ['quota.threshold', 0.8, 8],
+    ]);
+    expect(s.raised[0]!.once!.key).toMatch(/^q:\{key:key_1\}:month:m\d{6}:t:0\.8$/);
+    expect(s.raised[0]!.data).toMatchObject({
+      holder: { by: 'credential', id: 'key_1' },
+      period: 'month',
+      limit: 10,
+    });
+    await s.run(keyIdentity('key_1'));
+    await s.run(keyIdentity('key_1'));
+    expect(s.raised.map((e) => `${e.type}:${(e.data.threshold as number | undefined) ?? ''}`)).toEqual([
+      'quota.threshold:0.8',
+      'quota.threshold:1',
+      'quota.exhausted:',
+    ]);
+    // Refused past the limit: an exhausted event again, which its once-key (the same one) dedupes.
+    expect(await s.run(keyIdentity('key_1'))).toBe('quota-exceeded');
+    expect(s.raised.at(-1)!.once!.key).toBe(s.raised[2]!.once!.key);
+  });
+
+  it('a charge of several units crosses several thresholds at once; a tenant quota is the tenant’s', async () => {
+    const s = setup({ limit: 10, cost: 5, by: 'tenant', thresholds: [0.3, 0.5, 0.9] });
+    await s.run(keyIdentity('key_1', { tenant: 'acme' }));
+    expect(s.raised.map((e) => e.data.threshold)).toEqual([0.3, 0.5]);
+    expect(s.raised[0]!.data.holder).toEqual({ by: 'tenant', id: 'acme' });
+    expect(s.raised[0]!.orderKey).toBe('quota:tenant:acme');
+  });
+
+  it('a refused first charge that never reached the limit still says exhausted', async () => {
+    const s = setup({ limit: 10, cost: 6 });
+    expect(await s.run(keyIdentity('key_1'))).toBe('ok');
+    expect(await s.run(keyIdentity('key_1'))).toBe('quota-exceeded');
+    expect(s.raised.map((e) => e.type)).toEqual(['quota.exhausted']);
   });
 });
