@@ -381,3 +381,22 @@ describe('reload with usage limits', () => {
     expect(good.ok).toBe(true);
   });
 });
+
+describe('meters on a mock route', () => {
+  it("counts the mock's own meter header", async () => {
+    const gw = await gateway({
+      routes: [
+        {
+          id: 'm',
+          path: '/m',
+          mock: { body: {}, headers: { 'X-Usage-Tokens': '4' } },
+          meters: { tokens: { responseHeader: 'x-usage-tokens' } },
+          rateLimits: [{ name: 'tokens', by: 'ip', limit: 8, windowSec: 3600, meter: 'tokens' }],
+        },
+      ],
+    });
+    expect((await request(`${gw.url}/m`)).status).toBe(200);
+    await waitFor(async () => /r=4;/.test(String((await request(`${gw.url}/m`)).headers.ratelimit)));
+    await waitFor(async () => (await request(`${gw.url}/m`)).status === 429);
+  });
+});

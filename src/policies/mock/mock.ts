@@ -34,6 +34,7 @@ export function createMockStage(
     run(ctx: RequestContext) {
       const list = headers.slice();
       list.push('x-request-id', ctx.requestId);
+      if (ctx.meterFields !== undefined) ctx.readMeters(list); // a metered mock reports its own
       ctx.res.writeHead(status, list);
       ctx.res.end(body);
       ctx.bytesOut = length;
