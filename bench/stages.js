@@ -63,7 +63,10 @@ if (opts.redis) {
       redis: redis(),
       routes: [
         route({
-          rateLimits: [...limits, { name: 'tokens', by: 'ip', limit: 1e15, windowSec: 86400, meter: 'tokens' }],
+          rateLimits: [
+            ...limits,
+            { name: 'tokens', by: 'ip', limit: 1e15, windowSec: 86400, meter: 'tokens' },
+          ],
         }),
       ],
     },
