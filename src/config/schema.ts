@@ -88,7 +88,7 @@ const routeSchema = z
     )
       ctx.addIssue({ code: 'custom', path: ['auth', 'hmac'], message: 'needs apiKey among auth.methods' });
     // Refinements also run over routes that failed their own checks: read defensively.
-    const meters = (route.meters as typeof route.meters | undefined) ?? {};
+    const meters = route.meters ?? {};
     ((route.rateLimits as typeof route.rateLimits | undefined) ?? []).forEach((rl, j) => {
       if (rl.meter !== undefined && !Object.hasOwn(meters, rl.meter))
         ctx.addIssue({
@@ -368,8 +368,7 @@ export const configSchema = z
     // A plan's metered limit applies on the routes that declare its meter: one that no route
     // declares would never apply (a typo), so it is refused.
     const declared = new Set<string>();
-    for (const r of cfg.routes)
-      for (const m of Object.keys((r.meters as typeof r.meters | undefined) ?? {})) declared.add(m);
+    for (const r of cfg.routes) for (const m of Object.keys(r.meters ?? {})) declared.add(m);
     for (const [name, plan] of Object.entries(cfg.plans)) {
       ((plan.rateLimits as typeof plan.rateLimits | undefined) ?? []).forEach((rl, j) => {
         if (rl.meter !== undefined && !declared.has(rl.meter))

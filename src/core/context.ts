@@ -208,6 +208,24 @@ export class RequestContext {
     if (!names.includes(lower)) names.push(lower);
   }
 
+  /**
+   * Records the meter values among raw answer fields (`[name, value, …]`: an upstream's headers
+   * or trailers, a mock's headers) when the rate-limit stage asked for some (`meterFields`). A field
+   * sent more than once is ambiguous: it reads as unusable (''), which adds 0 and counts as missing.
+   */
+  readMeters(raw: ReadonlyArray<string | Buffer>): void {
+    const fields = this.meterFields;
+    if (fields === undefined) return;
+    const values = (this.meterValues ??= new Array<string | undefined>(fields.length));
+    const seen = new Array<boolean>(fields.length).fill(false);
+    for (let i = 0; i + 1 < raw.length; i += 2) {
+      const at = fields.indexOf(String(raw[i]).toLowerCase());
+      if (at === -1) continue;
+      values[at] = seen[at] ? '' : String(raw[i + 1]);
+      seen[at] = true;
+    }
+  }
+
   /** Adds a header to the upstream request (replacing a client copy of the same name). */
   setUpstreamHeader(name: string, value: string): void {
     (this.upstreamHeaders ??= []).push(name.toLowerCase(), value);

@@ -13,9 +13,11 @@ const LABELS: Record<string, string> = {
   status_class: '`1xx` … `5xx`',
   target: "an upstream target's origin (`http://host:port`; a base path is not part of it)",
   code: 'the error code of the failed attempt (`ECONNREFUSED`, `ECONNRESET`, `UND_ERR_HEADERS_TIMEOUT`, …; `unknown` without one, `other` when not a plain code)',
-  policy: 'the name of the rate limit that refused (`concurrency` for a concurrency limit)',
+  policy:
+    'the name of the rate limit that refused (`concurrency` for a concurrency limit; for shadow rejections, the one that would have refused)',
   outcome:
     'a WebSocket handshake: `accepted`, `refused` (the gateway answered), `upstream_refused`, `failed` (no upstream answer) or `aborted` (the client left); a webhook delivery: `delivered` (2xx), `retry` (non-2xx or no answer; tried again later), `failed` (given up after `retry.maxAgeSec`), `dropped` (its receiver left the config)',
+  meter: "the meter name from the route's `meters` (config)",
   problem: 'the problem slug (`invalid-credentials`, `insufficient-scope`, …)',
   reason: '`in-flight` or `payload-mismatch`',
   result: '`success` or `failure`',

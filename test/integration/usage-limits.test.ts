@@ -62,15 +62,19 @@ function meteredConfig(upstreamUrl: string, extra: Record<string, unknown> = {})
 
 /** Reports `?t=N` tokens: in a header, or for /ai/sse as the trailer of an event stream. */
 function meterUpstream(res: ServerResponse, url: string): void {
-  const tokens = new URL(url, 'http://x').searchParams.get('t') ?? '';
+  const query = new URL(url, 'http://x').searchParams;
+  const tokens = query.get('t') ?? '';
   if (url.startsWith('/ai/sse')) {
     res.writeHead(200, { 'content-type': 'text/event-stream', trailer: 'x-usage-tokens' });
     res.write('data: {"delta":"Hel"}\n\n');
-    setTimeout(() => {
-      res.write('data: {"delta":"lo"}\n\n');
-      res.addTrailers({ 'x-usage-tokens': tokens });
-      res.end();
-    }, 20);
+    setTimeout(
+      () => {
+        res.write('data: {"delta":"lo"}\n\n');
+        res.addTrailers({ 'x-usage-tokens': tokens });
+        res.end();
+      },
+      Number(query.get('d') ?? 20),
+    );
     return;
   }
   res.writeHead(200, { 'content-type': 'application/json', 'x-usage-tokens': tokens });
@@ -140,6 +144,32 @@ describe.each(stores)('meters (%s)', (_name, storeConfig) => {
   });
 });
 
+describe('meters: attacks', () => {
+  it('a client hanging up mid-stream, before the trailer, adds 0 and is counted as missing (not free silently)', async () => {
+    const up = await upstream(meterUpstream);
+    const gw = await gateway(meteredConfig(up.url));
+    await new Promise<void>((resolve, reject) => {
+      const req = http.get(`${gw.url}/ai/sse?t=50&d=2000`, (res) => {
+        res.once('data', () => {
+          req.destroy();
+          resolve();
+        });
+      });
+      req.on('error', () => undefined);
+      setTimeout(() => reject(new Error('no first event')), 3000).unref();
+    });
+    await waitFor(async () =>
+      (await gw.gateway.services.metrics.text()).includes(
+        'tollgate_meter_missing_total{route="ai",meter="tokens"} 1',
+      ),
+    );
+    // The gateway keeps serving, and a client-sent copy of the meter header counts for nothing.
+    const own = await request(`${gw.url}/ai?t=2`, { headers: { 'x-usage-tokens': '999999' } });
+    expect(own.status).toBe(200);
+    expect(own.headers.ratelimit).toMatch(/^"tokens";r=100;t=\d+$/);
+  });
+});
+
 describe.each(stores)('shadow mode (%s)', (_name, storeConfig) => {
   it('lets everything through, counts would-be refusals, marks the audit record, describes only enforced limits', async () => {
     const up = await upstream((res) => res.end('ok'));
@@ -158,7 +188,7 @@ describe.each(stores)('shadow mode (%s)', (_name, storeConfig) => {
         },
       ],
     });
-    const replies = [];
+    const replies: Array<Awaited<ReturnType<typeof request>>> = [];
     for (let i = 0; i < 5; i++) replies.push(await request(`${gw.url}/r`));
     expect(replies.map((r) => r.status)).toEqual([200, 200, 200, 200, 200]);
     expect(up.calls).toHaveLength(5);
@@ -172,7 +202,11 @@ describe.each(stores)('shadow mode (%s)', (_name, storeConfig) => {
       ),
     );
     const audit = gw.gateway.services.audit;
-    const records = await Promise.all(replies.map((r) => audit.get(String(r.headers['x-request-id']))));
+    let records: Array<Awaited<ReturnType<typeof audit.get>>> = [];
+    await waitFor(async () => {
+      records = await Promise.all(replies.map((r) => audit.get(String(r.headers['x-request-id']))));
+      return records.every((r) => r !== undefined);
+    });
     expect(records.map((r) => r?.rate_limit_shadow ?? null)).toEqual([
       null,
       null,
@@ -317,5 +351,52 @@ describe('usage limits across instances (real Redis)', () => {
     const concurrent = await calls('evalsha');
     expect(concurrent).toBeLessThanOrEqual(2 * 200);
     expect(concurrent - 200).toBeLessThan(200);
+  });
+});
+
+describe('reload with usage limits', () => {
+  it('a reload naming an undeclared meter is refused and the running limits stay', async () => {
+    const up = await upstream(meterUpstream);
+    const gw = await gateway(meteredConfig(up.url));
+    const bad = gw.gateway.reload({
+      routes: [
+        {
+          id: 'ai',
+          path: '/ai',
+          auth: 'none',
+          upstream: { targets: [up.url] },
+          rateLimits: [{ name: 'tokens', by: 'ip', limit: 1, windowSec: 60, meter: 'tokens' }],
+        },
+      ],
+    });
+    expect(bad.ok).toBe(false);
+    expect((await request(`${gw.url}/ai?t=1`)).headers['ratelimit-policy']).toBe(
+      '"tokens";q=100;w=3600;qu="tokens"',
+    );
+    const good = gw.gateway.reload(
+      meteredConfig(up.url, {
+        plans: {},
+      }),
+    );
+    expect(good.ok).toBe(true);
+  });
+});
+
+describe('meters on a mock route', () => {
+  it("counts the mock's own meter header", async () => {
+    const gw = await gateway({
+      routes: [
+        {
+          id: 'm',
+          path: '/m',
+          mock: { body: {}, headers: { 'X-Usage-Tokens': '4' } },
+          meters: { tokens: { responseHeader: 'x-usage-tokens' } },
+          rateLimits: [{ name: 'tokens', by: 'ip', limit: 8, windowSec: 3600, meter: 'tokens' }],
+        },
+      ],
+    });
+    expect((await request(`${gw.url}/m`)).status).toBe(200);
+    await waitFor(async () => /r=4;/.test(String((await request(`${gw.url}/m`)).headers.ratelimit)));
+    await waitFor(async () => (await request(`${gw.url}/m`)).status === 429);
   });
 });

@@ -58,6 +58,7 @@ export function createMockStage(
   const answerFixed = (ctx: RequestContext): void => {
     const list = headers.slice();
     list.push('x-request-id', ctx.requestId);
+    if (ctx.meterFields !== undefined) ctx.readMeters(list); // a metered mock reports its own
     ctx.res.writeHead(status, list);
     ctx.res.end(body);
     ctx.bytesOut = length;

@@ -303,7 +303,7 @@ class Exchange implements Dispatcher.DispatchHandlers {
     o.pool.succeeded(target);
     ctx.upstreamStatus = statusCode;
     ctx.upstreamLatencyMs = o.clock.monotonic() - this.#started;
-    if (ctx.meterFields !== undefined) readMeters(ctx, rawHeaders);
+    if (ctx.meterFields !== undefined) ctx.readMeters(rawHeaders);
     if (this.#phase !== Phase.Waiting) return true; // already answered (413 mid-upload)
     this.#resume = resume;
     const { list, map, invalid } = downstreamHeaders(
@@ -393,7 +393,7 @@ class Exchange implements Dispatcher.DispatchHandlers {
   onComplete(trailers?: Array<string | Buffer> | null): void {
     const ctx = this.#ctx;
     // A meter's trailer (SSE, chunked) replaces its header: the cost is known once the body is sent.
-    if (ctx.meterFields !== undefined && trailers != null && trailers.length > 0) readMeters(ctx, trailers);
+    if (ctx.meterFields !== undefined && trailers != null && trailers.length > 0) ctx.readMeters(trailers);
     if (this.#phase === Phase.Streaming) {
       this.#phase = Phase.Done;
       if (this.#sink !== undefined) this.#sink.end();
@@ -598,22 +598,6 @@ export function createProxyStage(options: ProxyStageOptions): Stage {
 function joinPath(base: string, path: string): string {
   const joined = base + path;
   return joined.charCodeAt(0) === 47 /* / */ ? joined : '/' + joined;
-}
-
-/**
- * Fills `ctx.meterValues` from raw fields (`[name, value, …]`, headers or trailers). A field sent
- * more than once is ambiguous: it reads as unusable (''), which adds 0 and counts as missing.
- */
-function readMeters(ctx: RequestContext, raw: ReadonlyArray<string | Buffer>): void {
-  const fields = ctx.meterFields!;
-  const values = (ctx.meterValues ??= new Array<string | undefined>(fields.length));
-  const seen = new Array<boolean>(fields.length).fill(false);
-  for (let i = 0; i + 1 < raw.length; i += 2) {
-    const at = fields.indexOf(String(raw[i]).toLowerCase());
-    if (at === -1) continue;
-    values[at] = seen[at] ? '' : String(raw[i + 1]);
-    seen[at] = true;
-  }
 }
 
 /** `list` (`[name, value, …]`) without the fields named in `names` (lower case). */

@@ -103,7 +103,7 @@ export class MemoryCounters implements CounterStore {
   }
 
   consume(specs: readonly CounterSpec[]): Promise<ConsumeResult> {
-    const pending = specs.map((s) => (s.slide === undefined ? this.#fixed(s) : 0));
+    const pending = specs.map((s) => (s.slide === undefined ? this.#fixed(s) : Promise.resolve(0)));
     return Promise.all(pending).then((after) => {
       // What each counter held before this request.
       const before = specs.map((s, i) =>
@@ -142,7 +142,7 @@ export class MemoryCounters implements CounterStore {
       specs.map((s) =>
         s.slide === undefined
           ? this.#limiter(s).reward(s.key, s.cost)
-          : this.#sliding.add(s.key, s.slide, -s.cost, s.ttlMs),
+          : Promise.resolve(this.#sliding.add(s.key, s.slide, -s.cost, s.ttlMs)),
       ),
     ).then(() => undefined);
   }
@@ -154,7 +154,7 @@ export class MemoryCounters implements CounterStore {
           ? this.#limiter(s)
               .get(s.key)
               .then((r) => r?.consumedPoints ?? 0)
-          : this.#sliding.used(s.key, s.slide),
+          : Promise.resolve(this.#sliding.used(s.key, s.slide)),
       ),
     );
   }

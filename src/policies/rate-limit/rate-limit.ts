@@ -304,18 +304,17 @@ export function createRateLimitStage(o: RateLimitStageOptions): Stage {
    * upstream's (from its header, or trailer), or on a local route the gateway's own.
    */
   const settleMeters = (ctx: RequestContext, applied: readonly Applied[]): void => {
-    if (!o.local) {
-      ctx.meterFields = meterFields;
-      ctx.meterValues = new Array<string | undefined>(meterFields.length);
-    }
+    // The terminal stage (proxy, mock) records the values it answers with (`ctx.readMeters`).
+    ctx.meterFields = meterFields;
     ctx.onClose((c) => {
       if (o.local ? !c.res.headersSent : c.upstreamStatus === undefined) return;
       const values = meterFields.map((field, i) => {
-        let raw: string | undefined;
-        if (o.local) {
+        let raw = c.meterValues?.[i];
+        if (raw === undefined && o.local) {
+          // A local answer written by other code (an Express handler): what it set on the response.
           const h = c.res.getHeader(field);
           raw = typeof h === 'string' || typeof h === 'number' ? String(h) : undefined;
-        } else raw = c.meterValues?.[i];
+        }
         const v = meterValue(raw);
         if (v === undefined) o.onMeterMissing?.(meterNames[i]!);
         return v ?? 0;

@@ -69,7 +69,11 @@ function setup(
     const r = await run(identity);
     if (r.problem === undefined) {
       r.t.ctx.upstreamStatus = 200;
-      if (r.t.ctx.meterValues !== undefined) fields.forEach((v, i) => (r.t.ctx.meterValues![i] = v));
+      const raw: string[] = [];
+      fields.forEach((v, i) => {
+        if (v !== undefined) raw.push(r.t.ctx.meterFields![i]!, v);
+      });
+      r.t.ctx.readMeters(raw); // as the proxy does with the upstream's header or trailer
       r.t.res.end();
       await r.t.response();
     }
