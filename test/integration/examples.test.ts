@@ -38,7 +38,11 @@ describe('examples/', { timeout: PROCESS_TEST_MS }, () => {
     'examples/%s/gateway.yaml is valid, with no environment and in production',
     async (name) => {
       const file = join('examples', name, 'gateway.yaml');
-      for (const env of [{}, { NODE_ENV: 'production', ADMIN_TOKEN: 'an-admin-token-of-some-length' }]) {
+      const envs: Array<Record<string, string>> = [
+        {},
+        { NODE_ENV: 'production', ADMIN_TOKEN: 'an-admin-token-of-some-length' },
+      ];
+      for (const env of envs) {
         const r = await validate(file, env);
         expect(
           r.err.filter((l) => !l.includes('warning:')),
