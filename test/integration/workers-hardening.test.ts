@@ -166,10 +166,10 @@ describe('workers: 2 and the key store (13.16)', () => {
     const err: string[] = [];
     const io = { out: (l: string) => out.push(l), err: (l: string) => err.push(l), env: {} };
     expect(await runCli(['validate', '--config', file], io)).toBe(1);
-    expect(err.join('\n')).toMatch(/^workers: more than one worker needs redis/m);
+    expect(err.join('\n')).toMatch(/^[^ ]*?:(?:\d+:\d+:)? workers: more than one worker needs redis/m);
     err.length = 0;
     expect(await runCli(['start', '--config', file], io)).toBe(1);
-    expect(err.join('\n')).toMatch(/ {2}workers: more than one worker needs redis/);
+    expect(err.join('\n')).toMatch(/ {2}(?:\d+:\d+: )?workers: more than one worker needs redis/);
     // REDIS_URL in the environment turns Redis on: then the same file is valid.
     expect(await runCli(['validate', '--config', file], { ...io, env: { REDIS_URL: sharedRedisUrl } })).toBe(
       0,

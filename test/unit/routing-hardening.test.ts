@@ -235,7 +235,9 @@ describe('routing hardening: validate warns about weaker routes in front of stro
         env: {},
       });
       expect(code).toBe(0);
-      expect(err.some((l) => l.startsWith('warning: routes[0].path:') && l.includes('"orders"'))).toBe(true);
+      expect(
+        err.some((l) => /^[^ ]*:\d+:\d+: warning: routes\[0\]\.path:/.test(l) && l.includes('"orders"')),
+      ).toBe(true);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
