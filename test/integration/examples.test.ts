@@ -80,11 +80,16 @@ describe('examples/', { timeout: PROCESS_TEST_MS }, () => {
     for (const name of examples) expect(readme, name).toContain(`(examples/${name}/)`);
   });
 
-  it('the API-product example has plans with quotas (token meters: a TODO for the lead)', () => {
+  it('the API-product example has plans with quotas and token meters', () => {
     const config = parse(readFileSync(join(root, 'examples/api-product/gateway.yaml'), 'utf8')) as {
-      plans: Record<string, { quota?: unknown }>;
+      plans: Record<string, { quota?: unknown; rateLimits?: Array<{ meter?: string }> }>;
+      routes: Array<{ meters?: Record<string, unknown> }>;
     };
     expect(Object.values(config.plans).filter((p) => p.quota !== undefined).length).toBeGreaterThan(1);
-    expect(readFileSync(join(root, 'examples/api-product/gateway.yaml'), 'utf8')).toContain('# meters:');
+    const metered = Object.values(config.plans).filter((p) =>
+      (p.rateLimits ?? []).some((l) => l.meter === 'tokens'),
+    );
+    expect(metered.length).toBeGreaterThan(1);
+    expect(config.routes.some((r) => r.meters?.tokens !== undefined)).toBe(true);
   });
 });
