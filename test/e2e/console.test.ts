@@ -1,7 +1,8 @@
 /// <reference lib="dom" />
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mkdirSync } from 'node:fs';
-import { chromium, type Browser, type Page } from 'playwright-core';
+import { type Browser, type Page } from 'playwright-core';
+import { launchChromium } from '../helpers/browser.js';
 import { startGateway, type RunningGateway } from '../helpers/gateway.js';
 import { request } from '../helpers/http.js';
 import { startUpstream, type Upstream } from '../helpers/upstream.js';
@@ -9,7 +10,6 @@ import { sign } from '../../src/policies/signature/signature.js';
 
 const TOKEN = 'console-e2e-admin-token-42';
 const SHOTS = 'test-output/console';
-const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 // How long the page may take to show a change: a hang detector, not a speed expectation (expect.poll's
 // own default is 1 s, which Chromium on a busy 2-core machine need not meet).
 const UI = { timeout: 15_000 };
@@ -40,19 +40,7 @@ beforeAll(async () => {
     },
     { env: { TOLLGATE_SECRET_KEY: 'console-e2e-secret-key-0123456789abcdef' } },
   );
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    args: [
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-quic',
-      '--no-first-run',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-    ],
-  });
+  browser = await launchChromium();
   page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
   page.on('console', (m) => {
     if (m.type() === 'error') browserErrors.push(m.text());
