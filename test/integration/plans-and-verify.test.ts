@@ -4,6 +4,7 @@ import { request, waitFor, type Reply } from '../helpers/http.js';
 import { startUpstream, type Upstream } from '../helpers/upstream.js';
 import { expectProblem } from '../helpers/problem.js';
 import { OpenApiValidator } from '../helpers/openapi.js';
+import { roomInWindow } from '../helpers/ratelimit.js';
 import {
   keyInvalidationChannel,
   sharedRedisUrl,
@@ -47,6 +48,8 @@ interface Harness {
 }
 
 async function harness(store: Record<string, unknown>, selfService: Record<string, unknown> = {}) {
+  // Each test fills hourly windows and expects the next request refused: not across an hour's end.
+  await roomInWindow(3600, 10_000);
   const gw = await startGateway(
     {
       ...store,
@@ -62,13 +65,13 @@ async function harness(store: Record<string, unknown>, selfService: Record<strin
         ],
       },
       plans: {
-        free: { rateLimits: [{ name: 'per-key', by: 'key', limit: 2, windowSec: 60 }] },
-        pro: { rateLimits: [{ name: 'per-key', by: 'key', limit: 100, windowSec: 60 }] },
+        free: { rateLimits: [{ name: 'per-key', by: 'key', limit: 2, windowSec: 3600 }] },
+        pro: { rateLimits: [{ name: 'per-key', by: 'key', limit: 100, windowSec: 3600 }] },
         metered: {
           quota: { limit: 3, period: 'month' },
           rateLimits: [
-            { name: 'per-key', by: 'key', limit: 5, windowSec: 60 },
-            { name: 'per-ip', by: 'ip', limit: 50, windowSec: 60 },
+            { name: 'per-key', by: 'key', limit: 5, windowSec: 3600 },
+            { name: 'per-ip', by: 'ip', limit: 50, windowSec: 3600 },
           ],
         },
         blocked: { apiAccess: false },
@@ -126,32 +129,32 @@ describe.each(stores)('per-key overrides, tenant plans and environments (%s stor
       await h.admin('POST', '/keys', {
         name: 'raised',
         plan: 'free',
-        rateLimits: [{ name: 'per-key', by: 'key', limit: 4, windowSec: 60 }],
+        rateLimits: [{ name: 'per-key', by: 'key', limit: 4, windowSec: 3600 }],
       })
     ).json();
-    expect(raised.rateLimits).toEqual([{ name: 'per-key', by: 'key', limit: 4, windowSec: 60, cost: 1 }]);
+    expect(raised.rateLimits).toEqual([{ name: 'per-key', by: 'key', limit: 4, windowSec: 3600, cost: 1 }]);
     for (let i = 0; i < 4; i++) {
       const res = await h.proxied(raised.key);
       expect(res.status).toBe(200);
-      expect(res.headers['ratelimit-policy']).toBe('"per-key";q=4;w=60');
+      expect(res.headers['ratelimit-policy']).toBe('"per-key";q=4;w=3600');
     }
     expectProblem(await h.proxied(raised.key), 'rate-limit-exceeded');
 
     const plain = (await h.admin('POST', '/keys', { name: 'plain', plan: 'free' })).json();
-    expect((await h.proxied(plain.key)).headers['ratelimit-policy']).toBe('"per-key";q=2;w=60');
+    expect((await h.proxied(plain.key)).headers['ratelimit-policy']).toBe('"per-key";q=2;w=3600');
     const patched = await h.admin('PATCH', `/keys/${plain.id}`, {
-      rateLimits: [{ name: 'per-key', by: 'key', limit: 1, windowSec: 60 }],
+      rateLimits: [{ name: 'per-key', by: 'key', limit: 1, windowSec: 3600 }],
     });
     expect(patched.json().rateLimits[0].limit).toBe(1);
     expect((await h.admin('GET', `/keys/${plain.id}`)).json().rateLimits[0].limit).toBe(1);
     // Lowered to 1: the request already made in this window used it up (another counter, the key's own).
     const lowered = await h.proxied(plain.key);
-    expect(lowered.headers['ratelimit-policy']).toBe('"per-key";q=1;w=60');
+    expect(lowered.headers['ratelimit-policy']).toBe('"per-key";q=1;w=3600');
     expect(lowered.status).toBe(200);
     expectProblem(await h.proxied(plain.key), 'rate-limit-exceeded');
     // Bad overrides: validation-failed with paths.
     const bad = await h.admin('PATCH', `/keys/${plain.id}`, {
-      rateLimits: [{ name: 'per-key', by: 'key', limit: 0, windowSec: 60 }],
+      rateLimits: [{ name: 'per-key', by: 'key', limit: 0, windowSec: 3600 }],
     });
     expect(expectProblem(bad, 'validation-failed').errors[0].pointer).toBe('/rateLimits/0/limit');
   });
@@ -172,8 +175,8 @@ describe.each(stores)('per-key overrides, tenant plans and environments (%s stor
     expect(put.status).toBe(200);
     expect(put.json()).toMatchObject({ id: 'acme', plan: 'free' });
     expect((await h.admin('GET', '/tenants/acme')).json()).toEqual(put.json());
-    expect((await h.proxied(follower.key)).headers['ratelimit-policy']).toBe('"per-key";q=2;w=60');
-    expect((await h.proxied(own.key)).headers['ratelimit-policy']).toBe('"per-key";q=100;w=60');
+    expect((await h.proxied(follower.key)).headers['ratelimit-policy']).toBe('"per-key";q=2;w=3600');
+    expect((await h.proxied(own.key)).headers['ratelimit-policy']).toBe('"per-key";q=100;w=3600');
     const verified = (await h.admin('POST', '/keys/verify', { key: follower.key })).json();
     expect(verified).toMatchObject({ valid: true, plan: 'free' });
 
@@ -316,12 +319,12 @@ describe('tenant plans across gateway instances (real Redis)', () => {
     const k = (await a.admin('POST', '/keys', { name: 'shared', tenantId: 'globex' })).json();
     await a.admin('PUT', '/tenants/globex', { plan: 'pro' });
     // Cached on b now (key record and tenant plan), for the default cache TTL.
-    expect((await b.proxied(k.key)).headers['ratelimit-policy']).toBe('"per-key";q=100;w=60');
+    expect((await b.proxied(k.key)).headers['ratelimit-policy']).toBe('"per-key";q=100;w=3600');
     await a.admin('PUT', '/tenants/globex', { plan: 'blocked' });
     await waitFor(async () => (await b.proxied(k.key)).status === 403, 2000, 10);
     await a.admin('PUT', '/tenants/globex', { plan: 'free' });
     await waitFor(
-      async () => (await b.proxied(k.key)).headers['ratelimit-policy'] === '"per-key";q=2;w=60',
+      async () => (await b.proxied(k.key)).headers['ratelimit-policy'] === '"per-key";q=2;w=3600',
       2000,
       10,
     );
@@ -379,9 +382,9 @@ describe('self-service rules: requiredScopes, requiredClaims, planFrom: tenant, 
     const key = created.json();
     expect(key).toMatchObject({ plan: null, tenantId: 'org-1', environment: 'test' });
     expect(key.key).toMatch(/^tg_test_/);
-    expect((await h.proxied(key.key)).headers['ratelimit-policy']).toBe('"per-key";q=100;w=60');
+    expect((await h.proxied(key.key)).headers['ratelimit-policy']).toBe('"per-key";q=100;w=3600');
     await h.admin('PUT', '/tenants/org-1', { plan: 'free' });
-    expect((await h.proxied(key.key)).headers['ratelimit-policy']).toBe('"per-key";q=2;w=60');
+    expect((await h.proxied(key.key)).headers['ratelimit-policy']).toBe('"per-key";q=2;w=3600');
     // A tenant without a plan: the configured plan.
     expect((await post(h, noPlanOrg, { name: 'k' })).json()).toMatchObject({
       plan: 'free',
