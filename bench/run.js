@@ -25,6 +25,7 @@ const { values: opts } = parseArgs({
     // Separate benches, own files: the WebSocket echo rows (issue 17) and the scale bench (issue 20).
     ws: { type: 'boolean', default: false },
     scale: { type: 'boolean', default: false },
+    variants: { type: 'boolean', default: false },
     rounds: { type: 'string' },
     duration: { type: 'string' },
   },

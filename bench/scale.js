@@ -54,8 +54,8 @@ routes:
     upstream: { targets: ["${o.upstream}"] }
     rateLimits:
       - { name: burst, by: ip, limit: 1000000000, windowSec: 1 }
-      - { name: hourly, by: key, limit: 1000000000, windowSec: 3600 }
-    quota: { cost: 1 }
+      - { name: hourly, by: key, limit: 1000000000, windowSec: 3600 }${o.meter ? '\n      - { name: tokens, by: key, limit: 1000000000000000, windowSec: 86400, meter: tokens }' : ''}
+    quota: { cost: 1 }${o.meter ? '\n    meters: { tokens: { responseHeader: x-usage-tokens } }' : ''}${o.concurrency ? '\n    concurrency: { limit: 1000000, by: key }' : ''}
 `;
 }
 
@@ -69,6 +69,9 @@ export async function runScaleBench(argv = process.argv.slice(2)) {
       warmup: { type: 'string', default: '2' },
       connections: { type: 'string', default: '48' },
       full: { type: 'boolean', default: false },
+      // Instead of the process counts: one gateway, the full pipeline against the same with one
+      // meter limit (issue 18) and with a concurrency limit (issue 17), Redis commands by command.
+      variants: { type: 'boolean', default: false },
     },
   });
   if (!hasRedisServer()) throw new Error('the scale bench needs a redis-server binary');
@@ -89,13 +92,33 @@ export async function runScaleBench(argv = process.argv.slice(2)) {
     const upstream = `http://127.0.0.1:${upPort}`;
     await waitForHttp(`${upstream}/api/hello`);
 
-    const configs = [
+    const meterPort = await freePort();
+    const meterChild = o.variants
+      ? procs.start('upstream-meter', process.execPath, [join(HERE, 'servers/upstream.cjs')], {
+          PORT: String(meterPort),
+          USAGE_TOKENS: '17',
+        })
+      : undefined;
+    if (meterChild) await waitForHttp(`http://127.0.0.1:${meterPort}/api/hello`);
+    const variants = [
+      { key: 'full', name: 'full pipeline, Redis', processes: 1, workers: 1 },
+      { key: 'meter', name: 'full pipeline, Redis + one meter limit', processes: 1, workers: 1, meter: true },
+      {
+        key: 'cc',
+        name: 'full pipeline, Redis + concurrency limit',
+        processes: 1,
+        workers: 1,
+        concurrency: true,
+      },
+    ];
+    const scaling = [
       { key: 'p1', name: '1 gateway process', processes: 1, workers: 1 },
       { key: 'p2', name: '2 gateway processes', processes: 2, workers: 1 },
       { key: 'p3', name: '3 gateway processes', processes: 3, workers: 1 },
       { key: 'w2', name: '1 gateway, workers: 2', processes: 1, workers: 2 },
       { key: 'w3', name: '1 gateway, workers: 3', processes: 1, workers: 3 },
     ];
+    const configs = o.variants ? variants : scaling;
     const running = new Map();
     for (const c of configs) {
       const redis = await startRedis(procs, `redis-${c.key}`);
@@ -104,7 +127,8 @@ export async function runScaleBench(argv = process.argv.slice(2)) {
         const port = await freePort();
         const adminPort = await freePort();
         const file = join(procs.dir, `${c.key}-${i}.yaml`);
-        writeFileSync(file, yaml({ port, adminPort, workers: c.workers, redis: redis.url, upstream }));
+        const up = c.meter ? `http://127.0.0.1:${meterPort}` : upstream;
+        writeFileSync(file, yaml({ ...c, port, adminPort, redis: redis.url, upstream: up }));
         const child = procs.start(
           `${c.key}-${i}`,
           process.execPath,
@@ -141,12 +165,13 @@ export async function runScaleBench(argv = process.argv.slice(2)) {
         await load(r, S.warmup, S.connections, join(HERE, 'lib/report-cpu.lua'));
         const gw0 = r.gateways.reduce((a, g) => a + cpuMicros(g.child.pid), 0);
         const rd0 = cpuMicros(r.redis.pid);
-        const up0 = cpuMicros(upChild.pid);
+        const upPid = c.meter ? meterChild.pid : upChild.pid;
+        const up0 = cpuMicros(upPid);
         const cs0 = await commandStats(r.redis.client);
         const m = await load(r, S.duration, S.connections, join(HERE, 'lib/report-cpu.lua'));
         const gw = r.gateways.reduce((a, g) => a + cpuMicros(g.child.pid), 0) - gw0;
         const rd = cpuMicros(r.redis.pid) - rd0;
-        const up = cpuMicros(upChild.pid) - up0;
+        const up = cpuMicros(upPid) - up0;
         await sleep(150); // the last audit batch
         const cmds = commandDelta(cs0, await commandStats(r.redis.client), m.requests);
         results.push({
@@ -185,11 +210,18 @@ export async function runScaleBench(argv = process.argv.slice(2)) {
         errors: mine.reduce((a, r) => a + r.errors, 0),
       };
       row.totalUs = row.gatewayUs + row.redisUs + row.upstreamUs + row.loadgenUs;
+      const names = [...new Set(mine.flatMap((r) => Object.keys(r.byCommand)))];
+      row.byCommand = Object.fromEntries(
+        names
+          .map((n) => [n, median(mine.map((r) => r.byCommand[n] ?? 0))])
+          .filter(([, v]) => v >= 0.005)
+          .sort((a, b) => b[1] - a[1]),
+      );
       return row;
     });
     const m = machine();
     const lines = [
-      `npm run bench -- --scale${o.full ? ' --full' : ''} — ${new Date().toISOString().slice(0, 10)} — ${m.text}`,
+      `npm run bench -- --scale${o.variants ? ' --variants' : ''}${o.full ? ' --full' : ''} — ${new Date().toISOString().slice(0, 10)} — ${m.text}`,
       `Full pipeline on Redis; ${S.rounds} rounds, ${S.duration} s measured after ${S.warmup} s warm-up, wrk ${S.connections} connections in all (split over the processes); medians; ${m.load} at the end.`,
       '',
       '| configuration | req/s | p99 ms | gateway CPU µs/req | Redis CPU µs/req (process) | Redis µs/req (commandstats) | Redis cmds/req | upstream µs/req | wrk µs/req | all µs/req | req/s per gateway core | req/s per Redis core |',
@@ -199,6 +231,35 @@ export async function runScaleBench(argv = process.argv.slice(2)) {
           `| ${r.name} | ${fmt(r.rps)} | ${fmt(r.p99, 1)} | ${fmt(r.gatewayUs)} | ${fmt(r.redisUs, 1)} | ${fmt(r.redisCmdUs, 1)} | ${fmt(r.redisCmds, 2)} | ${fmt(r.upstreamUs)} | ${fmt(r.loadgenUs)} | ${fmt(r.totalUs)} | ${fmt(1e6 / r.gatewayUs)} | ${fmt(1e6 / r.redisUs)} |`,
       ),
     ];
+    lines.push(
+      '',
+      'Redis commands per request, by command (medians; commands run inside scripts included):',
+      '',
+    );
+    for (const r of rows)
+      lines.push(
+        `- ${r.name}: ${Object.entries(r.byCommand)
+          .map(([n, v]) => `${n.toUpperCase()} ${fmt(v, 2)}`)
+          .join(', ')}`,
+      );
+    if (o.variants) {
+      const base = rows[0];
+      lines.push('', 'Against the full pipeline, same rounds (medians of per-round differences):', '');
+      for (const r of rows.slice(1)) {
+        const d = (f) =>
+          median(
+            results
+              .filter((x) => x.key === r.key)
+              .map((x) => {
+                const b = results.find((y) => y.key === base.key && y.round === x.round);
+                return b ? x[f] - b[f] : undefined;
+              }),
+          );
+        lines.push(
+          `- ${r.name}: gateway CPU ${d('gatewayUs') >= 0 ? '+' : ''}${fmt(d('gatewayUs'), 1)} µs/req, Redis commands ${d('redisCmds') >= 0 ? '+' : ''}${fmt(d('redisCmds'), 2)}/req (EVALSHA ${fmt((r.byCommand.evalsha ?? 0) - (base.byCommand.evalsha ?? 0), 2)}), Redis CPU ${d('redisUs') >= 0 ? '+' : ''}${fmt(d('redisUs'), 1)} µs/req`,
+        );
+      }
+    }
     const text = lines.join('\n');
     console.log('\n' + text + '\n');
     const errors = rows.reduce((a, r) => a + r.errors, 0);
