@@ -1,9 +1,10 @@
 #!/usr/bin/env node
 // WebSocket bench (issue 17): echo round trips per second through Tollgate (`websocket: true`)
 // against the same `ws` echo server directly, at 1 and at 50 connections, interleaved round by
-// round. Each connection keeps one message in flight (send, wait for the echo, send again), so a
-// "message" is one round trip: one frame each way through the gateway. The gateway's CPU per
-// message comes from /proc (user + system of its process tree) over the measured window.
+// round, with a bare TCP relay (the floor of any tunnel) beside them. Each connection keeps one
+// message in flight (send, wait for the echo, send again), so a "message" is one round trip: one
+// frame each way through the relay. The relay's (gateway's) CPU per message comes from /proc
+// (user + system of its process tree) over the measured window.
 // `npm run bench -- --ws` (or `node bench/ws.js [--rounds 3] [--duration 5] [--size 128]` after a build).
 import { writeFileSync, mkdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -71,9 +72,27 @@ export async function runWsBench(argv = process.argv.slice(2)) {
     );
     await waitForHttp(`http://127.0.0.1:${adminPort}/healthz`);
 
+    const pipePort = await freePort();
+    const pipe = procs.start('tcp-pipe', process.execPath, [join(HERE, 'servers/tcp-pipe.cjs')], {
+      PORT: String(pipePort),
+      UPSTREAM_PORT: String(upPort),
+    });
+    await waitForHttp(`http://127.0.0.1:${pipePort}/`);
+
     const targets = [
       { key: 'direct', name: 'direct to the ws echo server', url: `ws://127.0.0.1:${upPort}/ws` },
-      { key: 'tollgate', name: 'through Tollgate (websocket: true)', url: `ws://127.0.0.1:${port}/ws` },
+      {
+        key: 'floor',
+        name: 'through a bare TCP relay (Node net pipe, the floor)',
+        url: `ws://127.0.0.1:${pipePort}/ws`,
+        pid: pipe.pid,
+      },
+      {
+        key: 'tollgate',
+        name: 'through Tollgate (websocket: true)',
+        url: `ws://127.0.0.1:${port}/ws`,
+        pid: gateway.pid,
+      },
     ];
     const payload = Buffer.alloc(S.size, 'x').toString();
     const results = [];
@@ -82,9 +101,8 @@ export async function runWsBench(argv = process.argv.slice(2)) {
         .flatMap((t) => S.connections.map((c) => ({ t, c })))
         .sort(() => Math.random() - 0.5);
       for (const { t, c } of order) {
-        const m = await measure(t.url, c, payload, S, { gateway: gateway.pid, upstream: upstream.pid });
+        const m = await measure(t.url, c, payload, S, { gateway: t.pid, upstream: upstream.pid });
         results.push({ key: t.key, connections: c, round, ...m });
-        if (t.key === 'direct') delete results.at(-1).gatewayUs;
       }
       log(`ws round ${round}/${S.rounds} done`);
     }
@@ -113,7 +131,7 @@ export async function runWsBench(argv = process.argv.slice(2)) {
       `npm run bench -- --ws${o.full ? ' --full' : ''} — ${new Date().toISOString().slice(0, 10)} — ${m.text}`,
       `${S.rounds} rounds, ${S.duration} s measured after ${S.warmup} s warm-up, ${S.size}-byte text messages, one in flight per connection; medians; ${m.load} at the end.`,
       '',
-      '| WebSocket echo | connections | msgs/s | × direct | gateway CPU µs/msg | upstream CPU µs/msg | client CPU µs/msg |',
+      '| WebSocket echo | connections | msgs/s | × direct | relay CPU µs/msg | upstream CPU µs/msg | client CPU µs/msg |',
       '|---|--:|--:|--:|--:|--:|--:|',
       ...rows.map(
         (r) =>
@@ -190,7 +208,7 @@ async function measure(url, n, payload, S, pids) {
   return {
     messages: msgs,
     rate: msgs / seconds,
-    gatewayUs: (g1 - g0) / msgs,
+    gatewayUs: pids.gateway ? (g1 - g0) / msgs : undefined,
     upstreamUs: (u1 - u0) / msgs,
     clientUs: (me.user + me.system) / msgs,
     errors,
