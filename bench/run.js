@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // Tollgate benchmark: Tollgate in several configurations against the baselines, interleaved
 // round by round, on 127.0.0.1 only. `npm run bench` (quick, < 3 min) or `npm run bench -- --full`.
-// Options: --full · --only a,b · --tools wrk,autocannon · --readme (write the table into README.md)
+// Options: --full · --only a,b · --tools wrk,autocannon · --readme · --ws (bench/ws.js) · --scale [--variants] (bench/scale.js)
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
