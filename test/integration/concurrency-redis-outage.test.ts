@@ -8,6 +8,9 @@ import { startPrivateRedis, type PrivateRedis } from '../helpers/redis.js';
 import { startUpstream } from '../helpers/upstream.js';
 import { openWs, refused, startWsUpstream } from '../helpers/websocket.js';
 import type { ConfigInput } from '../../src/config/schema.js';
+import { ResilientConcurrency } from '../../src/policies/concurrency/store.js';
+import { isProblem } from '../../src/problems/problem.js';
+import { createRedis } from '../../src/shared/redis.js';
 
 // Concurrency limits while Redis is away follow `redis.onError` (SPEC §7, §9): `closed` answers
 // 503, `open` counts slots per instance in memory. Against a private redis-server this file starts,
@@ -157,5 +160,43 @@ describe('concurrency limits while Redis is away', () => {
     expect(await slotCount(redis)).toBe(1);
     waiting[1]!.end('done');
     expect((await again).status).toBe(200);
+  });
+
+  it("the library store (`new ResilientConcurrency(redis)`) follows the handle's onError", async () => {
+    const redis = await startPrivateRedis();
+    cleanup.push(() => redis.stop(true));
+    const closed = createRedis({ url: redis.url, keyPrefix: 'cc-lib-closed:', commandTimeoutMs: 200 });
+    const open = createRedis({
+      url: redis.url,
+      keyPrefix: 'cc-lib-open:',
+      commandTimeoutMs: 200,
+      onError: 'open',
+    });
+    cleanup.push(
+      () => closed.close(),
+      () => open.close(),
+    );
+    await Promise.all([closed.whenReady(5000), open.whenReady(5000)]);
+    const failClosed = new ResilientConcurrency(closed);
+    const failOpen = new ResilientConcurrency(open);
+    const slot = await failClosed.acquire('k', 1, 5000);
+    expect(slot).toBeDefined();
+    await failClosed.release(slot!);
+
+    await redis.stop(true);
+    await waitFor(() => !closed.ready && !open.ready, 5000);
+    let refused: unknown;
+    try {
+      await failClosed.acquire('k', 1, 5000);
+    } catch (err) {
+      refused = err;
+    }
+    expect(isProblem(refused) && refused.slug).toBe('service-unavailable');
+    const first = await failOpen.acquire('k', 1, 5000);
+    expect(first).toBeDefined();
+    expect(await failOpen.acquire('k', 1, 5000)).toBeUndefined(); // limit 1, on this instance
+    await failOpen.release(first!);
+    expect(await failOpen.acquire('k', 1, 5000)).toBeDefined();
+    expect(failClosed.fallbacks).toBe(1);
   });
 });
