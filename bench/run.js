@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // Tollgate benchmark: Tollgate in several configurations against the baselines, interleaved
 // round by round, on 127.0.0.1 only. `npm run bench` (quick, < 3 min) or `npm run bench -- --full`.
-// Options: --full · --only a,b · --tools wrk,autocannon · --readme (write the table into README.md)
+// Options: --full · --only a,b · --tools wrk,autocannon · --readme · --ws (bench/ws.js) · --scale [--variants] (bench/scale.js)
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
@@ -22,6 +22,12 @@ const { values: opts } = parseArgs({
     only: { type: 'string' },
     tools: { type: 'string' },
     readme: { type: 'boolean', default: false },
+    // Separate benches, own files: the WebSocket echo rows (issue 17) and the scale bench (issue 20).
+    ws: { type: 'boolean', default: false },
+    scale: { type: 'boolean', default: false },
+    variants: { type: 'boolean', default: false },
+    rounds: { type: 'string' },
+    duration: { type: 'string' },
   },
 });
 const hasWrk = spawnSync('wrk', ['--version']).error === undefined;
@@ -230,7 +236,13 @@ function tollgateYaml(o) {
     path: /api
     auth: ${auth}
     upstream: { targets: ["${o.upstream}"] }`);
-    if (o.auth) lines.push(`    ${limits}\n    quota: { cost: 1 }`);
+    // issue 18: one meter limit more (the upstream reports x-usage-tokens); issue 17: a concurrency limit.
+    const meter = o.meter
+      ? '\n      - { name: tokens, by: key, limit: 1000000000000000, windowSec: 86400, meter: tokens }'
+      : '';
+    if (o.auth) lines.push(`    ${limits}${meter}\n    quota: { cost: 1 }`);
+    if (o.meter) lines.push('    meters: { tokens: { responseHeader: x-usage-tokens } }');
+    if (o.concurrency) lines.push('    concurrency: { limit: 1000000, by: key }');
   }
   return lines.join('\n') + '\n';
 }
@@ -291,6 +303,8 @@ async function signTokens() {
 // ------------------------------------------------------------------------------------ main
 async function main() {
   if (!existsSync(join(ROOT, 'dist/cli/index.js'))) throw new Error('build first: npm run build');
+  if (opts.ws) return (await import('./ws.js')).runWsBench(process.argv.slice(2));
+  if (opts.scale) return (await import('./scale.js')).runScaleBench(process.argv.slice(2));
   if (!existsSync(join(HERE, 'baselines/node_modules'))) {
     log('installing the baselines (bench/baselines)…');
     spawnSync('npm', ['ci', '--no-audit', '--no-fund', '--loglevel=error'], {
@@ -392,6 +406,36 @@ async function main() {
             name: 'Tollgate full pipeline, Redis',
             key: 'tg-full-redis',
             start: () => startTollgate('tg-full-redis', { upstream, auth: 'apiKey', redis: redisUrl }),
+          },
+          {
+            name: 'Tollgate full pipeline, Redis + one meter limit',
+            key: 'tg-full-redis-meter',
+            start: async () => {
+              // Its own upstream, which reports the meter (x-usage-tokens: 17) on every answer.
+              const port = await freePort();
+              start('upstream-meter', process.execPath, [join(HERE, 'servers/upstream.cjs')], {
+                PORT: String(port),
+                USAGE_TOKENS: '17',
+              });
+              await waitForHttp(`http://127.0.0.1:${port}${PATH}`);
+              return startTollgate('tg-full-redis-meter', {
+                upstream: `http://127.0.0.1:${port}`,
+                auth: 'apiKey',
+                redis: redisUrl,
+                meter: true,
+              });
+            },
+          },
+          {
+            name: 'Tollgate full pipeline, Redis + concurrency limit',
+            key: 'tg-full-redis-cc',
+            start: () =>
+              startTollgate('tg-full-redis-cc', {
+                upstream,
+                auth: 'apiKey',
+                redis: redisUrl,
+                concurrency: true,
+              }),
           },
         ]
       : []),

@@ -141,6 +141,11 @@ if (opts.redis) {
     },
     {},
   ];
+  // issue 17: a concurrency limit on Redis (a slot taken before the request, freed after it).
+  VARIANTS['Redis: three rate limits + concurrency limit'] = [
+    { redis: redis(), routes: [route({ rateLimits: limits, concurrency: { limit: 1e6, by: 'ip' } })] },
+    {},
+  ];
 }
 
 function gatewayOf([config, , options]) {

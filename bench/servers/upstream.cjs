@@ -1,6 +1,6 @@
 'use strict';
 // Benchmark upstream: plain node:http answering a ~100-byte JSON body with keep-alive.
-// Env: PORT (required), HOST (default 127.0.0.1).
+// Env: PORT (required), HOST (default 127.0.0.1), USAGE_TOKENS (optional).
 const http = require('node:http');
 
 const body = Buffer.from(
@@ -12,6 +12,8 @@ const body = Buffer.from(
   }),
 );
 const headers = { 'content-type': 'application/json; charset=utf-8', 'content-length': String(body.length) };
+// USAGE_TOKENS=17: every answer reports a meter value (the bench's meter-limit row).
+if (process.env.USAGE_TOKENS) headers['x-usage-tokens'] = process.env.USAGE_TOKENS;
 const server = http.createServer((req, res) => {
   if (req.method === 'GET' || req.method === 'HEAD') {
     res.writeHead(200, headers);

@@ -189,7 +189,7 @@ export function createServices(config: Config, o: ServiceOptions): Services {
       ? new RedisReplayStore(redis, failOpen)
       : new MemoryReplayStore(clock, config.auth.hmac.replayCache),
     counters,
-    concurrency: redis ? new ResilientConcurrency(redis) : new MemoryConcurrency(),
+    concurrency: redis ? new ResilientConcurrency(redis, failOpen) : new MemoryConcurrency(),
     management: new KeyManagement({
       keys,
       counters,

@@ -28,7 +28,7 @@ export const redisSchema = z
       .enum(['closed', 'open'])
       .default('closed')
       .describe(
-        'Quota and idempotency when Redis fails: `closed` answers 503, `open` lets requests through. Rate limits always fall back to memory.',
+        'Quota, idempotency and concurrency limits when Redis fails: `closed` answers 503, `open` lets requests through (concurrency limits then count per instance). Rate limits always fall back to memory.',
       ),
   })
   .superRefine((r, ctx) => {

@@ -174,7 +174,7 @@ export class RedisHandle {
       this.outages++;
       this.#logger.warn(
         { redis: 'down' },
-        'redis unavailable: rate limits fall back to memory; quota and idempotency follow redis.onError',
+        'redis unavailable: rate limits fall back to memory; quota, idempotency and concurrency follow redis.onError',
       );
     } else if (state === 'ready' && previous === 'down')
       this.#logger.info({ redis: 'ready' }, 'redis available again');

@@ -11,7 +11,10 @@ export interface ConcurrencyOptions {
   by: 'ip' | 'key' | 'subject' | 'tenant' | 'route' | 'global';
   /** Lease of a slot in Redis (renewed while the request runs). Default 60. */
   leaseSec?: number;
-  /** Where slots live: per process by default; `new ResilientConcurrency(redis)` across instances. */
+  /**
+   * Where slots live: per process by default; `new ResilientConcurrency(redis)` across instances
+   * (while Redis is away it follows the handle's `onError`: `closed` 503, `open` per-process slots).
+   */
   store?: ConcurrencyStore;
   /** A name for the counted scope (the gateway uses the route id). Default `express`. */
   scope?: string;

@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { Problem } from '../../problems/problem.js';
 import type { RedisHandle } from '../../shared/redis.js';
 
 /** One held slot: what `release` and `renew` need. */
@@ -106,7 +107,18 @@ export class RedisConcurrency implements ConcurrencyStore {
   async acquire(key: string, limit: number, leaseMs: number): Promise<Slot | undefined> {
     const id = slotId();
     const full = this.#redis.key(key);
-    const ok = await this.#client().tollgateSlotAcquire(full, limit, leaseMs, id);
+    let ok: number;
+    try {
+      ok = await this.#client().tollgateSlotAcquire(full, limit, leaseMs, id);
+    } catch (err) {
+      // A timed-out script may still run (a frozen Redis answers late): the slot it would add is
+      // nobody's, held for a whole lease. Its removal goes on the same connection right behind
+      // it, so it runs after it; when the connection is gone instead, the lease frees the slot.
+      this.#client()
+        .zrem(full, id)
+        .catch(() => undefined);
+      throw err;
+    }
     return Number(ok) === 1 ? { key: full, id, store: this } : undefined;
   }
 
@@ -120,19 +132,25 @@ export class RedisConcurrency implements ConcurrencyStore {
 }
 
 /**
- * Redis slots with the plan rate limits have for when Redis goes away (SPEC §7): per-instance
- * memory slots until Redis answers again (`redis.onError` does not close traffic for a limit
- * that is not money: as rate limits, concurrency falls back to memory). A slot is released in
- * the store that granted it.
+ * Redis slots with a plan for when Redis goes away (SPEC §7, §9), following `redis.onError` as
+ * the quota and idempotency do: `closed` (the default) answers 503 `service-unavailable` with
+ * `Retry-After: 1` — a concurrency limit usually guards an upstream's capacity, and N instances
+ * each admitting `limit` would let N times that through; `open` keeps traffic flowing on
+ * per-instance memory slots (as rate limits do) until Redis answers again. A slot is released in
+ * the store that granted it; `fallbacks` counts acquisitions Redis did not serve.
  */
 export class ResilientConcurrency implements ConcurrencyStore {
   readonly #redis: RedisHandle;
   readonly #primary: RedisConcurrency;
   readonly #memory = new MemoryConcurrency();
+  readonly #failOpen: boolean;
+  fallbacks = 0;
 
-  constructor(redis: RedisHandle) {
+  /** `failOpen` defaults to the handle's `onError: open`. */
+  constructor(redis: RedisHandle, failOpen: boolean = redis.config.onError === 'open') {
     this.#redis = redis;
     this.#primary = new RedisConcurrency(redis);
+    this.#failOpen = failOpen;
   }
 
   acquire(key: string, limit: number, leaseMs: number): Slot | undefined | Promise<Slot | undefined> {
@@ -140,14 +158,25 @@ export class ResilientConcurrency implements ConcurrencyStore {
       if (this.#redis.state === 'connecting')
         return this.#redis.whenReady().then(
           () => this.acquire(key, limit, leaseMs),
-          () => this.#memory.acquire(key, limit),
+          (err: unknown) => this.#fallback(key, limit, err),
         );
-      return this.#memory.acquire(key, limit);
+      return this.#fallback(key, limit);
     }
-    return this.#primary.acquire(key, limit, leaseMs).catch(() => {
+    return this.#primary.acquire(key, limit, leaseMs).catch((err: unknown) => {
       this.#redis.recordError();
-      return this.#memory.acquire(key, limit);
+      return this.#fallback(key, limit, err);
     });
+  }
+
+  #fallback(key: string, limit: number, cause?: unknown): Slot | undefined {
+    this.fallbacks++;
+    if (!this.#failOpen)
+      throw new Problem('service-unavailable', {
+        detail: 'Concurrency accounting is unavailable; try again shortly.',
+        headers: { 'retry-after': '1' },
+        cause,
+      });
+    return this.#memory.acquire(key, limit);
   }
 
   renew(slot: Slot, leaseMs: number): void | Promise<void> {
