@@ -465,7 +465,7 @@ async function showTenantPage(id, query) {
     { api: `/tenants/${encodeURIComponent(id)}/usage`, hash: tenantHref(id) },
     query,
   );
-  let plan = 'no plan set';
+  let plan = 'none';
   try {
     const t = await api('GET', `/tenants/${encodeURIComponent(id)}`);
     plan = `${t.plan ?? 'none'}${t.updatedAt ? ` (set ${when(t.updatedAt)})` : ''}`;
@@ -650,7 +650,7 @@ async function loadWebhooks() {
           { 'data-delivery': a.delivery_id },
           el('td', {}, when(a.time)),
           el('td', {}, a.type),
-          el('td', { class: 'wrap' }, a.url),
+          el('td', {}, a.url),
           el('td', {}, a.status === null ? 'no answer' : String(a.status)),
           el('td', {}, String(a.attempts)),
           el('td', {}, el('span', { class: `badge ${a.outcome}` }, a.outcome)),
