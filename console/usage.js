@@ -24,7 +24,8 @@ export function parseUsage(json) {
     const requests = {};
     const raw = b.requests && typeof b.requests === 'object' ? b.requests : {};
     for (const c of CLASSES) requests[c] = num(raw[c]);
-    const meters = {};
+    // Null-prototype: a meter named `__proto__` is a meter like any other.
+    const meters = Object.create(null);
     if (b.meters && typeof b.meters === 'object')
       for (const [name, v] of Object.entries(b.meters))
         meters[name] = num(typeof v === 'object' ? v?.sum : v);
@@ -59,7 +60,7 @@ export function bucketStarts(from, to, granularity) {
 }
 
 /** Buckets placed on the range's grid: a bucket the API left out (no traffic) reads 0. */
-function onGrid(usage, from, to) {
+export function onGrid(usage, from, to) {
   const step = usage.granularity === 'day' ? DAY : HOUR;
   const starts = bucketStarts(from, to, usage.granularity);
   const byStart = new Map();
@@ -67,7 +68,12 @@ function onGrid(usage, from, to) {
     // The API's day buckets are UTC days: put each on the grid slot it falls in.
     const slot = starts.findLast((s) => s <= b.start) ?? b.start;
     const into = byStart.get(slot);
-    if (!into) byStart.set(slot, structuredClone(b));
+    if (!into)
+      byStart.set(slot, {
+        ...b,
+        requests: { ...b.requests },
+        meters: Object.assign(Object.create(null), b.meters),
+      });
     else {
       for (const c of CLASSES) into.requests[c] += b.requests[c];
       for (const [m, v] of Object.entries(b.meters)) into.meters[m] = (into.meters[m] ?? 0) + v;
@@ -78,7 +84,7 @@ function onGrid(usage, from, to) {
   const empty = (start) => ({
     start,
     requests: Object.fromEntries(CLASSES.map((c) => [c, 0])),
-    meters: {},
+    meters: Object.create(null),
     rateLimited: 0,
     quotaRejected: 0,
   });
