@@ -42,20 +42,11 @@ export function parseUsage(json) {
   return { granularity: json?.granularity === 'day' ? 'day' : 'hour', buckets };
 }
 
-/** Every bucket start of [from, to) at the granularity (local midnights for days, as the axis is). */
+/** Every bucket start of [from, to) at the granularity: UTC hours or UTC days, as the usage API counts. */
 export function bucketStarts(from, to, granularity) {
+  const step = granularity === 'day' ? DAY : HOUR;
   const out = [];
-  const d = new Date(from);
-  if (granularity === 'day') d.setHours(0, 0, 0, 0);
-  else d.setMinutes(0, 0, 0);
-  for (let t = d.getTime(); t < to && out.length < 2000;) {
-    out.push(t);
-    if (granularity === 'day') {
-      const n = new Date(t);
-      n.setDate(n.getDate() + 1);
-      t = n.getTime();
-    } else t += HOUR;
-  }
+  for (let t = Math.floor(from / step) * step; t < to && out.length < 2000; t += step) out.push(t);
   return out;
 }
 
@@ -65,7 +56,7 @@ export function onGrid(usage, from, to) {
   const starts = bucketStarts(from, to, usage.granularity);
   const byStart = new Map();
   for (const b of usage.buckets) {
-    // The API's day buckets are UTC days: put each on the grid slot it falls in.
+    // A bucket off the grid (another alignment) goes into the slot it falls in.
     const slot = starts.findLast((s) => s <= b.start) ?? b.start;
     const into = byStart.get(slot);
     if (!into)
@@ -94,8 +85,12 @@ export function onGrid(usage, from, to) {
 const METER_COLORS = ['#0b57d0', '#7b3fb8', '#00796b', '#8a5100', '#b3261e'];
 
 /** Draws the three usage charts and the totals of a parsed usage answer into `root`. */
-export function renderUsage(root, usage, { from, to, color }) {
-  const { step, buckets } = onGrid(usage, from, to);
+export function renderUsage(root, usage, range) {
+  const { color } = range;
+  const { step, buckets } = onGrid(usage, range.from, range.to);
+  // The axis spans whole buckets (the API rounds the range out to its hours or UTC days).
+  const from = buckets[0]?.start ?? range.from;
+  const to = buckets.length ? buckets.at(-1).start + step : range.to;
   const label = (t) =>
     usage.granularity === 'day' ? new Date(t).toLocaleDateString() : new Date(t).toLocaleString();
   const classColor = {
