@@ -66,7 +66,7 @@ export function timeTicks(from, to, max = 6) {
   return ticks;
 }
 
-const fmt = (v) => (v >= 1000 ? v.toFixed(0) : v >= 10 ? v.toFixed(0) : v.toFixed(v === 0 ? 0 : 2));
+const fmt = (v) => (Number.isInteger(v) || v >= 10 ? v.toFixed(0) : v.toFixed(2));
 
 function frame(el, { from, to, max, width, height }) {
   const pad = { left: 34, right: 6, top: 10, bottom: 18 };
@@ -97,7 +97,8 @@ function frame(el, { from, to, max, width, height }) {
           y: height - 4,
           'font-size': 10,
           fill: '#4f5660',
-          'text-anchor': 'middle',
+          // A label at either edge stays inside the chart.
+          'text-anchor': x(tick.t) > width - 24 ? 'end' : x(tick.t) < pad.left + 16 ? 'start' : 'middle',
           'data-t': tick.t,
         },
         tick.label,
