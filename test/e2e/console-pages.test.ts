@@ -181,6 +181,12 @@ describe('the console pages of issue 19 in a real headless Chromium', () => {
     expect(await refused.count()).toBe(1);
     expect(await refused.textContent()).toContain('401');
     await page.screenshot({ path: `${SHOTS}/admin-activity.png` });
+    // Its record opens in the audit view.
+    await revoke.getByRole('button', { name: /^Open admin call/ }).click();
+    await page.waitForSelector('#view-audit:not([hidden])');
+    await expect.poll(() => page.locator('#audit-record h3').textContent(), UI).toMatch(/^Admin call /);
+    expect(await page.locator('#audit-record').textContent()).toContain('ops-alice');
+    await page.getByRole('link', { name: 'Admin activity' }).click();
     await page.locator('#admin-filter [name=action]').selectOption('key.revoke');
     await page.locator('#admin-filter').getByRole('button', { name: 'Show' }).click();
     await expect.poll(() => page.locator('#admin-table tbody tr').count(), UI).toBe(1);
@@ -222,6 +228,12 @@ describe('the console pages of issue 19 in a real headless Chromium', () => {
       const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
       expect(overflow, view).toBeLessThanOrEqual(1);
     }
+    await page.goto(`${gw.adminUrl}/console/#/key/${kept.id}`);
+    await expect.poll(() => page.locator('#key-title').textContent(), UI).toBe('Key acme-prod');
+    expect(
+      await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth),
+    ).toBeLessThanOrEqual(1);
+    await page.screenshot({ path: `${SHOTS}/key-phone.png`, fullPage: true });
     await page.screenshot({ path: `${SHOTS}/webhooks-phone.png`, fullPage: true });
     expect(browserErrors).toEqual([]);
   }, 120_000);
