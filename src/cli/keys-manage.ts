@@ -1,11 +1,10 @@
 import { parseArgs } from 'node:util';
 import { patchKeyBody, rotateKeyBody, listKeysQuery } from '../admin/schemas.js';
-import { loadConfigFile } from '../config/load.js';
 import { fromZodIssues } from '../config/issues.js';
-import { ConfigError, createGateway } from '../gateway/create-gateway.js';
 import type { KeyManagement } from '../key-management/management.js';
 import type { KeyView } from '../keys/record.js';
-import { UsageError, configPathFrom, type CliIo } from './args.js';
+import { UsageError, type CliIo } from './args.js';
+import { withManagement } from './management.js';
 import { EXIT } from './help.js';
 
 /**
@@ -43,28 +42,20 @@ function parseCommand(
   return { values: parsed.values, id: parsed.positionals[0] };
 }
 
-/** Runs `fn` with the key management of a gateway built from the config (nothing listens). */
-async function withManagement(
+/** `withManagement` for `tollgate keys <command>`. */
+function withKeys(
   command: string,
   values: Values,
   io: CliIo,
   fn: (m: KeyManagement, plans: Readonly<Record<string, unknown>>) => Promise<number>,
 ): Promise<number> {
-  const loaded = await loadConfigFile(configPathFrom(values, io.env), io.env);
-  if (!loaded.ok) throw new ConfigError(loaded.issues);
-  if (!loaded.config.redis) {
-    io.err(
-      `tollgate keys ${command}: the config has no redis store; an in-memory store lives inside the running gateway — use the admin API (/keys on the admin listener)`,
-    );
-    return EXIT.failed;
-  }
-  const gateway = createGateway(loaded.config, { env: io.env, policies: loaded.modules });
-  try {
-    await gateway.services.redis!.whenReady(Math.max(loaded.config.redis.connectTimeoutMs, 3000));
-    return await fn(gateway.services.management, loaded.config.plans);
-  } finally {
-    await gateway.close();
-  }
+  return withManagement(
+    `keys ${command}`,
+    'use the admin API (/keys on the admin listener)',
+    values,
+    io,
+    (m, config) => fn(m, config.plans),
+  );
 }
 
 function printView(io: CliIo, view: KeyView & { key?: string; signingSecret?: string }): void {
@@ -119,7 +110,7 @@ export async function keysList(args: string[], io: CliIo): Promise<number> {
     ...(values.cursor !== undefined ? { cursor: values.cursor } : {}),
   });
   if (!query.success) return invalid(io, 'list', fromZodIssues(query.error.issues));
-  return withManagement('list', values, io, async (m) => {
+  return withKeys('list', values, io, async (m) => {
     const page = await m.keys.list(query.data);
     const items = await Promise.all(page.items.map((r) => m.view(r)));
     if (values.json) {
@@ -152,7 +143,7 @@ export async function keysList(args: string[], io: CliIo): Promise<number> {
 
 export async function keysShow(args: string[], io: CliIo): Promise<number> {
   const { values, id } = parseCommand(args, {}, 1);
-  return withManagement('show', values, io, async (m) => {
+  return withKeys('show', values, io, async (m) => {
     const record = await m.keys.get(id!);
     if (record === undefined) return notFound(io, 'show', id!);
     const view = await m.view(record);
@@ -210,7 +201,7 @@ export async function keysUpdate(args: string[], io: CliIo): Promise<number> {
   if (Object.keys(patch).length === 0) throw new UsageError('nothing to update');
   const parsed = patchKeyBody.safeParse(patch);
   if (!parsed.success) return invalid(io, 'update', fromZodIssues(parsed.error.issues));
-  return withManagement('update', values, io, async (m, plans) => {
+  return withKeys('update', values, io, async (m, plans) => {
     if (typeof parsed.data.plan === 'string' && !Object.hasOwn(plans, parsed.data.plan)) {
       io.err(`tollgate keys update: plan "${parsed.data.plan}" is not in the config's plans`);
       return EXIT.failed;
@@ -231,7 +222,7 @@ export async function keysRotate(args: string[], io: CliIo): Promise<number> {
       : {},
   );
   if (!body.success) return invalid(io, 'rotate', fromZodIssues(body.error.issues));
-  return withManagement('rotate', values, io, async (m) => {
+  return withKeys('rotate', values, io, async (m) => {
     const rotated = await m.rotate(id!, body.data.gracePeriodSec);
     if (rotated === undefined) return notFound(io, 'rotate', id!);
     if (values.json) {
@@ -249,7 +240,7 @@ export async function keysRotate(args: string[], io: CliIo): Promise<number> {
 
 export async function keysRevoke(args: string[], io: CliIo): Promise<number> {
   const { values, id } = parseCommand(args, {}, 1);
-  return withManagement('revoke', values, io, async (m) => {
+  return withKeys('revoke', values, io, async (m) => {
     const revoked = await m.keys.revoke(id!);
     if (revoked === undefined) return notFound(io, 'revoke', id!);
     if (values.json) io.out(JSON.stringify({ id: revoked.id, revoked: true }));

@@ -1,13 +1,6 @@
 import { parseArgs } from 'node:util';
-import { loadConfigFile } from '../config/load.js';
-import { ConfigError } from '../gateway/create-gateway.js';
-import { RedisKeyStore } from '../keys/redis-store.js';
-import { SecretBox } from '../keys/secret-box.js';
-import { KeyService } from '../keys/service.js';
-import { silentLogger } from '../observability/logger.js';
-import { systemClock } from '../core/clock.js';
-import { RedisHandle } from '../shared/redis.js';
-import { UsageError, configPathFrom, type CliIo } from './args.js';
+import { UsageError, type CliIo } from './args.js';
+import { withManagement } from './management.js';
 import { rateLimitListSchema } from '../policies/rate-limit/schema.js';
 
 /**
@@ -64,19 +57,6 @@ export async function keysCreate(args: string[], io: CliIo): Promise<number> {
       );
     return 1;
   }
-  const loaded = await loadConfigFile(configPathFrom(values, io.env), io.env);
-  if (!loaded.ok) throw new ConfigError(loaded.issues);
-  const config = loaded.config;
-  if (!config.redis) {
-    io.err(
-      'tollgate keys create: the config has no redis store; an in-memory store lives inside the running gateway — create keys there with POST /keys on the admin listener',
-    );
-    return 1;
-  }
-  if (values.plan !== undefined && !Object.hasOwn(config.plans, values.plan)) {
-    io.err(`tollgate keys create: plan "${values.plan}" is not in the config's plans`);
-    return 1;
-  }
   const secret = io.env.TOLLGATE_SECRET_KEY;
   if (values.hmac && !secret) {
     io.err(
@@ -84,48 +64,47 @@ export async function keysCreate(args: string[], io: CliIo): Promise<number> {
     );
     return 1;
   }
-  const redis = new RedisHandle(config.redis, silentLogger());
-  try {
-    await redis.whenReady(Math.max(config.redis.connectTimeoutMs, 3000));
-    const store = new RedisKeyStore({ redis, clock: systemClock, logger: silentLogger(), cacheTtlMs: 0 });
-    const keys = new KeyService({
-      store,
-      prefix: config.auth.apiKeys.prefix,
-      box: new SecretBox(secret || undefined),
-      clock: systemClock,
-    });
-    const created = await keys.create({
-      name: values.name,
-      scopes: values.scopes
-        ? values.scopes
-            .split(',')
-            .map((s) => s.trim())
-            .filter(Boolean)
-        : [],
-      plan: values.plan ?? null,
-      ownerId: values.owner ?? null,
-      tenantId: values.tenant ?? null,
-      hmac: values.hmac,
-      environment,
-      rateLimits: limits.data.length === 0 ? null : limits.data,
-    });
-    await keys.close();
-    if (values.json)
-      io.out(
-        JSON.stringify({
-          id: created.record.id,
-          key: created.key,
-          signingSecret: created.signingSecret ?? null,
-        }),
-      );
-    else {
-      io.out(`id:             ${created.record.id}`);
-      io.out(`key:            ${created.key}`);
-      if (created.signingSecret) io.out(`signing secret: ${created.signingSecret}`);
-      io.out('Store the key now: it is not kept and will not be shown again.');
-    }
-    return 0;
-  } finally {
-    await redis.close();
-  }
+  const { name, plan } = values;
+  return withManagement(
+    'keys create',
+    'create keys there with POST /keys on the admin listener',
+    values,
+    io,
+    async (keys, config) => {
+      if (plan !== undefined && !Object.hasOwn(config.plans, plan)) {
+        io.err(`tollgate keys create: plan "${plan}" is not in the config's plans`);
+        return 1;
+      }
+      const created = await keys.create({
+        name,
+        scopes: values.scopes
+          ? values.scopes
+              .split(',')
+              .map((s) => s.trim())
+              .filter(Boolean)
+          : [],
+        plan: values.plan ?? null,
+        ownerId: values.owner ?? null,
+        tenantId: values.tenant ?? null,
+        hmac: values.hmac,
+        environment,
+        rateLimits: limits.data.length === 0 ? null : limits.data,
+      });
+      if (values.json)
+        io.out(
+          JSON.stringify({
+            id: created.id,
+            key: created.key,
+            signingSecret: created.signingSecret ?? null,
+          }),
+        );
+      else {
+        io.out(`id:             ${created.id}`);
+        io.out(`key:            ${created.key}`);
+        if (created.signingSecret) io.out(`signing secret: ${created.signingSecret}`);
+        io.out('Store the key now: it is not kept and will not be shown again.');
+      }
+      return 0;
+    },
+  );
 }

@@ -1,14 +1,7 @@
 import { parseArgs } from 'node:util';
-import { loadConfigFile } from '../config/load.js';
-import { ConfigError } from '../gateway/create-gateway.js';
-import { RedisKeyStore } from '../keys/redis-store.js';
-import { SecretBox } from '../keys/secret-box.js';
-import { KeyService } from '../keys/service.js';
-import { silentLogger } from '../observability/logger.js';
-import { systemClock } from '../core/clock.js';
-import { RedisHandle } from '../shared/redis.js';
 import { tenantIdParam } from '../admin/schemas.js';
-import { UsageError, configPathFrom, type CliIo } from './args.js';
+import { UsageError, type CliIo } from './args.js';
+import { withManagement } from './management.js';
 import { EXIT, HELP } from './help.js';
 
 export const TENANTS_USAGE = HELP.tenants!;
@@ -65,29 +58,16 @@ async function run(args: string[], io: CliIo): Promise<number> {
     io.err('tollgate tenants: the tenant id must be 1 to 200 characters');
     return 1;
   }
-  const loaded = await loadConfigFile(configPathFrom(values, io.env), io.env);
-  if (!loaded.ok) throw new ConfigError(loaded.issues);
-  const config = loaded.config;
-  if (!config.redis) {
-    io.err(
-      'tollgate tenants: the config has no redis store; an in-memory store lives inside the running gateway — use PUT /tenants/{id} on the admin listener',
-    );
-    return 1;
-  }
-  if (plan !== undefined && !Object.hasOwn(config.plans, plan)) {
-    io.err(`tollgate tenants: plan "${plan}" is not in the config's plans`);
-    return 1;
-  }
-  const redis = new RedisHandle(config.redis, silentLogger());
-  try {
-    await redis.whenReady(Math.max(config.redis.connectTimeoutMs, 3000));
-    const keys = new KeyService({
-      store: new RedisKeyStore({ redis, clock: systemClock, logger: silentLogger(), cacheTtlMs: 0 }),
-      prefix: config.auth.apiKeys.prefix,
-      box: new SecretBox(undefined),
-      clock: systemClock,
-    });
-    try {
+  return withManagement(
+    'tenants',
+    'use PUT /tenants/{id} on the admin listener',
+    values,
+    io,
+    async ({ keys }, config) => {
+      if (plan !== undefined && !Object.hasOwn(config.plans, plan)) {
+        io.err(`tollgate tenants: plan "${plan}" is not in the config's plans`);
+        return 1;
+      }
       let shown;
       if (command === 'set-plan') shown = await keys.setTenantPlan(id.data, plan ?? null);
       else {
@@ -108,10 +88,6 @@ async function run(args: string[], io: CliIo): Promise<number> {
         io.out(`updated: ${shown.updatedAt ?? '(never)'}`);
       }
       return 0;
-    } finally {
-      await keys.close();
-    }
-  } finally {
-    await redis.close();
-  }
+    },
+  );
 }

@@ -32,6 +32,12 @@ export interface DispatcherOptions {
   maxOutbox?: number;
   /** [0, 1): the jitter source. */
   random?: () => number;
+  /**
+   * `false`: this instance only queues (durably, in the store) and never attempts a delivery — a
+   * short-lived process such as the CLI, whose close would cut an attempt short and push it to
+   * its first backoff; the running gateways deliver. Default true.
+   */
+  deliver?: boolean;
 }
 
 /** Backoff: `initial · 2^(attempts-1)`, capped, with jitter in [½, 1] of it. */
@@ -81,7 +87,7 @@ export class WebhookDispatcher implements EventSink {
       onError: (err) =>
         options.logger.debug({ err }, 'webhook queue write failed; kept for the next attempt'),
     });
-    this.#schedule();
+    if (options.deliver !== false) this.#schedule();
   }
 
   get quotaThresholds(): readonly number[] {
@@ -141,7 +147,7 @@ export class WebhookDispatcher implements EventSink {
 
   /** Looks for due deliveries now (after an enqueue) instead of at the next poll. */
   kick(): void {
-    if (this.#closed) return;
+    if (this.#closed || this.#o.deliver === false) return;
     void this.tick();
   }
 

@@ -97,7 +97,9 @@ export interface ServiceOptions {
   /** What `/metrics` serves instead of this gateway's own registry (the cluster primary aggregates). */
   metricsText?: (() => Promise<string>) | undefined;
   /** Internal (tests): the webhook delivery loop's timing and queue cap. */
-  webhooks?: { pollMs?: number; leaseMs?: number; maxQueueDepth?: number; random?: () => number } | undefined;
+  webhooks?:
+    | { pollMs?: number; leaseMs?: number; maxQueueDepth?: number; random?: () => number; deliver?: boolean }
+    | undefined;
 }
 
 /** Wires every dependency of a gateway from a validated config: Redis-backed stores with Redis, in-memory twins without. */
@@ -156,6 +158,7 @@ export function createServices(config: Config, o: ServiceOptions): Services {
     leaseMs: o.webhooks?.leaseMs,
     maxOutbox: maxDepth,
     random: o.webhooks?.random,
+    deliver: o.webhooks?.deliver,
   });
   const reloadStatus: ReloadStatus = { count: 0, failures: 0, lastSuccess: true, lastAt: undefined };
   const metrics = new GatewayMetrics({

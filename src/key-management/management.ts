@@ -2,7 +2,7 @@ import type { Clock } from '../core/clock.js';
 import type { Plan, RateLimitRule } from '../core/identity.js';
 import { Problem } from '../problems/problem.js';
 import { noEvents, type EventSink, type EventType } from '../core/events.js';
-import type { CounterSpec, CounterStore } from '../policies/rate-limit/counters.js';
+import { needOf, type CounterSpec, type CounterStore } from '../policies/rate-limit/counters.js';
 import { rateCounter } from '../policies/rate-limit/rate-limit.js';
 import { quotaCounter, quotaHolder, remainingSpec } from '../policies/quota/quota.js';
 import { keyView, usesIdOf, type KeyRecord, type KeyView } from '../keys/record.js';
@@ -189,7 +189,13 @@ export class KeyManagement {
         }
       } else {
         used = specs.length === 0 ? [] : await this.#counters.peek(specs);
-        const full = (i: number) => (used[i] ?? 0) + specs[i]!.cost > specs[i]!.limit;
+        // As the rate-limit stage decides: a shadow limit never refuses; a metered one refuses
+        // when already at or over its limit (it needs 1 free).
+        const full = (i: number) => {
+          const s = specs[i]!;
+          if (s.soft === true) return false;
+          return (used[i] ?? 0) + (limits[i]?.metered === true ? needOf(s) : s.cost) > s.limit;
+        };
         if (quota !== undefined && full(limits.length)) code = 'USAGE_EXCEEDED';
         else if (limits.some((_l, i) => full(i))) code = 'RATE_LIMITED';
       }
@@ -216,7 +222,7 @@ export class KeyManagement {
     plan: Plan | undefined,
     requested: VerifyOptions['ratelimits'],
     now: number,
-  ): Array<{ name: string; spec: CounterSpec; resetAt: number }> {
+  ): Array<{ name: string; spec: CounterSpec; resetAt: number; metered: boolean }> {
     const own = record.rateLimits ?? [];
     const effective: Array<{ scope: string; rl: RateLimitRule }> = [
       ...(plan?.rateLimits ?? [])
@@ -231,12 +237,20 @@ export class KeyManagement {
       if (rl.by === 'tenant') return record.tenantId ?? subject;
       return undefined; // by ip, route or global: a verification has no request to read it from
     };
-    const counter = (e: { scope: string; rl: RateLimitRule }, cost: number) => {
+    // A metered limit's units are the meter's (tokens…): a verification charges them only when it
+    // names a cost; by default it checks (cost 0), as the stage does before the response.
+    const counter = (e: { scope: string; rl: RateLimitRule }, cost: number | undefined) => {
       const { spec, resetAt } = rateCounter(e.scope, e.rl, subjectOf(e.rl)!, now);
-      return { name: e.rl.name, spec: { ...spec, cost }, resetAt };
+      const metered = e.rl.meter !== undefined;
+      return {
+        name: e.rl.name,
+        spec: { ...spec, cost: cost ?? (metered ? 0 : e.rl.cost) },
+        resetAt,
+        metered,
+      };
     };
     if (requested === undefined)
-      return effective.filter((e) => subjectOf(e.rl) !== undefined).map((e) => counter(e, e.rl.cost));
+      return effective.filter((e) => subjectOf(e.rl) !== undefined).map((e) => counter(e, undefined));
     const errors: Array<{ pointer: string; message: string }> = [];
     const out = requested.flatMap((want, i) => {
       const e = effective.find((x) => x.rl.name === want.name);
@@ -254,7 +268,7 @@ export class KeyManagement {
         });
         return [];
       }
-      return [counter(e, want.cost ?? e.rl.cost)];
+      return [counter(e, want.cost)];
     });
     if (errors.length > 0)
       throw new Problem('validation-failed', {

@@ -3,6 +3,7 @@ import type { Server } from 'node:http';
 import { createGateway, type Gateway, type GatewayOptions } from '../../src/gateway/create-gateway.js';
 import { createHttpServer } from '../../src/gateway/server.js';
 import type { ConfigInput } from '../../src/config/schema.js';
+import { roomInConfigWindows } from './ratelimit.js';
 
 export interface RunningGateway {
   gateway: Gateway;
@@ -22,6 +23,7 @@ export async function startGateway(
   config: ConfigInput,
   options: GatewayOptions = {},
 ): Promise<RunningGateway> {
+  await roomInConfigWindows(config);
   const gateway = createGateway({ listen: { host: '127.0.0.1', port: 0 }, ...config }, options);
   const serverOptions = gateway.serverOptions();
   // As the CLI does: node:http straight into the pipeline, or the Express app with `server.viaExpress`.

@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { readFileSync } from 'node:fs';
 import { PROCESS_START_MS, spawnCli, type RunningCli } from './cli.js';
+import { roomInConfigWindows } from './ratelimit.js';
 
 export interface GatewayProc {
   cli: RunningCli;
@@ -26,6 +27,7 @@ export async function startGatewayProcess(
   yaml: string,
   env: Record<string, string> = {},
 ): Promise<GatewayProc> {
+  await roomInConfigWindows(yaml);
   const dir = mkdtempSync(join(tmpdir(), 'tollgate-proc-'));
   const file = join(dir, 'gateway.yaml');
   writeFileSync(file, yaml);

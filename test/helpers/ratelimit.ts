@@ -23,3 +23,18 @@ export async function roomInWindow(windowSec: number, needMs: number): Promise<v
   if (left >= needMs || needMs >= windowMs) return;
   await new Promise((resolve) => setTimeout(resolve, left + 5));
 }
+
+/**
+ * `roomInWindow` for every fixed window of 30 s or more a config (object or YAML/JSON text)
+ * names, so that a test starting a gateway on it does not straddle a window's end in its first
+ * 10 s. Shorter windows are the test's own business (they are meant to roll over).
+ */
+export async function roomInConfigWindows(config: unknown): Promise<void> {
+  const text = typeof config === 'string' ? config : JSON.stringify(config);
+  const seconds = new Set<number>();
+  for (const m of text.matchAll(/"?windowSec"?\s*:\s*([\d_]+)/g)) {
+    const s = Number(m[1]!.replaceAll('_', ''));
+    if (s >= 30) seconds.add(s);
+  }
+  for (const s of [...seconds].sort((a, b) => a - b)) await roomInWindow(s, 10_000);
+}

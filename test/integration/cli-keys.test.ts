@@ -1,10 +1,12 @@
+import { randomBytes } from 'node:crypto';
 import { afterEach, describe, expect, it } from 'vitest';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { runCli } from '../../src/cli/index.js';
 import { startGateway } from '../helpers/gateway.js';
-import { request } from '../helpers/http.js';
+import { request, waitFor } from '../helpers/http.js';
+import { startReceiver } from '../helpers/webhooks.js';
 import { startUpstream } from '../helpers/upstream.js';
 import { sharedRedisUrl, uniquePrefix } from '../helpers/redis.js';
 import { sign } from '../../src/policies/signature/signature.js';
@@ -94,6 +96,33 @@ describe('tollgate keys create', { timeout: PROCESS_TEST_MS }, () => {
       'x-tenant-id': 't1',
       'x-scopes': 'a b',
     });
+  });
+
+  it('raises key.created as the admin API does: a gateway on the same Redis delivers it, signed', async () => {
+    const prefix = uniquePrefix('cli-events');
+    const secret = `whsec_${randomBytes(32).toString('base64')}`;
+    const rx = await startReceiver(secret);
+    cleanup.push(() => rx.close());
+    const webhooks = [{ url: rx.url, secret, events: ['key.created'] }];
+    const dir = mkdtempSync(join(tmpdir(), 'tollgate-keys-'));
+    cleanup.push(() => rmSync(dir, { recursive: true, force: true }));
+    const file = join(dir, 'gw.yaml');
+    writeFileSync(
+      file,
+      JSON.stringify({ redis: { url: sharedRedisUrl, keyPrefix: prefix }, webhooks, routes: [] }),
+    );
+    // A running gateway with the same store and webhooks: it delivers what the CLI queued.
+    const gw = await startGateway({ redis: { url: sharedRedisUrl, keyPrefix: prefix }, webhooks } as any);
+    cleanup.push(() => gw.close());
+    const r = await run(['keys', 'create', '--config', file, '--name', 'from-cli', '--json']);
+    expect(r.code).toBe(0);
+    const printed = JSON.parse(r.out[0]!);
+    await waitFor(() => rx.received.length >= 1, 10_000);
+    expect(rx.rejected).toEqual([]);
+    const [event] = rx.received.map((x) => x.event);
+    expect(event!.type).toBe('key.created');
+    expect(event!.data.key).toMatchObject({ id: printed.id, name: 'from-cli' });
+    expect(rx.received[0]!.body).not.toContain(printed.key);
   });
 
   it('prints the key once in text form from the real binary', async () => {

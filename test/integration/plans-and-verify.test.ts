@@ -75,6 +75,12 @@ async function harness(store: Record<string, unknown>, selfService: Record<strin
           ],
         },
         blocked: { apiAccess: false },
+        llm: {
+          rateLimits: [
+            { name: 'tokens', by: 'key', limit: 10, windowSec: 3600, meter: 'tokens' },
+            { name: 'trial', by: 'key', limit: 1, windowSec: 3600, mode: 'shadow' },
+          ],
+        },
       },
       selfService: { path: '/v1/keys', maxKeysPerUser: 10, ...selfService },
       routes: [
@@ -83,6 +89,13 @@ async function harness(store: Record<string, unknown>, selfService: Record<strin
           path: '/v1/orders',
           auth: { methods: ['apiKey'] },
           quota: { cost: 1 },
+          upstream: { targets: [up.url] },
+        },
+        {
+          id: 'complete',
+          path: '/v1/complete',
+          auth: { methods: ['apiKey'] },
+          meters: { tokens: { responseHeader: 'x-usage-tokens' } },
           upstream: { targets: [up.url] },
         },
       ],
@@ -258,6 +271,36 @@ describe('POST /keys/verify with ratelimits and charge shares the gateway’s co
     expect((await verify({})).json().code).toBe('RATE_LIMITED');
     // A check with cost 0 still answers the state.
     expect((await verify({ ratelimits: [{ name: 'per-key', cost: 0 }] })).json().code).toBe('VALID');
+  });
+
+  it('checks a metered limit as the stage does (at or over its limit), charges its units only when named, and a shadow limit never refuses', async () => {
+    const store = {
+      redis: { url: sharedRedisUrl, keyPrefix: uniquePrefix('verify'), commandTimeoutMs: 1000 },
+    };
+    const h = await harness(store);
+    const k = (await h.admin('POST', '/keys', { name: 'llm', plan: 'llm' })).json();
+    const verify = (body: Record<string, unknown>) =>
+      h.admin('POST', '/keys/verify', { key: k.key, ...body });
+    const both = [{ name: 'tokens' }, { name: 'trial' }];
+    // Charging without a cost counts no tokens (their number is the meter's), one unit of `trial`.
+    for (let i = 0; i < 3; i++) {
+      const charged = (await verify({ ratelimits: both, charge: true })).json();
+      expect(charged).toMatchObject({ valid: true, code: 'VALID' });
+      expect(charged.ratelimits[0]).toMatchObject({ name: 'tokens', limit: 10, remaining: 10 });
+    }
+    // `trial` (shadow) is over its limit of 1 and refuses nothing, checked or charged.
+    expect((await verify({ ratelimits: both })).json().code).toBe('VALID');
+    expect((await verify({})).json().code).toBe('VALID');
+    // Named costs are tokens: 9, then the 10th brings it to its limit, where a check refuses.
+    expect((await verify({ ratelimits: [{ name: 'tokens', cost: 9 }], charge: true })).json().code).toBe(
+      'VALID',
+    );
+    const at = (await verify({ ratelimits: [{ name: 'tokens', cost: 1 }], charge: true })).json();
+    expect(at).toMatchObject({ valid: true, code: 'VALID' });
+    expect(at.ratelimits[0].remaining).toBe(0);
+    const full = (await verify({ ratelimits: [{ name: 'tokens' }] })).json();
+    expect(full).toMatchObject({ valid: false, code: 'RATE_LIMITED' });
+    expect((await verify({ ratelimits: both, charge: true })).json().code).toBe('RATE_LIMITED');
   });
 
   it('charges quota and remaining uses as a request would, with costs; refuses unknown and per-IP limit names', async () => {

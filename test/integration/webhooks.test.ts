@@ -1,8 +1,9 @@
 import { randomBytes } from 'node:crypto';
-import http, { type IncomingMessage, type ServerResponse } from 'node:http';
+import http from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Webhook } from 'standardwebhooks';
+import { startReceiver as startWebhookReceiver } from '../helpers/webhooks.js';
 import { startGateway, type RunningGateway } from '../helpers/gateway.js';
 import { request, waitFor } from '../helpers/http.js';
 import { sharedRedisUrl, uniquePrefix } from '../helpers/redis.js';
@@ -13,56 +14,18 @@ import { OpenApiValidator } from '../helpers/openapi.js';
 
 const ADMIN = 'admin-token-0123456789';
 const SECRET = `whsec_${randomBytes(32).toString('base64')}`;
-const verifier = new Webhook(SECRET);
 
 const cleanup: Array<() => Promise<void>> = [];
 afterEach(async () => {
   while (cleanup.length) await cleanup.pop()!();
 });
 
-interface Received {
-  headers: http.IncomingHttpHeaders;
-  body: string;
-  event: { type: string; timestamp: string; data: Record<string, any> };
-}
+const verifier = new Webhook(SECRET);
 
-/** A webhook receiver that verifies every delivery with the standardwebhooks package. */
-async function startReceiver(
-  answer: (req: IncomingMessage, res: ServerResponse, n: number) => void = (_q, res) => res.end('ok'),
-  port = 0,
-) {
-  const received: Received[] = [];
-  const rejected: string[] = [];
-  const sockets = new Set<Socket>();
-  let n = 0;
-  const server = http.createServer((req, res) => {
-    const chunks: Buffer[] = [];
-    req.on('data', (c: Buffer) => chunks.push(c));
-    req.on('end', () => {
-      const body = Buffer.concat(chunks).toString('utf8');
-      n++;
-      try {
-        const event = verifier.verify(body, req.headers as Record<string, string>) as Received['event'];
-        received.push({ headers: req.headers, body, event });
-      } catch (err) {
-        rejected.push(String(err));
-      }
-      answer(req, res, n);
-    });
-  });
-  server.on('connection', (s) => {
-    sockets.add(s);
-    s.on('close', () => sockets.delete(s));
-  });
-  await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve));
-  const actual = (server.address() as AddressInfo).port;
-  const close = () =>
-    new Promise<void>((resolve) => {
-      for (const s of sockets) s.destroy();
-      server.close(() => resolve());
-    });
-  return { url: `http://127.0.0.1:${actual}/hooks`, port: actual, received, rejected, close, calls: () => n };
-}
+/** A receiver verifying with SECRET (test/helpers/webhooks.ts). */
+const startReceiver = (
+  ...args: Parameters<typeof startWebhookReceiver> extends [string, ...infer R] ? R : never
+) => startWebhookReceiver(SECRET, ...args);
 
 const admin = (g: RunningGateway, method: string, path: string, body?: unknown) =>
   request(`${g.adminUrl}${path}`, {

@@ -226,8 +226,20 @@ describe('definePolicy handlers (in-process)', () => {
     expect(mixed.ctx.upstreamHeaders).toEqual(['x-region', 'eu']);
   });
 
-  it("refuses to set the gateway's own upstream headers (identity, correlation, forwarding)", async () => {
-    for (const name of ['x-consumer-id', 'X-Request-Id', 'x-tenant-id', 'Host', 'x-forwarded-for', 'via']) {
+  it("refuses to set the gateway's own upstream headers (identity, correlation, forwarding, method overrides, a proxy's claims)", async () => {
+    // The same set a header transform may not touch (PROTECTED_REQUEST_HEADERS).
+    for (const name of [
+      'x-consumer-id',
+      'X-Request-Id',
+      'x-tenant-id',
+      'Host',
+      'x-forwarded-for',
+      'via',
+      'x-http-method-override',
+      'x-real-ip',
+      'expect',
+      'te',
+    ]) {
       const t = fakeContext();
       const p = await outcome(
         inline((req) => req.setUpstreamHeader(name, 'forged')),

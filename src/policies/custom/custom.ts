@@ -5,6 +5,7 @@ import type { Stage } from '../../core/stage.js';
 import { Problem, isProblem } from '../../problems/problem.js';
 import { formatPath, type ConfigIssue } from '../../config/issues.js';
 import { reasonPhrase } from '../../shared/http.js';
+import { PROTECTED_REQUEST_HEADERS } from '../headers/schema.js';
 import {
   isPolicy,
   type PolicyHandler,
@@ -22,25 +23,6 @@ export interface CompiledPolicy {
 
 export type CompileResult = { ok: true; policy: CompiledPolicy } | { ok: false; issues: ConfigIssue[] };
 
-/** Upstream headers a policy may not set: the gateway's own (identity, correlation, forwarding). */
-const GATEWAY_UPSTREAM_HEADERS = new Set([
-  'host',
-  'via',
-  'x-request-id',
-  'traceparent',
-  'x-forwarded-for',
-  'x-forwarded-proto',
-  'x-forwarded-host',
-  'x-consumer-id',
-  'x-consumer-issuer',
-  'x-tenant-id',
-  'x-credential-id',
-  'x-auth-method',
-  'x-scopes',
-  'content-length',
-  'transfer-encoding',
-  'connection',
-]);
 const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
 // Visible ASCII, space and tab (RFC 9110 §5.5): no CR/LF can be smuggled into a header.
 const FIELD_VALUE = /^[\t\x20-\x7e]*$/;
@@ -51,7 +33,7 @@ function checkHeader(policy: string, name: string, value: string, upstream: bool
   if (typeof value !== 'string' || !FIELD_VALUE.test(value))
     throw new TypeError(`policy ${policy}: the value of ${name} is not a valid header value`);
   const lower = name.toLowerCase();
-  if (upstream && GATEWAY_UPSTREAM_HEADERS.has(lower))
+  if (upstream && PROTECTED_REQUEST_HEADERS.has(lower))
     throw new TypeError(`policy ${policy}: ${name} is set by the gateway and cannot be set by a policy`);
   return lower;
 }

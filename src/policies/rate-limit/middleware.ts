@@ -1,25 +1,29 @@
 import type { RequestHandler } from 'express';
+import type { z } from 'zod';
 import { systemClock, type Clock } from '../../core/clock.js';
 import { toMiddleware } from '../../core/middleware.js';
-import type { RateLimitBy } from '../../core/identity.js';
 import { MemoryCounters, type CounterStore } from './counters.js';
 import { createRateLimitStage } from './rate-limit.js';
-import { rateLimitListSchema } from './schema.js';
+import type { rateLimitSchema } from './schema.js';
+import { metersSchema, rateLimitListSchema } from './schema.js';
 
-/** One rate limit as a library user writes it (`cost` defaults to 1). */
-export interface RateLimitRuleOptions {
-  name: string;
-  by: RateLimitBy;
-  limit: number;
-  windowSec: number;
-  cost?: number;
-}
+/**
+ * One rate limit as a library user writes it: a route's `rateLimits` entry (SPEC §7, §10), with
+ * `cost` defaulting to 1 and `algorithm`, `mode` and `meter` as in the config file.
+ */
+export type RateLimitRuleOptions = z.input<typeof rateLimitSchema>;
 
 export interface RateLimitOptions {
   /** Policies, as a route's `rateLimits`. */
   limits: RateLimitRuleOptions[];
   /** Where counters live. Default: in this process (`MemoryCounters`); `RedisCounters` to share them. */
   store?: CounterStore;
+  /**
+   * The meters limits may name (`meter:`), as a route's `meters`: `{tokens: {responseHeader:
+   * 'x-usage-tokens'}}`. The handler reports a request's value in that response header; it is
+   * added to the metered counters once the response ends.
+   */
+  meters?: z.input<typeof metersSchema>;
   /** Names the counters (as a route id does). Default `express`. */
   id?: string;
   clock?: Clock;
@@ -35,17 +39,26 @@ export interface RateLimitOptions {
  */
 export function rateLimit(options: RateLimitOptions): RequestHandler {
   const clock = options.clock ?? systemClock;
+  const rateLimits = rateLimitListSchema.parse(options.limits);
+  const meters = metersSchema.parse(options.meters);
+  for (const rl of rateLimits)
+    if (rl.meter !== undefined && meters?.[rl.meter] === undefined)
+      throw new TypeError(
+        `rateLimit(): limit "${rl.name}" counts meter "${rl.meter}", which \`meters\` lacks`,
+      );
   return toMiddleware(
     'rateLimit',
     [
       createRateLimitStage({
         routeId: options.id ?? 'express',
-        rateLimits: rateLimitListSchema.parse(options.limits),
+        rateLimits,
         quotaCost: undefined,
         plans: {},
         counters: options.store ?? new MemoryCounters(),
         clock,
-        local: false,
+        // The answer is the Express app's own: a metered value is what the handler set on `res`.
+        local: true,
+        meters,
       }),
     ],
     { clock },
