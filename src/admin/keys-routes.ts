@@ -47,6 +47,8 @@ export function mountKeyRoutes(router: Router, deps: KeyRoutesDeps): void {
   router.get('/keys', async (req, res) => {
     const query = parseOrThrow(listKeysQuery, { ...req.query }, 'The query is invalid.', ['query']);
     const m = deps.management();
+    if (query.state === 'revoked')
+      return void res.json({ items: await m.keys.store.listRevoked(query), nextCursor: null });
     const page = await m.keys.list(query);
     res.json({ items: await Promise.all(page.items.map((r) => m.view(r))), nextCursor: page.nextCursor });
   });

@@ -227,7 +227,8 @@ export function openApiDocument(options: { version: string; selfServicePath: str
     '/stats': {
       get: {
         ...admin,
-        summary: 'Live-traffic summary (cumulative counters and latency buckets) for the console',
+        summary:
+          'Live-traffic summary for the console: cumulative counters by status class and per route, shadow-mode would-be refusals, latency buckets',
         responses: {
           '200': {
             description: 'The summary',

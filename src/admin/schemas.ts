@@ -184,6 +184,12 @@ export const tenantView = z
 export const listKeysQuery = z.strictObject({
   ownerId: id.optional(),
   tenantId: id.optional(),
+  state: z
+    .enum(['active', 'revoked'])
+    .default('active')
+    .describe(
+      '`revoked`: the most recently revoked keys instead (newest first, the last 1000 kept, no cursor).',
+    ),
   limit: z
     .string()
     .regex(/^\d+$/, 'must be an integer from 1 to 200')
@@ -237,6 +243,10 @@ export const keyView = z
     hmac: z.boolean().describe('Whether the key has a signing secret.'),
     environment: z.enum(['live', 'test']),
     rotatedFrom: z.string().nullable(),
+    revokedAt: z
+      .string()
+      .optional()
+      .describe('Only in `GET /keys?state=revoked`: when the key was revoked (it no longer works).'),
   })
   .strict();
 

@@ -1,4 +1,5 @@
-import type { KeyListQuery, KeyPage, KeyRecord, KeyStore, TenantRecord } from './record.js';
+import type { KeyListQuery, KeyPage, KeyRecord, KeyStore, RevokedKey, TenantRecord } from './record.js';
+import { REVOKED_KEPT, revokedMatches } from './record.js';
 import { KeyedMutex, afterCursor, compareKeys, decodeCursor, encodeCursor, ownedAs } from './record.js';
 
 /** Key records in this process (the default, for a single instance). */
@@ -10,6 +11,8 @@ export class MemoryKeyStore implements KeyStore {
   readonly #lastUsed = new Map<string, number>();
   readonly #owners = new KeyedMutex();
   readonly #tenants = new Map<string, TenantRecord>();
+  /** Newest first, at most `REVOKED_KEPT`. */
+  readonly #revoked: RevokedKey[] = [];
 
   insert(record: KeyRecord): Promise<void> {
     const copy = structuredClone(record);
@@ -52,6 +55,17 @@ export class MemoryKeyStore implements KeyStore {
     this.#byHash.delete(r.hash);
     this.#lastUsed.delete(id);
     return Promise.resolve(r);
+  }
+
+  keepRevoked(entry: RevokedKey): Promise<void> {
+    this.#revoked.unshift(structuredClone(entry));
+    if (this.#revoked.length > REVOKED_KEPT) this.#revoked.length = REVOKED_KEPT;
+    return Promise.resolve();
+  }
+
+  listRevoked(query: Pick<KeyListQuery, 'ownerId' | 'tenantId' | 'limit'>): Promise<RevokedKey[]> {
+    const out = this.#revoked.filter((r) => revokedMatches(r, query)).slice(0, query.limit);
+    return Promise.resolve(structuredClone(out));
   }
 
   touch(id: string, at: number): void {

@@ -84,6 +84,20 @@ export function keyView(r: KeyRecord, remaining: number | null = r.remaining): K
   };
 }
 
+/** What is kept of a revoked key (its view: never a hash or secret), for the console's filter. */
+export type RevokedKey = KeyView & { revokedAt: string };
+
+/** Revoked keys kept for listing, newest first; older ones are forgotten. */
+export const REVOKED_KEPT = 1000;
+
+/** Whether a revoked key passes the owner and tenant filters of a listing. */
+export function revokedMatches(r: RevokedKey, query: Pick<KeyListQuery, 'ownerId' | 'tenantId'>): boolean {
+  return (
+    (query.ownerId === undefined || r.ownerId === query.ownerId) &&
+    (query.tenantId === undefined || r.tenantId === query.tenantId)
+  );
+}
+
 /**
  * A tenant's settings (SPEC §10): its plan, which every key of the tenant without a plan of its
  * own follows. A tenant exists as far as the store knows once a plan was set for it.
@@ -161,6 +175,10 @@ export interface KeyStore {
   replace(record: KeyRecord): Promise<void>;
   /** Removes the record; resolves with it, or undefined when there was none. */
   delete(id: string): Promise<KeyRecord | undefined>;
+  /** Remembers a revoked key (the newest `REVOKED_KEPT`, shared across instances on Redis). */
+  keepRevoked(entry: RevokedKey): Promise<void>;
+  /** Revoked keys, newest first, filtered by owner and tenant. */
+  listRevoked(query: Pick<KeyListQuery, 'ownerId' | 'tenantId' | 'limit'>): Promise<RevokedKey[]>;
   /** Records a use; written in batches, never once per request. */
   touch(id: string, at: number): void;
   /** Active (enabled, unexpired) keys of one owner (of one of `ownerIssuers`, when given). */

@@ -2,7 +2,8 @@ import type { Clock } from '../core/clock.js';
 import type { RedisHandle } from '../shared/redis.js';
 import type { Logger } from 'pino';
 import { Problem } from '../problems/problem.js';
-import type { KeyListQuery, KeyPage, KeyRecord, KeyStore, TenantRecord } from './record.js';
+import type { KeyListQuery, KeyPage, KeyRecord, KeyStore, RevokedKey, TenantRecord } from './record.js';
+import { REVOKED_KEPT, revokedMatches } from './record.js';
 import { KeyedMutex, afterCursor, compareKeys, decodeCursor, encodeCursor, ownedAs } from './record.js';
 import { randomBytes } from 'node:crypto';
 
@@ -236,6 +237,29 @@ export class RedisKeyStore implements KeyStore {
       this.#cache.delete(record.hash);
       this.#touched.delete(id);
       return record;
+    });
+  }
+
+  /** `revoked`: a list of their views' JSON, newest first, trimmed to `REVOKED_KEPT` in the same MULTI. */
+  keepRevoked(entry: RevokedKey): Promise<void> {
+    return this.#redis.run(async () => {
+      const m = this.#redis.client.multi();
+      m.lpush(this.#k('revoked'), JSON.stringify(entry));
+      m.ltrim(this.#k('revoked'), 0, REVOKED_KEPT - 1);
+      await exec(m);
+    });
+  }
+
+  listRevoked(query: Pick<KeyListQuery, 'ownerId' | 'tenantId' | 'limit'>): Promise<RevokedKey[]> {
+    return this.#redis.run(async () => {
+      const all = await this.#redis.client.lrange(this.#k('revoked'), 0, REVOKED_KEPT - 1);
+      const out: RevokedKey[] = [];
+      for (const json of all) {
+        const r = JSON.parse(json) as RevokedKey;
+        if (revokedMatches(r, query)) out.push(r);
+        if (out.length >= query.limit) break;
+      }
+      return out;
     });
   }
 

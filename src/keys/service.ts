@@ -4,6 +4,7 @@ import { Problem } from '../problems/problem.js';
 import { generateKey, newKeyId, parseKey, randomBase62, type KeyEnvironment } from './format.js';
 import { hashKey, sameHash } from './hash.js';
 import {
+  keyView,
   usesIdOf,
   type KeyListQuery,
   type KeyPage,
@@ -143,7 +144,13 @@ export class KeyService {
 
   async revoke(id: string): Promise<KeyRecord | undefined> {
     const record = await this.store.delete(id);
-    if (record !== undefined) this.#secrets.delete(record.id);
+    if (record === undefined) return undefined;
+    this.#secrets.delete(record.id);
+    // Remembered for listing (`GET /keys?state=revoked`): the view only, never the hash or secret.
+    await this.store.keepRevoked({
+      ...keyView(record),
+      revokedAt: new Date(this.#clock.now()).toISOString(),
+    });
     return record;
   }
 

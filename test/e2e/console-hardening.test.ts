@@ -1,4 +1,5 @@
 /// <reference lib="dom" />
+import http from 'node:http';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { type Browser, type Page } from 'playwright-core';
 import { launchChromium } from '../helpers/browser.js';
@@ -136,4 +137,78 @@ describe('problem links in the console (14.5)', () => {
     await signIn(page);
     expect(await problemHref(page, gw)).toBe('https://docs.acme.io/problems/invalid-credentials');
   }, 30_000);
+});
+
+/** A request with its path sent exactly as given (a URL string would percent-encode `<`, `>` and `"`). */
+function rawPath(base: string, method: string, path: string, headers: Record<string, string> = {}) {
+  const { hostname, port } = new URL(base);
+  return new Promise<number>((resolve, reject) => {
+    const req = http.request({ host: hostname, port, method, path, headers, agent: false }, (res) => {
+      res.resume();
+      res.on('end', () => resolve(res.statusCode ?? 0));
+    });
+    req.setTimeout(10_000, () => req.destroy(new Error('timed out')));
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+describe('values from audit records are text in every page, never markup (issue 19)', () => {
+  it('an attacker-chosen request path and a refused admin call’s target inject nothing', async () => {
+    const gw = await gateway();
+    const { page, errors } = await open(gw);
+    // Anyone can choose a proxied path and, without a valid token, an admin path: both are recorded.
+    const path = `/private/"><img/src=x/onerror=window.__pwned=1>`;
+    expect(await rawPath(gw.url, 'GET', path)).toBe(401);
+    // The admin audit decodes the id it records: percent-escapes carry spaces and slashes into it.
+    const target = `key_"><svg onload=window.__pwned=2>`;
+    expect(
+      await rawPath(gw.adminUrl, 'DELETE', `/keys/${encodeURIComponent(target)}`, {
+        authorization: 'Bearer not-a-real-admin-token',
+      }),
+    ).toBe(401);
+    await signIn(page);
+    const injected = () =>
+      page.evaluate(() => ({
+        pwned: (window as unknown as { __pwned?: number }).__pwned ?? null,
+        elements: document.querySelectorAll('main img, main svg [onload], main [onerror], main [onload]')
+          .length,
+      }));
+
+    await page.getByRole('link', { name: 'Audit' }).click();
+    await expect
+      .poll(
+        async () => {
+          await page.getByRole('button', { name: 'Show' }).click();
+          return page.locator('#audit-table tbody').textContent();
+        },
+        { timeout: 10_000 },
+      )
+      .toContain('onerror=window.__pwned=1');
+    await page
+      .getByRole('button', { name: /^Open request/ })
+      .first()
+      .click();
+    expect(await page.locator('#audit-record').textContent()).toContain(
+      '<img/src=x/onerror=window.__pwned=1>',
+    );
+
+    await page.getByRole('link', { name: 'Admin activity' }).click();
+    await expect
+      .poll(() => page.locator('#admin-table tbody').textContent(), { timeout: 10_000 })
+      .toContain('onload=window.__pwned=2');
+    // A key-like target links to its key page, the id URI-encoded into the hash, shown as text.
+    const link = page.locator('#admin-table a.key-link').first();
+    expect(await link.getAttribute('href')).toBe(`#/key/${encodeURIComponent(target)}`);
+    await link.click();
+    await page.waitForSelector('#view-key:not([hidden])');
+    expect(await page.locator('#key-title').textContent()).toContain('<svg onload=window.__pwned=2>');
+    // And a hostile id typed into the hash.
+    await page.goto(
+      `${gw.adminUrl}/console/#/tenant/${encodeURIComponent('<img src=x onerror=window.__pwned=3>')}`,
+    );
+    await expect.poll(() => page.locator('#tenant-title').textContent()).toContain('<img src=x');
+    expect(await injected()).toEqual({ pwned: null, elements: 0 });
+    expect(errors).toEqual([]);
+  }, 60_000);
 });

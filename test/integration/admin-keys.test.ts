@@ -240,6 +240,16 @@ describe.each(stores)('admin key API (%s store)', (_name, store) => {
     expectProblem(await h.proxied(k.key), 'quota-exceeded');
     expect((await h.admin('DELETE', `/keys/${k.id}`)).status).toBe(204);
     expectProblem(await h.proxied(k.key), 'invalid-credentials');
+    // Revoked keys: out of the listing, behind `state=revoked` (masked, with the time of revocation).
+    expect((await h.admin('GET', '/keys')).json().items.map((v: { id: string }) => v.id)).not.toContain(k.id);
+    const revoked = (await h.admin('GET', '/keys?state=revoked')).json();
+    expect(revoked.nextCursor).toBeNull();
+    expect(revoked.items[0]).toMatchObject({ id: k.id, name: 'renamed', maskedKey: k.maskedKey });
+    expect(Date.parse(revoked.items[0].revokedAt)).not.toBeNaN();
+    expect(JSON.stringify(revoked)).not.toContain(k.key);
+    expect(expectProblem(await h.admin('GET', '/keys?state=deleted'), 'validation-failed').errors).toEqual([
+      { pointer: '/query/state', message: 'must be one of "active", "revoked"' },
+    ]);
     for (const [m, p] of [
       ['GET', `/keys/${k.id}`],
       ['DELETE', `/keys/${k.id}`],

@@ -139,6 +139,26 @@ describe.each(twins)('KeyStore contract: %s', (_name, make) => {
     expect(await keys.update('key_nope', { name: 'x' })).toBeUndefined();
   });
 
+  it('keeps revoked keys for listing, newest first, by owner and tenant, without hash or secret', async () => {
+    const a = await keys.create({ name: 'a', ownerId: 'o1', tenantId: 't1', hmac: true });
+    const b = await keys.create({ name: 'b', ownerId: 'o2', tenantId: 't2' });
+    await keys.create({ name: 'alive', ownerId: 'o1', tenantId: 't1' });
+    await keys.revoke(a.record.id);
+    clock.advance(1000);
+    await keys.revoke(b.record.id);
+    const all = await keys.store.listRevoked({ limit: 10 });
+    expect(all.map((r) => r.name)).toEqual(['b', 'a']);
+    expect(all[1]).toMatchObject({ id: a.record.id, hmac: true, tenantId: 't1' });
+    expect(all[1]!.revokedAt).toBe(new Date(Date.UTC(2030, 0, 1)).toISOString());
+    expect(JSON.stringify(all)).not.toContain(a.record.hash);
+    expect(JSON.stringify(all)).not.toContain('signingSecret');
+    expect((await keys.store.listRevoked({ limit: 10, tenantId: 't1' })).map((r) => r.name)).toEqual(['a']);
+    expect((await keys.store.listRevoked({ limit: 10, ownerId: 'o2' })).map((r) => r.name)).toEqual(['b']);
+    expect(await keys.store.listRevoked({ limit: 1 })).toHaveLength(1);
+    // Revoked keys are not in the ordinary listing.
+    expect((await keys.list({ limit: 10 })).items.map((r) => r.name)).toEqual(['alive']);
+  });
+
   it('rotates: a new key with the same attributes; the old one expires at the end of the grace period', async () => {
     const created = await keys.create({ name: 'rot', ownerId: 'u', scopes: ['s'], hmac: true });
     const rotated = await keys.rotate(created.record.id, 60);
