@@ -10,6 +10,7 @@ import { RedisHandle } from '../shared/redis.js';
 import { GatewayMetrics } from '../observability/metrics.js';
 import { MemoryAuditStore, RedisAuditStore, type AuditStore } from '../observability/audit.js';
 import { createRequestObserver } from '../observability/observer.js';
+import { TelemetryHub, type TelemetryTuning } from '../observability/telemetry.js';
 import { SecretBox } from '../keys/secret-box.js';
 import { KeyService } from '../keys/service.js';
 import { MemoryKeyStore } from '../keys/memory-store.js';
@@ -80,6 +81,8 @@ export interface Services {
   /** The config in force (the gateway swaps it on reload; key management reads plans from it). */
   readonly current: { config: Config };
   readonly reloadStatus: ReloadStatus;
+  /** OpenTelemetry export (`telemetry.otlp`): the exporter in force across reloads, and its counts. */
+  readonly telemetry: TelemetryHub;
   /** Called once per request when its response is over (access log, metrics, audit). */
   readonly observers: Array<(ctx: RequestContext) => void>;
   /** Closed in reverse order on shutdown. */
@@ -98,6 +101,8 @@ export interface ServiceOptions {
   metricsText?: (() => Promise<string>) | undefined;
   /** Internal (tests): the webhook delivery loop's timing and queue cap. */
   webhooks?: { pollMs?: number; leaseMs?: number; maxQueueDepth?: number; random?: () => number } | undefined;
+  /** Internal (tests): the span export's queue, batch and timeouts. */
+  telemetry?: TelemetryTuning | undefined;
 }
 
 /** Wires every dependency of a gateway from a validated config: Redis-backed stores with Redis, in-memory twins without. */
@@ -157,6 +162,7 @@ export function createServices(config: Config, o: ServiceOptions): Services {
     maxOutbox: maxDepth,
     random: o.webhooks?.random,
   });
+  const telemetry = new TelemetryHub(logger, o.telemetry);
   const reloadStatus: ReloadStatus = { count: 0, failures: 0, lastSuccess: true, lastAt: undefined };
   const metrics = new GatewayMetrics({
     redisUp: redis ? () => (redis.ready ? 1 : 0) : undefined,
@@ -166,6 +172,7 @@ export function createServices(config: Config, o: ServiceOptions): Services {
     reloads: () => reloadStatus,
     webhookQueueDepth: () => webhooks.depth,
     websockets: () => websockets.byRoute(),
+    telemetrySpans: () => telemetry.stats,
   });
   websockets.onOpen = (route) => metrics.websocketHandshake(route, 'accepted');
   return {
@@ -200,6 +207,7 @@ export function createServices(config: Config, o: ServiceOptions): Services {
     webhooks,
     current,
     reloadStatus,
+    telemetry,
     observers: [createRequestObserver({ logger, metrics, audit, clock })],
     // Closed in reverse: the audit store flushes before Redis goes.
     closers: [
@@ -212,6 +220,8 @@ export function createServices(config: Config, o: ServiceOptions): Services {
       () => audit.close(),
       () => adminAudit.close(),
       () => keys.close(),
+      // First of all (closed in reverse): the last spans leave while the process is still whole.
+      () => telemetry.close(),
     ],
   };
 }
