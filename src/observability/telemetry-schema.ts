@@ -50,10 +50,6 @@ const endpoint = z.string().superRefine((value, ctx) => {
 });
 
 // Messages never quote a value: header values are secrets (a vendor's API key, a bearer token).
-const headerName = z
-  .string()
-  .regex(TOKEN, 'must be an HTTP header name (letters, digits and !#$%&\'*+.^_`|~-)')
-  .refine((name) => !RESERVED.has(name.toLowerCase()), 'is set by the exporter itself');
 const headerValue = z
   .string({ error: 'must be a string' })
   .max(8192, 'must be at most 8192 characters')
@@ -74,12 +70,24 @@ export const telemetrySchema = z
           .default('tollgate')
           .describe('The `service.name` of the spans.'),
         headers: z
-          .record(headerName, headerValue)
-          .refine((h) => Object.keys(h).length <= 32, 'must have at most 32 headers')
-          .refine((h) => {
-            const lower = Object.keys(h).map((k) => k.toLowerCase());
-            return new Set(lower).size === lower.length;
-          }, 'must not name a header twice (names are case-insensitive)')
+          .record(z.string(), headerValue)
+          .superRefine((h, ctx) => {
+            const names = Object.keys(h);
+            if (names.length > 32) ctx.addIssue({ code: 'custom', message: 'must have at most 32 headers' });
+            const seen = new Set<string>();
+            for (const name of names) {
+              const lower = name.toLowerCase();
+              const message = !TOKEN.test(name)
+                ? "is not an HTTP header name (letters, digits and !#$%&'*+.^_`|~-)"
+                : RESERVED.has(lower)
+                  ? 'is set by the exporter itself'
+                  : seen.has(lower)
+                    ? 'names a header already listed (names are case-insensitive)'
+                    : undefined;
+              seen.add(lower);
+              if (message !== undefined) ctx.addIssue({ code: 'custom', path: [name], message });
+            }
+          })
           .default({})
           .describe(
             "Headers sent with every export (a vendor's API key, `authorization`). Secrets: never logged, never in a span; use `${VAR}` to keep them out of the file.",
