@@ -46,7 +46,11 @@ export interface RequestTrace {
    * Starts the client span of one upstream attempt (a retry is an attempt of its own, `resend`
    * counting from 0); the upstream gets its `traceparent`.
    */
-  upstream(method: string, target: { readonly host: string; readonly origin: string }, resend: number): UpstreamTrace;
+  upstream(
+    method: string,
+    target: { readonly host: string; readonly origin: string },
+    resend: number,
+  ): UpstreamTrace;
   /** The response is over: ends the request's own (server) span, if it has one. */
   finish(ctx: RequestContext): void;
 }

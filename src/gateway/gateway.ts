@@ -439,7 +439,9 @@ export class Gateway {
           ? undefined
           : new GatewayTelemetry(
               exporter,
-              selfService ? [...config.routes, { id: 'self-service', path: selfService.path }] : config.routes,
+              selfService
+                ? [...config.routes, { id: 'self-service', path: selfService.path }]
+                : config.routes,
             ),
     };
   }

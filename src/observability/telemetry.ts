@@ -210,7 +210,9 @@ function bounded(p: Promise<unknown>, ms: number): Promise<void> {
  * its processed-spans counter is read, as the count of spans exported, dropped with a full
  * queue (`error.type` `queue_full`), or failed in export. No private SDK field is read.
  */
-function processedCounter(onProcessed: (count: number, errorType: string | undefined) => void): Api.MeterProvider {
+function processedCounter(
+  onProcessed: (count: number, errorType: string | undefined) => void,
+): Api.MeterProvider {
   const { api } = otel();
   const noop = api.createNoopMeter();
   const counter: Api.Counter = {
@@ -405,7 +407,11 @@ class ServerTrace implements RequestTrace {
     t.export.opened();
   }
 
-  upstream(method: string, target: { readonly host: string; readonly origin: string }, resend: number): UpstreamTrace {
+  upstream(
+    method: string,
+    target: { readonly host: string; readonly origin: string },
+    resend: number,
+  ): UpstreamTrace {
     const t = this.#t;
     const parent = (this.#context ??= otel().api.trace.setSpan(otel().api.ROOT_CONTEXT, this.#span));
     return startClient(t.export.tracer, parent, method, target, resend, t.servers, t.export);
@@ -500,7 +506,8 @@ export function libraryTrace(tracer: Api.Tracer, ctx: RequestContext): RequestTr
       : api.trace.setSpanContext(api.ROOT_CONTEXT, remoteParent(ctx.traceparent));
   const servers = new Map<string, { address: string; port: number }>();
   return {
-    upstream: (method, target, resend) => startClient(tracer, parent, method, target, resend, servers, undefined),
+    upstream: (method, target, resend) =>
+      startClient(tracer, parent, method, target, resend, servers, undefined),
     finish: () => undefined,
   };
 }

@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import http from 'node:http';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import express from 'express';
 import { startGateway } from '../helpers/gateway.js';
 import { freePort, request, waitFor } from '../helpers/http.js';
@@ -126,7 +126,15 @@ describe('telemetry.otlp: spans over OTLP/HTTP, decoded with the official protos
     expect(exported.headers.authorization).toBe(`Bearer ${COLLECTOR_SECRET}`);
     expect(exported.headers['x-tenant']).toBe('ops');
     for (const r of receiver.requests)
-      for (const secret of [key, key.slice(-12), bearer, bearer.split('.')[2]!, QUERY_SECRET, COLLECTOR_SECRET, 'token='])
+      for (const secret of [
+        key,
+        key.slice(-12),
+        bearer,
+        bearer.split('.')[2]!,
+        QUERY_SECRET,
+        COLLECTOR_SECRET,
+        'token=',
+      ])
         expect(r.body.includes(secret)).toBe(false);
     const decoded = JSON.stringify(spans);
     for (const secret of [key, bearer, QUERY_SECRET, COLLECTOR_SECRET]) expect(decoded).not.toContain(secret);
@@ -216,7 +224,12 @@ describe('telemetry.otlp: spans over OTLP/HTTP, decoded with the official protos
       {
         telemetry: { otlp: { endpoint: receiver.url } },
         routes: [
-          { id: 'down', path: '/down', auth: 'none', upstream: { targets: [`http://127.0.0.1:${await freePort()}`] } },
+          {
+            id: 'down',
+            path: '/down',
+            auth: 'none',
+            upstream: { targets: [`http://127.0.0.1:${await freePort()}`] },
+          },
         ],
       },
       { telemetry: fast },
@@ -241,7 +254,10 @@ describe('telemetry.otlp: spans over OTLP/HTTP, decoded with the official protos
       {
         admin: { host: '127.0.0.1', port: 0, tokens: [TOKEN] },
         telemetry: {
-          otlp: { endpoint: `http://127.0.0.1:${await freePort()}`, headers: { 'x-api-key': COLLECTOR_SECRET } },
+          otlp: {
+            endpoint: `http://127.0.0.1:${await freePort()}`,
+            headers: { 'x-api-key': COLLECTOR_SECRET },
+          },
         },
         routes: [{ id: 'open', path: '/open', auth: 'none', upstream: { targets: [up.url] } }],
       },
@@ -253,12 +269,25 @@ describe('telemetry.otlp: spans over OTLP/HTTP, decoded with the official protos
     const answers = await Promise.all(Array.from({ length: 20 }, () => request(`${gw.url}/open`)));
     expect(answers.map((a) => a.status)).toEqual(Array(20).fill(200));
     const metric = (text: string, reason: string) =>
-      Number(new RegExp(`tollgate_telemetry_spans_dropped_total\\{reason="${reason}"\\} (\\d+)`).exec(text)?.[1] ?? 0);
+      Number(
+        new RegExp(`tollgate_telemetry_spans_dropped_total\\{reason="${reason}"\\} (\\d+)`).exec(text)?.[1] ??
+          0,
+      );
     let text = '';
-    await waitFor(async () => {
-      text = (await request(`${gw.adminUrl}/metrics`, { headers: { authorization: `Bearer ${TOKEN}` } })).text;
-      return metric(text, 'queue_full') + metric(text, 'export_failed') === 40;
-    }, 10_000, 50, () => text.split('\n').filter((l) => l.startsWith('tollgate_telemetry')).join('\n'));
+    await waitFor(
+      async () => {
+        text = (await request(`${gw.adminUrl}/metrics`, { headers: { authorization: `Bearer ${TOKEN}` } }))
+          .text;
+        return metric(text, 'queue_full') + metric(text, 'export_failed') === 40;
+      },
+      10_000,
+      50,
+      () =>
+        text
+          .split('\n')
+          .filter((l) => l.startsWith('tollgate_telemetry'))
+          .join('\n'),
+    );
     // Every span is accounted for: 20 requests, a server and a client span each, none exported.
     expect(text).toMatch(/tollgate_telemetry_spans_exported_total 0/);
     // Logged once for the outage, without the collector's headers.
@@ -268,7 +297,7 @@ describe('telemetry.otlp: spans over OTLP/HTTP, decoded with the official protos
   });
 
   it('keeps serving while the collector never answers, and close() is bounded', async () => {
-    const sockets = new Set<import('node:net').Socket>();
+    const sockets = new Set<Socket>();
     const blackHole = http.createServer(() => undefined); // reads the request, never answers
     blackHole.on('connection', (s) => sockets.add(s));
     await new Promise<void>((r) => blackHole.listen(0, '127.0.0.1', r));
@@ -283,13 +312,17 @@ describe('telemetry.otlp: spans over OTLP/HTTP, decoded with the official protos
         telemetry: { otlp: { endpoint: `http://127.0.0.1:${(blackHole.address() as AddressInfo).port}` } },
         routes: [{ id: 'open', path: '/open', auth: 'none', upstream: { targets: [up.url] } }],
       },
-      { telemetry: { scheduledDelayMs: 10, maxQueueSize: 4, exportTimeoutMs: 60_000, shutdownTimeoutMs: 200 } },
+      {
+        telemetry: { scheduledDelayMs: 10, maxQueueSize: 4, exportTimeoutMs: 60_000, shutdownTimeoutMs: 200 },
+      },
     );
     for (let i = 0; i < 10; i++) expect((await request(`${gw.url}/open`)).status).toBe(200);
     await waitFor(() => sockets.size > 0);
     // One export hangs; the queue behind it holds 4 spans, and the rest are dropped and counted.
     const text = await gw.gateway.services.metricsText();
-    expect(Number(/tollgate_telemetry_spans_dropped_total\{reason="queue_full"\} (\d+)/.exec(text)?.[1])).toBeGreaterThan(0);
+    expect(
+      Number(/tollgate_telemetry_spans_dropped_total\{reason="queue_full"\} (\d+)/.exec(text)?.[1]),
+    ).toBeGreaterThan(0);
     // Shutdown waits for the hung export no longer than its bound.
     await gw.close();
   });
@@ -370,7 +403,8 @@ describe('telemetry.otlp: spans over OTLP/HTTP, decoded with the official protos
 
 describe('proxy({ tracer }) in a plain Express app', () => {
   it("makes a client span per attempt with the app's tracer, and the upstream gets it as parent", async () => {
-    const { TracerProvider, InMemorySpanExporter, SimpleSpanProcessor } = await import('@opentelemetry/sdk-trace');
+    const { TracerProvider, InMemorySpanExporter, SimpleSpanProcessor } =
+      await import('@opentelemetry/sdk-trace');
     const exporter = new InMemorySpanExporter();
     const provider = new TracerProvider({ spanProcessors: [new SimpleSpanProcessor({ exporter })] });
     cleanup.push(() => provider.shutdown());
@@ -403,7 +437,9 @@ describe('telemetry config', () => {
 
   it('takes an http(s) base URL, and headers that are secrets: never quoted in an issue', () => {
     expect(check({ endpoint: 'https://otlp.example.com/otlp' }).ok).toBe(true);
-    expect(issuesOf({ endpoint: 'ftp://collector:4318' })[0]).toMatchObject({ path: 'telemetry.otlp.endpoint' });
+    expect(issuesOf({ endpoint: 'ftp://collector:4318' })[0]).toMatchObject({
+      path: 'telemetry.otlp.endpoint',
+    });
     expect(issuesOf({ endpoint: 'collector:4318' })[0]).toMatchObject({ path: 'telemetry.otlp.endpoint' });
     expect(issuesOf({ endpoint: 'http://user:pass@collector:4318' })[0]!.message).toMatch(/credentials/);
     expect(issuesOf({ endpoint: 'http://collector:4318/?key=x' })[0]!.message).toMatch(/query/);
@@ -414,10 +450,12 @@ describe('telemetry config', () => {
     expect(bad[0]).toMatchObject({ path: 'telemetry.otlp.headers.authorization' });
     expect(JSON.stringify(bad)).not.toContain(COLLECTOR_SECRET);
     expect(issuesOf({ endpoint: 'http://127.0.0.1:4318', headers: { 'bad name': 'x' } })).toHaveLength(1);
-    expect(issuesOf({ endpoint: 'http://127.0.0.1:4318', headers: { 'Content-Type': 'x' } })[0]!.message).toMatch(
-      /exporter/,
+    expect(
+      issuesOf({ endpoint: 'http://127.0.0.1:4318', headers: { 'Content-Type': 'x' } })[0]!.message,
+    ).toMatch(/exporter/);
+    expect(issuesOf({ endpoint: 'http://127.0.0.1:4318', headers: { 'X-A': '1', 'x-a': '2' } })).toHaveLength(
+      1,
     );
-    expect(issuesOf({ endpoint: 'http://127.0.0.1:4318', headers: { 'X-A': '1', 'x-a': '2' } })).toHaveLength(1);
     expect(issuesOf({ endpoint: 'http://127.0.0.1:4318', extra: true })).toHaveLength(1);
     expect(issuesOf({ endpoint: 'http://127.0.0.1:4318', serviceName: '' })).toHaveLength(1);
   });

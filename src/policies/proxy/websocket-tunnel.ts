@@ -300,7 +300,10 @@ export class WebSocketExchange {
   #fail(problem: Problem): void {
     if (this.#done) return;
     this.#done = true;
-    this.#endSpan(this.#ctx.upstreamStatus, this.#ctx.upstreamStatus === undefined ? problem.slug : undefined);
+    this.#endSpan(
+      this.#ctx.upstreamStatus,
+      this.#ctx.upstreamStatus === undefined ? problem.slug : undefined,
+    );
     this.#reject(problem);
   }
 
