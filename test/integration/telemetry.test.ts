@@ -459,4 +459,21 @@ describe('telemetry config', () => {
     expect(issuesOf({ endpoint: 'http://127.0.0.1:4318', extra: true })).toHaveLength(1);
     expect(issuesOf({ endpoint: 'http://127.0.0.1:4318', serviceName: '' })).toHaveLength(1);
   });
+
+  it('warns when credentials would travel in clear text to a host that is not loopback', () => {
+    const warnings = (
+      endpoint: string,
+      headers: Record<string, string> = { 'x-api-key': COLLECTOR_SECRET },
+    ) => {
+      const r = check({ endpoint, headers });
+      expect(r.ok).toBe(true);
+      return r.warnings.filter((w) => w.path === 'telemetry.otlp.endpoint');
+    };
+    const [warning] = warnings('http://collector.internal:4318');
+    expect(warning!.message).toMatch(/clear text/);
+    expect(JSON.stringify(warning)).not.toContain(COLLECTOR_SECRET);
+    expect(warnings('https://collector.internal:4318')).toHaveLength(0);
+    expect(warnings('http://127.0.0.1:4318')).toHaveLength(0);
+    expect(warnings('http://collector.internal:4318', {})).toHaveLength(0);
+  });
 });
