@@ -22,8 +22,9 @@ import type { OtlpConfig } from './telemetry-schema.js';
  * one without `OTEL_*` environment fallbacks: the config says what the gateway does), the
  * BatchSpanProcessor (bounded queue, one export at a time) and the OTLP proto exporter.
  *
- * Free when off: the packages are loaded on first use (about 300 ms and 18 MB that a gateway
- * without telemetry never pays), and the request path only checks `ctx.trace === undefined`.
+ * Free when off: the SDK and exporter are loaded on first use (about 300 ms and 18 MB that a
+ * gateway without telemetry never pays; the small `@opentelemetry/api` is loaded by prom-client
+ * anyway), and the request path only checks `ctx.trace === undefined`.
  */
 
 // `require`, not `import()`: the gateway builds its state synchronously (and the packages ship CommonJS).
