@@ -354,6 +354,33 @@ describe('telemetry.otlp: spans over OTLP/HTTP, decoded with the official protos
     expect(second.spans).toHaveLength(1);
   });
 
+  it("honours the caller's sampling decision: an unsampled traceparent records nothing and still propagates (Express path too)", async () => {
+    const receiver = await startOtlpReceiver();
+    cleanup.push(() => receiver.close());
+    const up = await startUpstream();
+    cleanup.push(() => up.close());
+    const gw = await startGateway(
+      {
+        server: { viaExpress: true },
+        telemetry: { otlp: { endpoint: receiver.url } },
+        routes: [{ id: 'open', path: '/open', auth: 'none', upstream: { targets: [up.url] } }],
+      },
+      { telemetry: fast },
+    );
+    cleanup.push(() => gw.close());
+    const unsampled = '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00';
+    expect((await request(`${gw.url}/open`, { headers: { traceparent: unsampled } })).status).toBe(200);
+    const sent = String(up.calls[0]!.headers.traceparent);
+    expect(sent).toMatch(/^00-4bf92f3577b34da6a3ce929d0e0e4736-[0-9a-f]{16}-00$/);
+    // A sampled request through the same (Express) listener is exported: the unsampled one was not.
+    expect((await request(`${gw.url}/open`, { headers: { traceparent: INBOUND } })).status).toBe(200);
+    const spans = await receiver.waitForSpans(2);
+    await gw.gateway.flushTelemetry();
+    expect(receiver.spans).toHaveLength(2);
+    expect(spans.every((s) => s.traceId === '4bf92f3577b34da6a3ce929d0e0e4736')).toBe(true);
+    expect(byKind(spans, 'SPAN_KIND_SERVER')[0]!.parentSpanId).toBe('00f067aa0ba902b7');
+  });
+
   it('with telemetry off, sends the inbound traceparent upstream unchanged (no span, no tracer)', async () => {
     const up = await startUpstream();
     cleanup.push(() => up.close());
