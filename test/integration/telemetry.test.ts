@@ -381,6 +381,31 @@ describe('telemetry.otlp: spans over OTLP/HTTP, decoded with the official protos
     expect(byKind(spans, 'SPAN_KIND_SERVER')[0]!.parentSpanId).toBe('00f067aa0ba902b7');
   });
 
+  it('ends both spans when the client leaves mid-request: the server span says aborted, the client span client_closed', async () => {
+    const receiver = await startOtlpReceiver();
+    cleanup.push(() => receiver.close());
+    let arrived!: () => void;
+    const reached = new Promise<void>((r) => (arrived = r));
+    const up = await startUpstream(() => arrived()); // never answers
+    cleanup.push(() => up.close());
+    const gw = await startGateway(
+      {
+        telemetry: { otlp: { endpoint: receiver.url } },
+        routes: [{ id: 'slow', path: '/slow', auth: 'none', upstream: { targets: [up.url] } }],
+      },
+      { telemetry: fast },
+    );
+    cleanup.push(() => gw.close());
+    const req = http.get(`${gw.url}/slow`, { agent: false });
+    req.on('error', () => undefined);
+    await reached;
+    req.destroy();
+    const spans = await receiver.waitForSpans(2);
+    expect(byKind(spans, 'SPAN_KIND_SERVER')[0]!.attributes).toMatchObject({ 'tollgate.aborted': true });
+    expect(byKind(spans, 'SPAN_KIND_SERVER')[0]!.attributes['http.response.status_code']).toBeUndefined();
+    expect(byKind(spans, 'SPAN_KIND_CLIENT')[0]!.attributes['error.type']).toBe('client_closed');
+  });
+
   it('with telemetry off, sends the inbound traceparent upstream unchanged (no span, no tracer)', async () => {
     const up = await startUpstream();
     cleanup.push(() => up.close());
