@@ -97,12 +97,12 @@ export interface ServiceOptions {
   logger: Logger;
   /** Where audit records go instead of the default store. */
   audit?: AuditStore | undefined;
+  /** Internal (tests): the span export's queue, batch and timeouts. */
+  telemetry?: TelemetryTuning | undefined;
   /** What `/metrics` serves instead of this gateway's own registry (the cluster primary aggregates). */
   metricsText?: (() => Promise<string>) | undefined;
   /** Internal (tests): the webhook delivery loop's timing and queue cap. */
   webhooks?: { pollMs?: number; leaseMs?: number; maxQueueDepth?: number; random?: () => number } | undefined;
-  /** Internal (tests): the span export's queue, batch and timeouts. */
-  telemetry?: TelemetryTuning | undefined;
 }
 
 /** Wires every dependency of a gateway from a validated config: Redis-backed stores with Redis, in-memory twins without. */
