@@ -5,6 +5,7 @@
 // same process, interleaved round by round (medians). Used for costs too small for wrk to resolve
 // on a noisy VM (a custom policy, CORS, IP rules, header transforms).
 // `npm run bench:stages` (or `node bench/stages.js [--rounds 21] [--requests 5000] [--only a,b]` after a build).
+import http from 'node:http';
 import { parseArgs } from 'node:util';
 import { createGateway, definePolicy } from '../dist/index.js';
 import { fakeExchange } from '../dist/core/fake-context.js';
@@ -106,6 +107,18 @@ const VARIANTS = {
   ],
 };
 
+// issue 20: telemetry on and off. Both rows emit 'close', so observers run (and the server span
+// ends); the sink is a local OTLP receiver that reads and discards the exports.
+const sink = http.createServer((req, res) => req.resume().on('end', () => res.end()));
+await new Promise((r) => sink.listen(0, '127.0.0.1', r));
+const mockRoute = [{ id: 'm', path: '/m', mock: { body: { ok: true } } }];
+const traced = { traceparent: '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01' };
+VARIANTS['closed: mock route, telemetry off'] = [{ routes: mockRoute }, traced];
+VARIANTS['closed: mock route, telemetry.otlp on'] = [
+  { telemetry: { otlp: { endpoint: `http://127.0.0.1:${sink.address().port}` } }, routes: mockRoute },
+  traced,
+];
+
 if (opts.redis) {
   const redis = () => ({
     url: opts.redis,
@@ -167,7 +180,7 @@ function once(gateway, headers, closing) {
 
 async function measure(gateway, headers, n) {
   const start = process.cpuUsage();
-  const closing = gateway.config.redis !== undefined;
+  const closing = gateway.config.redis !== undefined || closed.has(gateway);
   for (let i = 0; i < n; i++) await once(gateway, headers, closing);
   const used = process.cpuUsage(start);
   return (used.user + used.system) / n;
@@ -177,6 +190,7 @@ const names = Object.keys(VARIANTS).filter(
   (n) => !opts.only || opts.only.split(',').some((o) => n.includes(o)),
 );
 const gateways = Object.fromEntries(names.map((n) => [n, gatewayOf(VARIANTS[n])]));
+const closed = new Set(names.filter((n) => n.startsWith('closed:')).map((n) => gateways[n]));
 for (const n of names) await measure(gateways[n], VARIANTS[n][1], 3000); // warm-up
 // Redis commands per request of each Redis row (EVALSHA: the check, and the batched settlements).
 const commands = {};
@@ -212,3 +226,4 @@ else {
     );
 }
 for (const g of Object.values(gateways)) await g.close();
+sink.close();

@@ -28,7 +28,9 @@ export {
   type QuotaPeriod,
   type RateLimitBy,
   type RateLimitRule,
+  type RequestTrace,
   type UpstreamSink,
+  type UpstreamTrace,
 } from './core/context.js';
 export { runStages, type Stage } from './core/stage.js';
 export { toMiddleware, ensureContext, requestId, type MiddlewareOptions } from './core/middleware.js';

@@ -20,6 +20,7 @@ import { websocketSchema } from '../policies/websocket/schema.js';
 import { concurrencySchema } from '../policies/concurrency/schema.js';
 import { compileTrust } from '../core/client-ip.js';
 import { webhooksSchema } from '../events/schema.js';
+import { telemetrySchema } from '../observability/telemetry-schema.js';
 import { httpMethod, mountPath, nonNegativeInt, port, positiveInt, bool } from './primitives.js';
 
 /**
@@ -310,6 +311,7 @@ export const configSchema = z
     cors: corsSchema.optional().describe('CORS of every route that does not set its own (and of 404s).'),
     ipRules: ipRulesSchema.optional(),
     webhooks: webhooksSchema,
+    telemetry: telemetrySchema,
     routes: z.array(routeSchema).default([]),
   })
   .superRefine((cfg, ctx) => {

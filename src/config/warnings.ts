@@ -48,6 +48,16 @@ export function configWarnings(config: Config, env: Env): ConfigIssue[] {
         message: 'has no effect on a public route (no credential, no plan)',
       });
   });
+  const otlp = config.telemetry.otlp;
+  if (otlp !== undefined && Object.keys(otlp.headers).length > 0) {
+    const url = new URL(otlp.endpoint);
+    if (url.protocol === 'http:' && !isLoopback(url.hostname))
+      out.push({
+        path: 'telemetry.otlp.endpoint',
+        message:
+          'is http:// to a host that is not loopback: the headers (credentials) travel in clear text — use https:// unless the network is private',
+      });
+  }
   out.push(...weakerPrefixWarnings(config));
   // `workers` above 1 without redis is no warning but an error (the schema refuses it): the
   // workers' keys, limits and idempotency records would not be shared.

@@ -37,6 +37,32 @@ export interface UpgradeState {
   closeCode: number | undefined;
 }
 
+/**
+ * The spans of one request while telemetry is on (`telemetry.otlp`, or a `tracer` given to
+ * `proxy()`); `ctx.trace` is undefined otherwise, and nothing on the request path calls a tracer.
+ */
+export interface RequestTrace {
+  /**
+   * Starts the client span of one upstream attempt (a retry is an attempt of its own, `resend`
+   * counting from 0); the upstream gets its `traceparent`.
+   */
+  upstream(
+    method: string,
+    target: { readonly host: string; readonly origin: string },
+    resend: number,
+  ): UpstreamTrace;
+  /** The response is over: ends the request's own (server) span, if it has one. */
+  finish(ctx: RequestContext): void;
+}
+
+/** One upstream attempt's client span. */
+export interface UpstreamTrace {
+  /** The `traceparent` sent upstream: this span is the upstream's parent. */
+  readonly traceparent: string;
+  /** Ends the span (once; later calls do nothing): the upstream's status, or the error code of a failed attempt. */
+  end(status: number | undefined, error?: string): void;
+}
+
 const CONTEXT = Symbol.for('tollgate.context');
 const noTrust: TrustFn = () => false;
 
@@ -114,6 +140,8 @@ export class RequestContext {
   upgrade: UpgradeState | undefined;
   /** Lower-case names of response headers the gateway set (`setResponseHeader`): an upstream's own copies are dropped. */
   responseHeaderNames: string[] | undefined;
+  /** The request's spans when telemetry is on; undefined (and never looked at further) when off. */
+  trace: RequestTrace | undefined;
   /** Holders' callbacks for the client leaving (see `hold`); undefined while nothing holds. */
   #holders: Array<() => void> | undefined;
   #reportHookError: ((err: unknown) => void) | undefined;
@@ -164,6 +192,7 @@ export class RequestContext {
     this.upstreamHeaders = undefined;
     this.upgrade = undefined;
     this.responseHeaderNames = undefined;
+    this.trace = undefined;
     this.#holders = undefined;
     this.#reportHookError = undefined;
     (req as unknown as Record<symbol, RequestContext>)[CONTEXT] = this;

@@ -19,7 +19,8 @@ const LABELS: Record<string, string> = {
     'a WebSocket handshake: `accepted`, `refused` (the gateway answered), `upstream_refused`, `failed` (no upstream answer) or `aborted` (the client left); a webhook delivery: `delivered` (2xx), `retry` (non-2xx or no answer; tried again later), `failed` (given up after `retry.maxAgeSec`), `dropped` (its receiver left the config)',
   meter: "the meter name from the route's `meters` (config)",
   problem: 'the problem slug (`invalid-credentials`, `insufficient-scope`, …)',
-  reason: '`in-flight` or `payload-mismatch`',
+  reason:
+    'idempotency conflicts: `in-flight` or `payload-mismatch`; dropped spans: `queue_full` (the export queue was full: the collector is slow or down) or `export_failed` (the collector refused them, or did not answer in time)',
   result: '`success` or `failure`',
   issuer: 'the `iss` of a JWT issuer with a `jwksUri` (from the config)',
   type: 'the kind of resource, handle or request (Node.js)',

@@ -30,6 +30,8 @@ export interface GatewayOptions {
   metricsText?: () => Promise<string>;
   /** Internal (tests): webhook delivery timing and queue cap. */
   webhooks?: ServiceOptions['webhooks'];
+  /** Internal (tests): the span export's queue, batch and timeouts (`telemetry.otlp`). */
+  telemetry?: ServiceOptions['telemetry'];
   /**
    * The config's custom policies, by name (`policies.<name>` of the config): what a module's
    * default export would be. `loadConfigFile` loads the modules of a file itself.
@@ -58,6 +60,7 @@ export function createGateway(config: ConfigInput | Config, options: GatewayOpti
     audit: options.audit,
     metricsText: options.metricsText,
     webhooks: options.webhooks,
+    telemetry: options.telemetry,
   });
   if (options.logWarnings !== false)
     for (const w of result.warnings) logger.warn(`config: ${w.path}: ${w.message}`);

@@ -16,6 +16,7 @@ import { normalizePath, splitTarget } from '../core/path.js';
 import { newContext } from '../core/request-id.js';
 import { runStages, type Stage } from '../core/stage.js';
 import { observeRefused, refusedRecord } from '../observability/observer.js';
+import { GatewayTelemetry } from '../observability/telemetry.js';
 import type { UpstreamPool } from '../policies/proxy/upstream-pool.js';
 import { JwtVerifier } from '../policies/authenticate/jwt.js';
 import { compilePolicy, type CompiledPolicy } from '../policies/custom/custom.js';
@@ -73,6 +74,8 @@ interface GatewayState {
   readonly jwt: JwtVerifier | undefined;
   /** The admin API's OpenAPI document, as served. */
   readonly openApi: string;
+  /** Spans of this config's requests (`telemetry.otlp`); undefined when off. */
+  readonly telemetry: GatewayTelemetry | undefined;
 }
 
 /**
@@ -173,6 +176,8 @@ export class Gateway {
     const state = this.#state;
     const ctx = newContext(req, res, this.services.clock);
     ctx.trust = state.trust;
+    const telemetry = state.telemetry;
+    if (telemetry !== undefined) ctx.trace = telemetry.start(ctx);
     // Claimed at once: the gateway, not the server, now says when the body may come.
     if (req.headers.expect !== undefined) ctx.expectsContinue = claimContinue(req);
     res.once('close', () => this.#finish(ctx));
@@ -196,6 +201,8 @@ export class Gateway {
     res.assignSocket(socket as Socket);
     const ctx = newContext(req, res, this.services.clock);
     ctx.trust = state.trust;
+    const telemetry = state.telemetry;
+    if (telemetry !== undefined) ctx.trace = telemetry.start(ctx);
     const upgrade = { socket, head, established: false, closeCode: undefined };
     ctx.upgrade = upgrade;
     // A refusal (or an upstream's HTTP answer) ends the connection once written; a tunnel's
@@ -338,7 +345,12 @@ export class Gateway {
     this.#draining = true;
   }
 
-  /** Closes the services (upstream sockets, Redis, stores). Call after the servers stopped. */
+  /** Sends the spans waiting for export now (`telemetry.otlp`; bounded, never rejects). */
+  flushTelemetry(): Promise<void> {
+    return this.services.telemetry.flush();
+  }
+
+  /** Closes the services (upstream sockets, Redis, stores, the span exporter, flushed). Call after the servers stopped. */
   close(): Promise<void> {
     return closeServices(this.services);
   }
@@ -408,6 +420,8 @@ export class Gateway {
       compile('selfService', { ...base, route: selfServiceRoute(selfService), selfService });
     if (issues.length > 0) throw new ConfigError(issues);
     if (jwt) void jwt.warmUp();
+    // Last: a build that fails must not replace the exporter in force.
+    const exporter = services.telemetry.select(config.telemetry.otlp);
     return {
       config,
       routes: new RouteTable(compiled, { caseSensitive: config.routing.caseSensitive }),
@@ -420,6 +434,15 @@ export class Gateway {
       openApi: JSON.stringify(
         openApiDocument({ version: packageVersion(), selfServicePath: selfService?.path }),
       ),
+      telemetry:
+        exporter === undefined
+          ? undefined
+          : new GatewayTelemetry(
+              exporter,
+              selfService
+                ? [...config.routes, { id: 'self-service', path: selfService.path }]
+                : config.routes,
+            ),
     };
   }
 
@@ -441,6 +464,13 @@ export class Gateway {
     // Close hooks (refunds, idempotency records) run on their own, before and whatever the
     // observers do — or later, when an upstream answer still finishes for idempotency.
     ctx.close((err) => this.services.logger.error({ err, request_id: ctx.requestId }, 'close hook failed'));
+    const trace = ctx.trace;
+    if (trace !== undefined)
+      try {
+        trace.finish(ctx);
+      } catch (err) {
+        this.services.logger.error({ err, request_id: ctx.requestId }, 'telemetry failed');
+      }
     for (const observe of this.services.observers) {
       try {
         observe(ctx);

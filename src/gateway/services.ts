@@ -10,6 +10,7 @@ import { RedisHandle } from '../shared/redis.js';
 import { GatewayMetrics } from '../observability/metrics.js';
 import { MemoryAuditStore, RedisAuditStore, type AuditStore } from '../observability/audit.js';
 import { createRequestObserver } from '../observability/observer.js';
+import { TelemetryHub, type TelemetryTuning } from '../observability/telemetry.js';
 import { SecretBox } from '../keys/secret-box.js';
 import { KeyService } from '../keys/service.js';
 import { MemoryKeyStore } from '../keys/memory-store.js';
@@ -80,6 +81,8 @@ export interface Services {
   /** The config in force (the gateway swaps it on reload; key management reads plans from it). */
   readonly current: { config: Config };
   readonly reloadStatus: ReloadStatus;
+  /** OpenTelemetry export (`telemetry.otlp`): the exporter in force across reloads, and its counts. */
+  readonly telemetry: TelemetryHub;
   /** Called once per request when its response is over (access log, metrics, audit). */
   readonly observers: Array<(ctx: RequestContext) => void>;
   /** Closed in reverse order on shutdown. */
@@ -94,6 +97,8 @@ export interface ServiceOptions {
   logger: Logger;
   /** Where audit records go instead of the default store. */
   audit?: AuditStore | undefined;
+  /** Internal (tests): the span export's queue, batch and timeouts. */
+  telemetry?: TelemetryTuning | undefined;
   /** What `/metrics` serves instead of this gateway's own registry (the cluster primary aggregates). */
   metricsText?: (() => Promise<string>) | undefined;
   /** Internal (tests): the webhook delivery loop's timing and queue cap. */
@@ -160,6 +165,7 @@ export function createServices(config: Config, o: ServiceOptions): Services {
     random: o.webhooks?.random,
     deliver: o.webhooks?.deliver,
   });
+  const telemetry = new TelemetryHub(logger, o.telemetry);
   const reloadStatus: ReloadStatus = { count: 0, failures: 0, lastSuccess: true, lastAt: undefined };
   const metrics = new GatewayMetrics({
     redisUp: redis ? () => (redis.ready ? 1 : 0) : undefined,
@@ -169,6 +175,7 @@ export function createServices(config: Config, o: ServiceOptions): Services {
     reloads: () => reloadStatus,
     webhookQueueDepth: () => webhooks.depth,
     websockets: () => websockets.byRoute(),
+    telemetrySpans: () => telemetry.stats,
   });
   websockets.onOpen = (route) => metrics.websocketHandshake(route, 'accepted');
   return {
@@ -203,6 +210,7 @@ export function createServices(config: Config, o: ServiceOptions): Services {
     webhooks,
     current,
     reloadStatus,
+    telemetry,
     observers: [createRequestObserver({ logger, metrics, audit, clock })],
     // Closed in reverse: the audit store flushes before Redis goes.
     closers: [
@@ -215,6 +223,8 @@ export function createServices(config: Config, o: ServiceOptions): Services {
       () => audit.close(),
       () => adminAudit.close(),
       () => keys.close(),
+      // First of all (closed in reverse): the last spans leave while the process is still whole.
+      () => telemetry.close(),
     ],
   };
 }

@@ -34,6 +34,9 @@ export const REDACT_PATHS = [
   'secret',
   'signingSecret',
   'password',
+  // `telemetry.otlp.headers` are the collector's credentials, wherever a config object is logged.
+  'otlp.headers',
+  'telemetry.otlp.headers',
 ];
 
 /**

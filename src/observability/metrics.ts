@@ -36,6 +36,8 @@ export interface MetricSources {
   webhookQueueDepth?: () => number;
   /** Open WebSockets per route. */
   websockets?: () => ReadonlyMap<string, number>;
+  /** Spans exported and dropped (`telemetry.otlp`), since start. */
+  telemetrySpans?: () => { exported: number; queueFull: number; exportFailed: number };
 }
 
 /** How a webhook delivery attempt ended. */
@@ -251,6 +253,30 @@ export class GatewayMetrics {
           else seen.healthy &&= t.healthy;
         }
         for (const t of series.values()) this.set({ route: t.route, target: t.target }, t.healthy ? 1 : 0);
+      },
+    });
+    const spans = sources.telemetrySpans;
+    new Counter({
+      name: 'tollgate_telemetry_spans_exported_total',
+      aggregator: 'sum',
+      help: 'Spans the OTLP collector accepted (telemetry.otlp).',
+      registers,
+      collect() {
+        this.reset();
+        this.inc(spans?.().exported ?? 0);
+      },
+    });
+    new Counter({
+      name: 'tollgate_telemetry_spans_dropped_total',
+      aggregator: 'sum',
+      help: 'Spans dropped instead of slowing requests (telemetry.otlp), by reason.',
+      labelNames: ['reason'],
+      registers,
+      collect() {
+        const s = spans?.();
+        this.reset();
+        this.inc({ reason: 'queue_full' }, s?.queueFull ?? 0);
+        this.inc({ reason: 'export_failed' }, s?.exportFailed ?? 0);
       },
     });
     new Counter({

@@ -19,6 +19,8 @@ import { requestHeaderPlan } from './headers.js';
 import { ProxyStage } from './proxy.js';
 import { upstreamErrorsSchema, upstreamSchema, type UpstreamOptions } from './schema.js';
 import { UpstreamPool } from './upstream-pool.js';
+import type { Tracer } from '@opentelemetry/api';
+import { libraryTrace } from '../../observability/telemetry.js';
 
 export interface ProxyOptions extends UpstreamOptions {
   /** Rewrite upstream errors as problem+json (default), only the 5xx ones, or pass them through. */
@@ -38,6 +40,14 @@ export interface ProxyOptions extends UpstreamOptions {
   clock?: Clock;
   /** Idle timeout of proxied WebSockets (`upgrade`), seconds. Default 300. */
   idleTimeoutSec?: number;
+  /**
+   * An OpenTelemetry tracer of the app (`trace.getTracer('my-app')` from `@opentelemetry/api`, with
+   * the app's own SDK registered): each upstream attempt gets a client span, a child of the app's
+   * active span (its HTTP instrumentation's server span) or else of the request's `traceparent`,
+   * and the upstream gets that span as its parent. Without one, `traceparent` is forwarded as it came
+   * (or as `requestId()` started it) and no tracer is called.
+   */
+  tracer?: Tracer;
 }
 
 /**
@@ -72,6 +82,7 @@ export function proxy(options: ProxyOptions): ProxyMiddleware {
     apiKeyPrefix,
     clock: givenClock,
     idleTimeoutSec,
+    tracer,
     ...rest
   } = options;
   const upstream = upstreamSchema.parse(rest);
@@ -103,6 +114,7 @@ export function proxy(options: ProxyOptions): ProxyMiddleware {
     res.shouldKeepAlive = false;
     res.assignSocket(socket as Socket);
     const ctx = newContext(req, res, clock);
+    if (tracer !== undefined) ctx.trace = libraryTrace(tracer, ctx);
     const state = { socket, head, established: false, closeCode: undefined };
     ctx.upgrade = state;
     const url = req.url ?? '/';
@@ -131,6 +143,7 @@ export function proxy(options: ProxyOptions): ProxyMiddleware {
       const q = url.indexOf('?');
       ctx.path = normalizePath(q === -1 ? url : url.slice(0, q));
       ctx.search = q === -1 ? '' : url.slice(q);
+      if (tracer !== undefined && ctx.trace === undefined) ctx.trace = libraryTrace(tracer, ctx);
     },
   });
   return Object.assign(middleware, { upgrade, websockets });

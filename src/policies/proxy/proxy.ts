@@ -10,7 +10,7 @@ import {
 } from '../../problems/upstream-errors.js';
 import { IDEMPOTENT_METHODS } from '../../shared/http.js';
 import type { Clock } from '../../core/clock.js';
-import type { RequestContext, UpstreamSink } from '../../core/context.js';
+import type { RequestContext, UpstreamSink, UpstreamTrace } from '../../core/context.js';
 import { afterSegmentPrefix, prefixSegments } from '../../core/path.js';
 import type { Stage } from '../../core/stage.js';
 import {
@@ -176,6 +176,9 @@ class Exchange implements Dispatcher.DispatchHandlers {
   /** Set once the client left after the request was sent: the answer goes here instead. */
   #sink: UpstreamSink | undefined;
   #deadline: NodeJS.Timeout | undefined;
+  /** The client span of the attempt in progress (telemetry on); ended with the attempt. */
+  #span: UpstreamTrace | undefined;
+  #attempts = 0;
 
   constructor(
     ctx: RequestContext,
@@ -227,6 +230,13 @@ class Exchange implements Dispatcher.DispatchHandlers {
     ctx.upstreamTarget = target.origin;
     this.#started = o.clock.monotonic();
     const headers = upstreamRequestHeaders(ctx, o.headers, target.host);
+    const trace = ctx.trace;
+    if (trace !== undefined) {
+      // One client span per attempt; the upstream sees it as its parent.
+      this.#span = trace.upstream(ctx.req.method ?? 'GET', target, this.#attempts);
+      headers.traceparent = this.#span.traceparent;
+    }
+    this.#attempts++;
     let body: Buffer | Readable | null = null;
     if (ctx.rawBody !== undefined) {
       headers['content-length'] = String(ctx.rawBody.length);
@@ -443,6 +453,14 @@ class Exchange implements Dispatcher.DispatchHandlers {
   onError(err: Error): void {
     const ctx = this.#ctx;
     const o = this.#o;
+    if (this.#span !== undefined)
+      this.#endSpan(
+        this.#clientGone
+          ? 'client_closed'
+          : err === NOT_KEPT
+            ? undefined
+            : ((err as NodeJS.ErrnoException).code ?? (isProblem(err) ? err.slug : 'unknown')),
+      );
     if (this.#sink !== undefined) {
       this.#detachedError(err);
       return;
@@ -576,8 +594,17 @@ class Exchange implements Dispatcher.DispatchHandlers {
     if (sink.head(answer.status, answer.headers) && sink.data(answer.body)) sink.end();
   }
 
+  /** Ends the attempt's client span (telemetry on), with the error that ended it, if one did. */
+  #endSpan(error?: string): void {
+    const span = this.#span;
+    if (span === undefined) return;
+    this.#span = undefined;
+    span.end(this.#ctx.upstreamStatus, error);
+  }
+
   /** The exchange is over (answered, failed or cut short): the close hooks may run. */
   #settle(): void {
+    if (this.#span !== undefined) this.#endSpan();
     if (this.#deadline !== undefined) clearTimeout(this.#deadline);
     const release = this.#release;
     if (release === undefined) return;

@@ -4,7 +4,7 @@ import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { Problem } from '../../problems/problem.js';
 import { MAX_UPSTREAM_ERROR_BODY, writeUpstreamProblem } from '../../problems/upstream-errors.js';
-import type { RequestContext, UpgradeState } from '../../core/context.js';
+import type { RequestContext, UpgradeState, UpstreamTrace } from '../../core/context.js';
 import type { ProblemWriter } from '../../problems/problem-details.js';
 import type { Clock } from '../../core/clock.js';
 import { downstreamHeaders, upstreamRequestHeaders, type RequestHeaderPlan } from './headers.js';
@@ -91,6 +91,9 @@ export class WebSocketExchange {
   #request: ClientRequest | undefined;
   #done = false;
   #started = 0;
+  /** The handshake attempt's client span (telemetry on). */
+  #span: UpstreamTrace | undefined;
+  #attempts = 0;
 
   constructor(
     ctx: RequestContext,
@@ -136,6 +139,12 @@ export class WebSocketExchange {
     // Hop-by-hop headers are dropped on every request; this exchange alone keeps the upgrade.
     headers.connection = 'Upgrade';
     headers.upgrade = 'websocket';
+    const trace = ctx.trace;
+    if (trace !== undefined) {
+      this.#span = trace.upstream('GET', target, this.#attempts);
+      headers.traceparent = this.#span.traceparent;
+    }
+    this.#attempts++;
     const url = new URL(target.origin);
     const request = (url.protocol === 'https:' ? https : http).request({
       host: url.hostname.startsWith('[') ? url.hostname.slice(1, -1) : url.hostname,
@@ -158,6 +167,7 @@ export class WebSocketExchange {
     if (this.#done) return;
     const o = this.#o;
     const code = err.code ?? 'unknown';
+    this.#endSpan(undefined, code);
     o.onUpstreamError?.(this.#ctx, target, code);
     o.pool.failed(target);
     if (CONNECT_ERRORS.has(code) && this.#retriesLeft > 0) {
@@ -190,6 +200,7 @@ export class WebSocketExchange {
     o.pool.succeeded(target);
     const status = res.statusCode ?? 502;
     ctx.upstreamStatus = status;
+    this.#endSpan(status);
     ctx.upstreamLatencyMs = o.clock.monotonic() - this.#started;
     const { list, map, invalid } = downstreamHeaders(
       rawBuffers(res.rawHeaders),
@@ -246,6 +257,7 @@ export class WebSocketExchange {
     }
     o.pool.succeeded(target);
     ctx.upstreamStatus = 101;
+    this.#endSpan(101);
     ctx.upstreamLatencyMs = o.clock.monotonic() - this.#started;
     const { list, invalid } = downstreamHeaders(
       rawBuffers(res.rawHeaders),
@@ -288,7 +300,18 @@ export class WebSocketExchange {
   #fail(problem: Problem): void {
     if (this.#done) return;
     this.#done = true;
+    this.#endSpan(
+      this.#ctx.upstreamStatus,
+      this.#ctx.upstreamStatus === undefined ? problem.slug : undefined,
+    );
     this.#reject(problem);
+  }
+
+  #endSpan(status: number | undefined, error?: string): void {
+    const span = this.#span;
+    if (span === undefined) return;
+    this.#span = undefined;
+    span.end(status, error);
   }
 }
 
