@@ -1,17 +1,29 @@
 import type { RequestHandler } from 'express';
-import type { z } from 'zod';
 import { systemClock, type Clock } from '../../core/clock.js';
 import { toMiddleware } from '../../core/middleware.js';
 import { MemoryCounters, type CounterStore } from './counters.js';
 import { createRateLimitStage } from './rate-limit.js';
-import type { rateLimitSchema } from './schema.js';
 import { metersSchema, rateLimitListSchema } from './schema.js';
+import type { RateLimitBy } from '../../core/identity.js';
 
 /**
  * One rate limit as a library user writes it: a route's `rateLimits` entry (SPEC §7, §10), with
- * `cost` defaulting to 1 and `algorithm`, `mode` and `meter` as in the config file.
+ * `cost` defaulting to 1 and `algorithm`, `mode` and `meter` as in the config file (validated by
+ * the same schema when the middleware is made).
  */
-export type RateLimitRuleOptions = z.input<typeof rateLimitSchema>;
+export interface RateLimitRuleOptions {
+  name: string;
+  by: RateLimitBy;
+  limit: number;
+  windowSec: number;
+  cost?: number;
+  /** `fixed-window` (default) or `sliding-window`. */
+  algorithm?: 'fixed-window' | 'sliding-window';
+  /** `enforce` (default) or `shadow`: counts and reports would-be refusals, refuses nothing. */
+  mode?: 'enforce' | 'shadow';
+  /** Counts this meter (one of `meters`) instead of requests. */
+  meter?: string;
+}
 
 export interface RateLimitOptions {
   /** Policies, as a route's `rateLimits`. */
@@ -23,7 +35,7 @@ export interface RateLimitOptions {
    * 'x-usage-tokens'}}`. The handler reports a request's value in that response header; it is
    * added to the metered counters once the response ends.
    */
-  meters?: z.input<typeof metersSchema>;
+  meters?: Record<string, { responseHeader: string }>;
   /** Names the counters (as a route id does). Default `express`. */
   id?: string;
   clock?: Clock;
