@@ -31,6 +31,8 @@ import {
 import { KeyManagement } from '../key-management/management.js';
 import { MAX_QUEUE_DEPTH, WebhookDispatcher } from '../events/dispatcher.js';
 import { MemoryDeliveryStore, RedisDeliveryStore } from '../events/store.js';
+import { MemoryUsageStore, UsageRecorder } from '../usage/usage.js';
+import { RedisUsageStore } from '../usage/redis-store.js';
 
 /** Reloads since start (metrics, readiness). */
 export interface ReloadStatus {
@@ -77,6 +79,8 @@ export interface Services {
   readonly idempotency: IdempotencyStore;
   /** Webhooks: the event sink of stages and key management, and the delivery loop (SPEC §11). */
   readonly webhooks: WebhookDispatcher;
+  /** Usage history per key and tenant (SPEC §11): fed by an observer and the meter settlement. */
+  readonly usage: UsageRecorder;
   /** The config in force (the gateway swaps it on reload; key management reads plans from it). */
   readonly current: { config: Config };
   readonly reloadStatus: ReloadStatus;
@@ -157,6 +161,19 @@ export function createServices(config: Config, o: ServiceOptions): Services {
     maxOutbox: maxDepth,
     random: o.webhooks?.random,
   });
+  const usageOptions = {
+    retentionDays: () => current.config.usage.retentionDays,
+    now: () => clock.now(),
+  };
+  const usage = new UsageRecorder(
+    redis
+      ? new RedisUsageStore({
+          redis,
+          ...usageOptions,
+          flushIntervalMs: () => current.config.usage.flushIntervalMs,
+        })
+      : new MemoryUsageStore(usageOptions),
+  );
   const reloadStatus: ReloadStatus = { count: 0, failures: 0, lastSuccess: true, lastAt: undefined };
   const metrics = new GatewayMetrics({
     redisUp: redis ? () => (redis.ready ? 1 : 0) : undefined,
@@ -198,9 +215,10 @@ export function createServices(config: Config, o: ServiceOptions): Services {
       ? new RedisIdempotencyStore(redis)
       : new MemoryIdempotencyStore(clock, config.idempotency),
     webhooks,
+    usage,
     current,
     reloadStatus,
-    observers: [createRequestObserver({ logger, metrics, audit, clock })],
+    observers: [createRequestObserver({ logger, metrics, audit, clock }), usage.request],
     // Closed in reverse: the audit store flushes before Redis goes.
     closers: [
       () => upstreams.close(),
@@ -208,6 +226,8 @@ export function createServices(config: Config, o: ServiceOptions): Services {
       ...(redis ? [() => redis.close()] : []),
       // Meter settlements still batched are written before Redis goes.
       () => counters.flush(),
+      // Usage still pending is written before Redis goes.
+      () => usage.store.close(),
       () => webhooks.close(),
       () => audit.close(),
       () => adminAudit.close(),
