@@ -165,12 +165,19 @@ export function createServices(config: Config, o: ServiceOptions): Services {
     retentionDays: () => current.config.usage.retentionDays,
     now: () => clock.now(),
   };
+  let usageWarnedAt = -Infinity;
   const usage = new UsageRecorder(
     redis
       ? new RedisUsageStore({
           redis,
           ...usageOptions,
           flushIntervalMs: () => current.config.usage.flushIntervalMs,
+          // Kept for the next flush; told at most once a minute.
+          onError: (err) => {
+            if (clock.monotonic() - usageWarnedAt < 60_000) return;
+            usageWarnedAt = clock.monotonic();
+            logger.warn({ err }, 'usage history: write to Redis failed (kept for the next flush)');
+          },
         })
       : new MemoryUsageStore(usageOptions),
   );
@@ -183,6 +190,7 @@ export function createServices(config: Config, o: ServiceOptions): Services {
     reloads: () => reloadStatus,
     webhookQueueDepth: () => webhooks.depth,
     websockets: () => websockets.byRoute(),
+    usage: () => usage.store.stats(),
   });
   websockets.onOpen = (route) => metrics.websocketHandshake(route, 'accepted');
   return {

@@ -61,10 +61,11 @@ export class RedisUsageStore implements UsageStore {
   failures = 0;
   /** Commands sent (HINCRBY, PEXPIRE, MULTI, EXEC), for the amortised cost per request. */
   commands = 0;
-  onError: ((err: unknown) => void) | undefined;
+  readonly #onError: ((err: unknown) => void) | undefined;
 
   constructor(o: {
     redis: RedisHandle;
+    onError?: (err: unknown) => void;
     retentionDays: () => number;
     now: () => number;
     flushIntervalMs?: () => number;
@@ -78,6 +79,11 @@ export class RedisUsageStore implements UsageStore {
     this.#intervalMs = o.flushIntervalMs ?? (() => FLUSH_INTERVAL_MS);
     this.#maxPending = o.maxPending ?? MAX_PENDING_BUCKETS;
     this.#flushAt = o.flushAt ?? FLUSH_AT_BUCKETS;
+    this.#onError = o.onError;
+  }
+
+  stats(): { pending: number; dropped: number } {
+    return { pending: this.#pending.size, dropped: this.dropped };
   }
 
   /** Buckets waiting for the next flush. */
@@ -176,7 +182,7 @@ export class RedisUsageStore implements UsageStore {
         } catch (err) {
           this.failures++;
           this.#redis.recordError(false);
-          this.onError?.(err);
+          this.#onError?.(err);
           // A timeout may have been applied: dropping it errs low rather than counting twice.
           if (err instanceof Error && /timed? ?out/i.test(err.message)) this.dropped += entries.length;
           else for (const [k, e] of entries) this.#keep(k, e);

@@ -52,6 +52,8 @@ export interface UsageStore {
   read(kind: UsageKind, id: string, fromHour: number, toHour: number): Promise<Map<number, UsageBucket>>;
   /** Writes what is pending (Redis); resolves once written or failed. */
   flush(): Promise<void>;
+  /** For the metrics: buckets pending a write, and dropped so far. */
+  stats(): { pending: number; dropped: number };
   close(): Promise<void>;
 }
 
@@ -263,6 +265,10 @@ export class MemoryUsageStore implements UsageStore {
 
   flush(): Promise<void> {
     return Promise.resolve();
+  }
+
+  stats(): { pending: number; dropped: number } {
+    return { pending: 0, dropped: this.evicted };
   }
 
   close(): Promise<void> {

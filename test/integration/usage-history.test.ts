@@ -12,7 +12,10 @@ import { startUpstream } from '../helpers/upstream.js';
 import { validateConfig } from '../../src/config/load.js';
 import type { ConfigInput } from '../../src/config/schema.js';
 import { ManualClock } from '../../src/core/clock.js';
-import type { RedisUsageStore } from '../../src/usage/redis-store.js';
+import { RedisUsageStore } from '../../src/usage/redis-store.js';
+import { RedisHandle } from '../../src/shared/redis.js';
+import { redisSchema } from '../../src/shared/redis-schema.js';
+import { silentLogger } from '../../src/observability/logger.js';
 
 /*
  * SPEC §11 usage history through real sockets: requests by status class, meter sums and refusals
@@ -458,5 +461,40 @@ describe.each(stores)('metered quota events at settlement (%s)', (name, store) =
     const half = rx.received.find((e) => e.data.threshold === 0.5)!.data;
     expect(half).toMatchObject({ keyId: key.id, limit: 100, used: 60, period: 'month' });
     expect(rx.received.find((e) => e.type === 'quota.exhausted')!.data).toMatchObject({ used: 110 });
+  });
+});
+
+describe('usage on Redis while Redis is away', () => {
+  it('keeps pending buckets through a failed flush and writes them once Redis is back', async () => {
+    const redis = await startPrivateRedis();
+    cleanup.push(() => redis.stop());
+    const handle = new RedisHandle(redisSchema.parse({ url: redis.url, keyPrefix: 'tg:' }), silentLogger());
+    cleanup.push(() => handle.close());
+    await handle.whenReady(5000);
+    const now = Date.UTC(2030, 8, 1, 8, 0);
+    const errors: unknown[] = [];
+    const store = new RedisUsageStore({
+      redis: handle,
+      retentionDays: () => 35,
+      now: () => now,
+      flushIntervalMs: () => 60_000,
+      onError: (err) => errors.push(err),
+    });
+    const hour = Math.floor(now / HOUR);
+    store.bucket('k', 'key_a', hour)!.status[2]! += 3;
+    await redis.stop();
+    await waitFor(() => !handle.ready, 5000);
+    await store.flush();
+    expect(errors.length).toBeGreaterThan(0);
+    expect(store.stats()).toEqual({ pending: 1, dropped: 0 });
+    // Counted meanwhile into the same pending bucket.
+    store.bucket('k', 'key_a', hour)!.rateLimit += 1;
+    await redis.start();
+    await handle.whenReady(10_000);
+    await store.flush();
+    expect(store.stats().pending).toBe(0);
+    const read = await store.read('k', 'key_a', hour, hour + 1);
+    expect(read.get(hour)).toMatchObject({ status: [0, 0, 3, 0, 0, 0], rateLimit: 1, quota: 0 });
+    await store.close();
   });
 });
