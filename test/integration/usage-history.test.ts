@@ -6,7 +6,7 @@ import { Webhook } from 'standardwebhooks';
 import { startGateway, type RunningGateway } from '../helpers/gateway.js';
 import { request, waitFor } from '../helpers/http.js';
 import { expectProblem } from '../helpers/problem.js';
-import { sharedRedisUrl, startPrivateRedis, uniquePrefix } from '../helpers/redis.js';
+import { sharedRedisUrl, startPrivateRedis, startRedisCluster, uniquePrefix } from '../helpers/redis.js';
 import { OpenApiValidator } from '../helpers/openapi.js';
 import { startUpstream } from '../helpers/upstream.js';
 import { validateConfig } from '../../src/config/load.js';
@@ -496,5 +496,52 @@ describe('usage on Redis while Redis is away', () => {
     const read = await store.read('k', 'key_a', hour, hour + 1);
     expect(read.get(hour)).toMatchObject({ status: [0, 0, 3, 0, 0, 0], rateLimit: 1, quota: 0 });
     await store.close();
+  });
+});
+
+describe('usage on a real three-node Redis Cluster', () => {
+  it('spreads subjects over slots, keeps one subject in one, and is exact after a flush', async () => {
+    const cluster = await startRedisCluster();
+    cleanup.push(() => cluster.stop());
+    const up = await meterUpstream();
+    const clock = new ManualClock(Date.UTC(2030, 9, 1, 16, 5));
+    const g = await gateway(
+      config(up.url, {
+        redis: { cluster: cluster.urls, keyPrefix: 'tg:', commandTimeoutMs: 2000 },
+        usage: { flushIntervalMs: 60_000 },
+      }),
+      clock,
+    );
+    await waitFor(() => g.gateway.services.redis!.ready, 10_000);
+    const keys = [];
+    for (let i = 0; i < 12; i++)
+      keys.push((await admin(g, '/keys', 'POST', { name: `c${i}`, tenantId: `tenant-${i % 3}` })).json());
+    await Promise.all(
+      keys.flatMap((k, i) =>
+        Array.from({ length: i + 1 }, () => request(`${g.url}/ai?t=2`, { headers: { 'x-api-key': k.key } })),
+      ),
+    );
+    await g.gateway.services.usage.store.flush();
+    const { Redis } = await import('ioredis');
+    const node = new Redis(cluster.urls[0]!);
+    cleanup.push(() => Promise.resolve(node.disconnect()));
+    const day = Math.floor(clock.now() / 86_400_000);
+    const slots = new Set<number>();
+    for (const [i, k] of keys.entries()) {
+      slots.add(Number(await node.cluster('KEYSLOT', `tg:usage:{k:${k.id}}:${day}`)));
+      // One subject's days share its slot.
+      expect(await node.cluster('KEYSLOT', `tg:usage:{k:${k.id}}:${day + 1}`)).toBe(
+        await node.cluster('KEYSLOT', `tg:usage:{k:${k.id}}:${day}`),
+      );
+      const u = (
+        await admin(g, `/keys/${k.id}/usage?from=2030-10-01T16:00:00Z&to=2030-10-01T17:00:00Z`)
+      ).json();
+      expect(u.totals.requests['2xx']).toBe(i + 1);
+      expect(u.totals.meters).toEqual({ tokens: 2 * (i + 1) });
+    }
+    expect(slots.size).toBeGreaterThan(1);
+    const t0 = (await admin(g, '/tenants/tenant-0/usage?from=2030-10-01T16:00:00Z')).json();
+    // tenant-0: keys 0, 3, 6, 9 with 1 + 4 + 7 + 10 requests.
+    expect(t0.totals.requests['2xx']).toBe(22);
   });
 });
