@@ -19,7 +19,7 @@ export const usageQuery = z.strictObject({
   from: time
     .optional()
     .describe(
-      'Start (ISO 8601), rounded down to its hour or UTC day; default: 24 hours (hour) or 30 days (day) before `to`. Not before the retention (`usage.retentionDays`).',
+      'Start (ISO 8601), rounded down to its hour or UTC day; default: 24 hours (hour) or 30 days (day) before `to`, but not before the retention. Not before the retention (`usage.retentionDays`).',
     ),
   to: time
     .optional()
@@ -97,10 +97,11 @@ function range(raw: Record<string, unknown>, deps: UsageRoutesDeps) {
   const now = deps.now();
   const retentionDays = deps.retentionDays();
   const to = q.to ?? now;
-  const from = q.from ?? to - (q.granularity === 'hour' ? DAY_MS : 30 * DAY_MS);
+  const oldest = now - retentionDays * DAY_MS;
+  // The default start never reaches past the retention (a retention shorter than 30 days).
+  const from = q.from ?? Math.max(to - (q.granularity === 'hour' ? DAY_MS : 30 * DAY_MS), oldest);
   if (to > now + DAY_MS) throw badQuery('to', 'must be at most a day from now');
   if (from > to) throw badQuery('from', 'must not be after to');
-  const oldest = now - retentionDays * DAY_MS;
   if (from < oldest)
     throw badQuery(
       'from',

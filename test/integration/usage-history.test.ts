@@ -339,6 +339,13 @@ describe('usage API bad input', () => {
         ).toContain(pointer);
         openapi.check('GET', path, res);
       }
+    // Just inside the retention, and a day ahead, are fine; so is the default range of a
+    // retention shorter than it.
+    const short = await gateway(config(up.url, { usage: { retentionDays: 7 } }), clock);
+    const shortKey = (await admin(short, '/keys', 'POST', { name: 's' })).json();
+    const shortDays = await admin(short, `/keys/${shortKey.id}/usage?granularity=day`);
+    expect(shortDays.status).toBe(200);
+    expect(shortDays.json().from).toBe('2030-07-08T00:00:00.000Z');
     // Just inside the retention, and a day ahead, are fine.
     expect((await admin(g, `/keys/${key.id}/usage?from=2030-06-05T12:00:00Z`)).status).toBe(200);
     const ahead = await admin(g, `/keys/${key.id}/usage?from=2030-07-15&to=2030-07-16T12:00:00Z`);
