@@ -20,6 +20,8 @@ import { mountStatsRoute } from './stats.js';
 import { adminAudit } from './admin-audit.js';
 import { mountWebhookRoutes } from './webhooks-routes.js';
 import type { AttemptRecord } from '../events/store.js';
+import { mountUsageRoutes } from './usage-routes.js';
+import type { UsageStore } from '../usage/usage.js';
 
 export interface AdminAppOptions extends AdminAuthOptions {
   clock: Clock;
@@ -39,6 +41,9 @@ export interface AdminAppOptions extends AdminAuthOptions {
   plans: () => Readonly<Record<string, Plan>>;
   /** Reloads the config file (`POST /reload`); undefined when there is none to reload. */
   reload?: () => Promise<boolean> | undefined;
+  /** Usage history (`GET /keys/{id}/usage`, `GET /tenants/{id}/usage`) and its retention. */
+  usage: () => UsageStore;
+  usageRetentionDays: () => number;
   /** The OpenAPI document of the config in force, as JSON text (built once per config). */
   openApi: () => string;
 }
@@ -109,6 +114,12 @@ export function createAdminApp(options: AdminAppOptions): Express {
   mountWebhookRoutes(guarded, options.webhookAttempts);
   mountKeyRoutes(guarded, { management: options.management, plans: options.plans });
   mountTenantRoutes(guarded, { management: options.management, plans: options.plans });
+  mountUsageRoutes(guarded, {
+    store: options.usage,
+    management: options.management,
+    retentionDays: options.usageRetentionDays,
+    now: () => options.clock.now(),
+  });
   mountStatsRoute(guarded, {
     metricsText: options.metricsText,
     typeBase: options.typeBase,

@@ -20,6 +20,7 @@ import {
   webhookAttemptSchema,
 } from './schemas.js';
 import { deliveriesQuery } from './webhooks-routes.js';
+import { usageQuery, usageReport } from './usage-routes.js';
 
 type Json = Record<string, unknown>;
 
@@ -143,6 +144,34 @@ export function openApiDocument(options: { version: string; selfServicePath: str
         responses: {
           '200': { description: 'The tenant', content: jsonContent('Tenant') },
           ...problems(400, 401, 403),
+        },
+      },
+    },
+    '/keys/{id}/usage': {
+      parameters: [idParam],
+      get: {
+        ...admin,
+        summary: "A key's usage history: requests by status class, meter sums, refusals, per hour or day",
+        description:
+          'Every bucket of `[from, to)`, oldest first, zeros included. With Redis, exact across instances once each flushed (every `usage.flushIntervalMs`); this instance’s own traffic shows at once. `from`/`to`/`granularity` that do not parse, `from` after `to`, `to` more than a day ahead, or `from` before the retention: 400 validation-failed naming the parameter; an unknown key: 404.',
+        parameters: queryParameters(usageQuery),
+        responses: {
+          '200': { description: 'The usage', content: jsonContent('Usage') },
+          ...problems(400, 401, 403, 404),
+        },
+      },
+    },
+    '/tenants/{id}/usage': {
+      parameters: [{ ...idParam, description: 'A tenant id (a key’s `tenantId`, or a JWT’s tenant).' }],
+      get: {
+        ...admin,
+        summary: "A tenant's usage history (all its keys and tokens), as for a key",
+        description:
+          'As `GET /keys/{id}/usage`. A tenant no key names, with no plan set and no usage in the range: 404.',
+        parameters: queryParameters(usageQuery),
+        responses: {
+          '200': { description: 'The usage', content: jsonContent('Usage') },
+          ...problems(400, 401, 403, 404),
         },
       },
     },
@@ -326,6 +355,7 @@ export function openApiDocument(options: { version: string; selfServicePath: str
         AuditRecord: schemaOf(auditRecordSchema, 'output'),
         AuditLookup: schemaOf(auditLookupSchema, 'output'),
         WebhookAttempt: schemaOf(webhookAttemptSchema, 'output'),
+        Usage: schemaOf(usageReport, 'output'),
         Problem: schemaOf(problemDocument, 'output'),
       },
     },

@@ -291,6 +291,20 @@ export const configSchema = z
       })
       .prefault({}),
     idempotency: idempotencyStoreSchema.prefault({}),
+    usage: z
+      .strictObject({
+        retentionDays: positiveInt(400)
+          .default(35)
+          .describe('How long usage history (`GET /keys/{id}/usage`) is kept, in days (1–400).'),
+        flushIntervalMs: positiveInt(60_000)
+          .refine((ms) => ms >= 50, 'must be an integer from 50 to 60000')
+          .default(1000)
+          .describe(
+            'With Redis: how often each instance writes its usage counts (a crash loses at most this much).',
+          ),
+      })
+      .prefault({})
+      .describe('Usage history per key and tenant (SPEC §11; docs/usage.md).'),
     workers: z
       .union([positiveInt(), z.literal('auto')])
       .default(1)

@@ -59,6 +59,7 @@ export function registeredMetrics(): MetricInfo[] {
     targets: () => [],
     reloads: () => ({ count: 0, failures: 0, lastSuccess: true }),
     webhookQueueDepth: () => 0,
+    usage: () => ({ pending: 0, dropped: 0 }),
   });
   return metrics.registry.getMetricsAsArray().map((m) => {
     const info = m as unknown as Partial<MetricInfo> & { name: string };

@@ -148,6 +148,8 @@ export class Gateway {
       webhookAttempts: (limit) => services.webhooks.recent(limit),
       management: () => services.management,
       plans: () => this.#state.config.plans,
+      usage: () => services.usage.store,
+      usageRetentionDays: () => this.#state.config.usage.retentionDays,
       openApi: () => this.#state.openApi,
       reload: () => this.reloadFromSource?.(),
     });

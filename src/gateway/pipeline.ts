@@ -177,6 +177,7 @@ export const PIPELINE: readonly PipelineEntry[] = [
             meters: b.route.meters,
             onMeterMissing: (meter) => b.services.metrics.meterMissing(b.route.id, meter),
             quotaEvents: quotaEvents(b),
+            usage: b.services.usage,
           }),
   },
   {

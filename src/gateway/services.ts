@@ -32,6 +32,8 @@ import {
 import { KeyManagement } from '../key-management/management.js';
 import { MAX_QUEUE_DEPTH, WebhookDispatcher } from '../events/dispatcher.js';
 import { MemoryDeliveryStore, RedisDeliveryStore } from '../events/store.js';
+import { MemoryUsageStore, UsageRecorder } from '../usage/usage.js';
+import { RedisUsageStore } from '../usage/redis-store.js';
 
 /** Reloads since start (metrics, readiness). */
 export interface ReloadStatus {
@@ -78,6 +80,8 @@ export interface Services {
   readonly idempotency: IdempotencyStore;
   /** Webhooks: the event sink of stages and key management, and the delivery loop (SPEC §11). */
   readonly webhooks: WebhookDispatcher;
+  /** Usage history per key and tenant (SPEC §11): fed by an observer and the meter settlement. */
+  readonly usage: UsageRecorder;
   /** The config in force (the gateway swaps it on reload; key management reads plans from it). */
   readonly current: { config: Config };
   readonly reloadStatus: ReloadStatus;
@@ -166,6 +170,26 @@ export function createServices(config: Config, o: ServiceOptions): Services {
     deliver: o.webhooks?.deliver,
   });
   const telemetry = new TelemetryHub(logger, o.telemetry);
+  const usageOptions = {
+    retentionDays: () => current.config.usage.retentionDays,
+    now: () => clock.now(),
+  };
+  let usageWarnedAt = -Infinity;
+  const usage = new UsageRecorder(
+    redis
+      ? new RedisUsageStore({
+          redis,
+          ...usageOptions,
+          flushIntervalMs: () => current.config.usage.flushIntervalMs,
+          // Kept for the next flush; told at most once a minute.
+          onError: (err) => {
+            if (clock.monotonic() - usageWarnedAt < 60_000) return;
+            usageWarnedAt = clock.monotonic();
+            logger.warn({ err }, 'usage history: write to Redis failed (kept for the next flush)');
+          },
+        })
+      : new MemoryUsageStore(usageOptions),
+  );
   const reloadStatus: ReloadStatus = { count: 0, failures: 0, lastSuccess: true, lastAt: undefined };
   const metrics = new GatewayMetrics({
     redisUp: redis ? () => (redis.ready ? 1 : 0) : undefined,
@@ -176,6 +200,7 @@ export function createServices(config: Config, o: ServiceOptions): Services {
     webhookQueueDepth: () => webhooks.depth,
     websockets: () => websockets.byRoute(),
     telemetrySpans: () => telemetry.stats,
+    usage: () => usage.store.stats(),
   });
   websockets.onOpen = (route) => metrics.websocketHandshake(route, 'accepted');
   return {
@@ -208,10 +233,11 @@ export function createServices(config: Config, o: ServiceOptions): Services {
       ? new RedisIdempotencyStore(redis)
       : new MemoryIdempotencyStore(clock, config.idempotency),
     webhooks,
+    usage,
     current,
     reloadStatus,
     telemetry,
-    observers: [createRequestObserver({ logger, metrics, audit, clock })],
+    observers: [createRequestObserver({ logger, metrics, audit, clock }), usage.request],
     // Closed in reverse: the audit store flushes before Redis goes.
     closers: [
       () => upstreams.close(),
@@ -219,6 +245,8 @@ export function createServices(config: Config, o: ServiceOptions): Services {
       ...(redis ? [() => redis.close()] : []),
       // Meter settlements still batched are written before Redis goes.
       () => counters.flush(),
+      // Usage still pending is written before Redis goes.
+      () => usage.store.close(),
       () => webhooks.close(),
       () => audit.close(),
       () => adminAudit.close(),

@@ -38,6 +38,8 @@ export interface MetricSources {
   websockets?: () => ReadonlyMap<string, number>;
   /** Spans exported and dropped (`telemetry.otlp`), since start. */
   telemetrySpans?: () => { exported: number; queueFull: number; exportFailed: number };
+  /** Usage history: buckets waiting for the next flush (Redis), and buckets dropped so far. */
+  usage?: () => { pending: number; dropped: number };
 }
 
 /** How a webhook delivery attempt ended. */
@@ -185,6 +187,29 @@ export class GatewayMetrics {
           this.set(webhookQueueDepth());
         },
       });
+    const usage = sources.usage;
+    if (usage !== undefined) {
+      new Gauge({
+        name: 'tollgate_usage_pending_buckets',
+        aggregator: 'sum',
+        help: 'Usage-history buckets (subject × hour) counted but not yet written to Redis (docs/usage.md).',
+        registers,
+        collect() {
+          this.set(usage().pending);
+        },
+      });
+      let dropped = 0;
+      new Counter({
+        name: 'tollgate_usage_dropped_total',
+        help: 'Usage-history buckets dropped: over the pending cap while Redis was away, a write that timed out, or (memory) the oldest past the store cap.',
+        registers,
+        collect() {
+          const now = usage().dropped;
+          if (now > dropped) this.inc(now - dropped);
+          dropped = now;
+        },
+      });
+    }
     this.#handshakes = new Counter({
       name: 'tollgate_websocket_handshakes_total',
       help: 'WebSocket handshakes, by route and outcome: accepted (101 relayed), refused (the gateway answered: auth, limits, bad handshake), upstream_refused (the upstream answered without 101), failed (no upstream answer), aborted (the client left).',

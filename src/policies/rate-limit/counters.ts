@@ -30,6 +30,12 @@ export interface CounterSpec {
   slide?: { bucket: number; buckets: number } | undefined;
   /** Shadow mode: never refuses the request; charged only when it fits (as an enforced limit would be). */
   soft?: boolean | undefined;
+  /**
+   * A settlement (`settle`) of a fixed counter: told what the counter held before and after this
+   * spec's `cost` was added (a metered quota's threshold events). Coalesced settlements each get
+   * their own consecutive span of the counter's one atomic increment.
+   */
+  settled?: ((before: number, after: number) => void) | undefined;
 }
 
 /**
@@ -167,8 +173,12 @@ export class MemoryCounters implements CounterStore {
   settle(specs: readonly CounterSpec[]): void {
     for (const s of specs) {
       if (s.cost <= 0) continue;
-      if (s.slide === undefined) void this.#limiter(s).consume(s.key, s.cost);
-      else this.#sliding.add(s.key, s.slide, s.cost, s.ttlMs);
+      if (s.slide === undefined) {
+        const done = this.#limiter(s).consume(s.key, s.cost);
+        const settled = s.settled;
+        if (settled !== undefined)
+          void done.then((r) => settled(r.consumedPoints - s.cost, r.consumedPoints)).catch(() => undefined);
+      } else this.#sliding.add(s.key, s.slide, s.cost, s.ttlMs);
     }
   }
 
@@ -322,9 +332,11 @@ return out
 
 /**
  * Adds meter values (settlements), three ARGV per counter: value, ttl (ms), bucket (-1: fixed).
- * No check: the request was admitted before its cost was known.
+ * No check: the request was admitted before its cost was known. Returns each fixed counter's new
+ * value (0 for a sliding one), for the threshold events of metered quotas.
  */
 const SETTLE_LUA = `
+local out = {}
 for i = 1, #KEYS do
   local v = tonumber(ARGV[3 * i - 2])
   local ttl = tonumber(ARGV[3 * i - 1])
@@ -332,12 +344,14 @@ for i = 1, #KEYS do
   if b < 0 then
     local r = redis.call('INCRBY', KEYS[i], v)
     if r == v and ttl > 0 then redis.call('PEXPIRE', KEYS[i], ttl) end
+    out[i] = r
   else
     redis.call('HINCRBY', KEYS[i], b, v)
     redis.call('PEXPIRE', KEYS[i], ttl)
+    out[i] = 0
   end
 end
-return 1
+return out
 `;
 
 /** Refunds never take a counter below zero (a refund racing a period's expiry). */
@@ -358,7 +372,7 @@ return 1
 type ScriptClient = {
   tollgateConsume(...args: Array<string | number>): Promise<number[]>;
   tollgateRefund(...args: Array<string | number>): Promise<number>;
-  tollgateSettle(...args: Array<string | number>): Promise<number>;
+  tollgateSettle(...args: Array<string | number>): Promise<number[]>;
 };
 
 /** How long settlements wait to be coalesced, and how many distinct counters make a flush at once. */
@@ -375,6 +389,8 @@ export const SETTLE_MAX_ENTRIES = 64;
 export class SettleBatcher {
   readonly #write: (specs: CounterSpec[]) => Promise<void>;
   #pending = new Map<string, CounterSpec>();
+  /** Per pending counter, the settlements that want to know their span (see `CounterSpec.settled`). */
+  #told = new Map<string, Array<{ cost: number; settled: (before: number, after: number) => void }>>();
   #timer: NodeJS.Timeout | undefined;
   #inFlight = new Set<Promise<void>>();
 
@@ -388,7 +404,12 @@ export class SettleBatcher {
       const id = s.slide === undefined ? s.key : `${s.key}\n${s.slide.bucket}`;
       const had = this.#pending.get(id);
       if (had !== undefined) had.cost += s.cost;
-      else this.#pending.set(id, { ...s });
+      else this.#pending.set(id, { ...s, settled: undefined });
+      if (s.settled !== undefined && s.slide === undefined) {
+        let told = this.#told.get(id);
+        if (told === undefined) this.#told.set(id, (told = []));
+        told.push({ cost: s.cost, settled: s.settled });
+      }
     }
     if (this.#pending.size >= SETTLE_MAX_ENTRIES) this.#flushNow();
     else if (this.#pending.size > 0 && this.#timer === undefined) {
@@ -401,8 +422,22 @@ export class SettleBatcher {
     if (this.#timer !== undefined) clearTimeout(this.#timer);
     this.#timer = undefined;
     if (this.#pending.size === 0) return;
-    const specs = [...this.#pending.values()];
+    const told = this.#told;
+    const specs = [...this.#pending].map(([id, spec]) => {
+      const parts = told.get(id);
+      if (parts === undefined) return spec;
+      // The counter's one increment, split in consecutive spans, one per settlement, in order.
+      spec.settled = (_before, after) => {
+        let at = after - spec.cost;
+        for (const p of parts) {
+          p.settled(at, at + p.cost);
+          at += p.cost;
+        }
+      };
+      return spec;
+    });
     this.#pending = new Map();
+    this.#told = new Map();
     const p = this.#write(specs).finally(() => this.#inFlight.delete(p));
     this.#inFlight.add(p);
   }
@@ -510,11 +545,16 @@ export class RedisCounters implements CounterStore {
   async #settleNow(specs: readonly CounterSpec[]): Promise<void> {
     const groups = this.#cluster ? groupByTag(specs) : [{ specs: [...specs], indexes: [] }];
     await Promise.all(
-      groups.map((g) => {
+      groups.map(async (g) => {
         const args: Array<string | number> = [g.specs.length];
         for (const s of g.specs) args.push(this.#redis.key(s.key));
         for (const s of g.specs) args.push(s.cost, s.ttlMs, s.slide === undefined ? -1 : s.slide.bucket);
-        return this.#client().tollgateSettle(...args);
+        const totals = await this.#client().tollgateSettle(...args);
+        g.specs.forEach((s, i) => {
+          const after = Number(totals[i]);
+          if (s.settled !== undefined && s.slide === undefined && Number.isFinite(after))
+            s.settled(after - s.cost, after);
+        });
       }),
     );
   }

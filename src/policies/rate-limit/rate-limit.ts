@@ -1,6 +1,6 @@
 import { Problem } from '../../problems/problem.js';
 import type { Clock } from '../../core/clock.js';
-import type { Plan } from '../../core/identity.js';
+import type { Identity, Plan } from '../../core/identity.js';
 import type { RequestContext } from '../../core/context.js';
 import type { Stage } from '../../core/stage.js';
 import type { EventSink } from '../../core/events.js';
@@ -30,7 +30,7 @@ interface Applied {
   /** The meter it counts (its check costs 0; the value is settled when the response ends). */
   meter: number | undefined;
   /** The counter the meter's value is added to, at settlement time (metered only). */
-  settleSpec: ((value: number, now: number) => CounterSpec) | undefined;
+  settleSpec: ((value: number, now: number) => { spec: CounterSpec; resetAt: number | null }) | undefined;
   /** Quota: whose counter it is (for quota events). */
   holder?: { by: QuotaBy; subject: string };
 }
@@ -54,10 +54,25 @@ export interface RateLimitStageOptions {
   onMeterMissing?: ((meter: string) => void) | undefined;
   /**
    * Quota events (SPEC §11): `quota.threshold` when a charge crosses one of `thresholds` (fractions
-   * of the limit), `quota.exhausted` when it reaches the limit (or a charge is refused first).
-   * Raised once per holder, period and threshold across instances; never awaited.
+   * of the limit), `quota.exhausted` when it reaches the limit (or a charge is refused first) —
+   * for a metered quota, when its settlement does. Raised once per holder, period and threshold
+   * across instances; never awaited.
    */
   quotaEvents?: { sink: EventSink; thresholds: readonly number[]; exhausted: boolean } | undefined;
+  /**
+   * Usage history (SPEC §11): told each identified request's meter values once settled (route
+   * order, 0 for a missing one), whether or not a limit counts them.
+   */
+  usage?:
+    | {
+        meters(
+          identity: Identity,
+          startedAt: number,
+          names: readonly string[],
+          values: readonly number[],
+        ): void;
+      }
+    | undefined;
 }
 
 /** The largest meter value taken: beyond 2^53 − 1 integers are no longer exact. */
@@ -93,18 +108,44 @@ function raiseQuotaEvents(
   used: number,
   refused: boolean,
 ): void {
-  const limit = a.limit;
-  const before = refused ? used : used - a.spec.cost;
-  const holder = a.holder!;
+  raiseQuotaCrossings(
+    ev,
+    ctx,
+    a.holder!,
+    a.spec,
+    a.resetAt,
+    refused ? used : used - a.spec.cost,
+    used,
+    refused,
+  );
+}
+
+/**
+ * The quota events of a counter going from `before` to `used` (or of a refusal at `used`): at a
+ * request-counted quota's charge, or at a metered quota's settlement (its counter and period are
+ * the settlement's own: a period may have ended meanwhile).
+ */
+function raiseQuotaCrossings(
+  ev: NonNullable<RateLimitStageOptions['quotaEvents']>,
+  ctx: RequestContext,
+  holder: { by: QuotaBy; subject: string },
+  spec: CounterSpec,
+  resetAt: number | null,
+  before: number,
+  used: number,
+  refused: boolean,
+): void {
+  const limit = spec.limit;
   const base = {
     holder: { by: holder.by, id: holder.subject },
     keyId: ctx.identity?.credentialId ?? null,
     tenantId: ctx.identity?.tenant ?? null,
-    period: a.spec.key.split(':').at(-2) ?? null,
-    periodId: periodIdOf(a.spec.key),
+    period: spec.key.split(':').at(-2) ?? null,
+    periodId: periodIdOf(spec.key),
     limit,
-    resetsAt: a.resetAt === null ? null : new Date(a.resetAt).toISOString(),
+    resetsAt: resetAt === null ? null : new Date(resetAt).toISOString(),
   };
+  const a = { spec };
   // Kept as long as the counter (lifetime quotas: for years).
   const ttlMs = a.spec.ttlMs > 0 ? a.spec.ttlMs : 10 * 365 * 86_400_000;
   const orderKey = `quota:${holder.by}:${holder.subject}`;
@@ -195,7 +236,10 @@ export function createRateLimitStage(o: RateLimitStageOptions): Stage {
       settleSpec:
         meter === undefined
           ? undefined
-          : (value, at) => ({ ...rateCounter(scope, rl, subject, at).spec, cost: value, soft: undefined }),
+          : (value, at) => {
+              const c = rateCounter(scope, rl, subject, at);
+              return { spec: { ...c.spec, cost: value, soft: undefined }, resetAt: c.resetAt };
+            },
     };
   };
 
@@ -295,8 +339,11 @@ export function createRateLimitStage(o: RateLimitStageOptions): Stage {
       });
     const owed = applied.filter((a) => a.kind !== 'rate' && a.meter === undefined).map((a) => a.spec);
     if (owed.length > 0) refundUnlessAnswered(ctx, owed, o.counters, o.local);
-    if (meterNames.length > 0 && applied.some((a) => a.meter !== undefined)) settleMeters(ctx, applied);
+    if (meterNames.length > 0 && (applied.some((a) => a.meter !== undefined) || wantsUsage(ctx)))
+      settleMeters(ctx, applied);
   };
+
+  const wantsUsage = (ctx: RequestContext): boolean => o.usage !== undefined && ctx.identity !== undefined;
 
   /**
    * Once the response is over, adds each meter's reported value to the metered counters (batched
@@ -306,6 +353,7 @@ export function createRateLimitStage(o: RateLimitStageOptions): Stage {
   const settleMeters = (ctx: RequestContext, applied: readonly Applied[]): void => {
     // The terminal stage (proxy, mock) records the values it answers with (`ctx.readMeters`).
     ctx.meterFields = meterFields;
+    const metered = applied.some((a) => a.meter !== undefined);
     ctx.onClose((c) => {
       if (o.local ? !c.res.headersSent : c.upstreamStatus === undefined) return;
       const values = meterFields.map((field, i) => {
@@ -316,13 +364,22 @@ export function createRateLimitStage(o: RateLimitStageOptions): Stage {
           raw = typeof h === 'string' || typeof h === 'number' ? String(h) : undefined;
         }
         const v = meterValue(raw);
-        if (v === undefined) o.onMeterMissing?.(meterNames[i]!);
+        // Counted where a limit wanted it (a meter only recorded in the usage history is optional).
+        if (v === undefined && metered) o.onMeterMissing?.(meterNames[i]!);
         return v ?? 0;
       });
+      if (c.identity !== undefined) o.usage?.meters(c.identity, c.startedAt, meterNames, values);
       const now = o.clock.now();
       const specs: CounterSpec[] = [];
-      for (const a of applied)
-        if (a.meter !== undefined && values[a.meter]! > 0) specs.push(a.settleSpec!(values[a.meter]!, now));
+      const ev = o.quotaEvents;
+      for (const a of applied) {
+        if (a.meter === undefined || values[a.meter]! <= 0) continue;
+        const { spec, resetAt } = a.settleSpec!(values[a.meter]!, now);
+        if (ev !== undefined && a.kind === 'quota')
+          spec.settled = (before, after) =>
+            raiseQuotaCrossings(ev, c, a.holder!, spec, resetAt, before, after, false);
+        specs.push(spec);
+      }
       if (specs.length > 0) o.counters.settle(specs);
     });
   };
@@ -366,7 +423,7 @@ export function createRateLimitStage(o: RateLimitStageOptions): Stage {
           settleSpec:
             meter === undefined
               ? undefined
-              : (value, at) => quotaLimit(quota.config, holder.subject, holder.by, value, at).spec,
+              : (value, at) => quotaLimit(quota.config, holder.subject, holder.by, value, at),
           holder,
         });
       }
@@ -382,7 +439,11 @@ export function createRateLimitStage(o: RateLimitStageOptions): Stage {
           meter: undefined,
           settleSpec: undefined,
         });
-      if (applied.length === 0) return;
+      if (applied.length === 0) {
+        // Nothing to count, but the usage history still sums the route's meters.
+        if (meterNames.length > 0 && wantsUsage(ctx)) settleMeters(ctx, applied);
+        return;
+      }
       // The policy header depends on the route and the plan only (a key's own limits are rare).
       const cacheKey = own === undefined ? (planName ?? '') : undefined;
       const result = o.counters.consume(applied.map((a) => a.spec));
