@@ -173,6 +173,7 @@ export class Gateway {
     const state = this.#state;
     const ctx = newContext(req, res, this.services.clock);
     ctx.trust = state.trust;
+    ctx.collectsHeaders = true; // every answer is written by the gateway's own writers (answerHead)
     // Claimed at once: the gateway, not the server, now says when the body may come.
     if (req.headers.expect !== undefined) ctx.expectsContinue = claimContinue(req);
     res.once('close', () => this.#finish(ctx));
@@ -196,6 +197,7 @@ export class Gateway {
     res.assignSocket(socket as Socket);
     const ctx = newContext(req, res, this.services.clock);
     ctx.trust = state.trust;
+    ctx.collectsHeaders = true; // every answer is written by the gateway's own writers (answerHead)
     const upgrade = { socket, head, established: false, closeCode: undefined };
     ctx.upgrade = upgrade;
     // A refusal (or an upstream's HTTP answer) ends the connection once written; a tunnel's
