@@ -29,7 +29,7 @@ function gatewayOf(config: Record<string, unknown>, options: Parameters<typeof c
 }
 
 const ORIGIN = 'http://app.test';
-const tag = definePolicy({
+const tag = definePolicy<never>({
   name: 'tag',
   create: () => (ctx) => {
     ctx.setResponseHeader('X-Policy', 'set-by-policy');
