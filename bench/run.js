@@ -28,8 +28,12 @@ const { values: opts } = parseArgs({
     variants: { type: 'boolean', default: false },
     rounds: { type: 'string' },
     duration: { type: 'string' },
+    // Same-round A/B: every Tollgate row also runs from another built checkout (its bin/ and dist/).
+    base: { type: 'string' },
   },
 });
+/** The checkout the next startTollgate call runs (read before its first await). */
+let tollgateRoot = ROOT;
 const hasWrk = spawnSync('wrk', ['--version']).error === undefined;
 const S = opts.full
   ? { rounds: 3, duration: 8, warmup: 2, c1Ms: 4000, connections: 50 }
@@ -247,12 +251,14 @@ function tollgateYaml(o) {
   return lines.join('\n') + '\n';
 }
 
-async function startTollgate(name, o) {
+async function startTollgate(given, o) {
+  const root = tollgateRoot;
+  const name = root === ROOT ? given : `${given}-base`;
   const port = await freePort();
   const adminPort = await freePort();
   const file = join(TMP, `${name}.yaml`);
   writeFileSync(file, tollgateYaml({ ...o, name, port, adminPort }));
-  const child = start(name, process.execPath, [join(ROOT, 'bin/tollgate.js'), '--config', file], {
+  const child = start(name, process.execPath, [join(root, 'bin/tollgate.js'), '--config', file], {
     NODE_ENV: 'production',
   });
   const admin = `http://127.0.0.1:${adminPort}`;
@@ -471,6 +477,19 @@ async function main() {
       start: () => startBaseline('express-2w', 'express-hpm-cluster.cjs', { UPSTREAM: upstream }),
     },
   ].filter((s) => !opts.only || opts.only.split(',').includes(s.key) || s.baseline || s.key === 'direct');
+  if (opts.base)
+    for (const s of scenarios.filter((x) => x.key.startsWith('tg-')))
+      scenarios.push({
+        ...s,
+        name: `${s.name} [base]`,
+        key: `${s.key}@base`,
+        start: () => {
+          tollgateRoot = opts.base;
+          const started = s.start();
+          tollgateRoot = ROOT;
+          return started;
+        },
+      });
 
   log(`starting ${scenarios.length} servers (logs in ${TMP})`);
   const running = new Map();

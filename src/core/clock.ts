@@ -95,3 +95,23 @@ export class ManualClock implements Clock {
     this.#now = epochMs;
   }
 }
+
+let isoSecond = Number.NaN;
+let isoPrefix = '';
+
+/**
+ * `new Date(ms).toISOString()`, with the part up to the seconds kept from the last call in the same
+ * second: two timestamps are formatted per request (the audit record, the access line), and
+ * Date's formatting cost ~0.5 µs each.
+ */
+export function isoTime(ms: number): string {
+  const t = Math.trunc(ms); // as Date does
+  const second = Math.floor(t / 1000);
+  if (second !== isoSecond) {
+    const iso = new Date(second * 1000).toISOString(); // throws on an invalid time, as Date does
+    isoPrefix = iso.slice(0, -4); // `…T04:05:06.` (years past 9999 have a longer prefix)
+    isoSecond = second;
+  }
+  const milli = t - second * 1000;
+  return isoPrefix + (milli < 10 ? '00' : milli < 100 ? '0' : '') + String(milli) + 'Z';
+}

@@ -178,6 +178,7 @@ export class Gateway {
     const state = this.#state;
     const ctx = newContext(req, res, this.services.clock);
     ctx.trust = state.trust;
+    ctx.collectsHeaders = true; // every answer is written by the gateway's own writers (answerHead)
     const telemetry = state.telemetry;
     if (telemetry !== undefined) ctx.trace = telemetry.start(ctx);
     // Claimed at once: the gateway, not the server, now says when the body may come.
@@ -203,6 +204,7 @@ export class Gateway {
     res.assignSocket(socket as Socket);
     const ctx = newContext(req, res, this.services.clock);
     ctx.trust = state.trust;
+    ctx.collectsHeaders = true; // every answer is written by the gateway's own writers (answerHead)
     const telemetry = state.telemetry;
     if (telemetry !== undefined) ctx.trace = telemetry.start(ctx);
     const upgrade = { socket, head, established: false, closeCode: undefined };

@@ -1,7 +1,7 @@
 import { Problem } from '../problems/problem.js';
 import { parseOrThrow } from '../problems/validation.js';
 import type { Config } from '../config/schema.js';
-import type { Identity, RequestContext } from '../core/context.js';
+import { answerHead, type Identity, type RequestContext } from '../core/context.js';
 import type { Stage } from '../core/stage.js';
 import { afterSegmentPrefix, prefixSegments } from '../core/path.js';
 import type { KeyManagement } from './management.js';
@@ -111,8 +111,9 @@ export function createSelfServiceStage(o: SelfServiceOptions): Stage {
       'x-request-id',
       ctx.requestId,
     );
-    ctx.res.writeHead(status, headers);
+    ctx.res.writeHead(status, answerHead(ctx, headers));
     ctx.res.end(text);
+    ctx.bytesOut = Buffer.byteLength(text); // not on res.getHeader for the audit record
     ctx.handled = true;
   };
 

@@ -1,4 +1,4 @@
-import { createHash, timingSafeEqual } from 'node:crypto';
+import { hash } from 'node:crypto';
 
 /**
  * The stored form of an API key: SHA-256, hex.
@@ -11,11 +11,18 @@ import { createHash, timingSafeEqual } from 'node:crypto';
  * looked up by its hash directly.
  */
 export function hashKey(key: string): string {
-  return createHash('sha256').update(key).digest('hex');
+  // One-shot `crypto.hash` (Node ≥ 20.12): no Hash object per request, ~1 µs less than createHash.
+  return hash('sha256', key, 'hex');
 }
 
-/** Constant-time equality of two hex digests of the same length. */
+/**
+ * Constant-time equality of two hex digests of the same length: every character is compared, no
+ * early exit. Hand-written instead of `crypto.timingSafeEqual`, which needs both as Buffers (two
+ * allocations and hex decodes, ~1 µs on every API-key request, after a lookup by this very hash).
+ */
 export function sameHash(a: string, b: string): boolean {
   if (a.length !== b.length) return false;
-  return timingSafeEqual(Buffer.from(a, 'hex'), Buffer.from(b, 'hex'));
+  let diff = 0;
+  for (let i = 0; i < a.length; i++) diff |= a.charCodeAt(i) ^ b.charCodeAt(i);
+  return diff === 0;
 }

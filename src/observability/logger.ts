@@ -1,5 +1,6 @@
 import { pino, type Logger, type DestinationStream, type LoggerOptions } from 'pino';
 import { PinoPretty } from 'pino-pretty';
+import { isoTime } from '../core/clock.js';
 
 export type { Logger };
 
@@ -66,7 +67,7 @@ function attachAccessLine(logger: Logger, destination: { write(line: string): un
     // The record's own `time` (arrival) is its first member; the line's `time` is when it was written.
     const rest = json.slice(json.indexOf(',') + 1, -1);
     destination.write(
-      `{"level":"info","time":"${new Date().toISOString()}","pid":${pid},${rest},"msg":"request"}\n`,
+      `{"level":"info","time":"${isoTime(Date.now())}","pid":${pid},${rest},"msg":"request"}\n`,
     );
   };
   (logger as unknown as Record<symbol, AccessLineWriter>)[ACCESS_LINE] = write;

@@ -1,5 +1,5 @@
 import { finalStatus, type RequestContext } from '../core/context.js';
-import type { Clock } from '../core/clock.js';
+import { isoTime, type Clock } from '../core/clock.js';
 import type { AuditRecord, AuditStore } from './audit.js';
 import { accessLineWriter, type Logger } from './logger.js';
 import type { GatewayMetrics } from './metrics.js';
@@ -17,7 +17,7 @@ export function auditRecord(ctx: RequestContext, endMono: number): AuditRecord {
   }
   const upgrade = ctx.upgrade;
   const record: AuditRecord = {
-    time: new Date(ctx.startedAt).toISOString(),
+    time: isoTime(ctx.startedAt),
     request_id: ctx.requestId,
     trace_id: ctx.traceId,
     method: ctx.req.method,

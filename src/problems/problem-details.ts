@@ -5,13 +5,22 @@ import { catalog, type ProblemSlug } from './catalog.js';
 import { Problem, isProblem } from './problem.js';
 import { securityHeaders } from '../shared/security-headers.js';
 import { reasonPhrase } from '../shared/http.js';
-import { contextOf } from '../core/context.js';
+import { answerHead, contextOf } from '../core/context.js';
 import { requestIdFrom } from '../core/request-id.js';
 
 export const PROBLEM_CONTENT_TYPE = 'application/problem+json';
 
 /** Header fields `raw()` writes itself. */
 const RAW_FIXED = new Set(['content-type', 'content-length', 'x-request-id', 'cache-control', 'connection']);
+
+/** Headers of the answer a problem replaces, never on a problem (a transform's, an Express middleware's). */
+const NOT_ON_A_PROBLEM = [
+  'content-encoding',
+  'content-range',
+  'etag',
+  'last-modified',
+  'content-disposition',
+];
 
 /** Members RFC 9457 and SPEC §3 reserve; extensions never overwrite them. */
 const RESERVED = new Set(['type', 'title', 'status', 'detail', 'instance', 'request_id']);
@@ -94,13 +103,25 @@ export class ProblemWriter {
       return;
     }
     const answer = this.render(status, doc, headers);
-    for (const name of ['content-encoding', 'content-range', 'etag', 'last-modified', 'content-disposition'])
-      res.removeHeader(name);
+    for (const name of NOT_ON_A_PROBLEM) res.removeHeader(name);
     const list = answer.headers;
-    for (let i = 0; i < list.length; i += 2) res.setHeader(list[i]!, list[i + 1]!);
-    res.setHeader('x-request-id', requestId);
-    res.setHeader('content-length', answer.body.length);
-    res.statusCode = status;
+    const ctx = contextOf(res.req);
+    if (ctx?.collectsHeaders !== true) {
+      // Express (the app's own answer headers are on res, and its audit reads Content-Length there).
+      for (let i = 0; i < list.length; i += 2) res.setHeader(list[i]!, list[i + 1]!);
+      res.setHeader('x-request-id', requestId);
+      res.setHeader('content-length', answer.body.length);
+      res.statusCode = status;
+      res.end(answer.body);
+      return;
+    }
+    // The gateway: its collected headers (CORS, RateLimit, transforms) go in the same writeHead, the
+    // problem's own winning over them and over any set with res.setHeader, as setHeader after them did.
+    list.push('x-request-id', requestId, 'content-length', String(answer.body.length));
+    if (ctx.bytesOut === 0) ctx.bytesOut = answer.body.length; // the audit read it from Content-Length
+    // A local route's meters read what the answer set (rate-limit.ts read it with res.getHeader).
+    if (ctx.meterFields !== undefined && ctx.meterValues === undefined) ctx.readMeters(list);
+    res.writeHead(status, answerHead(ctx, list, NOT_ON_A_PROBLEM));
     res.end(answer.body);
   }
 

@@ -2,6 +2,7 @@ import type { ServerResponse } from 'node:http';
 import { brotliDecompressSync, gunzipSync, inflateSync } from 'node:zlib';
 import { instanceOf, type ProblemWriter } from './problem-details.js';
 import { reasonPhrase } from '../shared/http.js';
+import { contextOf } from '../core/context.js';
 
 /** Error bodies larger than this are not parsed (the problem gets a generic detail). */
 const MAX_ERROR_BODY = 256 * 1024;
@@ -109,9 +110,14 @@ export function writeUpstreamProblem(
   body: Buffer | undefined,
 ): string[] {
   const kept: Record<string, string> = {};
+  const ctx = contextOf(res.req);
   for (const name of KEPT_HEADERS) {
     const value = headers[name];
-    if (value !== undefined && !(name.startsWith('ratelimit') && res.hasHeader(name))) kept[name] = value;
+    if (value === undefined) continue;
+    // The gateway's own RateLimit headers (collected on the context, or on res) are the answer's.
+    if (name.startsWith('ratelimit') && (ctx?.responseHeader(name) !== undefined || res.hasHeader(name)))
+      continue;
+    kept[name] = value;
   }
   const decodedBody = body === undefined ? undefined : decode(body, headers['content-encoding']);
   const dropped: string[] = [];

@@ -181,6 +181,8 @@ function middlewareStage(policy: string, middleware: Middleware): Stage {
     name: `policy:${policy}`,
     run(ctx) {
       const res = ctx.res;
+      // The middleware may answer itself (with the gateway's headers so far) or read them on res.
+      ctx.flushResponseHeaders();
       // SPEC §4: every response carries the request id, one the middleware writes itself too.
       res.setHeader('x-request-id', ctx.requestId);
       return new Promise<void>((resolve, reject) => {

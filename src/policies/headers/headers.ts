@@ -1,4 +1,4 @@
-import type { RequestContext } from '../../core/context.js';
+import { setField, type RequestContext } from '../../core/context.js';
 import type { Stage } from '../../core/stage.js';
 import type { HeadersConfig } from './schema.js';
 
@@ -64,8 +64,16 @@ export function createHeadersStage(config: HeadersConfig): Stage {
         else for (const h of requestSet) added.push(h);
       }
       if (owned.length > 0) {
-        const res = ctx.res;
-        for (let i = 0; i < responseSet.length; i += 2) res.setHeader(responseSet[i]!, responseSet[i + 1]!);
+        if (!ctx.collectsHeaders) {
+          const res = ctx.res;
+          for (let i = 0; i < responseSet.length; i += 2) res.setHeader(responseSet[i]!, responseSet[i + 1]!);
+        } else if (responseSet.length > 0) {
+          const collected = ctx.responseHeaders;
+          if (collected === undefined) ctx.responseHeaders = responseSet.slice();
+          else
+            for (let i = 0; i < responseSet.length; i += 2)
+              setField(collected, responseSet[i]!, responseSet[i + 1]!);
+        }
         // A name the gateway answers with drops the upstream's copies (see setResponseHeader).
         const names = ctx.responseHeaderNames;
         if (names === undefined) ctx.responseHeaderNames = owned.slice();

@@ -3,7 +3,7 @@ import type { OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import { Problem, isProblem } from '../../problems/problem.js';
 import { instanceOf } from '../../problems/problem-details.js';
 import { HOP_BY_HOP } from '../../shared/http.js';
-import type { RequestContext, UpstreamSink } from '../../core/context.js';
+import { answerHead, type RequestContext, type UpstreamSink } from '../../core/context.js';
 import type { Stage } from '../../core/stage.js';
 import type { IdempotencyConfig } from './schema.js';
 import type { IdempotencyStore, StoredResponse } from './store.js';
@@ -82,7 +82,7 @@ export function createIdempotencyStage(o: IdempotencyOptions): Stage {
   const ttlMs = o.config.ttlSec * 1000;
 
   const acquired = (ctx: RequestContext, storeKey: string, owner: string, fingerprint: string) => {
-    const recorder = new ResponseRecorder(ctx.res, o.config.maxResponseBytes, o.config.storeServerErrors);
+    const recorder = new ResponseRecorder(ctx, o.config.maxResponseBytes, o.config.storeServerErrors);
     ctx.upstreamSink = recorder;
     // The lock's TTL bounds how long a dead gateway holds the key, not how long a live response
     // may stream: while this request runs, its lock is renewed.
@@ -195,7 +195,7 @@ function replay(ctx: RequestContext, stored: StoredResponse): void {
   ctx.idempotentReplay = true;
   ctx.handled = true;
   ctx.bytesOut = body.length;
-  ctx.res.writeHead(stored.status, headers);
+  ctx.res.writeHead(stored.status, answerHead(ctx, headers));
   ctx.res.end(body);
 }
 
@@ -231,6 +231,7 @@ function withThisRequestId(stored: StoredResponse, body: Buffer, requestId: stri
  * — after the client left — what the proxy delivers to it as the context's upstream sink.
  */
 class ResponseRecorder implements UpstreamSink {
+  readonly #ctx: RequestContext;
   readonly #res: ServerResponse;
   readonly #limit: number;
   readonly #storeServerErrors: boolean;
@@ -241,7 +242,9 @@ class ResponseRecorder implements UpstreamSink {
   #status: number | undefined;
   #headList: unknown;
 
-  constructor(res: ServerResponse, limit: number, storeServerErrors: boolean) {
+  constructor(ctx: RequestContext, limit: number, storeServerErrors: boolean) {
+    const res = ctx.res;
+    this.#ctx = ctx;
     this.#res = res;
     this.#limit = limit;
     this.#storeServerErrors = storeServerErrors;
@@ -291,9 +294,17 @@ class ResponseRecorder implements UpstreamSink {
     if (!this.#ended || this.#over) return undefined;
     return {
       status: this.#status ?? this.#res.statusCode,
-      headers: storedHeaders(this.#res.getHeaders(), this.#headList),
+      headers: storedHeaders(this.#setHeaders(), this.#headList),
       body: Buffer.concat(this.#chunks).toString('base64'),
     };
+  }
+
+  /** The headers set before the head: on the response, and the gateway's collected ones (which win). */
+  #setHeaders(): OutgoingHttpHeaders {
+    const set = this.#res.getHeaders();
+    const own = this.#ctx.responseHeaders;
+    if (own !== undefined) for (let i = 0; i < own.length; i += 2) set[own[i]!] = own[i + 1];
+    return set;
   }
 
   #keep(chunk: unknown, encoding?: unknown): void {

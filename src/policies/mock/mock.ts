@@ -1,7 +1,7 @@
 import { Problem } from '../../problems/problem.js';
 import { readLimited } from '../../shared/read-body.js';
 import { systemClock, type Clock } from '../../core/clock.js';
-import type { RequestContext } from '../../core/context.js';
+import { answerHead, type RequestContext } from '../../core/context.js';
 import type { Stage } from '../../core/stage.js';
 import { waitForRequest } from '../../core/wait.js';
 import { DEFAULT_BODY_BYTES } from '../body-limit/schema.js';
@@ -59,7 +59,7 @@ export function createMockStage(
     const list = headers.slice();
     list.push('x-request-id', ctx.requestId);
     if (ctx.meterFields !== undefined) ctx.readMeters(list); // a metered mock reports its own
-    ctx.res.writeHead(status, list);
+    ctx.res.writeHead(status, answerHead(ctx, list));
     ctx.res.end(body);
     ctx.bytesOut = length;
     ctx.handled = true;
@@ -70,7 +70,7 @@ export function createMockStage(
     const doc = echoDocument(ctx.req, requestBody, plan!);
     const list = headers.slice();
     list.push('content-length', String(doc.length), 'x-request-id', ctx.requestId);
-    ctx.res.writeHead(status, list);
+    ctx.res.writeHead(status, answerHead(ctx, list));
     ctx.res.end(doc);
     ctx.bytesOut = doc.length;
     ctx.handled = true;

@@ -1,4 +1,3 @@
-import type { ServerResponse } from 'node:http';
 import { Transform, type Readable } from 'node:stream';
 import type { Dispatcher } from 'undici';
 import { Problem, isProblem } from '../../problems/problem.js';
@@ -368,9 +367,10 @@ class Exchange implements Dispatcher.DispatchHandlers {
     const res = ctx.res;
     // The headers the gateway set (RateLimit, CORS, a policy's) are the answer; an upstream's own
     // (same names) would replace them in writeHead.
+    // The gateway's collected ones go first in the same writeHead (see answerHead); all are owned.
     const owned = ctx.responseHeaderNames;
-    if (owned !== undefined && owned.includes('vary')) mergeVary(res, list);
-    res.writeHead(statusCode, owned === undefined ? list : withoutNames(list, owned));
+    if (owned !== undefined && owned.includes('vary')) mergeVary(ctx, list);
+    res.writeHead(statusCode, owned === undefined ? list : withoutNames(list, owned, ctx.responseHeaders));
     if (bodiless) {
       this.#phase = Phase.Done;
       res.end();
@@ -627,17 +627,16 @@ function joinPath(base: string, path: string): string {
   return joined.charCodeAt(0) === 47 /* / */ ? joined : '/' + joined;
 }
 
-/** `list` (`[name, value, …]`) without the fields named in `names` (lower case). */
 /**
  * `Vary` is a list, not a value to replace: the gateway's (CORS' `Origin`) and the upstream's
  * (`Accept-Encoding`, …) are both true of the answer, so a gateway-owned `Vary` takes the
  * upstream's members too (`*` stays `*`). The upstream's own copy is then dropped as owned.
  */
-function mergeVary(res: ServerResponse, list: readonly string[]): void {
+function mergeVary(ctx: RequestContext, list: readonly string[]): void {
   let members: string[] | undefined;
   for (let i = 0; i < list.length; i += 2) {
     if (list[i]!.toLowerCase() !== 'vary') continue;
-    members ??= String(res.getHeader('vary') ?? '')
+    members ??= String(ctx.responseHeader('vary') ?? '')
       .split(',')
       .map((m) => m.trim())
       .filter((m) => m !== '');
@@ -646,11 +645,16 @@ function mergeVary(res: ServerResponse, list: readonly string[]): void {
       if (m !== '' && !members.some((known) => known.toLowerCase() === m.toLowerCase())) members.push(m);
     }
   }
-  if (members !== undefined) res.setHeader('vary', members.includes('*') ? '*' : members.join(', '));
+  if (members !== undefined) ctx.setResponseHeader('vary', members.includes('*') ? '*' : members.join(', '));
 }
 
-function withoutNames(list: readonly string[], names: readonly string[]): string[] {
-  const out: string[] = [];
+/** `first` (the gateway's collected headers, if any), then `list` without the fields named in `names`. */
+function withoutNames(
+  list: readonly string[],
+  names: readonly string[],
+  first?: readonly string[],
+): string[] {
+  const out: string[] = first === undefined ? [] : first.slice();
   for (let i = 0; i < list.length; i += 2) {
     const name = list[i]!;
     if (!names.includes(name.toLowerCase())) out.push(name, list[i + 1]!);

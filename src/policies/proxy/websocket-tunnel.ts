@@ -4,7 +4,12 @@ import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { Problem } from '../../problems/problem.js';
 import { MAX_UPSTREAM_ERROR_BODY, writeUpstreamProblem } from '../../problems/upstream-errors.js';
-import type { RequestContext, UpgradeState, UpstreamTrace } from '../../core/context.js';
+import {
+  answerHead,
+  type RequestContext,
+  type UpgradeState,
+  type UpstreamTrace,
+} from '../../core/context.js';
 import type { ProblemWriter } from '../../problems/problem-details.js';
 import type { Clock } from '../../core/clock.js';
 import { downstreamHeaders, upstreamRequestHeaders, type RequestHeaderPlan } from './headers.js';
@@ -240,7 +245,7 @@ export class WebSocketExchange {
       res.on('error', () => out.destroy());
       return;
     }
-    out.writeHead(status, list);
+    out.writeHead(status, answerHead(ctx, list));
     res.on('data', (chunk: Buffer) => (ctx.bytesOut += chunk.length));
     res.pipe(out);
     res.on('error', () => out.destroy());
@@ -283,7 +288,7 @@ export class WebSocketExchange {
     const owned = ctx.responseHeaderNames;
     if (owned !== undefined)
       for (const name of owned) {
-        const value = ctx.res.getHeader(name);
+        const value = ctx.responseHeader(name);
         if (value !== undefined) head += `${name}: ${String(value)}\r\n`;
       }
     for (let i = 0; i < list.length; i += 2) {

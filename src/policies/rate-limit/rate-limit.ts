@@ -360,7 +360,7 @@ export function createRateLimitStage(o: RateLimitStageOptions): Stage {
         let raw = c.meterValues?.[i];
         if (raw === undefined && o.local) {
           // A local answer written by other code (an Express handler): what it set on the response.
-          const h = c.res.getHeader(field);
+          const h = c.responseHeader(field);
           raw = typeof h === 'string' || typeof h === 'number' ? String(h) : undefined;
         }
         const v = meterValue(raw);

@@ -60,11 +60,10 @@ export class ResilientCounters implements CounterStore {
       if (s.kind === 'rate') rateIdx.push(i);
     });
     if (rateIdx.length === 0) return { ok: true, used: specs.map(() => 0) };
-    return this.#memory.consume(rateIdx.map((i) => specs[i]!)).then((r) => {
-      const used = specs.map(() => 0);
-      rateIdx.forEach((idx, k) => (used[idx] = r.used[k]!));
-      return r.ok ? { ok: true, used } : { ok: false, failed: rateIdx[r.failed]!, used };
-    });
+    const r = this.#memory.consume(rateIdx.map((i) => specs[i]!));
+    const used = specs.map(() => 0);
+    rateIdx.forEach((idx, k) => (used[idx] = r.used[k]!));
+    return r.ok ? { ok: true, used } : { ok: false, failed: rateIdx[r.failed]!, used };
   }
 
   refund(specs: readonly CounterSpec[]): void | Promise<void> {
