@@ -4,7 +4,7 @@ import { fakeContext } from '../../core/fake-context.js';
 import type { Identity, KeyCredential } from '../../core/identity.js';
 import { Problem } from '../../problems/problem.js';
 import type { EventSink, RaisedEvent } from '../../core/events.js';
-import { MemoryCounters } from '../rate-limit/counters.js';
+import { MemoryCounters, type CounterStore } from '../rate-limit/counters.js';
 import { createRateLimitStage } from '../rate-limit/rate-limit.js';
 import { periodOf } from './period.js';
 import { quotaHolder, quotaLimit, remainingCounter, remainingSpec, type QuotaBy } from './quota.js';
@@ -148,7 +148,7 @@ describe('remainingSpec', () => {
 describe('quota through the rate-limit stage (refundUnlessAnswered)', () => {
   function setup(o: { limit?: number; by?: QuotaBy; local?: boolean; cost?: number } = {}) {
     const clock = new ManualClock(START);
-    const counters = new MemoryCounters();
+    const counters: CounterStore = new MemoryCounters();
     const config = planQuotaSchema.parse({ limit: o.limit ?? 3, period: 'day' });
     const cost = routeQuotaSchema.parse({ cost: o.cost }).cost;
     const stage = createRateLimitStage({

@@ -3,7 +3,7 @@ import { ManualClock } from '../../core/clock.js';
 import { fakeContext } from '../../core/fake-context.js';
 import type { Identity, Plan, RateLimitRule } from '../../core/identity.js';
 import { Problem } from '../../problems/problem.js';
-import { MemoryCounters } from './counters.js';
+import { MemoryCounters, type CounterStore } from './counters.js';
 import { createRateLimitStage, rateCounter } from './rate-limit.js';
 import { rateLimitListSchema } from './schema.js';
 
@@ -13,7 +13,7 @@ const ROUTE = 'orders';
 
 function setup(rules: Array<Partial<RateLimitRule> & { name: string }>, plans: Record<string, Plan> = {}) {
   const clock = new ManualClock(START);
-  const counters = new MemoryCounters();
+  const counters: CounterStore = new MemoryCounters();
   const rateLimits = rateLimitListSchema.parse(
     rules.map((r) => ({ by: 'ip', limit: 1, windowSec: 60, ...r })),
   );

@@ -5,7 +5,7 @@ import { fakeContext } from '../../core/fake-context.js';
 import type { Identity, Plan } from '../../core/identity.js';
 import { Problem } from '../../problems/problem.js';
 import { planQuotaSchema } from '../quota/schema.js';
-import { MemoryCounters, SETTLE_MAX_ENTRIES, SettleBatcher, type CounterSpec } from './counters.js';
+import { MemoryCounters, SETTLE_MAX_ENTRIES, SettleBatcher, type CounterSpec, type CounterStore } from './counters.js';
 import { createRateLimitStage, meterValue, rateCounter, SLIDING_BUCKETS } from './rate-limit.js';
 import { metersSchema, rateLimitListSchema } from './schema.js';
 
@@ -40,7 +40,7 @@ function setup(
   } = {},
 ) {
   const clock = new ManualClock(START);
-  const counters = new MemoryCounters();
+  const counters: CounterStore = new MemoryCounters();
   const missing: string[] = [];
   const stage = createRateLimitStage({
     routeId: ROUTE,
@@ -118,7 +118,7 @@ describe('sliding window', () => {
         }),
         async (limit, windowSec, steps) => {
           const clock = new ManualClock(START + 123);
-          const counters = new MemoryCounters();
+          const counters: CounterStore = new MemoryCounters();
           const rl = rateLimitListSchema.parse([
             { name: 's', by: 'global', limit, windowSec, algorithm: 'sliding-window' },
           ])[0]!;
