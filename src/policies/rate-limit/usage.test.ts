@@ -5,7 +5,13 @@ import { fakeContext } from '../../core/fake-context.js';
 import type { Identity, Plan } from '../../core/identity.js';
 import { Problem } from '../../problems/problem.js';
 import { planQuotaSchema } from '../quota/schema.js';
-import { MemoryCounters, SETTLE_MAX_ENTRIES, SettleBatcher, type CounterSpec, type CounterStore } from './counters.js';
+import {
+  MemoryCounters,
+  SETTLE_MAX_ENTRIES,
+  SettleBatcher,
+  type CounterSpec,
+  type CounterStore,
+} from './counters.js';
 import { createRateLimitStage, meterValue, rateCounter, SLIDING_BUCKETS } from './rate-limit.js';
 import { metersSchema, rateLimitListSchema } from './schema.js';
 
