@@ -247,6 +247,10 @@ function tollgateYaml(o) {
     if (o.auth) lines.push(`    ${limits}${meter}\n    quota: { cost: 1 }`);
     if (o.meter) lines.push('    meters: { tokens: { responseHeader: x-usage-tokens } }');
     if (o.concurrency) lines.push('    concurrency: { limit: 1000000, by: key }');
+    if (o.corsIp)
+      lines.push(
+        `    headers: { request: { set: { x-api-version: "2" } }, response: { set: { cache-control: no-store } } }`,
+      );
   }
   return lines.join('\n') + '\n';
 }
@@ -391,8 +395,8 @@ async function main() {
     },
     { name: 'Tollgate proxy only', key: 'tg-proxy', start: () => startTollgate('tg-proxy', { upstream }) },
     {
-      // Header transforms (traffic-a's `headers`) are not on this branch yet: CORS + IP rules only.
-      name: 'Tollgate proxy, cors+ip+headers (CORS + IP rules)',
+      // Issue 16's row: CORS, IP rules and two header transforms (one request, one response).
+      name: 'Tollgate proxy, cors+ip+headers (CORS + IP rules + two header transforms)',
       key: 'tg-cors-ip',
       start: () => startTollgate('tg-cors-ip', { upstream, corsIp: true }),
     },
