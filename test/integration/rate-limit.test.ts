@@ -238,7 +238,7 @@ describe('rate limits across instances', () => {
     expect(up.calls).toHaveLength(50);
   });
 
-  it('takes one Redis command per request for all of its limits, quota and remaining uses', async () => {
+  it('takes one script call per request for all of its limits, quota and remaining uses, and shares them under load', async () => {
     const { startPrivateRedis } = await import('../helpers/redis.js');
     const redis = await startPrivateRedis();
     cleanup.push(() => redis.stop(true));
@@ -279,12 +279,32 @@ describe('rate limits across instances', () => {
     const stats = await admin.info('commandstats');
     const calls = (cmd: string) => Number(new RegExp(`cmdstat_${cmd}:calls=(\\d+)`).exec(stats)?.[1] ?? 0);
     // Five counters per request (two route limits, the plan's, the quota, remaining uses): one
-    // EVALSHA. (commandstats also counts the MGET and INCRBYs the script runs inside Redis.)
+    // EVALSHA. (commandstats also counts what the script runs inside Redis: one HMGET and one HSET
+    // per shared counter hash, an MGET and a SET for the remaining uses.)
     expect(calls('evalsha')).toBe(n);
+    expect(calls('hmget')).toBe(4 * n);
     expect(calls('mget')).toBe(n);
-    expect(calls('incrby')).toBe(5 * n);
+    expect(calls('incrby')).toBe(0);
     // Key records come from the in-process cache: no lookup per request.
     expect(calls('get')).toBe(0);
+    // Concurrent requests share script calls: each counter is read and written once per call.
+    await admin.config('RESETSTAT');
+    const many = new http.Agent({ keepAlive: true, maxSockets: 25 });
+    cleanup.push(() => Promise.resolve(many.destroy()));
+    const replies = await Promise.all(
+      Array.from({ length: 200 }, () =>
+        request(`${gw.url}/r`, { headers: { 'x-api-key': key }, agent: many }),
+      ),
+    );
+    expect(replies.map((r) => r.status).filter((s) => s !== 200)).toEqual([]);
+    const after = await admin.info('commandstats');
+    const scripts = Number(/cmdstat_evalsha:calls=(\d+)/.exec(after)?.[1] ?? 0);
+    expect(scripts).toBeGreaterThan(0);
+    expect(scripts).toBeLessThan(200);
+    // Four shared hashes per call (five when a call straddles the burst limit's one-second windows).
+    const hmget = Number(/cmdstat_hmget:calls=(\d+)/.exec(after)?.[1] ?? 0);
+    expect(hmget).toBeGreaterThanOrEqual(4 * scripts);
+    expect(hmget).toBeLessThanOrEqual(5 * scripts);
   });
 });
 
