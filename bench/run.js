@@ -275,22 +275,34 @@ async function startTollgate(name, o) {
     const agent = new http.Agent({ keepAlive: true, maxSockets: 16 });
     const keys = [];
     let made = 0;
+    let failed;
     await Promise.all(
       Array.from({ length: 16 }, async () => {
-        while (made < o.keys) {
+        while (made < o.keys && failed === undefined) {
           made++;
-          const created = await httpJson(
-            'POST',
-            `${admin}/keys`,
-            { name: 'bench', plan: 'bench' },
-            { authorization: `Bearer ${ADMIN_TOKEN}` },
-            agent,
-          );
-          if (created.status !== 201) throw new Error(`${name}: creating a key failed (${created.status})`);
-          keys.push(created.body.key);
+          // A loaded machine may answer 503 (a Redis command timed out): tried again, a few times.
+          for (let attempt = 1; ; attempt++) {
+            const created = await httpJson(
+              'POST',
+              `${admin}/keys`,
+              { name: 'bench', plan: 'bench' },
+              { authorization: `Bearer ${ADMIN_TOKEN}` },
+              agent,
+            );
+            if (created.status === 201) {
+              keys.push(created.body.key);
+              break;
+            }
+            if (attempt === 5) {
+              failed = new Error(`${name}: creating a key failed (${created.status})`);
+              break;
+            }
+            await sleep(100 * attempt);
+          }
         }
       }),
     );
+    if (failed) throw failed;
     agent.destroy();
     keysFile = join(TMP, `${name}.keys`);
     writeFileSync(keysFile, keys.join('\n') + '\n');

@@ -781,7 +781,7 @@ export class RedisCounters implements CounterStore {
           ...g.indexes.flatMap((i) => [
             places[i]!.field,
             specs[i]!.cost,
-            specs[i]!.slide === undefined ? -1 : specs[i]!.slide!.bucket,
+            specs[i]!.slide === undefined ? -1 : specs[i]!.slide.bucket,
           ]),
         ),
       ),
