@@ -22,6 +22,8 @@ const { values: opts } = parseArgs({
     only: { type: 'string' },
     tools: { type: 'string' },
     readme: { type: 'boolean', default: false },
+    // Another checkout (built), run beside this one for same-round before/after figures of the Redis pipeline.
+    base: { type: 'string' },
   },
 });
 const hasWrk = spawnSync('wrk', ['--version']).error === undefined;
@@ -250,7 +252,7 @@ async function startTollgate(name, o) {
   const adminPort = await freePort();
   const file = join(TMP, `${name}.yaml`);
   writeFileSync(file, tollgateYaml({ ...o, name, port, adminPort }));
-  const child = start(name, process.execPath, [join(ROOT, 'bin/tollgate.js'), '--config', file], {
+  const child = start(name, process.execPath, [join(o.root ?? ROOT, 'bin/tollgate.js'), '--config', file], {
     NODE_ENV: 'production',
   });
   const admin = `http://127.0.0.1:${adminPort}`;
@@ -449,6 +451,33 @@ async function main() {
             start: () =>
               startTollgate('tg-full-redis-12k', { upstream, auth: 'apiKey', redis: redisUrl, keys: 12_000 }),
           },
+          ...(opts.base
+            ? [
+                {
+                  name: `full pipeline, Redis — ${opts.base}`,
+                  key: 'base-full-redis',
+                  start: () =>
+                    startTollgate('base-full-redis', {
+                      upstream,
+                      auth: 'apiKey',
+                      redis: redisUrl,
+                      root: opts.base,
+                    }),
+                },
+                {
+                  name: `full pipeline, Redis, 12,000 keys — ${opts.base}`,
+                  key: 'base-full-redis-12k',
+                  start: () =>
+                    startTollgate('base-full-redis-12k', {
+                      upstream,
+                      auth: 'apiKey',
+                      redis: redisUrl,
+                      keys: 12_000,
+                      root: opts.base,
+                    }),
+                },
+              ]
+            : []),
         ]
       : []),
     {
@@ -482,7 +511,14 @@ async function main() {
       key: 'express-2w',
       start: () => startBaseline('express-2w', 'express-hpm-cluster.cjs', { UPSTREAM: upstream }),
     },
-  ].filter((s) => !opts.only || opts.only.split(',').includes(s.key) || s.baseline || s.key === 'direct');
+  ].filter(
+    (s) =>
+      !opts.only ||
+      opts.only.split(',').includes(s.key) ||
+      s.baseline ||
+      s.key === 'direct' ||
+      (s.key.startsWith('base-') && opts.only.split(',').includes(s.key.replace('base-', 'tg-'))),
+  );
 
   log(`starting ${scenarios.length} servers (logs in ${TMP})`);
   const running = new Map();
