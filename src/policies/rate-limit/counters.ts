@@ -250,164 +250,206 @@ class SlidingMemory {
  * Each counter is read once and written once per batch, however many requests share it: the
  * requests are decided in order on the values in the script's memory, then every changed counter is
  * written (absolute values: the script is atomic). Layouts (`RedisCounters.where`):
- * - `h`: a field of a shared hash (fixed windows, day and month quotas): every subject's counter of
- *   one policy and window, in one of a few shard hashes. Read with one HMGET, written with one HSET
- *   per hash and batch; field `_` marks a hash that exists, so its expiry is set once, when made.
- * - `s`: a sliding window, a hash of bucket → count per subject (stale buckets deleted as it is charged).
- * - `k`: a plain counter (remaining uses, lifetime quotas), kept for ever; read in one MGET.
+ * - a field of a shared hash (fixed windows, day and month quotas): every subject's counter of one
+ *   policy and window, in one of a few shard hashes. Read with one HMGET, written with one HSET per
+ *   hash and batch; field `_` marks a hash that exists, so its expiry is set once, when made.
+ * - a sliding window: a hash of bucket → count per subject (stale buckets deleted as it is charged).
+ * - a plain counter (remaining uses, lifetime quotas), kept for ever; read in one MGET.
  *
- * ARGV: the request count, then per request its counter count and, per counter, eight values: the
- * KEYS index, the hash field ('' unless `h`), limit, cost, ttl (ms; 0 keeps it), bucket (-1: not
- * sliding), buckets per window, soft (1: shadow, never refuses). A cost of 0 (a metered check) needs
- * 1 free: refused at or over the limit.
- * Returns, per request: failed counter (1-based) or 0, the used values, the count of soft counters
- * that would have refused and their indexes.
+ * The arguments are deduplicated, since the script's cost is mostly reading them: a batch of one
+ * key's requests sends each counter once. ARGV: C, then per counter (3) its KEYS index, field
+ * ('' unless a shared hash) and ttl (ms; 0 keeps it); D, then per check (5) its counter, limit,
+ * bucket (-1: not sliding), buckets per window and soft (1: shadow, never refuses); R, then per
+ * request its check count and, per check, the check and the cost. A cost of 0 (a metered check)
+ * needs 1 free: refused at or over the limit.
+ * Returns, per request: failed check (1-based, in the request's order) or 0, the used values, the
+ * count of soft checks that would have refused and their positions.
  */
 const CONSUME_LUA = `
-local R = tonumber(ARGV[1])
+local tonumber = tonumber
+local C = tonumber(ARGV[1])
+local ck, cf, ct, cs = {}, {}, {}, {}
 local p = 2
-local reqs, kind, fields, seen = {}, {}, {}, {}
-for r = 1, R do
-  local n = tonumber(ARGV[p])
-  p = p + 1
-  local cs = {}
-  for c = 1, n do
-    local s = { k = tonumber(ARGV[p]), f = ARGV[p + 1], limit = tonumber(ARGV[p + 2]),
-      cost = tonumber(ARGV[p + 3]), ttl = tonumber(ARGV[p + 4]), b = tonumber(ARGV[p + 5]),
-      nb = tonumber(ARGV[p + 6]), soft = ARGV[p + 7] == '1' }
-    p = p + 8
-    if s.b >= 0 then
-      kind[s.k] = 's'
-    elseif s.f ~= '' then
-      kind[s.k] = 'h'
-      if fields[s.k] == nil then fields[s.k] = {} seen[s.k] = {} end
-      if not seen[s.k][s.f] then
-        seen[s.k][s.f] = true
-        fields[s.k][#fields[s.k] + 1] = s.f
-      end
-    else
-      kind[s.k] = 'k'
-    end
-    cs[c] = s
-  end
-  reqs[r] = cs
+for c = 1, C do
+  ck[c] = tonumber(ARGV[p])
+  cf[c] = ARGV[p + 1]
+  ct[c] = tonumber(ARGV[p + 2])
+  p = p + 3
 end
-local val, existed, plain = {}, {}, {}
-for k, t in pairs(kind) do
-  if t == 'h' then
-    local v = redis.call('HMGET', KEYS[k], '_', unpack(fields[k]))
-    existed[k] = v[1] ~= false
-    local m = {}
-    for i, f in ipairs(fields[k]) do m[f] = tonumber(v[i + 1]) or 0 end
-    val[k] = m
-  elseif t == 's' then
-    local h = redis.call('HGETALL', KEYS[k])
-    local m = {}
-    for i = 1, #h, 2 do m[tonumber(h[i])] = tonumber(h[i + 1]) end
-    val[k] = m
+local D = tonumber(ARGV[p])
+p = p + 1
+local dc, dl, db, dn, ds = {}, {}, {}, {}, {}
+for d = 1, D do
+  local c = tonumber(ARGV[p])
+  dc[d] = c
+  dl[d] = tonumber(ARGV[p + 1])
+  db[d] = tonumber(ARGV[p + 2])
+  dn[d] = tonumber(ARGV[p + 3])
+  ds[d] = ARGV[p + 4] == '1'
+  if db[d] >= 0 then cs[c] = true end
+  p = p + 5
+end
+-- Read every counter once: one HMGET per shared hash, one HGETALL per sliding window, one MGET.
+local val, existed = {}, {}
+local hashes, plain = {}, {}
+for c = 1, C do
+  local k = ck[c]
+  if cs[c] then
+    if val[k] == nil then
+      local h = redis.call('HGETALL', KEYS[k])
+      local m = {}
+      for i = 1, #h, 2 do m[tonumber(h[i])] = tonumber(h[i + 1]) end
+      val[k] = m
+    end
+  elseif cf[c] ~= '' then
+    local list = hashes[k]
+    if list == nil then
+      list = {}
+      hashes[k] = list
+    end
+    list[#list + 1] = c
   else
-    plain[#plain + 1] = k
+    plain[#plain + 1] = c
   end
+end
+local cur = {}
+for k, list in pairs(hashes) do
+  local names = {}
+  for i = 1, #list do names[i] = cf[list[i]] end
+  local v = redis.call('HMGET', KEYS[k], '_', unpack(names))
+  existed[k] = v[1] ~= false
+  for i = 1, #list do cur[list[i]] = tonumber(v[i + 1]) or 0 end
 end
 if #plain > 0 then
   local names = {}
-  for i, k in ipairs(plain) do names[i] = KEYS[k] end
+  for i = 1, #plain do names[i] = KEYS[ck[plain[i]]] end
   local v = redis.call('MGET', unpack(names))
-  for i, k in ipairs(plain) do
-    existed[k] = v[i] ~= false
-    val[k] = tonumber(v[i]) or 0
+  for i = 1, #plain do
+    cur[plain[i]] = tonumber(v[i]) or 0
+    existed[ck[plain[i]]] = v[i] ~= false
   end
 end
-local dirty, ttl, from = {}, {}, {}
-local out = {}
+local R = tonumber(ARGV[p])
+p = p + 1
+local out, o = {}, 0
+local dirty, from = {}, {}
+local used, need, check, over = {}, {}, {}, {}
 for r = 1, R do
-  local cs = reqs[r]
-  local n = #cs
-  local used = {}
-  for c = 1, n do
-    local s = cs[c]
-    local t = kind[s.k]
-    if t == 's' then
-      local lo = s.b - s.nb
-      local u = 0
-      for b, v in pairs(val[s.k]) do if b >= lo then u = u + v end end
-      used[c] = u
-    elseif t == 'h' then
-      used[c] = val[s.k][s.f]
-    else
-      used[c] = val[s.k]
-    end
-  end
+  local n = tonumber(ARGV[p])
+  p = p + 1
   local failed = 0
-  local over = {}
-  for c = 1, n do
-    local s = cs[c]
-    local need = s.cost
-    if need < 1 then need = 1 end
-    if used[c] + need > s.limit then
-      if s.soft then over[c] = true else failed = c break end
+  for i = 1, n do
+    local d = tonumber(ARGV[p])
+    local cost = tonumber(ARGV[p + 1])
+    p = p + 2
+    check[i] = d
+    need[i] = cost
+    local c = dc[d]
+    local u
+    if cs[c] then
+      local lo = db[d] - dn[d]
+      u = 0
+      for b, v in pairs(val[ck[c]]) do if b >= lo then u = u + v end end
+    else
+      u = cur[c]
+    end
+    used[i] = u
+    local want = cost
+    if want < 1 then want = 1 end
+    over[i] = false
+    if failed == 0 and u + want > dl[d] then
+      if ds[d] then over[i] = true else failed = i end
     end
   end
-  out[#out + 1] = failed
-  local soft = {}
+  o = o + 1
+  out[o] = failed
+  local soft = 0
   if failed == 0 then
-    for c = 1, n do
-      local s = cs[c]
-      if over[c] then
-        soft[#soft + 1] = c
-      elseif s.cost > 0 then
-        local t = kind[s.k]
-        used[c] = used[c] + s.cost
-        if dirty[s.k] == nil then dirty[s.k] = {} end
-        if t == 'h' then
-          val[s.k][s.f] = used[c]
-          dirty[s.k][s.f] = true
-        elseif t == 's' then
-          val[s.k][s.b] = (val[s.k][s.b] or 0) + s.cost
-          dirty[s.k][s.b] = true
-          if from[s.k] == nil or from[s.k] < s.b - s.nb then from[s.k] = s.b - s.nb end
+    for i = 1, n do
+      local cost = need[i]
+      if not over[i] and cost > 0 then
+        local d = check[i]
+        local c = dc[d]
+        used[i] = used[i] + cost
+        dirty[c] = true
+        if cs[c] then
+          local m = val[ck[c]]
+          m[db[d]] = (m[db[d]] or 0) + cost
+          local lo = db[d] - dn[d]
+          if from[c] == nil or from[c] < lo then from[c] = lo end
         else
-          val[s.k] = used[c]
+          cur[c] = used[i]
         end
-        if (ttl[s.k] or 0) < s.ttl then ttl[s.k] = s.ttl end
       end
     end
   end
-  for c = 1, n do out[#out + 1] = used[c] end
-  out[#out + 1] = #soft
-  for i = 1, #soft do out[#out + 1] = soft[i] end
+  for i = 1, n do
+    o = o + 1
+    out[o] = used[i]
+  end
+  local at = o + 1
+  o = o + 1
+  if failed == 0 then
+    for i = 1, n do
+      if over[i] then
+        soft = soft + 1
+        o = o + 1
+        out[o] = i
+      end
+    end
+  end
+  out[at] = soft
 end
-for k, d in pairs(dirty) do
-  local t = kind[k]
-  local px = ttl[k] or 0
-  if t == 'h' then
-    local args = {}
-    for f in pairs(d) do
-      args[#args + 1] = f
-      args[#args + 1] = string.format('%d', val[k][f])
+-- Write every changed counter once.
+local hset, slid = {}, {}
+for c in pairs(dirty) do
+  local k = ck[c]
+  if cs[c] then
+    slid[k] = c
+  elseif cf[c] ~= '' then
+    local args = hset[k]
+    if args == nil then
+      args = {}
+      hset[k] = args
+      if not existed[k] then
+        args[1] = '_'
+        args[2] = '1'
+      end
     end
-    if not existed[k] then
-      args[#args + 1] = '_'
-      args[#args + 1] = '1'
+    args[#args + 1] = cf[c]
+    args[#args + 1] = string.format('%d', cur[c])
+    if not existed[k] and ct[c] > 0 then
+      local t = ct[c]
+      if (hset[-k] or 0) < t then hset[-k] = t end
     end
-    redis.call('HSET', KEYS[k], unpack(args))
-    if not existed[k] and px > 0 then redis.call('PEXPIRE', KEYS[k], px) end
-  elseif t == 's' then
-    local args, stale = {}, {}
-    for b in pairs(d) do
-      args[#args + 1] = b
-      args[#args + 1] = string.format('%d', val[k][b])
-    end
-    for b in pairs(val[k]) do if b < from[k] then stale[#stale + 1] = b end end
-    redis.call('HSET', KEYS[k], unpack(args))
-    if #stale > 0 then redis.call('HDEL', KEYS[k], unpack(stale)) end
-    redis.call('PEXPIRE', KEYS[k], px)
   else
-    local v = string.format('%d', val[k])
+    local v = string.format('%d', cur[c])
     if existed[k] then redis.call('SET', KEYS[k], v, 'KEEPTTL')
-    elseif px > 0 then redis.call('SET', KEYS[k], v, 'PX', px)
+    elseif ct[c] > 0 then redis.call('SET', KEYS[k], v, 'PX', ct[c])
     else redis.call('SET', KEYS[k], v) end
   end
+end
+for k, args in pairs(hset) do
+  if k > 0 then
+    redis.call('HSET', KEYS[k], unpack(args))
+    local t = hset[-k]
+    if t ~= nil then redis.call('PEXPIRE', KEYS[k], t) end
+  end
+end
+for k, c in pairs(slid) do
+  local m = val[k]
+  local args, stale = {}, {}
+  local lo = from[c]
+  for b, v in pairs(m) do
+    if b < lo then stale[#stale + 1] = b
+    else
+      args[#args + 1] = b
+      args[#args + 1] = string.format('%d', v)
+    end
+  end
+  if #args > 0 then redis.call('HSET', KEYS[k], unpack(args)) end
+  if #stale > 0 then redis.call('HDEL', KEYS[k], unpack(stale)) end
+  redis.call('PEXPIRE', KEYS[k], ct[c])
 end
 return out
 `;
@@ -706,31 +748,47 @@ export class RedisCounters implements CounterStore {
   }
 
   async #consumeBatch(batch: Waiting[]): Promise<void> {
+    // Arguments deduplicated (see CONSUME_LUA): keys, counters (key and field), checks (a counter
+    // with its limit, bucket and mode), then each request as its checks and costs.
     const keys: string[] = [];
-    const index = new Map<string, number>();
-    const argv: Array<string | number> = [batch.length];
+    const keyIndex = new Map<string, number>();
+    const counters: Array<[number, string, number]> = [];
+    const counterIndex = new Map<string, number>();
+    const checks: Array<string | number> = [];
+    const checkIndex = new Map<string, number>();
+    const requests: Array<string | number> = [batch.length];
     for (const w of batch) {
-      argv.push(w.specs.length);
+      requests.push(w.specs.length);
       w.specs.forEach((s, i) => {
         const place = w.places[i]!;
-        let k = index.get(place.key);
-        if (k === undefined) {
-          k = keys.push(place.key);
-          index.set(place.key, k);
+        let k = keyIndex.get(place.key);
+        if (k === undefined) keyIndex.set(place.key, (k = keys.push(place.key)));
+        const cid = `${k}\n${place.field}`;
+        let c = counterIndex.get(cid);
+        if (c === undefined) counterIndex.set(cid, (c = counters.push([k, place.field, s.ttlMs])));
+        else if (counters[c - 1]![2] < s.ttlMs) counters[c - 1]![2] = s.ttlMs;
+        const bucket = s.slide === undefined ? -1 : s.slide.bucket;
+        const buckets = s.slide === undefined ? 0 : s.slide.buckets;
+        const soft = s.soft === true ? 1 : 0;
+        const did = `${c}|${s.limit}|${bucket}|${buckets}|${soft}`;
+        let d = checkIndex.get(did);
+        if (d === undefined) {
+          d = checkIndex.size + 1;
+          checkIndex.set(did, d);
+          checks.push(c, s.limit, bucket, buckets, soft);
         }
-        argv.push(
-          k,
-          place.field,
-          s.limit,
-          s.cost,
-          s.ttlMs,
-          s.slide === undefined ? -1 : s.slide.bucket,
-          s.slide === undefined ? 0 : s.slide.buckets,
-          s.soft === true ? 1 : 0,
-        );
+        requests.push(d, s.cost);
       });
     }
-    const out = await this.#client().tollgateConsumeBatch(keys.length, ...keys, ...argv);
+    const out = await this.#client().tollgateConsumeBatch(
+      keys.length,
+      ...keys,
+      counters.length,
+      ...counters.flat(),
+      checkIndex.size,
+      ...checks,
+      ...requests,
+    );
     let p = 0;
     for (const w of batch) {
       const n = w.specs.length;
