@@ -181,7 +181,7 @@ const BATCH = 100;
 const MAX_PENDING = 10_000;
 const MAX_SCAN = 5_000;
 /** Audit shards (hash tags): one on a single node, spread evenly over the slots on a Cluster. */
-export const AUDIT_SHARDS = { node: 1, cluster: 16 } as const;
+export const AUDIT_SHARDS = { node: 1, cluster: 6 } as const;
 
 /**
  * One flush of one shard, in one script call: the batch as one stream entry (field `r` per record,

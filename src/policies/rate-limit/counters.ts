@@ -561,7 +561,7 @@ export class SettleBatcher {
 }
 
 /** Shard hashes of the shared counter layout: one on a single node, spread over the slots on a Cluster. */
-export const COUNTER_SHARDS = { node: 1, cluster: 48 } as const;
+export const COUNTER_SHARDS = { node: 1, cluster: 12 } as const;
 /** The most requests one consume script decides (bounds its arguments and its run time). */
 export const CONSUME_BATCH_MAX = 128;
 
