@@ -90,12 +90,12 @@ async function waitForHttp(url, headers = {}, timeoutMs = 20_000) {
   }
 }
 
-function httpJson(method, url, body, headers = {}) {
+function httpJson(method, url, body, headers = {}, agent = false) {
   return new Promise((resolve, reject) => {
     const data = body === undefined ? undefined : JSON.stringify(body);
     const req = http.request(
       url,
-      { method, agent: false, headers: { 'content-type': 'application/json', ...headers } },
+      { method, agent, headers: { 'content-type': 'application/json', ...headers } },
       (res) => {
         let text = '';
         res.on('data', (c) => (text += c));
@@ -126,12 +126,16 @@ function run(cmd, args, timeoutMs) {
 }
 
 // ------------------------------------------------------------------------------ load tools
-async function load(tool, url, headers, seconds) {
+async function load(tool, url, headers, seconds, keysFile) {
   const hdr = Object.entries(headers).flatMap(([k, v]) => ['-H', `${k}: ${v}`]);
   if (tool === 'wrk') {
+    // With a keys file, every request carries the next of many keys (bench/lib/keys.lua).
+    process.env.TOLLGATE_BENCH_KEYS = keysFile ?? '';
+    process.env.TOLLGATE_BENCH_REPORT = join(HERE, 'lib/report.lua');
+    const script = join(HERE, keysFile ? 'lib/keys.lua' : 'lib/report.lua');
     const out = await run(
       'wrk',
-      ['-t1', `-c${S.connections}`, `-d${seconds}s`, '-s', join(HERE, 'lib/report.lua'), ...hdr, url],
+      ['-t1', `-c${S.connections}`, `-d${seconds}s`, '-s', script, ...hdr, url],
       (seconds + 15) * 1000,
     );
     const r = JSON.parse(out.slice(out.indexOf('WRKJSON ') + 8).split('\n')[0]);
@@ -139,11 +143,17 @@ async function load(tool, url, headers, seconds) {
     return { requests: r.requests, rps: r.rps, p50: r.p50_ms, p99: r.p99_ms, errors };
   }
   const bin = join(ROOT, 'node_modules/autocannon/autocannon.js');
-  const out = await run(
-    process.execPath,
-    [bin, '-c', String(S.connections), '-d', String(seconds), '-j', ...hdr, url],
-    (seconds + 20) * 1000,
-  );
+  const out = keysFile
+    ? await run(
+        process.execPath,
+        [join(HERE, 'lib/keys-load.js'), url, keysFile, String(S.connections), String(seconds)],
+        (seconds + 20) * 1000,
+      )
+    : await run(
+        process.execPath,
+        [bin, '-c', String(S.connections), '-d', String(seconds), '-j', ...hdr, url],
+        (seconds + 20) * 1000,
+      );
   const r = JSON.parse(out.slice(out.indexOf('{')));
   return {
     requests: r.requests.total,
@@ -280,9 +290,49 @@ async function startTollgate(given, o) {
       throw new Error(`${name}: creating a key failed (${created.status} ${JSON.stringify(created.body)})`);
     headers = { 'x-api-key': created.body.key };
   }
+  let keysFile;
+  if (o.keys !== undefined) {
+    // Many distinct keys (an API product's real cardinality): created through the admin API,
+    // 16 at a time, and sent in turn by the load generator.
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 16 });
+    const keys = [];
+    let made = 0;
+    let failed;
+    await Promise.all(
+      Array.from({ length: 16 }, async () => {
+        while (made < o.keys && failed === undefined) {
+          made++;
+          // A loaded machine may answer 503 (a Redis command timed out): tried again, a few times.
+          for (let attempt = 1; ; attempt++) {
+            const created = await httpJson(
+              'POST',
+              `${admin}/keys`,
+              { name: 'bench', plan: 'bench' },
+              { authorization: `Bearer ${ADMIN_TOKEN}` },
+              agent,
+            );
+            if (created.status === 201) {
+              keys.push(created.body.key);
+              break;
+            }
+            if (attempt === 5) {
+              failed = new Error(`${name}: creating a key failed (${created.status})`);
+              break;
+            }
+            await sleep(100 * attempt);
+          }
+        }
+      }),
+    );
+    if (failed) throw failed;
+    agent.destroy();
+    keysFile = join(TMP, `${name}.keys`);
+    writeFileSync(keysFile, keys.join('\n') + '\n');
+    headers = {};
+  }
   if (o.token) headers = { authorization: `Bearer ${o.token}` };
   if (o.corsIp) headers = { ...headers, origin: BENCH_ORIGIN };
-  return { pid: child.pid, url: `http://127.0.0.1:${port}${PATH}`, headers, redis: o.redis };
+  return { pid: child.pid, url: `http://127.0.0.1:${port}${PATH}`, headers, redis: o.redis, keysFile };
 }
 
 async function startBaseline(name, script, env) {
@@ -447,6 +497,12 @@ async function main() {
                 concurrency: true,
               }),
           },
+          {
+            name: 'Tollgate full pipeline, Redis, 12,000 keys',
+            key: 'tg-full-redis-12k',
+            start: () =>
+              startTollgate('tg-full-redis-12k', { upstream, auth: 'apiKey', redis: redisUrl, keys: 12_000 }),
+          },
         ]
       : []),
     {
@@ -508,17 +564,37 @@ async function main() {
   const results = []; // {key, tool, round, rps, p50, p99, cpuPerReq, rss, errors, redisCmds}
   const c1 = []; // {key, round, p50, p99}
   const redis = redisUrl ? new Redis(redisUrl) : undefined;
-  // Commands Redis ran (those inside scripts included), and script calls: the hot path's round trips.
+  // Commands Redis ran (those inside scripts included), by command; script calls (the hot path's
+  // round trips); the time spent in commands (commandstats usec, a script's counted once: its usec
+  // already holds the commands it ran, which are left out of the sum); and the server's own CPU
+  // time (INFO cpu: commands, networking and all — this private redis-server serves only the bench).
   const commandCount = async () => {
     const info = await redis.info('commandstats');
+    const cpu = await redis.info('cpu');
     let all = 0;
     let scripts = 0;
-    for (const m of info.matchAll(/cmdstat_(\w+):calls=(\d+)/g)) {
-      if (['info', 'ping'].includes(m[1])) continue;
+    const byCmd = {};
+    for (const m of info.matchAll(/cmdstat_([\w|]+):calls=(\d+),usec=(\d+)/g)) {
+      if (['info', 'ping', 'config|resetstat'].includes(m[1])) continue;
       all += Number(m[2]);
+      byCmd[m[1]] = { calls: Number(m[2]), usec: Number(m[3]) };
       if (m[1] === 'evalsha' || m[1] === 'eval') scripts += Number(m[2]);
     }
-    return { all, scripts };
+    const field = (name) => Number(new RegExp(`${name}:([\\d.]+)`).exec(cpu)?.[1] ?? 0);
+    return { all, scripts, byCmd, cpuUs: (field('used_cpu_user') + field('used_cpu_sys')) * 1e6 };
+  };
+  // Commands that Tollgate only ever runs inside its scripts: their usec is inside the script's.
+  const IN_SCRIPTS_ONLY = new Set(['incrby', 'decrby', 'mget', 'hmget', 'hgetall', 'hincrby', 'hdel']);
+  const redisDelta = (a, b, requests) => {
+    const byCmd = {};
+    let usec = 0;
+    for (const [cmd, v] of Object.entries(b.byCmd)) {
+      const calls = v.calls - (a.byCmd[cmd]?.calls ?? 0);
+      const us = v.usec - (a.byCmd[cmd]?.usec ?? 0);
+      if (calls > 0) byCmd[cmd] = calls / requests;
+      if (!IN_SCRIPTS_ONLY.has(cmd)) usec += us;
+    }
+    return { byCmd, usecPerReq: usec / requests, cpuPerReq: (b.cpuUs - a.cpuUs) / requests };
   };
 
   const t0 = Date.now();
@@ -527,12 +603,12 @@ async function main() {
     for (const tool of TOOLS) {
       for (const s of order) {
         const r = running.get(s.key);
-        await load(tool, r.url, r.headers, S.warmup).catch(() => undefined);
+        await load(tool, r.url, r.headers, S.warmup, r.keysFile).catch(() => undefined);
         const cpu0 = r.pid ? cpuMicros(r.pid) : 0;
         const cmds0 = r.redis ? await commandCount() : undefined;
         let m;
         try {
-          m = await load(tool, r.url, r.headers, S.duration);
+          m = await load(tool, r.url, r.headers, S.duration, r.keysFile);
         } catch (err) {
           log(`${s.key} ${tool}: ${err.message}`);
           continue;
@@ -541,6 +617,7 @@ async function main() {
         const cmds1 = r.redis ? await commandCount() : undefined;
         const redisCmds = cmds1 && cmds0 ? (cmds1.all - cmds0.all) / m.requests : undefined;
         const redisScripts = cmds1 && cmds0 ? (cmds1.scripts - cmds0.scripts) / m.requests : undefined;
+        const redisUse = cmds1 && cmds0 ? redisDelta(cmds0, cmds1, m.requests) : undefined;
         results.push({
           key: s.key,
           tool,
@@ -550,6 +627,9 @@ async function main() {
           rss: r.pid ? rssMb(r.pid) : undefined,
           redisCmds,
           redisScripts,
+          redisByCmd: redisUse?.byCmd,
+          redisUsec: redisUse?.usecPerReq,
+          redisCpu: redisUse?.cpuPerReq,
         });
         if (m.errors > 0) log(`warning: ${s.key} ${tool} had ${m.errors} errors/non-2xx`);
       }
@@ -600,12 +680,18 @@ async function main() {
         cpuRatio: median(cpuRatios),
         redisCmds: median(mine.map((r) => r.redisCmds)),
         redisScripts: median(mine.map((r) => r.redisScripts)),
+        redisUsec: median(mine.map((r) => r.redisUsec)),
+        redisCpu: median(mine.map((r) => r.redisCpu)),
+        redisByCmd:
+          mine.find((r) => r.redisCmds === median(mine.map((x) => x.redisCmds)))?.redisByCmd ??
+          mine[0]?.redisByCmd,
         errors: mine.reduce((a, r) => a + r.errors, 0),
       };
       rows.push(row);
     }
     summary.push({ tool, rows });
     tables.push(formatTable(tool, rows));
+    if (rows.some((r) => r.redisCmds !== undefined)) tables.push(formatRedisTable(tool, rows));
   }
   const machine = `${os.cpus()[0]?.model ?? 'cpu'} × ${os.cpus().length}, ${Math.round(os.totalmem() / 2 ** 30)} GiB, ${os.type()} ${os.release()}, Node ${process.version}`;
   const command = `npm run bench${opts.full ? ' -- --full' : ''}`;
@@ -649,6 +735,35 @@ function formatTable(tool, rows) {
     const cpuVs = r.key === r.ratioTo ? '1.00' : f(r.cpuRatio, 2);
     lines.push(
       `| ${r.name} | ${f(r.rps)} | ${f(r.p50, 2)} | ${f(r.p99, 2)} | ${f(r.cpu)} | ${f(r.rss)} | ${f(r.c1p50)} | ${f(r.c1p99)} | ${vs} | ${cpuVs} | ${f(r.redisScripts, 2)} | ${f(r.redisCmds, 2)} |`,
+    );
+  }
+  return lines.join('\n');
+}
+
+/**
+ * What each request costs Redis: commands by command (those a script runs included), the time in
+ * commands (commandstats usec), the server's CPU time (INFO cpu), and the ceiling that implies for
+ * one shard — requests per second at 100 % of one Redis core, from the larger of the two.
+ */
+function formatRedisTable(tool, rows) {
+  const f = (v, d = 0) =>
+    v === undefined ? '–' : v.toLocaleString('en-US', { maximumFractionDigits: d, minimumFractionDigits: d });
+  const lines = [
+    `**Redis per request (${tool})**`,
+    '',
+    '| configuration | cmds/req | by command | µs in commands/req | Redis CPU µs/req | one shard, req/s at 100 % of a core |',
+    '|---|--:|---|--:|--:|--:|',
+  ];
+  for (const r of rows) {
+    if (r.redisCmds === undefined) continue;
+    const by = Object.entries(r.redisByCmd ?? {})
+      .filter(([, v]) => v >= 0.005)
+      .sort((a, b) => b[1] - a[1])
+      .map(([cmd, v]) => `${cmd.toUpperCase()} ${f(v, 2)}`)
+      .join(', ');
+    const worst = Math.max(r.redisUsec ?? 0, r.redisCpu ?? 0);
+    lines.push(
+      `| ${r.name} | ${f(r.redisCmds, 2)} | ${by} | ${f(r.redisUsec, 1)} | ${f(r.redisCpu, 1)} | ${worst > 0 ? f(1e6 / worst) : '–'} |`,
     );
   }
   return lines.join('\n');

@@ -7,7 +7,13 @@ import { REVOKED_KEPT, revokedMatches } from './record.js';
 import { KeyedMutex, afterCursor, compareKeys, decodeCursor, encodeCursor, ownedAs } from './record.js';
 import { randomBytes } from 'node:crypto';
 
-const CACHE_MAX = 10_000;
+/**
+ * Key records cached per process: above an API product's active keys (10,000+), so that a
+ * working set of that size is served from memory, not one Redis read per request.
+ */
+const CACHE_MAX = 50_000;
+/** The most key records one coalesced lookup reads (one MGET). */
+const LOOKUP_BATCH_MAX = 256;
 /** While Redis is down, a cached record keeps serving this long past its TTL. */
 const STALE_GRACE_MS = 5 * 60_000;
 const TOUCH_FLUSH_MS = 5_000;
@@ -62,6 +68,8 @@ export class RedisKeyStore implements KeyStore {
   readonly #channel: string;
   readonly #timer: NodeJS.Timeout;
   readonly #owners = new KeyedMutex();
+  /** Lookups waiting for the next coalesced MGET (see `#read`). */
+  #reads: Array<{ key: string; resolve: (json: string | null) => void; reject: (err: unknown) => void }> = [];
 
   constructor(options: { redis: RedisHandle; clock: Clock; logger: Logger; cacheTtlMs: number }) {
     this.#redis = options.redis;
@@ -147,7 +155,7 @@ export class RedisKeyStore implements KeyStore {
   async #load(hash: string, now: number, stale: Cached | undefined): Promise<KeyRecord | undefined> {
     let json: string | null;
     try {
-      json = await this.#redis.client.get(this.#k('hash', hash));
+      json = await this.#read(this.#k('hash', hash));
     } catch (err) {
       this.#redis.recordError();
       if (stale !== undefined && now - stale.at < this.#ttlMs + STALE_GRACE_MS)
@@ -162,6 +170,28 @@ export class RedisKeyStore implements KeyStore {
     if (this.#cache.size >= CACHE_MAX) this.#cache.delete(this.#cache.keys().next().value!);
     this.#cache.set(hash, { record, at: now });
     return record ?? undefined;
+  }
+
+  /**
+   * Lookups of different keys in the same event-loop turn share one MGET (all under the `{keys}`
+   * tag: one slot): with many distinct keys, records expiring from the cache cost a fraction of a
+   * command per request, not a GET each.
+   */
+  #read(key: string): Promise<string | null> {
+    return new Promise((resolve, reject) => {
+      if (this.#reads.push({ key, resolve, reject }) > 1) return;
+      setImmediate(() => {
+        const waiting = this.#reads;
+        this.#reads = [];
+        for (let i = 0; i < waiting.length; i += LOOKUP_BATCH_MAX) {
+          const part = waiting.slice(i, i + LOOKUP_BATCH_MAX);
+          this.#redis.client.mget(part.map((w) => w.key)).then(
+            (values) => part.forEach((w, j) => w.resolve(values[j] ?? null)),
+            (err: unknown) => part.forEach((w) => w.reject(err)),
+          );
+        }
+      });
+    });
   }
 
   list(query: KeyListQuery): Promise<KeyPage> {

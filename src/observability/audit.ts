@@ -1,5 +1,6 @@
 import type { Clock } from '../core/clock.js';
 import type { RedisHandle } from '../shared/redis.js';
+import { shardOf, shardTags } from '../shared/shards.js';
 import type { Logger } from './logger.js';
 
 /**
@@ -175,20 +176,69 @@ function newestFirst(records: AuditRecord[]): AuditRecord[] {
 }
 
 const FLUSH_MS = 100;
-// Small batches: a large pipeline right after an outage must not run into the command timeout.
+// Small batches: a large script right after an outage must not run into the command timeout.
 const BATCH = 100;
 const MAX_PENDING = 10_000;
 const MAX_SCAN = 5_000;
+/** Audit shards (hash tags): one on a single node, spread evenly over the slots on a Cluster. */
+export const AUDIT_SHARDS = { node: 1, cluster: 6 } as const;
 
 /**
- * Audit records in Redis, shared by every instance: appended to a list per request id with the
- * retention as TTL (lookup by id is one LRANGE; a reused id adds to the list, never replaces a
- * record; a list over `maxEntries` is trimmed to the newest, as the stream is) and to a capped
- * stream (`MAXLEN ~ maxEntries`) for listing. Writes are batched off the request path (one
- * pipeline per 100 ms or 100 records);
- * while Redis is down records wait in a bounded buffer and the oldest are dropped first. A local
- * ring answers for this instance's own recent records even when Redis does not.
- * All keys share one `{audit}` hash tag so a pipeline stays in one Cluster slot.
+ * One flush of one shard, in one script call: the batch as one stream entry (field `r` per record,
+ * the stream capped at about `maxEntries` records), and each record added to its request id's
+ * entry in the shard's id index of this time bucket (a hash: id → the JSON texts with that id, one
+ * per line — JSON.stringify never writes a raw newline), keeping the newest `perId` of an id.
+ * KEYS: stream, id index. ARGV: stream ttl (ms), stream MAXLEN (entries), index ttl (ms), perId,
+ * then id and JSON of every record.
+ */
+const AUDIT_FLUSH_LUA = `
+local fields, order, byId = {}, {}, {}
+for i = 5, #ARGV, 2 do
+  local id, json = ARGV[i], ARGV[i + 1]
+  fields[#fields + 1] = 'r'
+  fields[#fields + 1] = json
+  if byId[id] == nil then
+    byId[id] = {}
+    order[#order + 1] = id
+  end
+  local t = byId[id]
+  t[#t + 1] = json
+end
+redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', unpack(fields))
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+local old = redis.call('HMGET', KEYS[2], unpack(order))
+local max = tonumber(ARGV[4])
+local args = {}
+for i, id in ipairs(order) do
+  local lines = {}
+  if old[i] then
+    for line in string.gmatch(old[i], '[^\\n]+') do lines[#lines + 1] = line end
+  end
+  for _, t in ipairs(byId[id]) do lines[#lines + 1] = t end
+  local first = 1
+  if #lines > max then first = #lines - max + 1 end
+  args[#args + 1] = id
+  args[#args + 1] = table.concat(lines, '\\n', first)
+end
+redis.call('HSET', KEYS[2], unpack(args))
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+return 1
+`;
+
+/**
+ * Audit records in Redis, shared by every instance. Records are sharded by request id over
+ * `AUDIT_SHARDS` hash tags (`{a<n>-<m>}`, spread evenly over Redis Cluster's slots, so no one
+ * shard takes every write); each shard has a stream for listing (one entry per flush, holding the
+ * batch) and an id index per time bucket (a hash per `bucketMs`: lookup by id is one HGET per
+ * bucket within the retention, pipelined; a reused id adds to its entry, never replaces a record,
+ * and keeps the newest `maxEntries`). Writes are batched off the request path: every 100 ms or
+ * 100 records, one script call per shard — under load a small fraction of a command per request.
+ * While Redis is down records wait in a bounded buffer (10,000, the oldest dropped first); what a
+ * crash loses is what waits there (at most 100 ms of records in normal operation). A local ring
+ * answers for this instance's own recent records even when Redis does not.
+ *
+ * Earlier versions wrote every record to one `{audit}` slot (a list per id, one stream entry per
+ * record, and before that one string per id): those are still read, never written.
  */
 export class RedisAuditStore implements AuditStore {
   readonly #redis: RedisHandle;
@@ -196,9 +246,10 @@ export class RedisAuditStore implements AuditStore {
   readonly #logger: Logger;
   readonly #retentionMs: number;
   readonly #maxEntries: number;
-  readonly #stream: string;
   readonly #clock: Clock;
-  readonly #records: string;
+  readonly #names: { stream: string; records: string };
+  readonly #shards: string[];
+  readonly #bucketMs: number;
   #pending: Array<{ id: string; json: string }> = [];
   #flushing: Promise<void> | undefined;
   #timer: NodeJS.Timeout;
@@ -223,8 +274,17 @@ export class RedisAuditStore implements AuditStore {
       retentionSec: options.retentionSec,
       clock: options.clock,
     });
-    this.#stream = options.redis.key('{audit}', options.names?.stream ?? 'stream');
-    this.#records = options.names?.records ?? 'reqs';
+    this.#names = options.names ?? { stream: 'stream', records: 'reqs' };
+    this.#shards = shardTags(
+      'a',
+      options.redis.config.cluster !== undefined ? AUDIT_SHARDS.cluster : AUDIT_SHARDS.node,
+    );
+    // About 24 id-index buckets per retention (a lookup reads each), none shorter than a minute.
+    this.#bucketMs = Math.max(60_000, Math.ceil(this.#retentionMs / 24));
+    const client = options.redis.client as unknown as {
+      defineCommand(name: string, def: { numberOfKeys?: number; lua: string }): void;
+    };
+    client.defineCommand('tollgateAuditFlush', { numberOfKeys: 2, lua: AUDIT_FLUSH_LUA });
     this.#timer = setInterval(() => void this.flush(), FLUSH_MS);
     this.#timer.unref();
   }
@@ -250,42 +310,41 @@ export class RedisAuditStore implements AuditStore {
   async #flush(): Promise<void> {
     while (this.#pending.length > 0 && this.#redis.ready) {
       const batch = this.#pending.slice(0, BATCH);
-      const pipeline = this.#redis.client.pipeline();
-      for (const { id, json } of batch) {
-        const key = this.#recordsKey(id);
-        pipeline.rpush(key, json);
-        pipeline.pexpire(key, this.#retentionMs);
-        pipeline.xadd(this.#stream, 'MAXLEN', '~', String(this.#maxEntries), '*', 'r', json);
+      const byShard = new Map<number, Array<{ id: string; json: string }>>();
+      for (const r of batch) {
+        const shard = shardOf(r.id, this.#shards.length);
+        let list = byShard.get(shard);
+        if (list === undefined) byShard.set(shard, (list = []));
+        list.push(r);
       }
-      pipeline.pexpire(this.#stream, this.#retentionMs);
+      const bucket = Math.floor(this.#clock.now() / this.#bucketMs);
+      const perShard = Math.ceil(this.#maxEntries / this.#shards.length);
+      const client = this.#redis.client as unknown as {
+        tollgateAuditFlush(...args: Array<string | number>): Promise<number>;
+      };
       try {
-        const results = (await pipeline.exec()) ?? [];
-        if (results.some(([err]) => err !== null))
-          throw results.find(([err]) => err !== null)?.[0] ?? new Error('pipeline failed');
+        // A shard whose write failed is written again with the next attempt: its records may be
+        // kept twice then (one JSON text is one record when read back).
+        await Promise.all(
+          [...byShard].map(([shard, records]) =>
+            client.tollgateAuditFlush(
+              this.#streamKey(shard),
+              this.#indexKey(shard, bucket),
+              this.#retentionMs,
+              Math.max(1, Math.ceil(perShard / records.length)),
+              this.#retentionMs + 2 * this.#bucketMs,
+              this.#maxEntries,
+              ...records.flatMap((r) => [r.id, r.json]),
+            ),
+          ),
+        );
         this.#pending.splice(0, batch.length);
-        await this.#trim(batch, results);
       } catch (err) {
         this.#redis.recordError(false);
         this.#logger.debug({ err }, 'audit flush failed; records kept for the next attempt');
         return;
       }
     }
-  }
-
-  /**
-   * A list longer than `maxEntries` (one id reused that often within the retention) loses its
-   * oldest records, as the stream does: the RPUSH replies say which, so the common write pays no
-   * LTRIM.
-   */
-  async #trim(batch: Array<{ id: string }>, results: Array<[Error | null, unknown]>): Promise<void> {
-    let pipeline: ReturnType<RedisHandle['client']['pipeline']> | undefined;
-    batch.forEach(({ id }, i) => {
-      const length = results[i * 3]?.[1];
-      if (typeof length === 'number' && length > this.#maxEntries)
-        (pipeline ??= this.#redis.client.pipeline()).ltrim(this.#recordsKey(id), -this.#maxEntries, -1);
-    });
-    // A failed trim is retried by the next RPUSH on that id, which finds the list still too long.
-    if (pipeline !== undefined) await pipeline.exec();
   }
 
   async get(id: string): Promise<AuditRecord | undefined> {
@@ -304,53 +363,88 @@ export class RedisAuditStore implements AuditStore {
     let stored: string[];
     try {
       stored = await this.#redis.run(async () => {
-        const results = await this.#redis.client
-          .pipeline()
-          .lrange(this.#recordsKey(id), 0, -1)
-          .get(this.#legacyKey(id))
-          .exec();
-        const failed = results?.find(([err]) => err !== null)?.[0];
+        const c = this.#redis.client;
+        const shard = shardOf(id, this.#shards.length);
+        const now = this.#clock.now();
+        const buckets: number[] = [];
+        for (let b = Math.floor((now - this.#retentionMs) / this.#bucketMs); b <= now / this.#bucketMs; b++)
+          buckets.push(b);
+        // One slot per command group: the shard's index (pipelined), the legacy `{audit}` keys.
+        const index = c.pipeline();
+        for (const b of buckets) index.hget(this.#indexKey(shard, b), id);
+        const [found, list, legacy] = await Promise.all([
+          index.exec(),
+          c.lrange(this.#legacyListKey(id), 0, -1),
+          c.get(this.#legacyKey(id)),
+        ]);
+        const failed = found?.find(([err]) => err !== null)?.[0];
         if (failed) throw failed;
-        const list = (results?.[0]?.[1] ?? []) as string[];
-        const legacy = results?.[1]?.[1] as string | null | undefined;
-        return typeof legacy === 'string' ? [legacy, ...list] : list;
+        const texts: string[] = typeof legacy === 'string' ? [legacy, ...list] : [...list];
+        for (const [, v] of found ?? []) if (typeof v === 'string') texts.push(...v.split('\n'));
+        return texts;
       });
     } catch (err) {
       const local = await this.#local.getAll(id);
       if (local.length > 0) return local;
       throw err;
     }
-    // A flush retried after a partial failure may have pushed a record twice: one JSON text is one
-    // record. Records of this instance still waiting for the next flush are added.
+    // A flush retried after a partial failure may have written a record twice: one JSON text is
+    // one record. Records of this instance still waiting for the next flush are added.
     const texts = new Set(stored);
     for (const p of this.#pending) if (p.id === id) texts.add(p.json);
     const oldest = this.#clock.now() - this.#retentionMs;
     const out: AuditRecord[] = [];
     for (const json of texts) {
       const r = JSON.parse(json) as AuditRecord;
-      // PEXPIRE is renewed by each append: records past the retention are dropped here.
       if (Date.parse(r.time) >= oldest) out.push(r);
     }
-    return newestFirst(out.reverse());
+    // Newest first, and no more than `maxEntries` of one id (as each bucket keeps).
+    return newestFirst(out.reverse()).slice(0, this.#maxEntries);
   }
 
+  /**
+   * Newest first, across shards: each shard's stream is read newest first until it has `limit`
+   * matches (or `MAX_SCAN` records were looked at, or the retention ends it), and the shards'
+   * answers are merged by time. The legacy single-slot stream is read as one more shard.
+   */
   async list(query: AuditQuery): Promise<AuditRecord[]> {
     if (!this.#redis.ready) return this.#local.list(query);
-    const end = query.since === undefined ? '-' : String(query.since);
-    const entries = await this.#redis.run(() =>
-      this.#redis.client.xrevrange(this.#stream, '+', end, 'COUNT', MAX_SCAN),
-    );
-    const out: AuditRecord[] = [];
-    // The stream is capped by count (approximately: MAXLEN ~) and lives while traffic flows, so
-    // retention is applied here: newest first, the first record past it ends the list.
+    const streams = [...this.#shards.map((_t, i) => this.#streamKey(i)), this.#legacyStreamKey()];
+    const scanEach = Math.ceil(MAX_SCAN / streams.length) + BATCH;
     const oldest = this.#clock.now() - this.#retentionMs;
-    for (const [, fields] of entries) {
-      const json = fields[1];
-      if (json === undefined) continue;
-      const r = JSON.parse(json) as AuditRecord;
-      if (Date.parse(r.time) < oldest) break;
-      if (matches(r, query)) out.push(r);
-      if (out.length >= query.limit) break;
+    const perStream = await this.#redis.run(() =>
+      Promise.all(streams.map((s) => this.#scan(s, query, scanEach, oldest))),
+    );
+    return perStream
+      .flat()
+      .sort((a, b) => Date.parse(b.time) - Date.parse(a.time))
+      .slice(0, query.limit);
+  }
+
+  async #scan(stream: string, query: AuditQuery, maxRecords: number, oldest: number): Promise<AuditRecord[]> {
+    const out: AuditRecord[] = [];
+    let end = '+';
+    const start = query.since === undefined ? '-' : String(query.since);
+    let seen = 0;
+    while (seen < maxRecords && out.length < query.limit) {
+      const entries = await this.#redis.client.xrevrange(stream, end, start, 'COUNT', 50);
+      if (entries.length === 0) return out;
+      for (const [entryId, fields] of entries) {
+        // Records of one entry in write order: newest last.
+        for (let i = fields.length - 1; i >= 1; i -= 2) {
+          const json = fields[i];
+          if (json === undefined) continue;
+          seen++;
+          const r = JSON.parse(json) as AuditRecord;
+          // The stream is capped by count and lives while traffic flows, so retention is applied
+          // here: newest first, the first record past it ends this stream's list.
+          if (Date.parse(r.time) < oldest) return out;
+          if (matches(r, query)) out.push(r);
+          if (out.length >= query.limit) return out;
+        }
+        end = `(${entryId}`;
+      }
+      if (entries.length < 50) return out;
     }
     return out;
   }
@@ -360,12 +454,29 @@ export class RedisAuditStore implements AuditStore {
     await this.flush();
   }
 
-  #recordsKey(id: string): string {
-    return this.#redis.key('{audit}', this.#records, id);
+  #streamKey(shard: number): string {
+    return this.#redis.key(`{${this.#shards[shard]!}}`, this.#names.stream);
+  }
+
+  #indexKey(shard: number, bucket: number): string {
+    return this.#redis.key(`{${this.#shards[shard]!}}`, this.#names.records, String(bucket));
+  }
+
+  /** Where version 2's first releases kept the records of an id (a list) and listed them (one stream). */
+  #legacyListKey(id: string): string {
+    return this.#redis.key('{audit}', this.#names.records, id);
+  }
+
+  #legacyStreamKey(): string {
+    return this.#redis.key('{audit}', this.#names.stream);
   }
 
   /** Where versions before 2 kept one record per id (a string, overwritten): read, never written. */
   #legacyKey(id: string): string {
-    return this.#redis.key('{audit}', this.#records === 'reqs' ? 'req' : `${this.#records}-legacy`, id);
+    return this.#redis.key(
+      '{audit}',
+      this.#names.records === 'reqs' ? 'req' : `${this.#names.records}-legacy`,
+      id,
+    );
   }
 }

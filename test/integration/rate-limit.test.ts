@@ -238,7 +238,7 @@ describe('rate limits across instances', () => {
     expect(up.calls).toHaveLength(50);
   });
 
-  it('takes one Redis command per request for all of its limits, quota and remaining uses', async () => {
+  it('takes one script call per request for all of its limits, quota and remaining uses, and shares them under load', async () => {
     const { startPrivateRedis } = await import('../helpers/redis.js');
     const redis = await startPrivateRedis();
     cleanup.push(() => redis.stop(true));
@@ -279,12 +279,37 @@ describe('rate limits across instances', () => {
     const stats = await admin.info('commandstats');
     const calls = (cmd: string) => Number(new RegExp(`cmdstat_${cmd}:calls=(\\d+)`).exec(stats)?.[1] ?? 0);
     // Five counters per request (two route limits, the plan's, the quota, remaining uses): one
-    // EVALSHA. (commandstats also counts the MGET and INCRBYs the script runs inside Redis.)
-    expect(calls('evalsha')).toBe(n);
+    // EVALSHA. (commandstats also counts what the script runs inside Redis: one HMGET and one HSET
+    // per shared counter hash, an MGET and a SET for the remaining uses.)
+    // The audit trail's flushes are script calls too (one XADD and one HMGET each; the first is
+    // an EVAL, loading the script): left out.
+    const flushes = calls('xadd');
+    expect(calls('evalsha') + calls('eval') - flushes).toBe(n);
+    expect(calls('hmget') - flushes).toBe(4 * n);
+    // Key records come from the in-process cache: no lookup per request (the one MGET per call
+    // is the remaining uses' counter).
     expect(calls('mget')).toBe(n);
-    expect(calls('incrby')).toBe(5 * n);
-    // Key records come from the in-process cache: no lookup per request.
     expect(calls('get')).toBe(0);
+    expect(calls('incrby')).toBe(0);
+    // Concurrent requests share script calls: each counter is read and written once per call.
+    await admin.config('RESETSTAT');
+    const many = new http.Agent({ keepAlive: true, maxSockets: 25 });
+    cleanup.push(() => Promise.resolve(many.destroy()));
+    const replies = await Promise.all(
+      Array.from({ length: 200 }, () =>
+        request(`${gw.url}/r`, { headers: { 'x-api-key': key }, agent: many }),
+      ),
+    );
+    expect(replies.map((r) => r.status).filter((s) => s !== 200)).toEqual([]);
+    const after = await admin.info('commandstats');
+    const count = (cmd: string) => Number(new RegExp(`cmdstat_${cmd}:calls=(\\d+)`).exec(after)?.[1] ?? 0);
+    const scripts = count('evalsha') + count('eval') - count('xadd');
+    expect(scripts).toBeGreaterThan(0);
+    expect(scripts).toBeLessThan(200);
+    // Four shared hashes per call (five when a call straddles the burst limit's one-second windows).
+    const hmget = count('hmget') - count('xadd');
+    expect(hmget).toBeGreaterThanOrEqual(4 * scripts);
+    expect(hmget).toBeLessThanOrEqual(5 * scripts);
   });
 });
 

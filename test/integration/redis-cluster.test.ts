@@ -5,6 +5,7 @@ import { request, waitFor } from '../helpers/http.js';
 import { startUpstream, type Upstream } from '../helpers/upstream.js';
 import {
   keyInvalidationChannel,
+  redisCli,
   startRedisCluster,
   waitForSubscribers,
   type PrivateCluster,
@@ -32,6 +33,10 @@ describe('on a real three-node Redis Cluster', () => {
           quota: { limit: 5, period: 'day' },
           rateLimits: [{ name: 'per-key', by: 'key', limit: 1000, windowSec: 60 }],
         },
+        spread: {
+          quota: { limit: 1000, period: 'month' },
+          rateLimits: [{ name: 'spread-key', by: 'key', limit: 3, windowSec: 60 }],
+        },
       },
       routes: [
         // A global limit and a per-key limit: counters in different slots, kept all-or-nothing.
@@ -50,6 +55,14 @@ describe('on a real three-node Redis Cluster', () => {
           path: '/metered',
           auth: { methods: ['apiKey'] },
           upstream: { targets: [up.url] },
+          quota: { cost: 1 },
+        },
+        {
+          id: 'spread',
+          path: '/spread',
+          auth: { methods: ['apiKey'] },
+          upstream: { targets: [up.url] },
+          rateLimits: [{ name: 'hourly', by: 'key', limit: 1000, windowSec: 3600 }],
           quota: { cost: 1 },
         },
         { id: 'pay', path: '/pay', auth: 'none', upstream: { targets: [up.url] }, idempotency: {} },
@@ -129,4 +142,57 @@ describe('on a real three-node Redis Cluster', () => {
     const id = String(res.headers['x-request-id']);
     await waitFor(async () => (await b.gateway.services.audit.get(id)) !== undefined, 3000, 50);
   });
+
+  it('spreads per-request writes over the masters: exact limits from two gateways, no hot slot', async () => {
+    // 300 keys, each allowed 3 requests a minute; key records cached on both gateways first (one
+    // request each, through each gateway: 2 of the 3), so that only request traffic is counted.
+    const keys = await Promise.all(
+      Array.from({ length: 300 }, (_, i) =>
+        a.gateway.services.keys.create({ name: `s${i}`, plan: 'spread' }),
+      ),
+    );
+    for (const gw of [a, b])
+      for (let i = 0; i < keys.length; i += 50)
+        await Promise.all(
+          keys
+            .slice(i, i + 50)
+            .map(({ key }) => request(`${gw.url}/spread`, { headers: { 'x-api-key': key }, agent })),
+        );
+    await a.gateway.services.audit.flush();
+    await b.gateway.services.audit.flush();
+    const ports = cluster.urls.map((u) => Number(new URL(u).port));
+    const commands = async (port: number) => {
+      const out = await redisCli(port, ['info', 'commandstats']);
+      let n = 0;
+      for (const m of out.matchAll(/cmdstat_([\w|]+):calls=(\d+)/g))
+        if (!/^(info|config|cluster|ping|command|client|subscribe|publish)/.test(m[1]!)) n += Number(m[2]);
+      return n;
+    };
+    await Promise.all(ports.map((p) => redisCli(p, ['config', 'resetstat'])));
+    // Then 3 more requests per key, half through each gateway, all at once: one more is let
+    // through per key (3 a minute), exactly, whichever gateway counts it.
+    const results = await Promise.all(
+      keys.flatMap(({ key }, i) =>
+        [0, 1, 2].map((j) =>
+          request(`${((i + j) % 2 ? a : b).url}/spread`, { headers: { 'x-api-key': key }, agent }),
+        ),
+      ),
+    );
+    expect(results.filter((r) => r.status === 200)).toHaveLength(300);
+    expect(results.filter((r) => r.status === 429)).toHaveLength(600);
+    await a.gateway.services.audit.flush();
+    await b.gateway.services.audit.flush();
+    const perMaster = await Promise.all(ports.map(commands));
+    const mean = perMaster.reduce((x, y) => x + y, 0) / perMaster.length;
+    // Counters, quota and audit records all wrote to every master, and no master took more than
+    // 25 % above or below the others' mean.
+    for (const n of perMaster) {
+      expect(n, `commands per master: ${perMaster.join(', ')}`).toBeGreaterThanOrEqual(0.75 * mean);
+      expect(n, `commands per master: ${perMaster.join(', ')}`).toBeLessThanOrEqual(1.25 * mean);
+    }
+    // Listing still works across the shards: the newest records of one key, from both gateways.
+    const listed = await b.gateway.services.audit.list({ credentialId: keys[0]!.record.id, limit: 10 });
+    expect(listed).toHaveLength(5);
+    expect(listed.filter((r) => r.status === 429)).toHaveLength(2);
+  }, 120_000);
 });

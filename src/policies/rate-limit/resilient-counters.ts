@@ -93,8 +93,8 @@ export class ResilientCounters implements CounterStore {
     return this.#primary.flush();
   }
 
-  reset(key: string): Promise<void> {
-    return Promise.resolve(this.#primary.reset(key)).then(() => this.#memory.reset(key));
+  reset(key: string, tag: string): Promise<void> {
+    return Promise.resolve(this.#primary.reset(key, tag)).then(() => this.#memory.reset(key));
   }
 }
 
