@@ -53,3 +53,32 @@ export const isoDateTime = () => z.iso.datetime({ offset: true, error: 'must be 
  * is accepted by a schema's input (`T`): `type _Check = Accepts<z.input<typeof s>, Options>`.
  */
 export type Accepts<T, U extends T> = U;
+
+/**
+ * An outbound http(s) URL the gateway calls (a webhook receiver, a collector): absolute, http or
+ * https, no `user:password@` (URLs are logged and listed; `credentialsHint` says where they go
+ * instead), no `#fragment`, and with `query: false` no `?query` either (`baseHint` says why).
+ */
+export const outboundUrl = (o: { credentialsHint: string; query?: false; baseHint?: string }) =>
+  z.string().superRefine((value, ctx) => {
+    let url: URL;
+    try {
+      url = new URL(value);
+    } catch {
+      ctx.addIssue({ code: 'custom', message: 'must be an absolute http:// or https:// URL' });
+      return;
+    }
+    if (url.protocol !== 'http:' && url.protocol !== 'https:')
+      ctx.addIssue({ code: 'custom', message: `must be http:// or https:// (not ${url.protocol})` });
+    else if (url.username !== '' || url.password !== '')
+      ctx.addIssue({
+        code: 'custom',
+        message: `must not carry credentials (user:password@); ${o.credentialsHint}`,
+      });
+    else if (o.query === false && (url.search !== '' || url.hash !== ''))
+      ctx.addIssue({
+        code: 'custom',
+        message: `must be a base URL without ?query or #fragment (${o.baseHint})`,
+      });
+    else if (url.hash !== '') ctx.addIssue({ code: 'custom', message: 'must not have a #fragment' });
+  });

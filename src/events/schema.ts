@@ -1,25 +1,9 @@
 import { z } from 'zod';
 import { EVENT_TYPES, type EventType } from '../core/events.js';
-import { positiveInt } from '../config/primitives.js';
+import { outboundUrl, positiveInt } from '../config/primitives.js';
 
 /** A receiver URL: http or https, no credentials in it (they would end up in logs and the deliveries list). */
-const webhookUrl = z.string().superRefine((value, ctx) => {
-  let url: URL;
-  try {
-    url = new URL(value);
-  } catch {
-    ctx.addIssue({ code: 'custom', message: 'must be an absolute http:// or https:// URL' });
-    return;
-  }
-  if (url.protocol !== 'http:' && url.protocol !== 'https:')
-    ctx.addIssue({ code: 'custom', message: `must be http:// or https:// (not ${url.protocol})` });
-  else if (url.username !== '' || url.password !== '')
-    ctx.addIssue({
-      code: 'custom',
-      message: 'must not carry credentials (user:password@); authenticate the receiver by the signature',
-    });
-  else if (url.hash !== '') ctx.addIssue({ code: 'custom', message: 'must not have a #fragment' });
-});
+const webhookUrl = outboundUrl({ credentialsHint: 'authenticate the receiver by the signature' });
 
 /** `whsec_<base64>` (Standard Webhooks): 24 to 64 random bytes, base64-encoded. */
 const webhookSecret = z.string().superRefine((value, ctx) => {

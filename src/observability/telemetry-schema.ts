@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { outboundUrl } from '../config/primitives.js';
 
 /** RFC 9110 §5.6.2 `token`: what a header name may be. */
 const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
@@ -27,26 +28,10 @@ const RESERVED = new Set([
  * The collector's base URL (as `OTEL_EXPORTER_OTLP_ENDPOINT` means it): spans go to
  * `<endpoint>/v1/traces`. Credentials belong in `headers`, which are never logged; a URL is.
  */
-const endpoint = z.string().superRefine((value, ctx) => {
-  let url: URL;
-  try {
-    url = new URL(value);
-  } catch {
-    ctx.addIssue({ code: 'custom', message: 'must be an absolute http:// or https:// URL' });
-    return;
-  }
-  if (url.protocol !== 'http:' && url.protocol !== 'https:')
-    ctx.addIssue({ code: 'custom', message: `must be http:// or https:// (not ${url.protocol})` });
-  else if (url.username !== '' || url.password !== '')
-    ctx.addIssue({
-      code: 'custom',
-      message: 'must not carry credentials (user:password@); send them in telemetry.otlp.headers',
-    });
-  else if (url.search !== '' || url.hash !== '')
-    ctx.addIssue({
-      code: 'custom',
-      message: 'must be a base URL without ?query or #fragment (spans go to <endpoint>/v1/traces)',
-    });
+const endpoint = outboundUrl({
+  credentialsHint: 'send them in telemetry.otlp.headers',
+  query: false,
+  baseHint: 'spans go to <endpoint>/v1/traces',
 });
 
 // Messages never quote a value: header values are secrets (a vendor's API key, a bearer token).
