@@ -159,44 +159,23 @@ export class MemoryCounters implements CounterStore {
 }
 
 /**
- * Fixed counters in memory: one number per key, which lives `spanSec` from the write that made it
- * (0: for ever), as rate-limiter-flexible's memory store kept them. The key holds the window or
- * period, so a counter is never read after its window; expiry is memory hygiene: an expired
- * entry reads as 0 and a sweep (every minute, real time) deletes it — no timer per key.
+ * Entries that expire: forgotten by a sweep once a minute while there are any (the timer is
+ * unref'd and stops when the map is empty).
  */
-class FixedMemory {
-  readonly #entries = new Map<string, { value: number; expiresAt: number }>();
+class ExpiringEntries<E extends { expiresAt: number }> {
+  protected readonly entries = new Map<string, E>();
   #sweep: NodeJS.Timeout | undefined;
 
-  used(key: string, now: number): number {
-    const e = this.#entries.get(key);
-    return e === undefined || e.expiresAt <= now ? 0 : e.value;
-  }
-
-  /** Adds `amount` (negative: a refund), making the counter when it is absent or expired. */
-  add(key: string, amount: number, spanSec: number, now: number): void {
-    const e = this.#entries.get(key);
-    if (e !== undefined && e.expiresAt > now) {
-      e.value += amount;
-      return;
-    }
-    this.#entries.set(key, {
-      value: amount,
-      expiresAt: spanSec > 0 ? now + spanSec * 1000 : Number.POSITIVE_INFINITY,
-    });
-    this.#startSweep();
-  }
-
   delete(key: string): void {
-    this.#entries.delete(key);
+    this.entries.delete(key);
   }
 
-  #startSweep(): void {
+  protected startSweep(): void {
     if (this.#sweep !== undefined) return;
     this.#sweep = setInterval(() => {
       const now = Date.now();
-      for (const [key, e] of this.#entries) if (e.expiresAt <= now) this.#entries.delete(key);
-      if (this.#entries.size === 0) {
+      for (const [key, e] of this.entries) if (e.expiresAt <= now) this.entries.delete(key);
+      if (this.entries.size === 0) {
         clearInterval(this.#sweep);
         this.#sweep = undefined;
       }
@@ -206,16 +185,40 @@ class FixedMemory {
 }
 
 /**
+ * Fixed counters in memory: one number per key, which lives `spanSec` from the write that made it
+ * (0: for ever), as rate-limiter-flexible's memory store kept them. The key holds the window or
+ * period, so a counter is never read after its window; expiry is memory hygiene: an expired
+ * entry reads as 0 and a sweep (every minute, real time) deletes it — no timer per key.
+ */
+class FixedMemory extends ExpiringEntries<{ value: number; expiresAt: number }> {
+  used(key: string, now: number): number {
+    const e = this.entries.get(key);
+    return e === undefined || e.expiresAt <= now ? 0 : e.value;
+  }
+
+  /** Adds `amount` (negative: a refund), making the counter when it is absent or expired. */
+  add(key: string, amount: number, spanSec: number, now: number): void {
+    const e = this.entries.get(key);
+    if (e !== undefined && e.expiresAt > now) {
+      e.value += amount;
+      return;
+    }
+    this.entries.set(key, {
+      value: amount,
+      expiresAt: spanSec > 0 ? now + spanSec * 1000 : Number.POSITIVE_INFINITY,
+    });
+    this.startSweep();
+  }
+}
+
+/**
  * Sliding-window counters in memory: per key, the buckets `[index, count]` still inside the
  * window. Bucket indexes come from the caller's clock (a `ManualClock` in tests); entries whose
  * last write is older than their lifetime are swept every minute (real time: memory only).
  */
-class SlidingMemory {
-  readonly #entries = new Map<string, { buckets: number[]; counts: number[]; expiresAt: number }>();
-  #sweep: NodeJS.Timeout | undefined;
-
+class SlidingMemory extends ExpiringEntries<{ buckets: number[]; counts: number[]; expiresAt: number }> {
   used(key: string, slide: { bucket: number; buckets: number }): number {
-    const e = this.#entries.get(key);
+    const e = this.entries.get(key);
     if (e === undefined) return 0;
     const from = slide.bucket - slide.buckets;
     let sum = 0;
@@ -224,11 +227,11 @@ class SlidingMemory {
   }
 
   add(key: string, slide: { bucket: number; buckets: number }, amount: number, ttlMs: number): void {
-    let e = this.#entries.get(key);
+    let e = this.entries.get(key);
     if (e === undefined) {
       if (amount <= 0) return;
-      this.#entries.set(key, (e = { buckets: [], counts: [], expiresAt: 0 }));
-      this.#startSweep();
+      this.entries.set(key, (e = { buckets: [], counts: [], expiresAt: 0 }));
+      this.startSweep();
     }
     e.expiresAt = Date.now() + ttlMs;
     // Forget buckets that left the window.
@@ -248,23 +251,6 @@ class SlidingMemory {
       e.buckets.splice(pos, 0, slide.bucket);
       e.counts.splice(pos, 0, amount);
     }
-  }
-
-  delete(key: string): void {
-    this.#entries.delete(key);
-  }
-
-  #startSweep(): void {
-    if (this.#sweep !== undefined) return;
-    this.#sweep = setInterval(() => {
-      const now = Date.now();
-      for (const [key, e] of this.#entries) if (e.expiresAt <= now) this.#entries.delete(key);
-      if (this.#entries.size === 0) {
-        clearInterval(this.#sweep);
-        this.#sweep = undefined;
-      }
-    }, 60_000);
-    this.#sweep.unref();
   }
 }
 
