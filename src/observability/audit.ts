@@ -189,36 +189,50 @@ export const AUDIT_SHARDS = { node: 1, cluster: 6 } as const;
  * entry in the shard's id index of this time bucket (a hash: id → the JSON texts with that id, one
  * per line — JSON.stringify never writes a raw newline), keeping the newest `perId` of an id.
  * KEYS: stream, id index. ARGV: stream ttl (ms), stream MAXLEN (entries), index ttl (ms), perId,
- * then id and JSON of every record.
+ * then id and JSON of every record. The common case, an id new to the index and seen once in the
+ * batch, writes the argument as it came (no table, no copy): a third of the script's time.
  */
 const AUDIT_FLUSH_LUA = `
 local fields, order, byId = {}, {}, {}
+local n = 0
 for i = 5, #ARGV, 2 do
   local id, json = ARGV[i], ARGV[i + 1]
-  fields[#fields + 1] = 'r'
-  fields[#fields + 1] = json
-  if byId[id] == nil then
-    byId[id] = {}
+  n = n + 2
+  fields[n - 1] = 'r'
+  fields[n] = json
+  local had = byId[id]
+  if had == nil then
+    byId[id] = json
     order[#order + 1] = id
+  elseif type(had) == 'string' then
+    byId[id] = { had, json }
+  else
+    had[#had + 1] = json
   end
-  local t = byId[id]
-  t[#t + 1] = json
 end
 redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', unpack(fields))
 redis.call('PEXPIRE', KEYS[1], ARGV[1])
 local old = redis.call('HMGET', KEYS[2], unpack(order))
 local max = tonumber(ARGV[4])
-local args = {}
-for i, id in ipairs(order) do
-  local lines = {}
-  if old[i] then
-    for line in string.gmatch(old[i], '[^\\n]+') do lines[#lines + 1] = line end
+local args, a = {}, 0
+for i = 1, #order do
+  local id = order[i]
+  local t = byId[id]
+  a = a + 2
+  args[a - 1] = id
+  if not old[i] and type(t) == 'string' then
+    args[a] = t
+  else
+    local lines = {}
+    if old[i] then
+      for line in string.gmatch(old[i], '[^\\n]+') do lines[#lines + 1] = line end
+    end
+    if type(t) == 'string' then lines[#lines + 1] = t
+    else for _, j in ipairs(t) do lines[#lines + 1] = j end end
+    local first = 1
+    if #lines > max then first = #lines - max + 1 end
+    args[a] = table.concat(lines, '\\n', first)
   end
-  for _, t in ipairs(byId[id]) do lines[#lines + 1] = t end
-  local first = 1
-  if #lines > max then first = #lines - max + 1 end
-  args[#args + 1] = id
-  args[#args + 1] = table.concat(lines, '\\n', first)
 end
 redis.call('HSET', KEYS[2], unpack(args))
 redis.call('PEXPIRE', KEYS[2], ARGV[3])

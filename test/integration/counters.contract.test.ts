@@ -1,4 +1,5 @@
 import { afterAll, describe, expect, it } from 'vitest';
+import fc from 'fast-check';
 import {
   MemoryCounters,
   RedisCounters,
@@ -145,5 +146,44 @@ describe.each(twins)('CounterStore contract: %s', (_name, make) => {
     expect(await c.peek([meter, meterSliding])).toEqual([9, 10]);
     expect(await c.consume([meter, meterSliding])).toEqual({ ok: false, failed: 1, used: [9, 10] });
     expect(await c.consume([meter])).toEqual({ ok: true, used: [9] });
+  });
+});
+
+// The Redis twin decides a batch of concurrent requests in one script call, and a run of
+// consecutive identical requests in one step (see CONSUME_LUA): whatever the mix of limits, costs,
+// shadow and metered checks, sliding windows, plain counters and a request naming one counter twice,
+// it answers every request exactly as the memory twin does one request after another.
+describe('CounterStore: a concurrent batch on Redis answers as one request after another in memory', () => {
+  const template = fc.record({
+    counter: fc.integer({ min: 0, max: 4 }),
+    limit: fc.integer({ min: 1, max: 9 }),
+    cost: fc.integer({ min: 0, max: 3 }),
+    soft: fc.boolean(),
+  });
+  const request = fc.array(template, { minLength: 1, maxLength: 3 });
+  const runs = fc.array(fc.tuple(request, fc.integer({ min: 1, max: 6 })), { minLength: 1, maxLength: 8 });
+
+  it('matches for random batches', async () => {
+    const redis = await twins[1]![1]();
+    let run = 0;
+    await fc.assert(
+      fc.asyncProperty(runs, async (batch) => {
+        run++;
+        const memory = new MemoryCounters();
+        const specOf = (t: { counter: number; limit: number; cost: number; soft: boolean }): CounterSpec => {
+          const base: CounterSpec = { ...spec(`prop${run}-${t.counter}`, t.limit, t.cost), soft: t.soft };
+          if (t.counter === 3) return { ...base, ttlMs: 120_000, slide: { bucket: 40, buckets: 10 } };
+          if (t.counter === 4) return { ...base, kind: 'remaining', ttlMs: 0, spanSec: 0 };
+          return base;
+        };
+        const calls = batch.flatMap(([req, times]) => Array.from({ length: times }, () => req.map(specOf)));
+        const fromRedis = await Promise.all(calls.map((specs) => Promise.resolve(redis.consume(specs))));
+        const fromMemory = calls.map((specs) => memory.consume(specs));
+        expect(fromRedis).toEqual(fromMemory);
+        const every = calls.flat();
+        expect(await Promise.resolve(redis.peek(every))).toEqual(memory.peek(every));
+      }),
+      { numRuns: 60 },
+    );
   });
 });
