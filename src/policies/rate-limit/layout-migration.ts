@@ -247,7 +247,7 @@ export class CounterLayoutMigration {
       let cursor = '0';
       do {
         if (this.#closed) break;
-        const [next, keys] = (await node.scan(
+        const [next, keys] = await node.scan(
           cursor,
           'MATCH',
           match,
@@ -255,7 +255,7 @@ export class CounterLayoutMigration {
           this.#scanCount,
           'TYPE',
           'string',
-        )) as [string, string[]];
+        );
         stats.scans++;
         cursor = next;
         stats.scanned += keys.length;
