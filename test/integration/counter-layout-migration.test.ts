@@ -8,7 +8,10 @@ import { deleteRedisKeys } from '../helpers/redis-cleanup.js';
 import { quotaCounter } from '../../src/policies/quota/quota.js';
 import { rateCounter } from '../../src/policies/rate-limit/rate-limit.js';
 import { rateLimitSchema } from '../../src/policies/rate-limit/schema.js';
-import { COUNTER_SHARDS, type CounterSpec } from '../../src/policies/rate-limit/counters.js';
+import { COUNTER_SHARDS, RedisCounters, type CounterSpec } from '../../src/policies/rate-limit/counters.js';
+import { CounterLayoutMigration } from '../../src/policies/rate-limit/layout-migration.js';
+import { createRedis } from '../../src/shared/redis.js';
+import { silentLogger } from '../../src/observability/logger.js';
 import { shardTags } from '../../src/shared/shards.js';
 import type { GatewayOptions } from '../../src/gateway/create-gateway.js';
 
@@ -110,7 +113,10 @@ describe('counter layout migration (single node)', () => {
     expect(rs.key).toMatch(new RegExp(`^rl:\\{key:${r.record.id}\\}:plan:hourly:per-key:3600:\\d+$`));
     await direct.set(keyPrefix + qs.key, '8', 'PX', qs.ttlMs);
     await oldCharge(direct, keyPrefix + rs.key, 3, rs.ttlMs);
-    expect(await direct.pttl(keyPrefix + rs.key)).toBeGreaterThan(0);
+    // When each old key expires (Redis's own clock: PEXPIRETIME).
+    const qExpires = Number(await direct.call('PEXPIRETIME', keyPrefix + qs.key));
+    const rExpires = Number(await direct.call('PEXPIRETIME', keyPrefix + rs.key));
+    expect(rExpires).toBeGreaterThan(0);
     // Kept for ever, and read in place by this build too: a lifetime quota, an old key without a
     // TTL (a refund after expiry left "0"… here "2"), and a sliding window (a hash in both layouts).
     const lifetimeKey = `${keyPrefix}q:{key:${life.record.id}}:lifetime:l`;
@@ -130,10 +136,13 @@ describe('counter layout migration (single node)', () => {
     expect(await used(gw, qs)).toBe(8);
     expect(await used(gw, rs)).toBe(3);
     // The hash got the marker the consume script reads and the old key's expiry (not for ever).
-    const hash = await hashOf(direct, keyPrefix, qs);
-    expect(hash.marker).toBe('1');
-    expect(hash.pttl).toBeGreaterThan(qs.ttlMs - 60_000);
-    expect(hash.pttl).toBeLessThanOrEqual(qs.ttlMs);
+    // The hashes got the marker the consume script reads and the old keys' expiry: made by the fold,
+    // each expires when its old key would have (PTTL read and PEXPIRE set in one script).
+    for (const [spec, expires] of [
+      [qs, qExpires],
+      [rs, rExpires],
+    ] as const)
+      expect(await hashOf(direct, keyPrefix, spec)).toEqual({ marker: '1', expires });
 
     // 8 of 10: two more pass, the third is over the quota.
     expect((await get(gw, '/api', q.key)).status).toBe(200);
@@ -182,16 +191,50 @@ describe('counter layout migration (single node)', () => {
     await oldCharge(direct, oldKey, 4, qs.ttlMs);
     await waitFor(async () => (await direct.exists(oldKey)) === 0, 10_000, 10);
     expect(await used(gw, qs)).toBe(5);
-    // The old instance goes on; the sweeps go on, each folding only what was added since.
+    // The old instance goes on; the sweeps go on, each folding only what was added since. An old
+    // key that expires sooner than the hash does not shorten it.
     const before = gw.gateway.services.counterMigration!.sweeps;
-    await oldCharge(direct, oldKey, 2, qs.ttlMs);
+    const hash = await hashOf(direct, keyPrefix, qs);
+    expect(hash.marker).toBe('1');
+    await oldCharge(direct, oldKey, 2, 60_000);
     await waitFor(async () => (await direct.exists(oldKey)) === 0, 10_000, 10);
     await swept(gw, before + 3);
     expect(await used(gw, qs)).toBe(7);
+    expect(await hashOf(direct, keyPrefix, qs)).toEqual(hash);
     expect(gw.gateway.services.counterMigration!.total).toMatchObject({ folded: 2, units: 6, failed: 0 });
     // 7 of 10: three more, then the quota.
     for (let i = 0; i < 3; i++) expect((await get(gw, '/api', q.key)).status).toBe(200);
     expectProblem(await get(gw, '/api', q.key), 'quota-exceeded');
+  });
+
+  it('two gateways sweeping at once fold each old key once', async () => {
+    const keyPrefix = uniquePrefix('counter-migration-race');
+    cleanup.push(() => deleteRedisKeys(keyPrefix));
+    const direct = new Redis(sharedRedisUrl);
+    cleanup.push(() => Promise.resolve(direct.disconnect()));
+    const ids = Array.from({ length: 600 }, (_, i) => `key_${i}`);
+    const p = direct.pipeline();
+    ids.forEach((id, i) => {
+      const s = quotaSpec(id);
+      p.set(keyPrefix + s.key, String(1 + (i % 7)), 'PX', s.ttlMs);
+    });
+    await p.exec();
+    const handles = [0, 1].map(() => createRedis({ url: sharedRedisUrl, keyPrefix, commandTimeoutMs: 2000 }));
+    cleanup.push(async () => {
+      for (const h of handles) await h.close();
+    });
+    await Promise.all(handles.map((h) => h.whenReady(5000)));
+    // Small pages, so that the two sweeps interleave over the same keys.
+    const migrations = handles.map(
+      (h) => new CounterLayoutMigration(h, { logger: silentLogger(), scanCount: 10 }),
+    );
+    const [a, b] = await Promise.all(migrations.map((m) => m.sweep()));
+    expect(a!.folded + b!.folded).toBe(ids.length);
+    expect(a!.failed + b!.failed).toBe(0);
+    const counters = new RedisCounters(handles[0]!);
+    const used = await counters.peek(ids.map(quotaSpec));
+    expect(used).toEqual(ids.map((_id, i) => 1 + (i % 7)));
+    expect(a!.units + b!.units).toBe(used.reduce((x, y) => x + y, 0));
   });
 });
 
@@ -255,11 +298,11 @@ describe('counter layout migration (Redis Cluster)', () => {
   }, 60_000);
 });
 
-/** The shared hash a fixed counter lives in now: its `_` marker and its expiry. */
+/** The shared hash a fixed counter lives in now (one shard on a node): its `_` marker and its expiry (epoch ms). */
 async function hashOf(direct: Redis, keyPrefix: string, spec: CounterSpec) {
   const [shard] = shardTags('c', COUNTER_SHARDS.node);
   const open = spec.key.indexOf('{');
   const close = spec.key.indexOf('}');
   const key = `${keyPrefix}${spec.key.slice(0, open + 1)}${shard}${spec.key.slice(close)}`;
-  return { marker: await direct.hget(key, '_'), pttl: await direct.pttl(key) };
+  return { marker: await direct.hget(key, '_'), expires: Number(await direct.call('PEXPIRETIME', key)) };
 }
