@@ -127,9 +127,9 @@ type MigrationPipeline = {
 };
 
 /**
- * Keys folded per pipeline (per batch of concurrent scripts on a Cluster). Measured over 10,000
- * old keys (bench/counter-migration.js): pipelines of a whole 1,000-key SCAN page held the event
- * loop up to ~30 ms; of 100, ~10 ms, for about the same sweep time.
+ * Keys folded per pipeline (per batch of concurrent scripts on a Cluster): a whole 1,000-key SCAN
+ * page in one pipeline holds this event loop (and a share of Redis) for one long turn; 100 keep
+ * each turn short for about the same sweep time (bench/counter-migration.js).
  */
 const FOLD_CHUNK = 100;
 
