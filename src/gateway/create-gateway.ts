@@ -32,6 +32,8 @@ export interface GatewayOptions {
   webhooks?: ServiceOptions['webhooks'];
   /** Internal (tests): the span export's queue, batch and timeouts (`telemetry.otlp`). */
   telemetry?: ServiceOptions['telemetry'];
+  /** Internal (tests): the counter layout migration's repetition (`intervalMs`, `repeatForMs`). */
+  counterMigration?: ServiceOptions['counterMigration'];
   /**
    * The config's custom policies, by name (`policies.<name>` of the config): what a module's
    * default export would be. `loadConfigFile` loads the modules of a file itself.
@@ -61,6 +63,7 @@ export function createGateway(config: ConfigInput | Config, options: GatewayOpti
     metricsText: options.metricsText,
     webhooks: options.webhooks,
     telemetry: options.telemetry,
+    counterMigration: options.counterMigration,
   });
   if (options.logWarnings !== false)
     for (const w of result.warnings) logger.warn(`config: ${w.path}: ${w.message}`);

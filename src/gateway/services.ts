@@ -19,6 +19,10 @@ import { MemoryReplayStore, RedisReplayStore, type ReplayStore } from '../polici
 import { MemoryCounters, type CounterStore } from '../policies/rate-limit/counters.js';
 import { ResilientCounters } from '../policies/rate-limit/resilient-counters.js';
 import {
+  CounterLayoutMigration,
+  type CounterLayoutMigrationOptions,
+} from '../policies/rate-limit/layout-migration.js';
+import {
   MemoryConcurrency,
   ResilientConcurrency,
   type ConcurrencyStore,
@@ -72,6 +76,8 @@ export interface Services {
   readonly replay: ReplayStore;
   /** Rate-limit, quota and remaining-use counters (Redis with a memory fallback, or memory). */
   readonly counters: CounterStore;
+  /** Folds the counters of builds before the shared hashes into them (with Redis; see layout-migration.ts). */
+  readonly counterMigration: CounterLayoutMigration | undefined;
   /** Concurrency slots (Redis with a memory fallback, or memory). */
   readonly concurrency: ConcurrencyStore;
   /** Key management for the admin and self-service APIs. */
@@ -109,6 +115,8 @@ export interface ServiceOptions {
   webhooks?:
     | { pollMs?: number; leaseMs?: number; maxQueueDepth?: number; random?: () => number; deliver?: boolean }
     | undefined;
+  /** Internal (tests): how often and how long the counter layout migration repeats its sweep. */
+  counterMigration?: Pick<CounterLayoutMigrationOptions, 'intervalMs' | 'repeatForMs'> | undefined;
 }
 
 /** Wires every dependency of a gateway from a validated config: Redis-backed stores with Redis, in-memory twins without. */
@@ -138,6 +146,11 @@ export function createServices(config: Config, o: ServiceOptions): Services {
     throwawaySealing: env.NODE_ENV === 'development',
   });
   const counters: CounterStore = redis ? new ResilientCounters(redis, failOpen) : new MemoryCounters();
+  // Off the request path: the old builds' counter keys, folded in at start and for a while after.
+  const counterMigration = redis
+    ? new CounterLayoutMigration(redis, { logger, ...o.counterMigration })
+    : undefined;
+  counterMigration?.start();
   keys.onRemainingChanged = (keyId) => {
     const { key, tag } = remainingCounter(keyId);
     return counters.reset(key, tag);
@@ -221,6 +234,7 @@ export function createServices(config: Config, o: ServiceOptions): Services {
       ? new RedisReplayStore(redis, failOpen)
       : new MemoryReplayStore(clock, config.auth.hmac.replayCache),
     counters,
+    counterMigration,
     concurrency: redis ? new ResilientConcurrency(redis, failOpen) : new MemoryConcurrency(),
     management: new KeyManagement({
       keys,
@@ -243,6 +257,8 @@ export function createServices(config: Config, o: ServiceOptions): Services {
       () => upstreams.close(),
       () => websockets.closeAll(),
       ...(redis ? [() => redis.close()] : []),
+      // Stopped before Redis goes (its page in flight ends first).
+      ...(counterMigration ? [() => counterMigration.close()] : []),
       // Meter settlements still batched are written before Redis goes.
       () => counters.flush(),
       // Usage still pending is written before Redis goes.
