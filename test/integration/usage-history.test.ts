@@ -192,7 +192,7 @@ describe.each(stores)('usage history (%s)', (_name, store) => {
 });
 
 describe('usage history across two instances (Redis)', () => {
-  it('is exact once both flushed; writes are batched (one MULTI per flush) with the expiry set once per day hash', async () => {
+  it('is exact once both flushed; writes are batched (one script call per flush) with the expiry set once per day hash', async () => {
     const redis = await startPrivateRedis();
     cleanup.push(() => redis.stop());
     const up = await meterUpstream();
@@ -231,19 +231,31 @@ describe('usage history across two instances (Redis)', () => {
     const calls = async (cmd: string) =>
       Number(new RegExp(`cmdstat_${cmd}:calls=(\\d+)`).exec(await direct.info('commandstats'))?.[1] ?? 0);
     expect(await calls('hincrby')).toBe(0);
-    expect(await calls('multi')).toBe(0);
+    expect(storeOf(a).pending + storeOf(b).pending).toBeGreaterThan(0);
+    expect(storeOf(a).commands + storeOf(b).commands).toBe(sentBefore);
+    // Meter settlements and audit records (scripts of their own) written first, then only the
+    // usage flush counted.
+    await Promise.all(
+      [a, b].flatMap((g) => [g.gateway.services.counters.flush(), g.gateway.services.audit.flush()]),
+    );
+    await direct.config('RESETSTAT');
     await Promise.all([storeOf(a).flush(), storeOf(b).flush()]);
-    // Per instance one MULTI; per subject (key, tenant) one HINCRBY per field that changed: on a
-    // (odd i) 2xx and tokens, on b also 5xx. The PEXPIREs went with the warm-up's flush (once per
-    // day hash and process): 14 commands for 200 requests.
-    expect(await calls('multi')).toBe(2);
-    expect(await calls('exec')).toBe(2);
-    expect(await calls('hincrby')).toBe(2 * 2 + 2 * 3);
-    expect(storeOf(a).commands + storeOf(b).commands - sentBefore).toBe(14);
-    // The keys: one hash per subject and day, tagged by the subject (its own Cluster slot).
-    const keys = (await direct.keys('tg:usage:*')).sort();
+    // Per instance one script call; inside it per shard hash (the key's and the tenant's, the
+    // same one or two) one HMGET and one HSET, whatever fields changed. The PEXPIREs went with the
+    // warm-up's flush (when the hash was made): 6 or 10 commands for 200 requests.
     const day = Math.floor(clock.now() / 86_400_000);
-    expect(keys).toEqual([`tg:usage:{k:${key.id}}:${day}`, `tg:usage:{t:globex}:${day}`].sort());
+    const hashes = new Set([storeOf(a).dayKey('k', key.id, day), storeOf(a).dayKey('t', 'globex', day)]);
+    expect(await calls('evalsha')).toBe(2);
+    expect(await calls('hmget')).toBe(2 * hashes.size);
+    expect(await calls('hset')).toBe(2 * hashes.size);
+    expect(await calls('pexpire')).toBe(0);
+    expect(await calls('hincrby')).toBe(0);
+    expect(await calls('multi')).toBe(0);
+    expect(storeOf(a).commands + storeOf(b).commands - sentBefore).toBe(2 * (1 + 2 * hashes.size));
+    // The keys: shard hashes of the day, shared by subjects, tagged by the shard.
+    const keys = (await direct.keys('tg:usage:*')).sort();
+    expect(keys).toEqual([...hashes].sort());
+    for (const k of keys) expect(k).toMatch(new RegExp(`^tg:usage:\\{u\\d+-\\d+\\}:${day}$`));
     const ttl = await direct.pttl(keys[0]!);
     expect(ttl).toBeGreaterThan(35 * 86_400_000);
     expect(ttl).toBeLessThanOrEqual(36 * 86_400_000);
@@ -507,7 +519,7 @@ describe('usage on Redis while Redis is away', () => {
 });
 
 describe('usage on a real three-node Redis Cluster', () => {
-  it('spreads subjects over slots, keeps one subject in one, and is exact after a flush', async () => {
+  it('spreads subjects over shard slots, keeps one subject in one, is exact after a flush, and reads the layout before', async () => {
     const cluster = await startRedisCluster();
     cleanup.push(() => cluster.stop());
     const up = await meterUpstream();
@@ -529,22 +541,35 @@ describe('usage on a real three-node Redis Cluster', () => {
       ),
     );
     await g.gateway.services.usage.store.flush();
-    const { Redis } = await import('ioredis');
+    const { Redis, Cluster } = await import('ioredis');
     const node = new Redis(cluster.urls[0]!);
     cleanup.push(() => Promise.resolve(node.disconnect()));
     const day = Math.floor(clock.now() / 86_400_000);
+    const store = g.gateway.services.usage.store as RedisUsageStore;
+    // A day the layout before wrote for key 0 (its own hash, tagged by the subject: another slot).
+    const old = new Cluster(
+      cluster.urls.map((u) => ({ host: '127.0.0.1', port: Number(new URL(u).port) })),
+      {
+        keyPrefix: 'tg:',
+      },
+    );
+    cleanup.push(() => Promise.resolve(old.disconnect()));
+    await old.hset(`usage:{k:${keys[0].id}}:${day}`, { '16:2xx': 5, '16:m:tokens': 1 });
     const slots = new Set<number>();
     for (const [i, k] of keys.entries()) {
-      slots.add(Number(await node.cluster('KEYSLOT', `tg:usage:{k:${k.id}}:${day}`)));
+      const dayKey = store.dayKey('k', k.id, day);
+      expect(dayKey).toMatch(/^tg:usage:\{u\d+-\d+\}:/);
+      expect(await old.exists(dayKey.slice(3))).toBe(1);
+      slots.add(Number(await node.cluster('KEYSLOT', dayKey)));
       // One subject's days share its slot.
-      expect(await node.cluster('KEYSLOT', `tg:usage:{k:${k.id}}:${day + 1}`)).toBe(
-        await node.cluster('KEYSLOT', `tg:usage:{k:${k.id}}:${day}`),
+      expect(await node.cluster('KEYSLOT', store.dayKey('k', k.id, day + 1))).toBe(
+        await node.cluster('KEYSLOT', dayKey),
       );
       const u = (
         await admin(g, `/keys/${k.id}/usage?from=2030-10-01T16:00:00Z&to=2030-10-01T17:00:00Z`)
       ).json();
-      expect(u.totals.requests['2xx']).toBe(i + 1);
-      expect(u.totals.meters).toEqual({ tokens: 2 * (i + 1) });
+      expect(u.totals.requests['2xx']).toBe(i + 1 + (i === 0 ? 5 : 0));
+      expect(u.totals.meters).toEqual({ tokens: 2 * (i + 1) + (i === 0 ? 1 : 0) });
     }
     expect(slots.size).toBeGreaterThan(1);
     const t0 = (await admin(g, '/tenants/tenant-0/usage?from=2030-10-01T16:00:00Z')).json();
