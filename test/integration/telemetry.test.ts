@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import http from 'node:http';
-import type { AddressInfo, Socket } from 'node:net';
+import net, { type AddressInfo, type Socket } from 'node:net';
 import express from 'express';
 import { startGateway } from '../helpers/gateway.js';
 import { freePort, request, waitFor } from '../helpers/http.js';
@@ -220,6 +220,11 @@ describe('telemetry.otlp: spans over OTLP/HTTP, decoded with the official protos
   it('marks a 5xx answer as an error on the server span (the gateway refused: the problem slug is named)', async () => {
     const receiver = await startOtlpReceiver();
     cleanup.push(() => receiver.close());
+    // An upstream that hangs up on every connection (a merely free port may be taken by another
+    // test file's server before the request is sent).
+    const hangUp = net.createServer((socket) => socket.destroy());
+    await new Promise<void>((resolve) => hangUp.listen(0, '127.0.0.1', resolve));
+    cleanup.push(() => new Promise<void>((resolve) => hangUp.close(() => resolve())));
     const gw = await startGateway(
       {
         telemetry: { otlp: { endpoint: receiver.url } },
@@ -228,7 +233,7 @@ describe('telemetry.otlp: spans over OTLP/HTTP, decoded with the official protos
             id: 'down',
             path: '/down',
             auth: 'none',
-            upstream: { targets: [`http://127.0.0.1:${await freePort()}`] },
+            upstream: { targets: [`http://127.0.0.1:${(hangUp.address() as AddressInfo).port}`] },
           },
         ],
       },
