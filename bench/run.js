@@ -38,6 +38,9 @@ const hasWrk = spawnSync('wrk', ['--version']).error === undefined;
 const S = opts.full
   ? { rounds: 3, duration: 8, warmup: 2, c1Ms: 4000, connections: 50 }
   : { rounds: 2, duration: 3, warmup: 1, c1Ms: 1500, connections: 50 };
+// `--rounds N` and `--duration S` override the preset's.
+if (opts.rounds !== undefined) S.rounds = Number(opts.rounds);
+if (opts.duration !== undefined) S.duration = Number(opts.duration);
 const TOOLS = opts.tools
   ? opts.tools.split(',')
   : hasWrk

@@ -285,10 +285,22 @@ export class RequestContext {
     const fields = this.meterFields;
     if (fields === undefined) return;
     const values = (this.meterValues ??= new Array<string | undefined>(fields.length));
-    const seen = new Array<boolean>(fields.length).fill(false);
+    let seen: boolean[] | undefined;
     for (let i = 0; i + 1 < raw.length; i += 2) {
-      const at = fields.indexOf(String(raw[i]).toLowerCase());
+      const name = raw[i]!;
+      // Names are tokens (ASCII): one of another length is none of ours, and is neither decoded
+      // (an upstream's names are Buffers) nor lower-cased.
+      const length = name.length;
+      let maybe = false;
+      for (let f = 0; f < fields.length; f++)
+        if (fields[f]!.length === length) {
+          maybe = true;
+          break;
+        }
+      if (!maybe) continue;
+      const at = fields.indexOf(String(name).toLowerCase());
       if (at === -1) continue;
+      seen ??= new Array<boolean>(fields.length).fill(false);
       values[at] = seen[at] ? '' : String(raw[i + 1]);
       seen[at] = true;
     }

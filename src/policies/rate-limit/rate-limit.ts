@@ -29,10 +29,24 @@ interface Applied {
   shadow: boolean;
   /** The meter it counts (its check costs 0; the value is settled when the response ends). */
   meter: number | undefined;
-  /** The counter the meter's value is added to, at settlement time (metered only). */
+  /**
+   * A metered quota: the counter the meter's value is added to, at settlement time. A metered rate
+   * limit needs no closure: its counter comes from `rule`, `scope` and `subject` (`rateSettlement`).
+   */
   settleSpec: ((value: number, now: number) => { spec: CounterSpec; resetAt: number | null }) | undefined;
+  /** A metered rate limit: its rule (undefined otherwise). */
+  rule: RateLimitConfig | undefined;
+  /** A rate limit: the scope and subject of its counter. */
+  scope: string;
+  subject: string;
+  /**
+   * A metered rate limit: the epoch ms span in which `spec` is still the counter of now (its fixed
+   * window, or its sliding window's current bucket): a settlement then reuses its key.
+   */
+  currentFrom: number;
+  currentUntil: number;
   /** Quota: whose counter it is (for quota events). */
-  holder?: { by: QuotaBy; subject: string };
+  holder: { by: QuotaBy; subject: string } | undefined;
 }
 
 export interface RateLimitStageOptions {
@@ -85,6 +99,18 @@ const MAX_METER = Number.MAX_SAFE_INTEGER;
  */
 export function meterValue(raw: string | undefined): number | undefined {
   if (raw === undefined) return undefined;
+  // The usual value, digits only: read in one pass (15 digits are below 2^53, exact as a double).
+  const len = raw.length;
+  if (len > 0 && len <= 15) {
+    let v = 0;
+    let i = 0;
+    for (; i < len; i++) {
+      const d = raw.charCodeAt(i) - 48;
+      if (d < 0 || d > 9) break;
+      v = v * 10 + d;
+    }
+    if (i === len) return v;
+  }
   const t = raw.trim();
   if (t.length === 0 || t.length > 16 || !/^[0-9]+$/.test(t)) return undefined;
   const n = Number(t);
@@ -224,6 +250,14 @@ export function createRateLimitStage(o: RateLimitStageOptions): Stage {
     }
     const { spec, resetAt } = rateCounter(scope, rl, subject, now);
     const meter = meterIndex(rl.meter);
+    let currentFrom = 0;
+    let currentUntil = 0;
+    if (meter !== undefined) {
+      const slide = spec.slide;
+      const spanMs = slide === undefined ? rl.windowSec * 1000 : (rl.windowSec * 1000) / SLIDING_BUCKETS;
+      currentFrom = slide === undefined ? resetAt - spanMs : slide.bucket * spanMs;
+      currentUntil = currentFrom + spanMs;
+    }
     return {
       spec,
       kind: 'rate',
@@ -233,13 +267,13 @@ export function createRateLimitStage(o: RateLimitStageOptions): Stage {
       resetAt,
       shadow: rl.mode === 'shadow',
       meter,
-      settleSpec:
-        meter === undefined
-          ? undefined
-          : (value, at) => {
-              const c = rateCounter(scope, rl, subject, at);
-              return { spec: { ...c.spec, cost: value, soft: undefined }, resetAt: c.resetAt };
-            },
+      settleSpec: undefined,
+      rule: meter === undefined ? undefined : rl,
+      scope,
+      subject,
+      currentFrom,
+      currentUntil,
+      holder: undefined,
     };
   };
 
@@ -339,8 +373,10 @@ export function createRateLimitStage(o: RateLimitStageOptions): Stage {
       });
     const owed = applied.filter((a) => a.kind !== 'rate' && a.meter === undefined).map((a) => a.spec);
     if (owed.length > 0) refundUnlessAnswered(ctx, owed, o.counters, o.local);
-    if (meterNames.length > 0 && (applied.some((a) => a.meter !== undefined) || wantsUsage(ctx)))
-      settleMeters(ctx, applied);
+    if (meterNames.length > 0) {
+      const metered = applied.some((a) => a.meter !== undefined);
+      if (metered || wantsUsage(ctx)) settleMeters(ctx, applied, metered);
+    }
   };
 
   const wantsUsage = (ctx: RequestContext): boolean => o.usage !== undefined && ctx.identity !== undefined;
@@ -350,38 +386,49 @@ export function createRateLimitStage(o: RateLimitStageOptions): Stage {
    * by the store: one more command, fire-and-forget). Only when the request got an answer: the
    * upstream's (from its header, or trailer), or on a local route the gateway's own.
    */
-  const settleMeters = (ctx: RequestContext, applied: readonly Applied[]): void => {
+  const settleMeters = (ctx: RequestContext, applied: readonly Applied[], metered: boolean): void => {
     // The terminal stage (proxy, mock) records the values it answers with (`ctx.readMeters`).
     ctx.meterFields = meterFields;
-    const metered = applied.some((a) => a.meter !== undefined);
-    ctx.onClose((c) => {
-      if (o.local ? !c.res.headersSent : c.upstreamStatus === undefined) return;
-      const values = meterFields.map((field, i) => {
-        let raw = c.meterValues?.[i];
-        if (raw === undefined && o.local) {
-          // A local answer written by other code (an Express handler): what it set on the response.
-          const h = c.responseHeader(field);
-          raw = typeof h === 'string' || typeof h === 'number' ? String(h) : undefined;
-        }
-        const v = meterValue(raw);
-        // Counted where a limit wanted it (a meter only recorded in the usage history is optional).
-        if (v === undefined && metered) o.onMeterMissing?.(meterNames[i]!);
-        return v ?? 0;
-      });
-      if (c.identity !== undefined) o.usage?.meters(c.identity, c.startedAt, meterNames, values);
-      const now = o.clock.now();
-      const specs: CounterSpec[] = [];
-      const ev = o.quotaEvents;
-      for (const a of applied) {
-        if (a.meter === undefined || values[a.meter]! <= 0) continue;
-        const { spec, resetAt } = a.settleSpec!(values[a.meter]!, now);
-        if (ev !== undefined && a.kind === 'quota')
-          spec.settled = (before, after) =>
-            raiseQuotaCrossings(ev, c, a.holder!, spec, resetAt, before, after, false);
-        specs.push(spec);
+    ctx.onClose((c) => settle(c, applied, metered));
+  };
+
+  /** The close hook of `settleMeters`: `metered`, some limit of `applied` counts a meter. */
+  const settle = (c: RequestContext, applied: readonly Applied[], metered: boolean): void => {
+    if (o.local ? !c.res.headersSent : c.upstreamStatus === undefined) return;
+    const reported = c.meterValues;
+    const values = new Array<number>(meterFields.length);
+    for (let i = 0; i < meterFields.length; i++) {
+      let raw = reported?.[i];
+      if (raw === undefined && o.local) {
+        // A local answer written by other code (an Express handler): what it set on the response.
+        const h = c.responseHeader(meterFields[i]!);
+        raw = typeof h === 'string' || typeof h === 'number' ? String(h) : undefined;
       }
-      if (specs.length > 0) o.counters.settle(specs);
-    });
+      const v = meterValue(raw);
+      // Counted where a limit wanted it (a meter only recorded in the usage history is optional).
+      if (v === undefined && metered) o.onMeterMissing?.(meterNames[i]!);
+      values[i] = v ?? 0;
+    }
+    if (c.identity !== undefined) o.usage?.meters(c.identity, c.startedAt, meterNames, values);
+    if (!metered) return;
+    const now = o.clock.now();
+    let specs: CounterSpec[] | undefined;
+    const ev = o.quotaEvents;
+    for (const a of applied) {
+      if (a.meter === undefined) continue;
+      const value = values[a.meter]!;
+      if (value <= 0) continue;
+      if (a.rule !== undefined) {
+        (specs ??= []).push(rateSettlement(a, value, now));
+        continue;
+      }
+      const { spec, resetAt } = a.settleSpec!(value, now);
+      if (ev !== undefined && a.kind === 'quota')
+        spec.settled = (before, after) =>
+          raiseQuotaCrossings(ev, c, a.holder!, spec, resetAt, before, after, false);
+      (specs ??= []).push(spec);
+    }
+    if (specs !== undefined) o.counters.settle(specs);
   };
 
   return {
@@ -424,6 +471,11 @@ export function createRateLimitStage(o: RateLimitStageOptions): Stage {
             meter === undefined
               ? undefined
               : (value, at) => quotaLimit(quota.config, holder.subject, holder.by, value, at),
+          rule: undefined,
+          scope: '',
+          subject: holder.subject,
+          currentFrom: 0,
+          currentUntil: 0,
           holder,
         });
       }
@@ -438,10 +490,16 @@ export function createRateLimitStage(o: RateLimitStageOptions): Stage {
           shadow: false,
           meter: undefined,
           settleSpec: undefined,
+          rule: undefined,
+          scope: '',
+          subject: '',
+          currentFrom: 0,
+          currentUntil: 0,
+          holder: undefined,
         });
       if (applied.length === 0) {
         // Nothing to count, but the usage history still sums the route's meters.
-        if (meterNames.length > 0 && wantsUsage(ctx)) settleMeters(ctx, applied);
+        if (meterNames.length > 0 && wantsUsage(ctx)) settleMeters(ctx, applied, false);
         return;
       }
       // The policy header depends on the route and the plan only (a key's own limits are rare).
@@ -451,6 +509,29 @@ export function createRateLimitStage(o: RateLimitStageOptions): Stage {
       decide(ctx, applied, result, now, cacheKey);
     },
   };
+}
+
+/**
+ * The counter a metered rate limit's value is added to at `at`: while the check's window (or
+ * sliding bucket) is still current, the check's own key with the ttl of now — nothing to build;
+ * else the counter of `at` (a response that ended in a later window counts there).
+ */
+function rateSettlement(a: Applied, value: number, at: number): CounterSpec {
+  const s = a.spec;
+  if (at >= a.currentFrom && at < a.currentUntil)
+    return {
+      kind: 'rate',
+      key: s.key,
+      tag: s.tag,
+      limit: s.limit,
+      cost: value,
+      // As `rateCounter` at `at`: a fixed window's ttl runs to its end; a sliding window's is constant.
+      ttlMs: s.slide === undefined ? a.resetAt! - at + 1000 : s.ttlMs,
+      spanSec: s.spanSec,
+      slide: s.slide,
+      soft: undefined,
+    };
+  return { ...rateCounter(a.scope, a.rule!, a.subject, at).spec, cost: value, soft: undefined };
 }
 
 /** Sub-windows (buckets) per sliding window: a request stops counting 1–1.1 windows after it. */

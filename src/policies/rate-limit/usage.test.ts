@@ -43,10 +43,12 @@ function setup(
     meters?: Record<string, unknown>;
     local?: boolean;
     quotaCost?: number;
+    counters?: CounterStore;
+    start?: number;
   } = {},
 ) {
-  const clock = new ManualClock(START);
-  const counters: CounterStore = new MemoryCounters();
+  const clock = new ManualClock(o.start ?? START);
+  const counters: CounterStore = o.counters ?? new MemoryCounters();
   const missing: string[] = [];
   const stage = createRateLimitStage({
     routeId: ROUTE,
@@ -310,6 +312,50 @@ describe('meters', () => {
     r.t.res.end();
     await r.t.response();
     expect((await s.run()).problem?.slug).toBe('rate-limit-exceeded');
+  });
+
+  it('reads meter fields from raw answer fields: any case, Buffers, a trailer replacing a header', () => {
+    const { ctx } = fakeContext({});
+    ctx.meterFields = ['x-usage-tokens', 'x-cost'];
+    const b = (t: string) => Buffer.from(t);
+    // Upstream names are Buffers; one of the same length is not the field; other lengths are skipped.
+    ctx.readMeters([b('X-Usage-Tokens'), b('12'), b('x-usage-tokenz'), b('99'), b('Content-Type'), b('a')]);
+    expect(ctx.meterValues).toEqual(['12', undefined]);
+    ctx.readMeters(['x-cost', '3', 'X-COST', '4']); // twice in one list: ambiguous, unusable
+    expect(ctx.meterValues).toEqual(['12', '']);
+    ctx.readMeters([b('x-cost'), b('5')]); // the trailer replaces the header
+    expect(ctx.meterValues).toEqual(['12', '5']);
+    expect(meterValue(ctx.meterValues![1])).toBe(5);
+  });
+
+  it('settles into the counter of the time the response ends: the checked one, or a later window’s', async () => {
+    /** Memory counters that keep what they were told to settle. */
+    class Recording extends MemoryCounters {
+      readonly settled: CounterSpec[] = [];
+      override settle(specs: readonly CounterSpec[]): void {
+        this.settled.push(...specs);
+        super.settle(specs);
+      }
+    }
+    for (const algorithm of ['fixed-window', 'sliding-window'] as const) {
+      const rule = { name: 'tokens', limit: 1000, meter: 'tokens', algorithm };
+      // 10 ms later: the same window and bucket; 6 s: the next tenth; 61 s: the next window.
+      for (const later of [10, 6_000, 61_000]) {
+        const counters = new Recording();
+        const s = setup([rule], { meters, counters, start: START + 1_000 });
+        const r = await s.run();
+        s.clock.advance(later);
+        r.t.ctx.upstreamStatus = 200;
+        r.t.ctx.readMeters(['x-usage-tokens', '17']);
+        r.t.res.end();
+        await r.t.response();
+        const [parsed] = rateLimitListSchema.parse([{ by: 'ip', windowSec: 60, ...rule }]);
+        const expected = rateCounter(`route:${ROUTE}`, parsed!, '203.0.113.9', s.clock.now()).spec;
+        expect(counters.settled, `${algorithm} +${later} ms`).toEqual([
+          { ...expected, cost: 17, soft: undefined },
+        ]);
+      }
+    }
   });
 
   it('combines request-count and meter limits on one route', async () => {
