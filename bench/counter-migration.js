@@ -4,9 +4,8 @@
 // it sends, Redis CPU, and how long a PING waits on another connection meanwhile (a request's
 // script would wait as long). `npm run build && node bench/counter-migration.js [--keys 10000] [--other 10000] [--count 1000]`
 import { spawn } from 'node:child_process';
-import net from 'node:net';
 import { parseArgs } from 'node:util';
-import { Redis } from 'ioredis';
+import { Processes, startRedis } from './lib/harness.js';
 import { createRedis } from '../dist/shared/redis.js';
 import { CounterLayoutMigration } from '../dist/policies/rate-limit/layout-migration.js';
 
@@ -20,45 +19,8 @@ const { values: opts } = parseArgs({
 const N = Number(opts.keys);
 const OTHER = Number(opts.other);
 
-const freePort = () =>
-  new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-  });
-
-const port = await freePort();
-const server = spawn(
-  'redis-server',
-  [
-    '--port',
-    String(port),
-    '--bind',
-    '127.0.0.1',
-    '--save',
-    '',
-    '--appendonly',
-    'no',
-    '--loglevel',
-    'warning',
-  ],
-  { stdio: 'ignore' },
-);
-const url = `redis://127.0.0.1:${port}`;
-const listening = () =>
-  new Promise((resolve) => {
-    const s = net.connect(port, '127.0.0.1');
-    s.once('connect', () => (s.destroy(), resolve(true)));
-    s.once('error', () => resolve(false));
-  });
-for (let i = 0; !(await listening()); i++) {
-  if (i === 50) throw new Error('redis-server did not start');
-  await new Promise((r) => setTimeout(r, 100));
-}
-const admin = new Redis(url, { maxRetriesPerRequest: 1 });
+const procs = new Processes('counter-migration');
+const { url, client: admin } = await startRedis(procs);
 try {
   const prefix = 'tg:';
   const month = new Date().toISOString().slice(0, 7).replace('-', '');
@@ -165,5 +127,5 @@ try {
   await redis.close();
 } finally {
   admin.disconnect();
-  server.kill('SIGKILL');
+  await procs.stop();
 }
