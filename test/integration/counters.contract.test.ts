@@ -162,12 +162,17 @@ describe('CounterStore: a concurrent batch on Redis answers as one request after
   });
   const request = fc.array(template, { minLength: 1, maxLength: 3 });
   const runs = fc.array(fc.tuple(request, fc.integer({ min: 1, max: 6 })), { minLength: 1, maxLength: 8 });
+  // Meter settlements pending when the batch goes: they ride on its script call, added first.
+  const settlements = fc.array(
+    fc.record({ counter: fc.integer({ min: 0, max: 4 }), cost: fc.integer({ min: 1, max: 5 }) }),
+    { maxLength: 4 },
+  );
 
   it('matches for random batches', async () => {
     const redis = await twins[1]![1]();
     let run = 0;
     await fc.assert(
-      fc.asyncProperty(runs, async (batch) => {
+      fc.asyncProperty(runs, settlements, async (batch, settles) => {
         run++;
         const memory = new MemoryCounters();
         const specOf = (t: { counter: number; limit: number; cost: number; soft: boolean }): CounterSpec => {
@@ -177,13 +182,113 @@ describe('CounterStore: a concurrent batch on Redis answers as one request after
           return base;
         };
         const calls = batch.flatMap(([req, times]) => Array.from({ length: times }, () => req.map(specOf)));
+        // Each settlement is told its span of the counter (fixed counters only), on both twins.
+        const spans = { redis: [] as string[], memory: [] as string[] };
+        const settleSpecs = (into: string[]) =>
+          settles.map((t, i) => ({
+            ...specOf({ counter: t.counter, limit: 9, cost: t.cost, soft: false }),
+            settled: (before: number, after: number) => into.push(`${i}:${before}-${after}`),
+          }));
+        redis.settle(settleSpecs(spans.redis));
         const fromRedis = await Promise.all(calls.map((specs) => Promise.resolve(redis.consume(specs))));
+        memory.settle(settleSpecs(spans.memory));
         const fromMemory = calls.map((specs) => memory.consume(specs));
         expect(fromRedis).toEqual(fromMemory);
+        await redis.flush();
+        expect(spans.redis.sort()).toEqual(spans.memory.sort());
         const every = calls.flat();
         expect(await Promise.resolve(redis.peek(every))).toEqual(memory.peek(every));
       }),
       { numRuns: 60 },
     );
+  });
+});
+
+describe('RedisCounters: meter settlements ride on the next check', () => {
+  it('a settlement pending when a check goes is written by the check script: no command of its own', async () => {
+    const { startPrivateRedis } = await import('../helpers/redis.js');
+    const server = await startPrivateRedis();
+    const h = new RedisHandle(
+      {
+        url: server.url,
+        keyPrefix: 'ride:',
+        commandTimeoutMs: 1000,
+        connectTimeoutMs: 1000,
+        onError: 'closed',
+      },
+      silentLogger(),
+    );
+    try {
+      await waitFor(() => h.ready, 5000);
+      const c = new RedisCounters(h);
+      const meter = spec('tokens', 100, 0);
+      const hits = spec('hits', 100);
+      expect(await c.consume([meter, hits])).toEqual({ ok: true, used: [0, 1] });
+      // Script calls (EVAL the first time a script runs on this server, EVALSHA after).
+      const calls = async () => {
+        const stats = await h.client.info('commandstats');
+        return ['eval', 'evalsha']
+          .map((cmd) => Number(new RegExp(`cmdstat_${cmd}:calls=(\\d+)`).exec(stats)?.[1] ?? 0))
+          .reduce((a, b) => a + b);
+      };
+      await h.client.config('RESETSTAT');
+      const told: Array<[number, number]> = [];
+      for (let i = 1; i <= 20; i++) {
+        c.settle([{ ...meter, cost: 3, settled: (before, after) => told.push([before, after]) }]);
+        // The next request's check: it sees every value settled before it.
+        expect(await c.consume([meter, hits])).toEqual({ ok: true, used: [3 * i, 1 + i] });
+      }
+      expect(await calls()).toBe(20);
+      expect(told).toEqual(Array.from({ length: 20 }, (_v, i) => [3 * i, 3 * i + 3]));
+      // Nothing to ride on: the settlement goes in a call of its own, at once on flush.
+      c.settle([{ ...meter, cost: 5 }]);
+      await c.flush();
+      expect(await calls()).toBe(21);
+      expect(await c.peek([meter])).toEqual([65]);
+    } finally {
+      await h.close();
+      await server.stop(true);
+    }
+  });
+
+  it('counters expire when their window ends: fixed ones at an absolute second, sliding ones after their ttl', async () => {
+    const { startPrivateRedis } = await import('../helpers/redis.js');
+    const server = await startPrivateRedis();
+    const h = new RedisHandle(
+      {
+        url: server.url,
+        keyPrefix: 'ttl:',
+        commandTimeoutMs: 1000,
+        connectTimeoutMs: 1000,
+        onError: 'closed',
+      },
+      silentLogger(),
+    );
+    try {
+      await waitFor(() => h.ready, 5000);
+      const c = new RedisCounters(h);
+      const fixed = { ...spec('fixed', 10), ttlMs: 30_000 };
+      const untagged: CounterSpec = { ...spec('x', 10), key: 'untagged', ttlMs: 20_000 };
+      const slide: CounterSpec = { ...spec('slide', 10), ttlMs: 40_000, slide: { bucket: 7, buckets: 10 } };
+      const forever = { ...spec('uses', 10, 1, 'remaining'), ttlMs: 0, spanSec: 0 };
+      expect((await c.consume([fixed, untagged, slide, forever])).ok).toBe(true);
+      const ttlOf = async (s: CounterSpec) => h.client.pttl(c.where(s).key);
+      // Rounded to whole seconds, never shorter than asked: between the ttl and 1.5 s more.
+      for (const [s, ms] of [
+        [fixed, 30_000],
+        [untagged, 20_000],
+      ] as const) {
+        const left = await ttlOf(s);
+        expect(left).toBeGreaterThan(ms - 1000);
+        expect(left).toBeLessThanOrEqual(ms + 1500);
+      }
+      const left = await ttlOf(slide);
+      expect(left).toBeGreaterThan(39_000);
+      expect(left).toBeLessThanOrEqual(40_000);
+      expect(await ttlOf(forever)).toBe(-1);
+    } finally {
+      await h.close();
+      await server.stop(true);
+    }
   });
 });

@@ -274,8 +274,13 @@ class SlidingMemory extends ExpiringEntries<{ buckets: number[]; counts: number[
  * What the requests share is sent once: a batch's limits as policies, and a run of consecutive
  * requests with the same checks and costs (one key's, under load) as one group, decided in one
  * step — how many of its m requests fit each check when admitted one after another — instead of m
- * times. The array: P, then per policy (7) its KEYS index, kind, ttl (ms; 0 keeps it), limit,
- * bucket and buckets per window (sliding) and soft (1: shadow, never refuses); then, to the end,
+ * times. The array: P, then per policy (7) its KEYS index, kind, lifetime (0: for ever; a fixed
+ * counter's end, in epoch seconds — one value for every request of a window, so they share one
+ * policy and one run; a sliding window's ttl in ms, a constant), limit,
+ * bucket and buckets per window (sliding) and soft (1: shadow, never refuses); then S and S
+ * settlements (meter values of ended responses, see `SettleBatcher`: policy, field, value — added
+ * before any check, without a limit: they ride on the next check instead of a command of their
+ * own); then, to the end,
  * per group its request count m, its check count n and, per check, the policy, the field ('' but
  * for kind 0) and the cost. A cost of 0 (a metered check) needs 1 free: refused at or over the
  * limit. A group's checks have distinct counters (a request that checks one counter twice goes
@@ -284,7 +289,8 @@ class SlidingMemory extends ExpiringEntries<{ buckets: number[]; counts: number[
  * charges nothing, so every later one in the group is refused the same way); the refused ones'
  * failing check (1-based, in the request's order; 0 if none is refused); then per check the value
  * before the group and its fit (how many of the group's requests it admits: a shadow check whose
- * fit is below k charges and admits only that many, and would have refused the rest).
+ * fit is below k charges and admits only that many, and would have refused the rest); and last,
+ * per settlement, its counter's new value (0 for a sliding window).
  */
 const CONSUME_LUA = `
 local A = cjson.decode(ARGV[1])
@@ -305,33 +311,41 @@ for i = 1, P do
   if kttl[k] == nil or kttl[k] < pt[i] then kttl[k] = pt[i] end
   q = q + 7
 end
+-- Settlements riding on this batch (meter values of ended responses): S, then per settlement its
+-- policy, field and value. Added before the batch's checks: they happened first.
+local S = A[q]
+local sfirst = q + 1
+q = sfirst + 3 * S
 local first, last = q, #A
 -- Every counter the batch names, read once: one HMGET per shared hash, one MGET for the plain
 -- counters, one HGETALL per sliding window.
 local val, want, plain = {}, {}, {}
+local function need(pi, f)
+  local k = pk[pi]
+  local d = kind[k]
+  if d == 0 then
+    local t = val[k]
+    if t == nil then
+      t = {}
+      val[k] = t
+      want[k] = {}
+    end
+    if t[f] == nil then
+      t[f] = 0
+      local w = want[k]
+      w[#w + 1] = f
+    end
+  elseif val[k] == nil then
+    val[k] = 0
+    if d == 1 then plain[#plain + 1] = k end
+  end
+end
+for j = sfirst, first - 1, 3 do need(A[j], A[j + 1]) end
 while q <= last do
   local n = A[q + 1]
   q = q + 2
   for i = 1, n do
-    local k = pk[A[q]]
-    local d = kind[k]
-    if d == 0 then
-      local f = A[q + 1]
-      local t = val[k]
-      if t == nil then
-        t = {}
-        val[k] = t
-        want[k] = {}
-      end
-      if t[f] == nil then
-        t[f] = 0
-        local w = want[k]
-        w[#w + 1] = f
-      end
-    elseif val[k] == nil then
-      val[k] = 0
-      if d == 1 then plain[#plain + 1] = k end
-    end
+    need(A[q], A[q + 1])
     q = q + 3
   end
 end
@@ -361,6 +375,36 @@ for k, d in pairs(kind) do
 end
 local out, o = {}, 0
 local dirty, from = {}, {}
+-- The settlements, each counter's new value kept for the reply (0 for a sliding window).
+local settled = {}
+for j = sfirst, first - 1, 3 do
+  local pi, f, v = A[j], A[j + 1], A[j + 2]
+  local key = pk[pi]
+  local d = kind[key]
+  if d == 0 then
+    local t = val[key]
+    t[f] = t[f] + v
+    local df = dirty[key]
+    if df == nil then
+      df = {}
+      dirty[key] = df
+    end
+    df[f] = true
+    settled[#settled + 1] = t[f]
+  elseif d == 1 then
+    val[key] = val[key] + v
+    dirty[key] = true
+    settled[#settled + 1] = val[key]
+  else
+    local b = pb[pi]
+    local mm = val[key]
+    mm[b] = (mm[b] or 0) + v
+    local lo = b - pn[pi]
+    if from[key] == nil or from[key] < lo then from[key] = lo end
+    dirty[key] = true
+    settled[#settled + 1] = 0
+  end
+end
 local used, fit = {}, {}
 local floor = math.floor
 q = first
@@ -467,11 +511,13 @@ for key, df in pairs(dirty) do
       a = a + 2
     end
     redis.call('HSET', KEYS[key], unpack(args))
-    if not existed[key] and t > 0 then redis.call('PEXPIRE', KEYS[key], t) end
+    if not existed[key] and t > 0 then redis.call('EXPIREAT', KEYS[key], t) end
   elseif d == 1 then
     local v = format('%d', val[key])
     if existed[key] then redis.call('SET', KEYS[key], v, 'KEEPTTL')
-    elseif t > 0 then redis.call('SET', KEYS[key], v, 'PX', t)
+    elseif t > 0 then
+      redis.call('SET', KEYS[key], v)
+      redis.call('EXPIREAT', KEYS[key], t)
     else redis.call('SET', KEYS[key], v) end
   else
     local lo = from[key]
@@ -488,6 +534,7 @@ for key, df in pairs(dirty) do
     redis.call('PEXPIRE', KEYS[key], t)
   end
 end
+for j = 1, #settled do out[o + j] = settled[j] end
 return out
 `;
 
@@ -555,11 +602,12 @@ export const SETTLE_DELAY_MS = 5;
 export const SETTLE_MAX_ENTRIES = 64;
 
 /**
- * Meter settlements, coalesced per counter for `SETTLE_DELAY_MS` (or until `SETTLE_MAX_ENTRIES`
- * counters are pending) and written in one script call per flush (per hash tag in Redis Cluster):
- * under load, many requests' settlements share one command. What a gateway crash loses: the values
- * pending here (at most the last `SETTLE_DELAY_MS` of ended responses) and those of responses
- * still running — those requests were admitted and are never charged.
+ * Meter settlements, coalesced per counter, waiting for a ride: the next counter check's script
+ * call takes them (`take`: under load, within one round trip, at no command of their own), or,
+ * when no check comes within `SETTLE_DELAY_MS` (or `SETTLE_MAX_ENTRIES` counters are pending), one
+ * script call of their own writes them. What a gateway crash loses: the values pending here (at
+ * most the last `SETTLE_DELAY_MS` of ended responses) and those of responses still running — those
+ * requests were admitted and are never charged.
  */
 export class SettleBatcher {
   readonly #write: (specs: CounterSpec[]) => Promise<void>;
@@ -567,10 +615,14 @@ export class SettleBatcher {
   /** Per pending counter, the settlements that want to know their span (see `CounterSpec.settled`). */
   #told = new Map<string, Array<{ cost: number; settled: (before: number, after: number) => void }>>();
   #timer: NodeJS.Timeout | undefined;
-  #inFlight = new Set<Promise<void>>();
+  #inFlight = new Set<Promise<unknown>>();
 
   constructor(write: (specs: CounterSpec[]) => Promise<void>) {
     this.#write = write;
+  }
+
+  get size(): number {
+    return this.#pending.size;
   }
 
   add(specs: readonly CounterSpec[]): void {
@@ -579,7 +631,19 @@ export class SettleBatcher {
       const id = s.slide === undefined ? s.key : `${s.key}\n${s.slide.bucket}`;
       const had = this.#pending.get(id);
       if (had !== undefined) had.cost += s.cost;
-      else this.#pending.set(id, { ...s, settled: undefined });
+      else
+        this.#pending.set(id, {
+          kind: s.kind,
+          key: s.key,
+          tag: s.tag,
+          limit: s.limit,
+          cost: s.cost,
+          ttlMs: s.ttlMs,
+          spanSec: s.spanSec,
+          slide: s.slide,
+          soft: s.soft,
+          settled: undefined,
+        });
       if (s.settled !== undefined && s.slide === undefined) {
         let told = this.#told.get(id);
         if (told === undefined) this.#told.set(id, (told = []));
@@ -593,28 +657,47 @@ export class SettleBatcher {
     }
   }
 
-  #flushNow(): void {
+  /**
+   * Every pending settlement, one spec per counter, now owed by the caller (who writes them and
+   * calls each `settled` with the counter's value before and after its one increment).
+   */
+  take(): CounterSpec[] {
     if (this.#timer !== undefined) clearTimeout(this.#timer);
     this.#timer = undefined;
-    if (this.#pending.size === 0) return;
+    if (this.#pending.size === 0) return [];
     const told = this.#told;
-    const specs = [...this.#pending].map(([id, spec]) => {
+    const specs: CounterSpec[] = [];
+    for (const [id, spec] of this.#pending) {
       const parts = told.get(id);
-      if (parts === undefined) return spec;
       // The counter's one increment, split in consecutive spans, one per settlement, in order.
-      spec.settled = (_before, after) => {
-        let at = after - spec.cost;
-        for (const p of parts) {
-          p.settled(at, at + p.cost);
-          at += p.cost;
-        }
-      };
-      return spec;
-    });
+      if (parts !== undefined)
+        spec.settled = (_before, after) => {
+          let at = after - spec.cost;
+          for (const p of parts) {
+            p.settled(at, at + p.cost);
+            at += p.cost;
+          }
+        };
+      specs.push(spec);
+    }
     this.#pending = new Map();
     this.#told = new Map();
-    const p = this.#write(specs).finally(() => this.#inFlight.delete(p));
-    this.#inFlight.add(p);
+    return specs;
+  }
+
+  /** A write of taken settlements that `flush` waits for. */
+  track(p: Promise<unknown>): void {
+    const t = p.then(
+      () => undefined,
+      () => undefined,
+    );
+    this.#inFlight.add(t);
+    void t.then(() => this.#inFlight.delete(t));
+  }
+
+  #flushNow(): void {
+    const specs = this.take();
+    if (specs.length > 0) this.track(this.#write(specs));
   }
 
   async flush(): Promise<void> {
@@ -712,7 +795,8 @@ class ConsumeBatcher {
 export class RedisCounters implements CounterStore {
   readonly #redis: RedisHandle;
   readonly #cluster: boolean;
-  readonly #settler: SettleBatcher;
+  /** Pending settlements per slot group ('' on a single node): each rides on its group's checks. */
+  readonly #settlers = new Map<string, SettleBatcher>();
   readonly #shards: string[];
   readonly #batchers = new Map<string, ConsumeBatcher>();
   /** Told when a batch of settlements could not be written (those meter values are lost). */
@@ -722,9 +806,6 @@ export class RedisCounters implements CounterStore {
     this.#redis = redis;
     this.#cluster = redis.config.cluster !== undefined;
     this.#shards = shardTags('c', this.#cluster ? COUNTER_SHARDS.cluster : COUNTER_SHARDS.node);
-    this.#settler = new SettleBatcher((specs) =>
-      this.#settleNow(specs).catch((err: unknown) => this.onSettleError?.(err)),
-    );
     const client = redis.client as unknown as {
       defineCommand(name: string, def: { numberOfKeys?: number; lua: string }): void;
     };
@@ -802,7 +883,7 @@ export class RedisCounters implements CounterStore {
     let batcher = this.#batchers.get(group);
     if (batcher === undefined) {
       batcher = new ConsumeBatcher(
-        (batch) => this.#consumeBatch(batch),
+        (batch) => this.#consumeBatch(group, batch),
         () => this.#batchers.delete(group),
       );
       this.#batchers.set(group, batcher);
@@ -810,13 +891,44 @@ export class RedisCounters implements CounterStore {
     return batcher.submit(specs, places);
   }
 
-  async #consumeBatch(batch: Waiting[]): Promise<void> {
+  async #consumeBatch(group: string, batch: Waiting[]): Promise<void> {
     // One JSON argument (see CONSUME_LUA): the policies (a key with its kind, lifetime, limit,
-    // sliding window and mode), then runs of consecutive requests with the same checks and costs.
+    // sliding window and mode), the settlements riding along, then runs of consecutive requests
+    // with the same checks and costs.
     const keys: string[] = [];
     const keyIndex = new Map<string, number>();
     const policyIndex = new Map<string, number>();
     const policies: Array<number> = [];
+    const now = Date.now();
+    const policyOf = (s: CounterSpec, place: Place): number => {
+      let k = keyIndex.get(place.key);
+      if (k === undefined) keyIndex.set(place.key, (k = keys.push(place.key)));
+      const kind = place.field !== '' ? 0 : s.slide === undefined ? 1 : 2;
+      // A fixed counter's ttl runs to its window's end (+1 s): as an absolute second it is the same
+      // for every request of the window, whenever in the batch it was computed (round: ±0.5 s of
+      // drift; +1: never before the ttl asked for).
+      const life = kind === 2 || s.ttlMs <= 0 ? s.ttlMs : Math.round((now + s.ttlMs) / 1000) + 1;
+      const bucket = s.slide === undefined ? -1 : s.slide.bucket;
+      const buckets = s.slide === undefined ? 0 : s.slide.buckets;
+      const soft = s.soft === true ? 1 : 0;
+      // A limit JSON cannot carry (Infinity) is one no count reaches.
+      const limit = Number.isFinite(s.limit) ? s.limit : Number.MAX_VALUE;
+      const pid = `${k}|${life}|${limit}|${bucket}|${buckets}|${soft}`;
+      let p = policyIndex.get(pid);
+      if (p === undefined) {
+        p = policyIndex.size + 1;
+        policyIndex.set(pid, p);
+        policies.push(k, kind, life, limit, bucket, buckets, soft);
+      }
+      return p;
+    };
+    const settler = this.#settlers.get(group);
+    const due = settler === undefined || settler.size === 0 ? [] : settler.take();
+    const settlements: Array<string | number> = [due.length];
+    for (const s of due) {
+      const place = this.where(s);
+      settlements.push(policyOf(s, place), place.field, s.cost);
+    }
     const groups: Array<string | number> = [];
     /** Per group (consecutive requests of `batch`): its size, and where its m is in `groups`. */
     const runs: Array<{ size: number; at: number }> = [];
@@ -829,21 +941,7 @@ export class RedisCounters implements CounterStore {
       for (let i = 0; i < n; i++) {
         const s = w.specs[i]!;
         const place = w.places[i]!;
-        let k = keyIndex.get(place.key);
-        if (k === undefined) keyIndex.set(place.key, (k = keys.push(place.key)));
-        const kind = place.field !== '' ? 0 : s.slide === undefined ? 1 : 2;
-        const bucket = s.slide === undefined ? -1 : s.slide.bucket;
-        const buckets = s.slide === undefined ? 0 : s.slide.buckets;
-        const soft = s.soft === true ? 1 : 0;
-        // A limit JSON cannot carry (Infinity) is one no count reaches.
-        const limit = Number.isFinite(s.limit) ? s.limit : Number.MAX_VALUE;
-        const pid = `${k}|${s.ttlMs}|${limit}|${bucket}|${buckets}|${soft}`;
-        let p = policyIndex.get(pid);
-        if (p === undefined) {
-          p = policyIndex.size + 1;
-          policyIndex.set(pid, p);
-          policies.push(k, kind, s.ttlMs, limit, bucket, buckets, soft);
-        }
+        const p = policyOf(s, place);
         for (let j = 0; j < i; j++)
           if (w.places[j]!.key === place.key && w.places[j]!.field === place.field) shared = true;
         checks[3 * i] = p;
@@ -862,8 +960,14 @@ export class RedisCounters implements CounterStore {
       groups.push(1, n);
       for (const v of checks) groups.push(v);
     }
-    const arg = JSON.stringify([policyIndex.size, ...policies, ...groups]);
-    const out = await this.#client().tollgateConsumeBatch(keys.length, ...keys, arg);
+    const arg = JSON.stringify([policyIndex.size, ...policies, ...settlements, ...groups]);
+    const call = this.#client().tollgateConsumeBatch(keys.length, ...keys, arg);
+    if (due.length > 0) {
+      settler!.track(call);
+      // The check failed: the settlements it carried are lost, as a failed write of their own would be.
+      call.catch((err: unknown) => this.onSettleError?.(err));
+    }
+    const out = await call;
     let p = 0;
     let w = 0;
     for (const run of runs) {
@@ -897,14 +1001,32 @@ export class RedisCounters implements CounterStore {
         batch[w]!.resolve(r);
       }
     }
+    for (const s of due) {
+      const after = Number(out[p++]);
+      if (s.settled !== undefined && s.slide === undefined && Number.isFinite(after))
+        s.settled(after - s.cost, after);
+    }
   }
 
   settle(specs: readonly CounterSpec[]): void {
-    this.#settler.add(specs);
+    if (!this.#cluster) return this.#settlerOf('').add(specs);
+    for (const g of groupBy(specs.map((s) => this.where(s))))
+      this.#settlerOf(g.group).add(g.indexes.map((i) => specs[i]!));
   }
 
-  flush(): Promise<void> {
-    return this.#settler.flush();
+  #settlerOf(group: string): SettleBatcher {
+    let settler = this.#settlers.get(group);
+    if (settler === undefined) {
+      settler = new SettleBatcher((specs) =>
+        this.#settleNow(specs).catch((err: unknown) => this.onSettleError?.(err)),
+      );
+      this.#settlers.set(group, settler);
+    }
+    return settler;
+  }
+
+  async flush(): Promise<void> {
+    await Promise.all([...this.#settlers.values()].map((s) => s.flush()));
   }
 
   async #settleNow(specs: readonly CounterSpec[]): Promise<void> {
