@@ -30,6 +30,9 @@ const { values: opts } = parseArgs({
     duration: { type: 'string' },
     // Same-round A/B: every Tollgate row also runs from another built checkout (its bin/ and dist/).
     base: { type: 'string' },
+    // Where each Redis row's Redis time goes, by script and key (SLOWLOG of every command; it
+    // costs Redis a little itself, so the CPU columns of such a run read a little high).
+    slowlog: { type: 'boolean', default: false },
   },
 });
 /** The checkout the next startTollgate call runs (read before its first await). */
@@ -586,8 +589,25 @@ async function main() {
     const field = (name) => Number(new RegExp(`${name}:([\\d.]+)`).exec(cpu)?.[1] ?? 0);
     return { all, scripts, byCmd, cpuUs: (field('used_cpu_user') + field('used_cpu_sys')) * 1e6 };
   };
-  // Commands that Tollgate only ever runs inside its scripts: their usec is inside the script's.
-  const IN_SCRIPTS_ONLY = new Set(['incrby', 'decrby', 'mget', 'hmget', 'hgetall', 'hincrby', 'hdel']);
+  // Commands that Tollgate runs inside its scripts (their usec is inside the script's) and, on
+  // these rows, not on their own — but for `lastUsedAt`'s one HSET per 5 s, and the key lookups'
+  // MGET on a cache miss (with 12,000 keys, a few hundred in a run), left out of the sum: they
+  // are a fraction of a percent of it. Counting them would count every script's writes twice.
+  const IN_SCRIPTS_ONLY = new Set([
+    'incrby',
+    'decrby',
+    'mget',
+    'hmget',
+    'hgetall',
+    'hincrby',
+    'hdel',
+    'hset',
+    'hsetnx',
+    'set',
+    'pexpire',
+    'expireat',
+    'xadd',
+  ]);
   const redisDelta = (a, b, requests) => {
     const byCmd = {};
     let usec = 0;
@@ -609,6 +629,11 @@ async function main() {
         await load(tool, r.url, r.headers, S.warmup, r.keysFile).catch(() => undefined);
         const cpu0 = r.pid ? cpuMicros(r.pid) : 0;
         const cmds0 = r.redis ? await commandCount() : undefined;
+        if (opts.slowlog && r.redis) {
+          await redis.config('SET', 'slowlog-log-slower-than', '0');
+          await redis.config('SET', 'slowlog-max-len', '1000000');
+          await redis.slowlog('RESET');
+        }
         let m;
         try {
           m = await load(tool, r.url, r.headers, S.duration, r.keysFile);
@@ -618,6 +643,8 @@ async function main() {
         }
         const cpu = r.pid ? cpuMicros(r.pid) - cpu0 : undefined;
         const cmds1 = r.redis ? await commandCount() : undefined;
+        if (opts.slowlog && r.redis)
+          log(`${s.key} ${tool} round ${round}:\n${await slowlogTable(redis, m.requests)}`);
         const redisCmds = cmds1 && cmds0 ? (cmds1.all - cmds0.all) / m.requests : undefined;
         const redisScripts = cmds1 && cmds0 ? (cmds1.scripts - cmds0.scripts) / m.requests : undefined;
         const redisUse = cmds1 && cmds0 ? redisDelta(cmds0, cmds1, m.requests) : undefined;
@@ -741,6 +768,37 @@ function formatTable(tool, rows) {
     );
   }
   return lines.join('\n');
+}
+
+/**
+ * Redis time per request by top-level command (a script by its first key's shape), from a SLOWLOG
+ * holding every command since the measured load began.
+ */
+async function slowlogTable(redis, requests) {
+  const entries = await redis.slowlog('GET', -1);
+  await redis.config('SET', 'slowlog-log-slower-than', '10000');
+  await redis.slowlog('RESET');
+  const by = new Map();
+  for (const [, , us, args] of entries) {
+    const cmd = String(args[0]).toLowerCase();
+    if (['info', 'config', 'slowlog', 'ping'].includes(cmd)) continue;
+    const script = cmd === 'evalsha' || cmd === 'eval';
+    const key = String((script ? args[3] : args[1]) ?? '')
+      .replace(/\d+/g, 'N')
+      .slice(0, 60);
+    const name = `${cmd} ${key}`;
+    const e = by.get(name) ?? { calls: 0, us: 0 };
+    e.calls++;
+    e.us += Number(us);
+    by.set(name, e);
+  }
+  const rows = [...by].sort((a, b) => b[1].us - a[1].us);
+  return rows
+    .map(
+      ([name, e]) =>
+        `  ${(e.us / requests).toFixed(2).padStart(6)} µs/req  ${(e.calls / requests).toFixed(3)} calls/req  ${(e.us / e.calls).toFixed(0).padStart(5)} µs/call  ${name}`,
+    )
+    .join('\n');
 }
 
 /**

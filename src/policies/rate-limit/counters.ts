@@ -271,20 +271,24 @@ class SlidingMemory extends ExpiringEntries<{ buckets: number[]; counts: number[
  *
  * The argument is one JSON array (`cjson.decode` is C: handing Redis a few hundred separate
  * arguments and `tonumber`-ing each in Lua cost about 0.2 µs apiece, most of the script's time).
- * What the requests share is sent once: a batch's limits as policies, and a run of consecutive
- * requests with the same checks and costs (one key's, under load) as one group, decided in one
- * step — how many of its m requests fit each check when admitted one after another — instead of m
- * times. The array: P, then per policy (7) its KEYS index, kind, lifetime (0: for ever; a fixed
- * counter's end, in epoch seconds — one value for every request of a window, so they share one
- * policy and one run; a sliding window's ttl in ms, a constant), limit,
- * bucket and buckets per window (sliding) and soft (1: shadow, never refuses); then S and S
- * settlements (meter values of ended responses, see `SettleBatcher`: policy, field, value — added
- * before any check, without a limit: they ride on the next check instead of a command of their
- * own); then, to the end,
- * per group its request count m, its check count n and, per check, the policy, the field ('' but
- * for kind 0) and the cost. A cost of 0 (a metered check) needs 1 free: refused at or over the
- * limit. A group's checks have distinct counters (a request that checks one counter twice goes
- * alone, m = 1, and is charged for both).
+ * What the requests share is sent once: a batch's limits as policies, its counters (a key and a
+ * field) and field names once each, and a run of consecutive requests with the same checks and
+ * costs (one key's, under load) as one group, decided in one step — how many of its m requests
+ * fit each check when admitted one after another — instead of m times. A check is three numbers;
+ * the script works on counters by index, so no check hashes a string. The array:
+ * - P, then per policy (7) its KEYS index, kind, lifetime (0: for ever; a fixed counter's end in
+ *   epoch seconds — one value for every request of a window, so they share one policy and one
+ *   run; a sliding window's ttl in ms, a constant), limit, bucket and buckets (sliding), and soft
+ *   (1: shadow, never refuses);
+ * - F, then the F field names;
+ * - C, then per counter (2) its KEYS index and field (1-based into the names; 0 but for kind 0);
+ * - S, then per settlement (3: meter values of ended responses, see `SettleBatcher`) its policy,
+ *   counter and value — added before any check, without a limit: they ride on the next check
+ *   instead of a command of their own;
+ * - to the end, per group its request count m, its check count n and, per check, its policy,
+ *   counter and cost. A cost of 0 (a metered check) needs 1 free: refused at or over the limit.
+ *   A group's checks have distinct counters (a request that checks one counter twice goes alone,
+ *   m = 1, and is charged for both).
  * Returns, per group: k, how many of its requests are admitted (the first k: a refused request
  * charges nothing, so every later one in the group is refused the same way); the refused ones'
  * failing check (1-based, in the request's order; 0 if none is refused); then per check the value
@@ -294,120 +298,104 @@ class SlidingMemory extends ExpiringEntries<{ buckets: number[]; counts: number[
  */
 const CONSUME_LUA = `
 local A = cjson.decode(ARGV[1])
+local floor, format = math.floor, string.format
+-- Policies: a counter's limit, window and mode (see above); kind and lifetime are its key's.
 local P = A[1]
-local pk, pd, pt, pl, pb, pn, ps = {}, {}, {}, {}, {}, {}, {}
+local pk, pl, pb, pn, ps = {}, {}, {}, {}, {}
+local kind, life = {}, {}
 local q = 2
-local kind, kttl = {}, {}
 for i = 1, P do
   local k = A[q]
   pk[i] = k
-  pd[i] = A[q + 1]
-  pt[i] = A[q + 2]
   pl[i] = A[q + 3]
   pb[i] = A[q + 4]
   pn[i] = A[q + 5]
   ps[i] = A[q + 6] == 1
-  kind[k] = pd[i]
-  if kttl[k] == nil or kttl[k] < pt[i] then kttl[k] = pt[i] end
+  kind[k] = A[q + 1]
+  local t = A[q + 2]
+  if life[k] == nil or life[k] < t then life[k] = t end
   q = q + 7
 end
--- Settlements riding on this batch (meter values of ended responses): S, then per settlement its
--- policy, field and value. Added before the batch's checks: they happened first.
-local S = A[q]
-local sfirst = q + 1
-q = sfirst + 3 * S
-local first, last = q, #A
--- Every counter the batch names, read once: one HMGET per shared hash, one MGET for the plain
--- counters, one HGETALL per sliding window.
-local val, want, plain = {}, {}, {}
-local function need(pi, f)
-  local k = pk[pi]
+-- Field names, each once.
+local F = A[q]
+local fs = {}
+for i = 1, F do fs[i] = A[q + i] end
+q = q + F + 1
+-- Counters: a key and its field (kind 0), or a key (1, 2). Every check and settlement names one.
+local C = A[q]
+q = q + 1
+local ck, cf, cur, sl = {}, {}, {}, {}
+local fields, plain, slid = {}, {}, {}
+for c = 1, C do
+  local k = A[q]
+  ck[c] = k
   local d = kind[k]
   if d == 0 then
-    local t = val[k]
-    if t == nil then
-      t = {}
-      val[k] = t
-      want[k] = {}
+    cf[c] = fs[A[q + 1]]
+    local l = fields[k]
+    if l == nil then
+      l = {}
+      fields[k] = l
     end
-    if t[f] == nil then
-      t[f] = 0
-      local w = want[k]
-      w[#w + 1] = f
-    end
-  elseif val[k] == nil then
-    val[k] = 0
-    if d == 1 then plain[#plain + 1] = k end
+    l[#l + 1] = c
+  elseif d == 1 then
+    plain[#plain + 1] = c
+  else
+    slid[#slid + 1] = c
+    sl[c] = true
   end
-end
-for j = sfirst, first - 1, 3 do need(A[j], A[j + 1]) end
-while q <= last do
-  local n = A[q + 1]
   q = q + 2
-  for i = 1, n do
-    need(A[q], A[q + 1])
-    q = q + 3
-  end
 end
+-- Every counter read once: one HMGET per shared hash, one MGET for the plain counters, one
+-- HGETALL per sliding window.
 local existed = {}
-for k, w in pairs(want) do
-  local v = redis.call('HMGET', KEYS[k], '_', unpack(w))
+for k, l in pairs(fields) do
+  local names = { '_' }
+  for i = 1, #l do names[i + 1] = cf[l[i]] end
+  local v = redis.call('HMGET', KEYS[k], unpack(names))
   existed[k] = v[1] ~= false
-  local t = val[k]
-  for i = 1, #w do t[w[i]] = tonumber(v[i + 1]) or 0 end
+  for i = 1, #l do cur[l[i]] = tonumber(v[i + 1]) or 0 end
 end
 if #plain > 0 then
   local names = {}
-  for i = 1, #plain do names[i] = KEYS[plain[i]] end
+  for i = 1, #plain do names[i] = KEYS[ck[plain[i]]] end
   local v = redis.call('MGET', unpack(names))
   for i = 1, #plain do
-    val[plain[i]] = tonumber(v[i]) or 0
-    existed[plain[i]] = v[i] ~= false
+    cur[plain[i]] = tonumber(v[i]) or 0
+    existed[ck[plain[i]]] = v[i] ~= false
   end
 end
-for k, d in pairs(kind) do
-  if d == 2 and val[k] ~= nil then
-    local h = redis.call('HGETALL', KEYS[k])
-    local m = {}
-    for i = 1, #h, 2 do m[tonumber(h[i])] = tonumber(h[i + 1]) end
-    val[k] = m
-  end
+for i = 1, #slid do
+  local h = redis.call('HGETALL', KEYS[ck[slid[i]]])
+  local m = {}
+  for j = 1, #h, 2 do m[tonumber(h[j])] = tonumber(h[j + 1]) end
+  cur[slid[i]] = m
 end
-local out, o = {}, 0
-local dirty, from = {}, {}
--- The settlements, each counter's new value kept for the reply (0 for a sliding window).
-local settled = {}
-for j = sfirst, first - 1, 3 do
-  local pi, f, v = A[j], A[j + 1], A[j + 2]
-  local key = pk[pi]
-  local d = kind[key]
-  if d == 0 then
-    local t = val[key]
-    t[f] = t[f] + v
-    local df = dirty[key]
-    if df == nil then
-      df = {}
-      dirty[key] = df
-    end
-    df[f] = true
-    settled[#settled + 1] = t[f]
-  elseif d == 1 then
-    val[key] = val[key] + v
-    dirty[key] = true
-    settled[#settled + 1] = val[key]
-  else
+-- The settlements (policy, counter, value), before any check: they happened first. Each
+-- counter's new value is kept for the reply (0 for a sliding window).
+local dirty, from, settled = {}, {}, {}
+local S = A[q]
+q = q + 1
+for j = 1, S do
+  local pi, c, v = A[q], A[q + 1], A[q + 2]
+  q = q + 3
+  if sl[c] then
     local b = pb[pi]
-    local mm = val[key]
-    mm[b] = (mm[b] or 0) + v
+    local m = cur[c]
+    m[b] = (m[b] or 0) + v
     local lo = b - pn[pi]
-    if from[key] == nil or from[key] < lo then from[key] = lo end
-    dirty[key] = true
-    settled[#settled + 1] = 0
+    if from[c] == nil or from[c] < lo then from[c] = lo end
+    settled[j] = 0
+  else
+    cur[c] = cur[c] + v
+    settled[j] = cur[c]
   end
+  dirty[c] = true
 end
+-- The groups: m requests with the same n checks (policy, counter, cost), decided in one step.
+local out, o = {}, 0
 local used, fit = {}, {}
-local floor = math.floor
-q = first
+local last = #A
 while q <= last do
   local m = A[q]
   local n = A[q + 1]
@@ -416,26 +404,23 @@ while q <= last do
   -- How many of the group's m requests fit each check, admitted one after another.
   local k = m
   for i = 1, n do
-    local pi = A[q]
-    local cost = A[q + 2]
-    local key = pk[pi]
-    local d = kind[key]
-    local u
-    if d == 0 then u = val[key][A[q + 1]]
-    elseif d == 1 then u = val[key]
-    else
+    local pi, c, cost = A[q], A[q + 1], A[q + 2]
+    local u = cur[c]
+    if sl[c] then
       local lo = pb[pi] - pn[pi]
-      u = 0
-      for b, v in pairs(val[key]) do if b >= lo then u = u + v end end
+      local s = 0
+      for b, v in pairs(u) do if b >= lo then s = s + v end end
+      u = s
     end
     used[i] = u
     local need = cost
     if need < 1 then need = 1 end
+    local lim = pl[pi]
     local f
-    if u + need > pl[pi] then f = 0
+    if u + need > lim then f = 0
     elseif cost <= 0 then f = m
     else
-      f = floor((pl[pi] - u - need) / cost) + 1
+      f = floor((lim - u - need) / cost) + 1
       if f > m then f = m end
     end
     fit[i] = f
@@ -456,85 +441,82 @@ while q <= last do
   out[o - 1] = k
   out[o] = failed
   for i = 1, n do
-    local c = at + 3 * i - 3
-    local cost = A[c + 2]
+    local x = at + 3 * i - 3
+    local cost = A[x + 2]
     local f = fit[i]
     if f > k then f = k end
     if cost > 0 and f > 0 then
-      local pi = A[c]
-      local key = pk[pi]
-      local d = kind[key]
+      local c = A[x + 1]
       local add = f * cost
-      if d == 0 then
-        local field = A[c + 1]
-        local t = val[key]
-        t[field] = t[field] + add
-        local df = dirty[key]
-        if df == nil then
-          df = {}
-          dirty[key] = df
-        end
-        df[field] = true
-      elseif d == 1 then
-        val[key] = val[key] + add
-        dirty[key] = true
-      else
+      if sl[c] then
+        local pi = A[x]
         local b = pb[pi]
-        local mm = val[key]
+        local mm = cur[c]
         mm[b] = (mm[b] or 0) + add
         local lo = b - pn[pi]
-        if from[key] == nil or from[key] < lo then from[key] = lo end
-        dirty[key] = true
+        if from[c] == nil or from[c] < lo then from[c] = lo end
+      else
+        cur[c] = cur[c] + add
       end
+      dirty[c] = true
     end
     o = o + 2
     out[o - 1] = used[i]
     out[o] = fit[i]
   end
 end
--- Write every changed counter once.
-local format = string.format
-for key, df in pairs(dirty) do
-  local d = kind[key]
-  local t = kttl[key]
-  if d == 0 then
-    local args, a = {}, 0
-    if not existed[key] then
-      args[1] = '_'
-      args[2] = '1'
-      a = 2
-    end
-    local vals = val[key]
-    for f in pairs(df) do
-      args[a + 1] = f
-      args[a + 2] = format('%d', vals[f])
+-- Write every changed counter once: one HSET per shared hash (with its marker and expiry when
+-- new), a SET per plain counter, an HSET (and HDEL of stale buckets) per sliding window.
+for k, l in pairs(fields) do
+  local args, a = {}, 0
+  for i = 1, #l do
+    local c = l[i]
+    if dirty[c] then
+      args[a + 1] = cf[c]
+      args[a + 2] = format('%d', cur[c])
       a = a + 2
     end
-    redis.call('HSET', KEYS[key], unpack(args))
-    if not existed[key] and t > 0 then redis.call('EXPIREAT', KEYS[key], t) end
-  elseif d == 1 then
-    local v = format('%d', val[key])
-    if existed[key] then redis.call('SET', KEYS[key], v, 'KEEPTTL')
-    elseif t > 0 then
-      redis.call('SET', KEYS[key], v)
-      redis.call('EXPIREAT', KEYS[key], t)
-    else redis.call('SET', KEYS[key], v) end
-  else
-    local lo = from[key]
+  end
+  if a > 0 then
+    if not existed[k] then
+      args[a + 1] = '_'
+      args[a + 2] = '1'
+    end
+    redis.call('HSET', KEYS[k], unpack(args))
+    if not existed[k] and life[k] > 0 then redis.call('EXPIREAT', KEYS[k], life[k]) end
+  end
+end
+for i = 1, #plain do
+  local c = plain[i]
+  if dirty[c] then
+    local k = ck[c]
+    local v = format('%d', cur[c])
+    if existed[k] then redis.call('SET', KEYS[k], v, 'KEEPTTL')
+    else
+      redis.call('SET', KEYS[k], v)
+      if life[k] > 0 then redis.call('EXPIREAT', KEYS[k], life[k]) end
+    end
+  end
+end
+for i = 1, #slid do
+  local c = slid[i]
+  if dirty[c] then
+    local lo = from[c]
     local args, stale = {}, {}
-    for b, v in pairs(val[key]) do
+    for b, v in pairs(cur[c]) do
       if b < lo then stale[#stale + 1] = b
       else
         args[#args + 1] = b
         args[#args + 1] = format('%d', v)
       end
     end
-    if #args > 0 then redis.call('HSET', KEYS[key], unpack(args)) end
-    if #stale > 0 then redis.call('HDEL', KEYS[key], unpack(stale)) end
-    redis.call('PEXPIRE', KEYS[key], t)
+    local key = KEYS[ck[c]]
+    if #args > 0 then redis.call('HSET', key, unpack(args)) end
+    if #stale > 0 then redis.call('HDEL', key, unpack(stale)) end
+    redis.call('PEXPIRE', key, life[ck[c]])
   end
 end
-for j = 1, #settled do out[o + j] = settled[j] end
+for j = 1, S do out[o + j] = settled[j] end
 return out
 `;
 
@@ -899,11 +881,22 @@ export class RedisCounters implements CounterStore {
     const keyIndex = new Map<string, number>();
     const policyIndex = new Map<string, number>();
     const policies: Array<number> = [];
+    const fieldIndex = new Map<string, number>();
+    const fields: string[] = [];
+    /** Per key (its index − 1), its counters by field. */
+    const counterIndex: Array<Map<string, number>> = [];
+    const counters: number[] = [];
     const now = Date.now();
-    const policyOf = (s: CounterSpec, place: Place): number => {
-      let k = keyIndex.get(place.key);
-      if (k === undefined) keyIndex.set(place.key, (k = keys.push(place.key)));
-      const kind = place.field !== '' ? 0 : s.slide === undefined ? 1 : 2;
+    /** The policy and the counter of a spec, as indexes into the argument's lists. */
+    let policy = 0;
+    let counter = 0;
+    const place = (s: CounterSpec, at: Place): void => {
+      let k = keyIndex.get(at.key);
+      if (k === undefined) {
+        keyIndex.set(at.key, (k = keys.push(at.key)));
+        counterIndex.push(new Map());
+      }
+      const kind = at.field !== '' ? 0 : s.slide === undefined ? 1 : 2;
       // A fixed counter's ttl runs to its window's end (+1 s): as an absolute second it is the same
       // for every request of the window, whenever in the batch it was computed (round: ±0.5 s of
       // drift; +1: never before the ttl asked for).
@@ -920,39 +913,48 @@ export class RedisCounters implements CounterStore {
         policyIndex.set(pid, p);
         policies.push(k, kind, life, limit, bucket, buckets, soft);
       }
-      return p;
+      policy = p;
+      const byField = counterIndex[k - 1]!;
+      let c = byField.get(at.field);
+      if (c === undefined) {
+        let f = 0;
+        if (at.field !== '') {
+          f = fieldIndex.get(at.field) ?? 0;
+          if (f === 0) fieldIndex.set(at.field, (f = fields.push(at.field)));
+        }
+        byField.set(at.field, (c = counters.push(k, f) / 2));
+      }
+      counter = c;
     };
     const settler = this.#settlers.get(group);
     const due = settler === undefined || settler.size === 0 ? [] : settler.take();
-    const settlements: Array<string | number> = [due.length];
+    const settlements: number[] = [due.length];
     for (const s of due) {
-      const place = this.where(s);
-      settlements.push(policyOf(s, place), place.field, s.cost);
+      place(s, this.where(s));
+      settlements.push(policy, counter, s.cost);
     }
-    const groups: Array<string | number> = [];
+    const groups: number[] = [];
     /** Per group (consecutive requests of `batch`): its size, and where its m is in `groups`. */
     const runs: Array<{ size: number; at: number }> = [];
     let last = '';
     for (const w of batch) {
       const n = w.specs.length;
-      const checks = new Array<string | number>(3 * n);
+      const checks = new Array<number>(3 * n);
       let shared = false;
       let signature = '';
       for (let i = 0; i < n; i++) {
         const s = w.specs[i]!;
-        const place = w.places[i]!;
-        const p = policyOf(s, place);
-        for (let j = 0; j < i; j++)
-          if (w.places[j]!.key === place.key && w.places[j]!.field === place.field) shared = true;
-        checks[3 * i] = p;
-        checks[3 * i + 1] = place.field;
+        place(s, w.places[i]!);
+        for (let j = 0; j < i; j++) if (checks[3 * j + 1] === counter) shared = true;
+        checks[3 * i] = policy;
+        checks[3 * i + 1] = counter;
         checks[3 * i + 2] = s.cost;
-        signature += `${p}:${place.field}:${s.cost}\n`;
+        signature += `${policy}:${counter}:${s.cost}\n`;
       }
       const run = runs[runs.length - 1];
       if (!shared && run !== undefined && signature === last) {
         run.size++;
-        (groups[run.at] as number)++;
+        groups[run.at]!++;
         continue;
       }
       last = shared ? '' : signature;
@@ -960,7 +962,16 @@ export class RedisCounters implements CounterStore {
       groups.push(1, n);
       for (const v of checks) groups.push(v);
     }
-    const arg = JSON.stringify([policyIndex.size, ...policies, ...settlements, ...groups]);
+    const arg = JSON.stringify([
+      policyIndex.size,
+      ...policies,
+      fields.length,
+      ...fields,
+      counters.length / 2,
+      ...counters,
+      ...settlements,
+      ...groups,
+    ]);
     const call = this.#client().tollgateConsumeBatch(keys.length, ...keys, arg);
     if (due.length > 0) {
       settler!.track(call);
