@@ -12,8 +12,14 @@ import {
 
 /** How often pending buckets are written, by default (`usage.flushIntervalMs`). */
 export const FLUSH_INTERVAL_MS = 1000;
-/** Distinct pending buckets (subject × hour) that make a flush at once, before the interval. */
-export const FLUSH_AT_BUCKETS = 1000;
+/**
+ * Distinct pending buckets (subject × hour) that make a flush at once, before the interval. High
+ * enough that with many active subjects a flush still sums several requests per subject (a flush
+ * costs Redis per subject, not per request: at 1000, 12,000 keys at any rate wrote about one
+ * subject per request), low enough to bound memory (~100 bytes a bucket) and a flush (a few script
+ * calls of `FLUSH_FIELDS_PER_CALL` fields).
+ */
+export const FLUSH_AT_BUCKETS = 10_000;
 /** Pending buckets kept at most while Redis is away; past it, new ones are dropped (and counted). */
 export const MAX_PENDING_BUCKETS = 100_000;
 
