@@ -205,22 +205,28 @@ describe('CounterStore: a concurrent batch on Redis answers as one request after
 });
 
 describe('RedisCounters: meter settlements ride on the next check', () => {
-  it('a settlement pending when a check goes is written by the check script: no command of its own', async () => {
+  /** Counters on a redis-server of the test's own (its command counts are the test's alone). */
+  const privateCounters = async (keyPrefix: string) => {
     const { startPrivateRedis } = await import('../helpers/redis.js');
     const server = await startPrivateRedis();
     const h = new RedisHandle(
-      {
-        url: server.url,
-        keyPrefix: 'ride:',
-        commandTimeoutMs: 1000,
-        connectTimeoutMs: 1000,
-        onError: 'closed',
-      },
+      { url: server.url, keyPrefix, commandTimeoutMs: 1000, connectTimeoutMs: 1000, onError: 'closed' },
       silentLogger(),
     );
+    const close = async () => {
+      await h.close();
+      await server.stop(true);
+    };
+    await waitFor(() => h.ready, 5000).catch(async (err: unknown) => {
+      await close();
+      throw err;
+    });
+    return { h, c: new RedisCounters(h), close };
+  };
+
+  it('a settlement pending when a check goes is written by the check script: no command of its own', async () => {
+    const { h, c, close } = await privateCounters('ride:');
     try {
-      await waitFor(() => h.ready, 5000);
-      const c = new RedisCounters(h);
       const meter = spec('tokens', 100, 0);
       const hits = spec('hits', 100);
       expect(await c.consume([meter, hits])).toEqual({ ok: true, used: [0, 1] });
@@ -246,27 +252,13 @@ describe('RedisCounters: meter settlements ride on the next check', () => {
       expect(await calls()).toBe(21);
       expect(await c.peek([meter])).toEqual([65]);
     } finally {
-      await h.close();
-      await server.stop(true);
+      await close();
     }
   });
 
   it('counters expire when their window ends: fixed ones at an absolute second, sliding ones after their ttl', async () => {
-    const { startPrivateRedis } = await import('../helpers/redis.js');
-    const server = await startPrivateRedis();
-    const h = new RedisHandle(
-      {
-        url: server.url,
-        keyPrefix: 'ttl:',
-        commandTimeoutMs: 1000,
-        connectTimeoutMs: 1000,
-        onError: 'closed',
-      },
-      silentLogger(),
-    );
+    const { h, c, close } = await privateCounters('ttl:');
     try {
-      await waitFor(() => h.ready, 5000);
-      const c = new RedisCounters(h);
       const fixed = { ...spec('fixed', 10), ttlMs: 30_000 };
       const untagged: CounterSpec = { ...spec('x', 10), key: 'untagged', ttlMs: 20_000 };
       const slide: CounterSpec = { ...spec('slide', 10), ttlMs: 40_000, slide: { bucket: 7, buckets: 10 } };
@@ -287,8 +279,7 @@ describe('RedisCounters: meter settlements ride on the next check', () => {
       expect(left).toBeLessThanOrEqual(40_000);
       expect(await ttlOf(forever)).toBe(-1);
     } finally {
-      await h.close();
-      await server.stop(true);
+      await close();
     }
   });
 });
