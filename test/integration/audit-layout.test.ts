@@ -1,4 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest';
+import { readFileSync } from 'node:fs';
 import { Redis } from 'ioredis';
 import { RedisAuditStore, type AuditQuery, type AuditRecord } from '../../src/observability/audit.js';
 import { createRedis, type RedisHandle } from '../../src/shared/redis.js';
@@ -17,6 +18,11 @@ afterEach(async () => {
   while (cleanup.length) await cleanup.pop()!();
 });
 
+/** The flush script of the earlier layout (batch stream entry, id → JSON lines), as released. */
+const EARLIER_FLUSH_LUA = readFileSync(
+  new URL('../fixtures/audit-flush-earlier.lua', import.meta.url),
+  'utf8',
+);
 const RETENTION_SEC = 3600;
 const BUCKET_MS = Math.max(60_000, Math.ceil((RETENTION_SEC * 1000) / 24));
 const base = Date.now() - 60_000;
@@ -217,51 +223,3 @@ describe('RedisAuditStore upgrade: the earlier layout is read next to this one',
     expect(await current.get('old-3')).toEqual(third[0]);
   });
 });
-
-/** The flush script of the earlier layout (batch stream entry, id → JSON lines), as released. */
-const EARLIER_FLUSH_LUA = `
-local fields, order, byId = {}, {}, {}
-local n = 0
-for i = 5, #ARGV, 2 do
-  local id, json = ARGV[i], ARGV[i + 1]
-  n = n + 2
-  fields[n - 1] = 'r'
-  fields[n] = json
-  local had = byId[id]
-  if had == nil then
-    byId[id] = json
-    order[#order + 1] = id
-  elseif type(had) == 'string' then
-    byId[id] = { had, json }
-  else
-    had[#had + 1] = json
-  end
-end
-redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', unpack(fields))
-redis.call('PEXPIRE', KEYS[1], ARGV[1])
-local old = redis.call('HMGET', KEYS[2], unpack(order))
-local max = tonumber(ARGV[4])
-local args, a = {}, 0
-for i = 1, #order do
-  local id = order[i]
-  local t = byId[id]
-  a = a + 2
-  args[a - 1] = id
-  if not old[i] and type(t) == 'string' then
-    args[a] = t
-  else
-    local lines = {}
-    if old[i] then
-      for line in string.gmatch(old[i], '[^\\n]+') do lines[#lines + 1] = line end
-    end
-    if type(t) == 'string' then lines[#lines + 1] = t
-    else for _, j in ipairs(t) do lines[#lines + 1] = j end end
-    local first = 1
-    if #lines > max then first = #lines - max + 1 end
-    args[a] = table.concat(lines, '\\n', first)
-  end
-end
-redis.call('HSET', KEYS[2], unpack(args))
-redis.call('PEXPIRE', KEYS[2], ARGV[3])
-return 1
-`;
