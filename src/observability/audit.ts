@@ -188,6 +188,8 @@ const FLUSH_MS = 100;
 const BATCH = 100;
 const MAX_PENDING = 10_000;
 const MAX_SCAN = 5_000;
+/** The batches one lookup by id reads at most (a batch holds up to `BATCH` records). */
+const MAX_LOOKUP_BATCHES = 512;
 /** Audit shards (hash tags): one on a single node, spread evenly over the slots on a Cluster. */
 export const AUDIT_SHARDS = { node: 1, cluster: 6 } as const;
 
@@ -235,14 +237,16 @@ return 1
  * fresh token in the shard's batch hash of this time bucket (`HSETNX`, sent as it is: the JSON
  * never enters Lua), and one script call, on the ids only, adds the token to each id's entry in
  * the shard's id index of the bucket and to the shard's batch stream. Lookup by id is one HGET per
- * bucket within the retention (pipelined), then the batches named, filtered by id: a reused id
- * adds a token, never replaces a record, and keeps the newest `maxEntries`. Listing reads the
- * batch streams (about `maxEntries` records each) newest first and the batches they name. Writes
- * are batched off the request path: every 100 ms or 100 records, per shard one pipeline (HSETNX,
- * PEXPIRE, the script) — under load a small fraction of a command per request. While Redis is
- * down records wait in a bounded buffer (10,000, the oldest dropped first); what a crash loses is
- * what waits there (at most 100 ms of records in normal operation). A local ring answers for this
- * instance's own recent records even when Redis does not.
+ * bucket within the retention (pipelined), then the batches named, newest first, filtered by id:
+ * a reused id adds a token, never replaces a record, and keeps the newest `maxEntries` (one lookup
+ * reads at most `MAX_LOOKUP_BATCHES` batches: an id reused in more flushes shows the records of
+ * its newest 512). Listing reads the batch streams (about `maxEntries` records each) newest first,
+ * and the batches they name. Writes are batched off the request path: every 100 ms or 100
+ * records, per shard one pipeline (HSETNX, PEXPIRE, the script) — under load a small fraction of
+ * a command per request. While Redis is down records wait in a bounded buffer (10,000, the oldest
+ * dropped first); what a crash loses is what waits there (at most 100 ms of records in normal
+ * operation). A local ring answers for this instance's own recent records even when Redis does
+ * not.
  *
  * Earlier layouts are still read, never written: the batch as one stream entry (field `r` per
  * record) with an id index holding the JSON again (id → JSON lines); before that every record in
@@ -403,25 +407,33 @@ export class RedisAuditStore implements AuditStore {
           c.get(this.#legacyKey(id)),
         ]);
         const texts: string[] = typeof legacy === 'string' ? [legacy, ...list] : [...list];
-        // This layout's index names batches (read next, filtered by id); the earlier one holds JSON.
-        const named = c.pipeline();
-        let batchReads = 0;
-        buckets.forEach((b, i) => {
+        // The earlier layout's index holds the JSON; this one's names batches, read newest first
+        // (buckets newest first, an entry's tokens newest last) until `maxEntries` records of
+        // the id were found, in pipelines of 32 and no more than `MAX_LOOKUP_BATCHES`.
+        const named: Array<[number, string]> = [];
+        for (let i = buckets.length - 1; i >= 0; i--) {
           const [tokens, json] = [replyOf(found, 2 * i), replyOf(found, 2 * i + 1)];
           if (typeof json === 'string') texts.push(...json.split('\n'));
-          if (typeof tokens === 'string') {
-            named.hmget(this.#batchesKey(shard, b), ...tokens.split(' '));
-            batchReads++;
-          }
-        });
-        if (batchReads > 0) {
-          const batches = await named.exec();
-          const marker = `"request_id":${JSON.stringify(id)}`;
-          for (let i = 0; i < batchReads; i++)
-            for (const batch of replyOf(batches, i) as Array<string | null>)
-              for (const line of batch?.split('\n') ?? [])
-                if (line.includes(marker) && (JSON.parse(line) as AuditRecord).request_id === id)
-                  texts.push(line);
+          if (typeof tokens === 'string')
+            for (const token of tokens.split(' ').reverse()) named.push([buckets[i]!, token]);
+        }
+        named.length = Math.min(named.length, MAX_LOOKUP_BATCHES);
+        const marker = `"request_id":${JSON.stringify(id)}`;
+        let matched = 0;
+        for (let i = 0; i < named.length && matched < this.#maxEntries; i += 32) {
+          const chunk = named.slice(i, i + 32);
+          const p = c.pipeline();
+          for (const [b, token] of chunk) p.hget(this.#batchesKey(shard, b), token);
+          const batches = await p.exec();
+          chunk.forEach((_named, j) => {
+            const batch = replyOf(batches, j);
+            if (typeof batch !== 'string') return;
+            for (const line of batch.split('\n'))
+              if (line.includes(marker) && (JSON.parse(line) as AuditRecord).request_id === id) {
+                texts.push(line);
+                matched++;
+              }
+          });
         }
         return texts;
       });

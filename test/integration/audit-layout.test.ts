@@ -167,6 +167,21 @@ describe('RedisAuditStore layout: each record stored once', () => {
     expect(paths(await b.getAll('pair'))).toEqual(newestFirst(pair));
   });
 
+  it('an id reused in 40 flushes by two gateways: every record found, newest first', async () => {
+    const { store } = await setup('audit-layout-hot', 100);
+    const [a, b] = [await store(), await store()];
+    // Reused in 40 flushes (the lookup reads its batches in pipelines of 32): all 40, newest first.
+    const hot: AuditRecord[] = [];
+    for (let i = 0; i < 40; i++) {
+      const r = record('hot', { path: `/hot/${i}` });
+      hot.push(r);
+      (i % 2 ? a : b).append(r);
+      await (i % 2 ? a : b).flush();
+    }
+    expect(paths(await b.getAll('hot'))).toEqual(newestFirst(hot));
+    expect((await a.get('hot'))?.path).toBe('/hot/39');
+  });
+
   it('a flush that failed half-way is retried: no record is lost, none is read twice', async () => {
     const { prefix, direct, store, tag } = await setup('audit-layout-retry');
     const writer = await store();
