@@ -469,7 +469,8 @@ export class RedisAuditStore implements AuditStore {
       ...this.#shards.map((_t, i) => ({ key: this.#streamKey(i) })),
       { key: this.#legacyStreamKey() },
     ];
-    const scanEach = Math.ceil(MAX_SCAN / streams.length) + BATCH;
+    // Budgeted per shard, not per stream: the earlier layout's streams empty after an upgrade.
+    const scanEach = Math.ceil(MAX_SCAN / (this.#shards.length + 1)) + BATCH;
     const oldest = this.#clock.now() - this.#retentionMs;
     const perStream = await this.#redis.run(() =>
       Promise.all(streams.map((s) => this.#scan(s, query, scanEach, oldest))),
