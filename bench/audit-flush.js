@@ -169,8 +169,16 @@ try {
       `${name.padEnd(8)} evalsha ${median(rs.map((r) => r.evalsha)).toFixed(2)}  top-level commands ${median(rs.map((r) => r.top)).toFixed(2)}  redis-server CPU ${median(rs.map((r) => r.cpu)).toFixed(2)}   (per record, last round, script commands included: ${per})`,
     );
   }
-  const mem = await client.info('memory');
-  console.log('keys', await client.dbsize(), /used_memory_human:\S+/.exec(mem)[0]);
+  // What each layout keeps (its keys' MEMORY USAGE, every field counted), per record written.
+  const written = (ROUNDS + 1) * PER_ROUND;
+  for (const [name, pattern] of [
+    ['earlier', 'old:*'],
+    ['current', 'new:*'],
+  ]) {
+    let bytes = 0;
+    for (const key of await client.keys(pattern)) bytes += await client.memory('USAGE', key, 'SAMPLES', 0);
+    console.log(`${name.padEnd(8)} keeps ${(bytes / written).toFixed(0)} bytes per record`);
+  }
   await store.close();
 } finally {
   await redis.close();
