@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import type { Clock } from '../core/clock.js';
 import type { RedisHandle } from '../shared/redis.js';
 import { shardOf, shardTags } from '../shared/shards.js';
@@ -170,6 +171,13 @@ export class MemoryAuditStore implements AuditStore {
   }
 }
 
+/** The reply of a pipeline's `i`-th command; its error, thrown. */
+function replyOf(replies: Array<[Error | null, unknown]> | null, i: number): unknown {
+  const [err, value] = replies?.[i] ?? [new Error('pipeline discarded'), undefined];
+  if (err) throw err;
+  return value;
+}
+
 /** Sorts records newest first by arrival (`time`); ties keep their order (stable sort). */
 function newestFirst(records: AuditRecord[]): AuditRecord[] {
   return records.length < 2 ? records : records.sort((a, b) => Date.parse(b.time) - Date.parse(a.time));
@@ -180,79 +188,71 @@ const FLUSH_MS = 100;
 const BATCH = 100;
 const MAX_PENDING = 10_000;
 const MAX_SCAN = 5_000;
+/** The batches one lookup by id reads at most (a batch holds up to `BATCH` records). */
+const MAX_LOOKUP_BATCHES = 512;
 /** Audit shards (hash tags): one on a single node, spread evenly over the slots on a Cluster. */
 export const AUDIT_SHARDS = { node: 1, cluster: 6 } as const;
 
 /**
- * One flush of one shard, in one script call: the batch as one stream entry (field `r` per record,
- * the stream capped at about `maxEntries` records), and each record added to its request id's
- * entry in the shard's id index of this time bucket (a hash: id → the JSON texts with that id, one
- * per line — JSON.stringify never writes a raw newline), keeping the newest `perId` of an id.
- * KEYS: stream, id index. ARGV: stream ttl (ms), stream MAXLEN (entries), index ttl (ms), perId,
- * then id and JSON of every record. The common case, an id new to the index and seen once in the
- * batch, writes the argument as it came (no table, no copy): a third of the script's time.
+ * The id index of one flush of one shard (the records' JSON never enters Lua: a large argument
+ * costs the script more than everything else it does, in Lua's allocator and collector). Each id
+ * of the batch gets the batch's token in the shard's id index of this time bucket (a hash: id →
+ * the tokens of the batches holding a record with that id, space-separated, the newest `perId`
+ * kept; an id new to the index, the common case, takes the token as it is), and the token is
+ * appended to the shard's batch stream (field: the bucket, value: the token) for listing. An id
+ * twice in one batch writes the same value twice. KEYS: id index, batch stream. ARGV: index ttl
+ * (ms), stream ttl (ms), stream MAXLEN (entries), perId, bucket, token, then every record's id.
  */
-const AUDIT_FLUSH_LUA = `
-local fields, order, byId = {}, {}, {}
-local n = 0
-for i = 5, #ARGV, 2 do
-  local id, json = ARGV[i], ARGV[i + 1]
-  n = n + 2
-  fields[n - 1] = 'r'
-  fields[n] = json
-  local had = byId[id]
-  if had == nil then
-    byId[id] = json
-    order[#order + 1] = id
-  elseif type(had) == 'string' then
-    byId[id] = { had, json }
-  else
-    had[#had + 1] = json
-  end
-end
-redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', unpack(fields))
-redis.call('PEXPIRE', KEYS[1], ARGV[1])
-local old = redis.call('HMGET', KEYS[2], unpack(order))
-local max = tonumber(ARGV[4])
-local args, a = {}, 0
-for i = 1, #order do
-  local id = order[i]
-  local t = byId[id]
-  a = a + 2
-  args[a - 1] = id
-  if not old[i] and type(t) == 'string' then
-    args[a] = t
-  else
-    local lines = {}
-    if old[i] then
-      for line in string.gmatch(old[i], '[^\\n]+') do lines[#lines + 1] = line end
+const AUDIT_INDEX_LUA = `
+local token, max = ARGV[6], tonumber(ARGV[4])
+local old = redis.call('HMGET', KEYS[1], unpack(ARGV, 7))
+local args = {}
+for i = 7, #ARGV do
+  local o = old[i - 6]
+  args[2 * i - 13] = ARGV[i]
+  if o then
+    local refs, k = {}, 0
+    for r in string.gmatch(o, '%S+') do
+      k = k + 1
+      refs[k] = r
     end
-    if type(t) == 'string' then lines[#lines + 1] = t
-    else for _, j in ipairs(t) do lines[#lines + 1] = j end end
-    local first = 1
-    if #lines > max then first = #lines - max + 1 end
-    args[a] = table.concat(lines, '\\n', first)
+    refs[k + 1] = token
+    args[2 * i - 12] = table.concat(refs, ' ', math.max(1, k + 2 - max))
+  else
+    args[2 * i - 12] = token
   end
 end
-redis.call('HSET', KEYS[2], unpack(args))
-redis.call('PEXPIRE', KEYS[2], ARGV[3])
+redis.call('HSET', KEYS[1], unpack(args))
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', ARGV[5], token)
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
 return 1
 `;
 
 /**
  * Audit records in Redis, shared by every instance. Records are sharded by request id over
  * `AUDIT_SHARDS` hash tags (`{a<n>-<m>}`, spread evenly over Redis Cluster's slots, so no one
- * shard takes every write); each shard has a stream for listing (one entry per flush, holding the
- * batch) and an id index per time bucket (a hash per `bucketMs`: lookup by id is one HGET per
- * bucket within the retention, pipelined; a reused id adds to its entry, never replaces a record,
- * and keeps the newest `maxEntries`). Writes are batched off the request path: every 100 ms or
- * 100 records, one script call per shard — under load a small fraction of a command per request.
- * While Redis is down records wait in a bounded buffer (10,000, the oldest dropped first); what a
- * crash loses is what waits there (at most 100 ms of records in normal operation). A local ring
- * answers for this instance's own recent records even when Redis does not.
+ * shard takes every write). Each record's JSON is stored once: a flush of a shard writes its batch
+ * as one value (the JSON texts, one per line — JSON.stringify never writes a raw newline) under a
+ * fresh token in the shard's batch hash of this time bucket (`HSETNX`, sent as it is: the JSON
+ * never enters Lua), and one script call, on the ids only, adds the token to each id's entry in
+ * the shard's id index of the bucket and to the shard's batch stream. Lookup by id is one HGET per
+ * bucket within the retention (pipelined), then the batches named, newest first, filtered by id:
+ * a reused id adds a token, never replaces a record, and keeps the newest `maxEntries` (one lookup
+ * reads at most `MAX_LOOKUP_BATCHES` batches: an id reused in more flushes shows the records of
+ * its newest 512). Listing reads the batch streams (about `maxEntries` records each) newest first,
+ * and the batches they name. Writes are batched off the request path: every 100 ms or 100
+ * records, per shard one pipeline (HSETNX, PEXPIRE, the script) — under load a small fraction of
+ * a command per request. While Redis is down records wait in a bounded buffer (10,000, the oldest
+ * dropped first); what a crash loses is what waits there (at most 100 ms of records in normal
+ * operation). A local ring answers for this instance's own recent records even when Redis does
+ * not.
  *
- * Earlier versions wrote every record to one `{audit}` slot (a list per id, one stream entry per
- * record, and before that one string per id): those are still read, never written.
+ * Earlier layouts are still read, never written: the batch as one stream entry (field `r` per
+ * record) with an id index holding the JSON again (id → JSON lines); before that every record in
+ * one `{audit}` slot (a list per id, one stream entry per record, and before that one string per
+ * id). In a rolling upgrade this version reads what the earlier one writes; the earlier one does
+ * not see this version's records (it reads its own keys only).
  */
 export class RedisAuditStore implements AuditStore {
   readonly #redis: RedisHandle;
@@ -264,6 +264,9 @@ export class RedisAuditStore implements AuditStore {
   readonly #names: { stream: string; records: string };
   readonly #shards: string[];
   readonly #bucketMs: number;
+  /** Batch tokens: this instance's random prefix and a counter (unique across instances). */
+  readonly #tokenPrefix = randomBytes(6).toString('hex');
+  #tokens = 0;
   #pending: Array<{ id: string; json: string }> = [];
   #flushing: Promise<void> | undefined;
   #timer: NodeJS.Timeout;
@@ -298,7 +301,7 @@ export class RedisAuditStore implements AuditStore {
     const client = options.redis.client as unknown as {
       defineCommand(name: string, def: { numberOfKeys?: number; lua: string }): void;
     };
-    client.defineCommand('tollgateAuditFlush', { numberOfKeys: 2, lua: AUDIT_FLUSH_LUA });
+    client.defineCommand('tollgateAuditIndex', { numberOfKeys: 2, lua: AUDIT_INDEX_LUA });
     this.#timer = setInterval(() => void this.flush(), FLUSH_MS);
     this.#timer.unref();
   }
@@ -333,24 +336,36 @@ export class RedisAuditStore implements AuditStore {
       }
       const bucket = Math.floor(this.#clock.now() / this.#bucketMs);
       const perShard = Math.ceil(this.#maxEntries / this.#shards.length);
-      const client = this.#redis.client as unknown as {
-        tollgateAuditFlush(...args: Array<string | number>): Promise<number>;
-      };
+      const bucketTtl = this.#retentionMs + 2 * this.#bucketMs;
       try {
-        // A shard whose write failed is written again with the next attempt: its records may be
-        // kept twice then (one JSON text is one record when read back).
+        // A shard whose write failed is written again (under a new token) with the next attempt:
+        // its records may be kept twice then (one JSON text is one record when read back).
         await Promise.all(
-          [...byShard].map(([shard, records]) =>
-            client.tollgateAuditFlush(
-              this.#streamKey(shard),
-              this.#indexKey(shard, bucket),
+          [...byShard].map(async ([shard, records]) => {
+            const token = `${this.#tokenPrefix}.${(this.#tokens++).toString(36)}`;
+            const batches = this.#batchesKey(shard, bucket);
+            // One slot: a pipeline to one node (on a Cluster too), one round trip.
+            const p = this.#redis.client.pipeline() as ReturnType<RedisHandle['client']['pipeline']> & {
+              tollgateAuditIndex(...args: Array<string | number>): unknown;
+            };
+            p.hsetnx(batches, token, records.map((r) => r.json).join('\n'));
+            p.pexpire(batches, bucketTtl);
+            p.tollgateAuditIndex(
+              this.#idsKey(shard, bucket),
+              this.#batchStreamKey(shard),
+              bucketTtl,
               this.#retentionMs,
               Math.max(1, Math.ceil(perShard / records.length)),
-              this.#retentionMs + 2 * this.#bucketMs,
               this.#maxEntries,
-              ...records.flatMap((r) => [r.id, r.json]),
-            ),
-          ),
+              bucket,
+              token,
+              ...records.map((r) => r.id),
+            );
+            const results = await p.exec();
+            const failed =
+              results === null ? new Error('audit flush discarded') : results.find(([e]) => e)?.[0];
+            if (failed) throw failed;
+          }),
         );
         this.#pending.splice(0, batch.length);
       } catch (err) {
@@ -383,18 +398,43 @@ export class RedisAuditStore implements AuditStore {
         const buckets: number[] = [];
         for (let b = Math.floor((now - this.#retentionMs) / this.#bucketMs); b <= now / this.#bucketMs; b++)
           buckets.push(b);
-        // One slot per command group: the shard's index (pipelined), the legacy `{audit}` keys.
+        // One slot per command group: the shard's indexes (pipelined), the legacy `{audit}` keys.
         const index = c.pipeline();
-        for (const b of buckets) index.hget(this.#indexKey(shard, b), id);
+        for (const b of buckets) index.hget(this.#idsKey(shard, b), id).hget(this.#indexKey(shard, b), id);
         const [found, list, legacy] = await Promise.all([
           index.exec(),
           c.lrange(this.#legacyListKey(id), 0, -1),
           c.get(this.#legacyKey(id)),
         ]);
-        const failed = found?.find(([err]) => err !== null)?.[0];
-        if (failed) throw failed;
         const texts: string[] = typeof legacy === 'string' ? [legacy, ...list] : [...list];
-        for (const [, v] of found ?? []) if (typeof v === 'string') texts.push(...v.split('\n'));
+        // The earlier layout's index holds the JSON; this one's names batches, read newest first
+        // (buckets newest first, an entry's tokens newest last) until `maxEntries` records of
+        // the id were found, in pipelines of 32 and no more than `MAX_LOOKUP_BATCHES`.
+        const named: Array<[number, string]> = [];
+        for (let i = buckets.length - 1; i >= 0; i--) {
+          const [tokens, json] = [replyOf(found, 2 * i), replyOf(found, 2 * i + 1)];
+          if (typeof json === 'string') texts.push(...json.split('\n'));
+          if (typeof tokens === 'string')
+            for (const token of tokens.split(' ').reverse()) named.push([buckets[i]!, token]);
+        }
+        named.length = Math.min(named.length, MAX_LOOKUP_BATCHES);
+        const marker = `"request_id":${JSON.stringify(id)}`;
+        let matched = 0;
+        for (let i = 0; i < named.length && matched < this.#maxEntries; i += 32) {
+          const chunk = named.slice(i, i + 32);
+          const p = c.pipeline();
+          for (const [b, token] of chunk) p.hget(this.#batchesKey(shard, b), token);
+          const batches = await p.exec();
+          chunk.forEach((_named, j) => {
+            const batch = replyOf(batches, j);
+            if (typeof batch !== 'string') return;
+            for (const line of batch.split('\n'))
+              if (line.includes(marker) && (JSON.parse(line) as AuditRecord).request_id === id) {
+                texts.push(line);
+                matched++;
+              }
+          });
+        }
         return texts;
       });
     } catch (err) {
@@ -417,14 +457,20 @@ export class RedisAuditStore implements AuditStore {
   }
 
   /**
-   * Newest first, across shards: each shard's stream is read newest first until it has `limit`
-   * matches (or `MAX_SCAN` records were looked at, or the retention ends it), and the shards'
-   * answers are merged by time. The legacy single-slot stream is read as one more shard.
+   * Newest first, across shards: each shard's streams (this layout's batch stream, the earlier
+   * layout's stream) are read newest first until they have `limit` matches (or `MAX_SCAN` records
+   * were looked at, or the retention ends it), and the answers are merged by time. The legacy
+   * single-slot stream is read as one more.
    */
   async list(query: AuditQuery): Promise<AuditRecord[]> {
     if (!this.#redis.ready) return this.#local.list(query);
-    const streams = [...this.#shards.map((_t, i) => this.#streamKey(i)), this.#legacyStreamKey()];
-    const scanEach = Math.ceil(MAX_SCAN / streams.length) + BATCH;
+    const streams: Array<{ key: string; shard?: number }> = [
+      ...this.#shards.map((_t, i) => ({ key: this.#batchStreamKey(i), shard: i })),
+      ...this.#shards.map((_t, i) => ({ key: this.#streamKey(i) })),
+      { key: this.#legacyStreamKey() },
+    ];
+    // Budgeted per shard, not per stream: the earlier layout's streams empty after an upgrade.
+    const scanEach = Math.ceil(MAX_SCAN / (this.#shards.length + 1)) + BATCH;
     const oldest = this.#clock.now() - this.#retentionMs;
     const perStream = await this.#redis.run(() =>
       Promise.all(streams.map((s) => this.#scan(s, query, scanEach, oldest))),
@@ -435,19 +481,34 @@ export class RedisAuditStore implements AuditStore {
       .slice(0, query.limit);
   }
 
-  async #scan(stream: string, query: AuditQuery, maxRecords: number, oldest: number): Promise<AuditRecord[]> {
+  async #scan(
+    stream: { key: string; shard?: number },
+    query: AuditQuery,
+    maxRecords: number,
+    oldest: number,
+  ): Promise<AuditRecord[]> {
     const out: AuditRecord[] = [];
+    // A flush retried after a partial failure may have written a batch twice: one text, one record.
+    const texts = new Set<string>();
     let end = '+';
     const start = query.since === undefined ? '-' : String(query.since);
     let seen = 0;
+    // A batch stream's entry names up to 100 records (read with a second command): a few first.
+    let count = stream.shard === undefined ? 50 : 2;
     while (seen < maxRecords && out.length < query.limit) {
-      const entries = await this.#redis.client.xrevrange(stream, end, start, 'COUNT', 50);
+      const entries = await this.#redis.client.xrevrange(stream.key, end, start, 'COUNT', count);
       if (entries.length === 0) return out;
-      for (const [entryId, fields] of entries) {
+      const records =
+        stream.shard === undefined
+          ? entries.map(([, fields]) => fields.filter((_f, i) => i % 2 === 1))
+          : await this.#batchesOf(stream.shard, entries);
+      for (let e = 0; e < entries.length; e++) {
         // Records of one entry in write order: newest last.
-        for (let i = fields.length - 1; i >= 1; i -= 2) {
-          const json = fields[i];
-          if (json === undefined) continue;
+        const batch = records[e]!;
+        for (let i = batch.length - 1; i >= 0; i--) {
+          const json = batch[i]!;
+          if (texts.has(json)) continue;
+          texts.add(json);
           seen++;
           const r = JSON.parse(json) as AuditRecord;
           // The stream is capped by count and lives while traffic flows, so retention is applied
@@ -456,10 +517,31 @@ export class RedisAuditStore implements AuditStore {
           if (matches(r, query)) out.push(r);
           if (out.length >= query.limit) return out;
         }
-        end = `(${entryId}`;
+        end = `(${entries[e]![0]}`;
       }
-      if (entries.length < 50) return out;
+      if (entries.length < count) return out;
+      count = Math.min(50, count * 2);
     }
+    return out;
+  }
+
+  /** The records (JSON texts, in write order) of batch-stream entries (field: bucket, value: token). */
+  async #batchesOf(shard: number, entries: Array<[string, string[]]>): Promise<string[][]> {
+    const p = this.#redis.client.pipeline();
+    const at: number[] = [];
+    entries.forEach(([, fields], e) => {
+      for (let i = 0; i + 1 < fields.length; i += 2) {
+        p.hget(this.#batchesKey(shard, Number(fields[i])), fields[i + 1]!);
+        at.push(e);
+      }
+    });
+    const replies = await p.exec();
+    const out: string[][] = entries.map(() => []);
+    at.forEach((e, i) => {
+      const text = replyOf(replies, i);
+      // A batch past its bucket's expiry (or not written: a failed flush) has no records.
+      if (typeof text === 'string') out[e]!.push(...text.split('\n'));
+    });
     return out;
   }
 
@@ -468,12 +550,29 @@ export class RedisAuditStore implements AuditStore {
     await this.flush();
   }
 
+  /** The earlier layout's stream (one entry per flush, field `r` per record): read, never written. */
   #streamKey(shard: number): string {
     return this.#redis.key(`{${this.#shards[shard]!}}`, this.#names.stream);
   }
 
+  /** The earlier layout's id index (id → JSON lines): read, never written. */
   #indexKey(shard: number, bucket: number): string {
     return this.#redis.key(`{${this.#shards[shard]!}}`, this.#names.records, String(bucket));
+  }
+
+  /** A shard's batch stream: one entry per flush (field: the bucket, value: the batch's token). */
+  #batchStreamKey(shard: number): string {
+    return this.#redis.key(`{${this.#shards[shard]!}}`, `${this.#names.stream}-batches`);
+  }
+
+  /** A shard's batches of one bucket (token → the JSON texts, one per line). */
+  #batchesKey(shard: number, bucket: number): string {
+    return this.#redis.key(`{${this.#shards[shard]!}}`, `${this.#names.records}-json`, String(bucket));
+  }
+
+  /** A shard's id index of one bucket (id → the tokens of the batches holding its records). */
+  #idsKey(shard: number, bucket: number): string {
+    return this.#redis.key(`{${this.#shards[shard]!}}`, `${this.#names.records}-ids`, String(bucket));
   }
 
   /** Where version 2's first releases kept the records of an id (a list) and listed them (one stream). */

@@ -209,14 +209,19 @@ describe('a client-chosen X-Request-Id never hides another request (13.14)', () 
       routes: [{ id: 'demo', path: '/demo', mock: {} }],
     });
     await waitFor(() => gw.gateway.services.redis!.ready, 5000);
-    for (let i = 0; i < 5; i++)
+    const audit = gw.gateway.services.audit;
+    // One flush (one batch) per request: five batches hold a record of the id.
+    for (let i = 0; i < 5; i++) {
       await request(`${gw.url}/demo/${i}`, { headers: { 'x-request-id': 'hot-id' } });
-    await gw.gateway.services.audit.flush();
-    // Redis itself keeps no more than that: the id's entry in the shard's id index holds 3 records.
+      await waitFor(async () => (await audit.get('hot-id'))?.path === `/demo/${i}`, 3000);
+      await audit.flush();
+    }
+    // Redis itself keeps no more than that: the id's entry in the shard's id index names the
+    // newest 3 batches.
     const client = gw.gateway.services.redis!.client;
-    const [index] = await client.keys(`${prefix}{a*}:reqs:*`);
+    const [index] = await client.keys(`${prefix}{a*}:reqs-ids:*`);
     expect(index).toBeDefined();
-    expect((await client.hget(index!, 'hot-id'))?.split('\n')).toHaveLength(3);
+    expect((await client.hget(index!, 'hot-id'))?.split(' ')).toHaveLength(3);
     const answer = await lookup(gw.adminUrl, 'hot-id', 3);
     expect([answer, ...answer.others].map((r: AuditRecord) => r.path)).toEqual([
       '/demo/4',

@@ -1,0 +1,240 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { readFileSync } from 'node:fs';
+import { Redis } from 'ioredis';
+import { RedisAuditStore, type AuditQuery, type AuditRecord } from '../../src/observability/audit.js';
+import { createRedis, type RedisHandle } from '../../src/shared/redis.js';
+import { shardTags } from '../../src/shared/shards.js';
+import { systemClock } from '../../src/core/clock.js';
+import { silentLogger } from '../../src/observability/logger.js';
+import { sharedRedisUrl, uniquePrefix } from '../helpers/redis.js';
+import { deleteRedisKeys } from '../helpers/redis-cleanup.js';
+
+// The audit layout on real Redis (single node: one shard), store against store: what a flush
+// writes, and what the earlier layout wrote (its flush script, as released) read back after an
+// upgrade while both write.
+
+const cleanup: Array<() => Promise<void>> = [];
+afterEach(async () => {
+  while (cleanup.length) await cleanup.pop()!();
+});
+
+/** The flush script of the earlier layout (batch stream entry, id → JSON lines), as released. */
+const EARLIER_FLUSH_LUA = readFileSync(
+  new URL('../fixtures/audit-flush-earlier.lua', import.meta.url),
+  'utf8',
+);
+const RETENTION_SEC = 3600;
+const BUCKET_MS = Math.max(60_000, Math.ceil((RETENTION_SEC * 1000) / 24));
+const base = Date.now() - 60_000;
+let tick = 0;
+
+function record(id: string, extra: Partial<AuditRecord> = {}): AuditRecord {
+  return {
+    time: new Date(base + tick++ * 10).toISOString(),
+    request_id: id,
+    trace_id: '4bf92f3577b34da6a3ce929d0e0e4736',
+    method: 'GET',
+    path: `/orders/${tick}`,
+    route: 'orders',
+    status: 200,
+    aborted: false,
+    latency_ms: 3.2,
+    client_ip: '203.0.113.7',
+    auth_method: 'api_key',
+    credential_id: 'key_1',
+    subject: 'svc',
+    tenant: 'acme',
+    problem: null,
+    upstream_status: 200,
+    upstream_target: 'http://10.0.0.1:8080',
+    upstream_latency_ms: 2.9,
+    bytes_in: 0,
+    bytes_out: 1834,
+    idempotent_replay: false,
+    rate_limit_policy: null,
+    ...extra,
+  };
+}
+
+async function setup(name: string, maxEntries = 1000) {
+  const prefix = uniquePrefix(name);
+  const direct = new Redis(sharedRedisUrl, { lazyConnect: true, maxRetriesPerRequest: 1 });
+  await direct.connect();
+  const handles: RedisHandle[] = [];
+  const stores: RedisAuditStore[] = [];
+  cleanup.push(async () => {
+    for (const s of stores) await s.close();
+    for (const h of handles) await h.close();
+    direct.disconnect();
+    await deleteRedisKeys(prefix);
+  });
+  /** A gateway's trail: its own connection and store. */
+  const store = async () => {
+    const redis = createRedis({ url: sharedRedisUrl, keyPrefix: prefix, commandTimeoutMs: 2000 });
+    handles.push(redis);
+    await redis.whenReady(5000);
+    const s = new RedisAuditStore({
+      redis,
+      maxEntries,
+      retentionSec: RETENTION_SEC,
+      clock: systemClock,
+      logger: silentLogger(),
+    });
+    stores.push(s);
+    return s;
+  };
+  const tag = `{${shardTags('a', 1)[0]!}}`;
+  const bucket = () => Math.floor(Date.now() / BUCKET_MS);
+  const earlierSha = (await direct.script('LOAD', EARLIER_FLUSH_LUA)) as string;
+  /** A flush of a gateway of the earlier layout: its script, its keys, its arguments. */
+  const earlierFlush = (records: AuditRecord[]) =>
+    direct.evalsha(
+      earlierSha,
+      2,
+      `${prefix}${tag}:stream`,
+      `${prefix}${tag}:reqs:${bucket()}`,
+      RETENTION_SEC * 1000,
+      Math.max(1, Math.ceil(maxEntries / records.length)),
+      RETENTION_SEC * 1000 + 2 * BUCKET_MS,
+      maxEntries,
+      ...records.flatMap((r) => [r.request_id, JSON.stringify(r)]),
+    );
+  return { prefix, direct, store, tag, bucket, earlierFlush };
+}
+
+const query = (q: Partial<AuditQuery> = {}): AuditQuery => ({ limit: 100, ...q });
+const paths = (records: AuditRecord[]) => records.map((r) => r.path);
+const newestFirst = (records: AuditRecord[]) => [...records].reverse().map((r) => r.path);
+
+describe('RedisAuditStore layout: each record stored once', () => {
+  it('one flush: the batch JSON once under a token; the id index and the batch stream hold the token', async () => {
+    const { prefix, direct, store, tag, bucket } = await setup('audit-layout');
+    const writer = await store();
+    const records = Array.from({ length: 30 }, (_, i) =>
+      record(`req-${i}`, i % 5 === 0 ? { status: 429, route: 'pay' } : {}),
+    );
+    for (const r of records) writer.append(r);
+    await writer.flush();
+
+    const keys = (await direct.keys(`${prefix}*`)).map((k) => k.slice(prefix.length)).sort();
+    const b = bucket();
+    expect(keys).toEqual([`${tag}:reqs-ids:${b}`, `${tag}:reqs-json:${b}`, `${tag}:stream-batches`]);
+    const batches = await direct.hgetall(`${prefix}${tag}:reqs-json:${b}`);
+    const [token] = Object.keys(batches);
+    expect(Object.keys(batches)).toHaveLength(1);
+    expect(batches[token!]).toBe(records.map((r) => JSON.stringify(r)).join('\n'));
+    const index = await direct.hgetall(`${prefix}${tag}:reqs-ids:${b}`);
+    expect(index).toEqual(Object.fromEntries(records.map((r) => [r.request_id, token])));
+    const entries = await direct.xrange(`${prefix}${tag}:stream-batches`, '-', '+');
+    expect(entries.map(([, fields]) => fields)).toEqual([[String(b), token]]);
+    for (const key of keys) expect(await direct.pttl(prefix + key)).toBeGreaterThan(0);
+
+    // Another gateway reads it: listing newest first, with filters and `since`; lookup by id.
+    const reader = await store();
+    expect(paths(await reader.list(query()))).toEqual(newestFirst(records));
+    expect(paths(await reader.list(query({ limit: 4 })))).toEqual(newestFirst(records).slice(0, 4));
+    const refused = records.filter((r) => r.status === 429);
+    expect(paths(await reader.list(query({ status: '4xx' })))).toEqual(newestFirst(refused));
+    expect(paths(await reader.list(query({ route: 'pay', limit: 2 })))).toEqual(
+      newestFirst(refused).slice(0, 2),
+    );
+    const since = Date.parse(records[20]!.time);
+    expect(paths(await reader.list(query({ since })))).toEqual(newestFirst(records.slice(20)));
+    expect(await reader.getAll('req-7')).toEqual([records[7]]);
+    expect(await reader.get('req-8')).toEqual(records[8]);
+    expect(await reader.getAll('req-none')).toEqual([]);
+  });
+
+  it('a reused id, written by two gateways in several flushes: every record, newest first, the newest maxEntries', async () => {
+    const { store } = await setup('audit-layout-reuse', 4);
+    const [a, b] = [await store(), await store()];
+    const same: AuditRecord[] = [];
+    for (let i = 0; i < 3; i++) {
+      for (const w of [a, b]) {
+        const r = record('same', { path: `/same/${same.length}` });
+        same.push(r);
+        w.append(r);
+        w.append(record(`other-${same.length}`));
+        await w.flush();
+      }
+    }
+    expect(paths(await a.getAll('same'))).toEqual(newestFirst(same).slice(0, 4));
+    expect(paths(await b.getAll('same'))).toEqual(newestFirst(same).slice(0, 4));
+    // Two records of one id in one batch are both kept.
+    const pair = [record('pair'), record('pair')];
+    for (const r of pair) a.append(r);
+    await a.flush();
+    expect(paths(await b.getAll('pair'))).toEqual(newestFirst(pair));
+  });
+
+  it('an id reused in 40 flushes by two gateways: every record found, newest first', async () => {
+    const { store } = await setup('audit-layout-hot', 100);
+    const [a, b] = [await store(), await store()];
+    // Reused in 40 flushes (the lookup reads its batches in pipelines of 32): all 40, newest first.
+    const hot: AuditRecord[] = [];
+    for (let i = 0; i < 40; i++) {
+      const r = record('hot', { path: `/hot/${i}` });
+      hot.push(r);
+      (i % 2 ? a : b).append(r);
+      await (i % 2 ? a : b).flush();
+    }
+    expect(paths(await b.getAll('hot'))).toEqual(newestFirst(hot));
+    expect((await a.get('hot'))?.path).toBe('/hot/39');
+  });
+
+  it('a flush that failed half-way is retried: no record is lost, none is read twice', async () => {
+    const { prefix, direct, store, tag } = await setup('audit-layout-retry');
+    const writer = await store();
+    const records = [record('retry-1'), record('retry-2'), record('retry-3')];
+    // The batch stream of the wrong type: the script fails at its XADD, after the batch and the
+    // id index were written.
+    await direct.set(`${prefix}${tag}:stream-batches`, 'not a stream', 'PX', 60_000);
+    for (const r of records) writer.append(r);
+    await writer.flush();
+    const [token] = Object.keys(
+      await direct.hgetall(`${prefix}${tag}:reqs-json:${Math.floor(Date.now() / BUCKET_MS)}`),
+    );
+    expect(token).toBeDefined();
+    const ids = `${prefix}${tag}:reqs-ids:${Math.floor(Date.now() / BUCKET_MS)}`;
+    expect(await direct.hget(ids, 'retry-1')).toBe(token);
+    await direct.del(`${prefix}${tag}:stream-batches`);
+    await writer.flush();
+    // Written twice now (two batches, both named by the index), read once.
+    expect((await direct.hget(ids, 'retry-1'))?.split(' ')).toHaveLength(2);
+
+    const reader = await store();
+    for (const r of records) expect(await reader.getAll(r.request_id)).toEqual([r]);
+    expect(paths(await reader.list(query()))).toEqual(newestFirst(records));
+  });
+});
+
+describe('RedisAuditStore upgrade: the earlier layout is read next to this one', () => {
+  it('records the earlier flush script wrote, interleaved with this one, are listed and looked up', async () => {
+    const { store, earlierFlush } = await setup('audit-layout-upgrade');
+    const current = await store();
+    // An earlier gateway and this one write at once, the same reused id among them.
+    const first = [
+      record('old-1'),
+      record('both', { path: '/both/old-1' }),
+      record('old-2', { status: 503 }),
+    ];
+    const second = [record('new-1'), record('both', { path: '/both/new' }), record('new-2', { status: 502 })];
+    const third = [record('old-3'), record('both', { path: '/both/old-2' })];
+    await earlierFlush(first);
+    for (const r of second) current.append(r);
+    await current.flush();
+    await earlierFlush(third);
+
+    const reader = await store();
+    const all = [...first, ...second, ...third];
+    expect(paths(await reader.list(query()))).toEqual(newestFirst(all));
+    expect(paths(await reader.list(query({ status: '5xx' })))).toEqual(
+      newestFirst(all.filter((r) => r.status >= 500)),
+    );
+    expect(paths(await reader.list(query({ limit: 3 })))).toEqual(newestFirst(all).slice(0, 3));
+    expect(paths(await reader.getAll('both'))).toEqual(['/both/old-2', '/both/new', '/both/old-1']);
+    expect(await reader.getAll('old-2')).toEqual([first[2]]);
+    expect(await reader.getAll('new-1')).toEqual([second[0]]);
+    expect(await current.get('old-3')).toEqual(third[0]);
+  });
+});
