@@ -2,6 +2,7 @@
 // Tollgate benchmark: Tollgate in several configurations against the baselines, interleaved
 // round by round, on 127.0.0.1 only. `npm run bench` (quick, < 3 min) or `npm run bench -- --full`.
 // Options: --full · --only a,b · --tools wrk,autocannon · --readme · --ws (bench/ws.js) · --scale [--variants] (bench/scale.js)
+// · --rounds N · --duration S · --base <checkout> (same-round A/B) · --slowlog (Redis time by script) · --pin-redis (Redis on a core of its own)
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
@@ -33,6 +34,10 @@ const { values: opts } = parseArgs({
     // Where each Redis row's Redis time goes, by script and key (SLOWLOG of every command; it
     // costs Redis a little itself, so the CPU columns of such a run read a little high).
     slowlog: { type: 'boolean', default: false },
+    // Redis on a core of its own (the last), everything else on the others, as a production Redis
+    // would run: its CPU per request without the cache and scheduling noise of sharing a core with
+    // the gateway, the upstream and the load generator (on 2 cores those get one core between them).
+    'pin-redis': { type: 'boolean', default: false },
   },
 });
 /** The checkout the next startTollgate call runs (read before its first await). */
@@ -378,6 +383,11 @@ async function main() {
       stdio: 'inherit',
     });
   }
+  const cpus = os.availableParallelism();
+  const pin = opts['pin-redis'] && cpus > 1 && spawnSync('taskset', ['-V']).error === undefined;
+  if (opts['pin-redis'] && !pin) log('--pin-redis needs taskset and 2 or more CPUs: not pinned');
+  // Everything started after this (upstreams, gateways, wrk) inherits the bench's CPUs.
+  if (pin) spawnSync('taskset', ['-a', '-p', '-c', `0-${cpus - 2}`, String(process.pid)]);
   const upPort = await freePort();
   start('upstream', process.execPath, [join(HERE, 'servers/upstream.cjs')], { PORT: String(upPort) });
   const upstream = `http://127.0.0.1:${upPort}`;
@@ -386,7 +396,8 @@ async function main() {
   let redisUrl;
   if (spawnSync('redis-server', ['--version']).error === undefined) {
     const port = await freePort();
-    start('redis', 'redis-server', [
+    start('redis', pin ? 'taskset' : 'redis-server', [
+      ...(pin ? ['-c', String(cpus - 1), 'redis-server'] : []),
       '--port',
       String(port),
       '--bind',
