@@ -285,10 +285,11 @@ class SlidingMemory extends ExpiringEntries<{ buckets: number[]; counts: number[
  * - S, then per settlement (3: meter values of ended responses, see `SettleBatcher`) its policy,
  *   counter and value — added before any check, without a limit: they ride on the next check
  *   instead of a command of their own;
- * - to the end, per group its request count m, its check count n and, per check, its policy,
- *   counter and cost. A cost of 0 (a metered check) needs 1 free: refused at or over the limit.
- *   A group's checks have distinct counters (a request that checks one counter twice goes alone,
- *   m = 1, and is charged for both).
+ * - H, then per shape (what the requests share: a route's and plan's limits) its check count n
+ *   and per check its policy and cost (2 each);
+ * - to the end, per group its request count m, its shape and, per check, its counter. A cost of 0
+ *   (a metered check) needs 1 free: refused at or over the limit. A group's checks have distinct
+ *   counters (a request that checks one counter twice goes alone, m = 1, and is charged for both).
  * Returns, per group: k, how many of its requests are admitted (the first k: a refused request
  * charges nothing, so every later one in the group is refused the same way); the refused ones'
  * failing check (1-based, in the request's order; 0 if none is refused); then per check the value
@@ -392,19 +393,34 @@ for j = 1, S do
   end
   dirty[c] = true
 end
--- The groups: m requests with the same n checks (policy, counter, cost), decided in one step.
+-- Shapes: what the requests of a batch share (a route's and plan's limits): n checks, each a
+-- policy and a cost.
+local H = A[q]
+q = q + 1
+local sn, sp, sc = {}, {}, {}
+for h = 1, H do
+  local n = A[q]
+  local hp, hc = {}, {}
+  for i = 1, n do
+    hp[i] = A[q + 2 * i - 1]
+    hc[i] = A[q + 2 * i]
+  end
+  sn[h], sp[h], sc[h] = n, hp, hc
+  q = q + 2 * n + 1
+end
+-- The groups: m requests of one shape on the same n counters, decided in one step.
 local out, o = {}, 0
 local used, fit = {}, {}
 local last = #A
 while q <= last do
   local m = A[q]
-  local n = A[q + 1]
-  local at = q + 2
-  q = at
+  local h = A[q + 1]
+  local n, hp, hc = sn[h], sp[h], sc[h]
+  local at = q + 1
   -- How many of the group's m requests fit each check, admitted one after another.
   local k = m
   for i = 1, n do
-    local pi, c, cost = A[q], A[q + 1], A[q + 2]
+    local pi, c, cost = hp[i], A[at + i], hc[i]
     local u = cur[c]
     if sl[c] then
       local lo = pb[pi] - pn[pi]
@@ -425,13 +441,13 @@ while q <= last do
     end
     fit[i] = f
     if f < k and not ps[pi] then k = f end
-    q = q + 3
   end
+  q = at + n + 1
   -- The first refused request fails on the first enforced check that ran out.
   local failed = 0
   if k < m then
     for i = 1, n do
-      if fit[i] == k and not ps[A[at + 3 * i - 3]] then
+      if fit[i] == k and not ps[hp[i]] then
         failed = i
         break
       end
@@ -441,15 +457,14 @@ while q <= last do
   out[o - 1] = k
   out[o] = failed
   for i = 1, n do
-    local x = at + 3 * i - 3
-    local cost = A[x + 2]
+    local cost = hc[i]
     local f = fit[i]
     if f > k then f = k end
     if cost > 0 and f > 0 then
-      local c = A[x + 1]
+      local c = A[at + i]
       local add = f * cost
       if sl[c] then
-        local pi = A[x]
+        local pi = hp[i]
         local b = pb[pi]
         local mm = cur[c]
         mm[b] = (mm[b] or 0) + add
@@ -933,24 +948,33 @@ export class RedisCounters implements CounterStore {
       place(s, this.where(s));
       settlements.push(policy, counter, s.cost);
     }
+    const shapeIndex = new Map<string, number>();
+    const shapes: number[] = [];
     const groups: number[] = [];
     /** Per group (consecutive requests of `batch`): its size, and where its m is in `groups`. */
     const runs: Array<{ size: number; at: number }> = [];
     let last = '';
     for (const w of batch) {
       const n = w.specs.length;
-      const checks = new Array<number>(3 * n);
+      const checks = new Array<number>(2 * n);
+      const on = new Array<number>(n);
       let shared = false;
-      let signature = '';
+      let shape = '';
       for (let i = 0; i < n; i++) {
         const s = w.specs[i]!;
         place(s, w.places[i]!);
-        for (let j = 0; j < i; j++) if (checks[3 * j + 1] === counter) shared = true;
-        checks[3 * i] = policy;
-        checks[3 * i + 1] = counter;
-        checks[3 * i + 2] = s.cost;
-        signature += `${policy}:${counter}:${s.cost}\n`;
+        for (let j = 0; j < i; j++) if (on[j] === counter) shared = true;
+        checks[2 * i] = policy;
+        checks[2 * i + 1] = s.cost;
+        on[i] = counter;
+        shape += `${policy}:${s.cost},`;
       }
+      let h = shapeIndex.get(shape);
+      if (h === undefined) {
+        shapeIndex.set(shape, (h = shapeIndex.size + 1));
+        shapes.push(n, ...checks);
+      }
+      const signature = `${h}|${on.join(',')}`;
       const run = runs[runs.length - 1];
       if (!shared && run !== undefined && signature === last) {
         run.size++;
@@ -959,8 +983,8 @@ export class RedisCounters implements CounterStore {
       }
       last = shared ? '' : signature;
       runs.push({ size: 1, at: groups.length });
-      groups.push(1, n);
-      for (const v of checks) groups.push(v);
+      groups.push(1, h);
+      for (const c of on) groups.push(c);
     }
     const arg = JSON.stringify([
       policyIndex.size,
@@ -970,6 +994,8 @@ export class RedisCounters implements CounterStore {
       counters.length / 2,
       ...counters,
       ...settlements,
+      shapeIndex.size,
+      ...shapes,
       ...groups,
     ]);
     const call = this.#client().tollgateConsumeBatch(keys.length, ...keys, arg);
