@@ -256,7 +256,7 @@ describe('RedisCounters: meter settlements ride on the next check', () => {
     }
   });
 
-  it('counters expire when their window ends: fixed ones at an absolute second, sliding ones after their ttl', async () => {
+  it('counters expire when their window ends: fixed ones rounded to the second, sliding ones after their ttl', async () => {
     const { h, c, close } = await privateCounters('ttl:');
     try {
       const fixed = { ...spec('fixed', 10), ttlMs: 30_000 };

@@ -276,10 +276,10 @@ class SlidingMemory extends ExpiringEntries<{ buckets: number[]; counts: number[
  * costs (one key's, under load) as one group, decided in one step — how many of its m requests
  * fit each check when admitted one after another — instead of m times. A check is three numbers;
  * the script works on counters by index, so no check hashes a string. The array:
- * - P, then per policy (7) its KEYS index, kind, lifetime (0: for ever; a fixed counter's end in
- *   epoch seconds — one value for every request of a window, so they share one policy and one
- *   run; a sliding window's ttl in ms, a constant), limit, bucket and buckets (sliding), and soft
- *   (1: shadow, never refuses);
+ * - P, then per policy (7) its KEYS index, kind, ttl (ms, from now; 0: for ever — a fixed
+ *   counter's rounded so that every request of one window in the batch has the same, and shares
+ *   one policy and one run), limit, bucket and buckets (sliding), and soft (1: shadow, never
+ *   refuses);
  * - F, then the F field names;
  * - C, then per counter (2) its KEYS index and field (1-based into the names; 0 but for kind 0);
  * - S, then per settlement (3: meter values of ended responses, see `SettleBatcher`) its policy,
@@ -498,7 +498,7 @@ for k, l in pairs(fields) do
       args[a + 2] = '1'
     end
     redis.call('HSET', KEYS[k], unpack(args))
-    if not existed[k] and life[k] > 0 then redis.call('EXPIREAT', KEYS[k], life[k]) end
+    if not existed[k] and life[k] > 0 then redis.call('PEXPIRE', KEYS[k], life[k]) end
   end
 end
 for i = 1, #plain do
@@ -507,10 +507,8 @@ for i = 1, #plain do
     local k = ck[c]
     local v = format('%d', cur[c])
     if existed[k] then redis.call('SET', KEYS[k], v, 'KEEPTTL')
-    else
-      redis.call('SET', KEYS[k], v)
-      if life[k] > 0 then redis.call('EXPIREAT', KEYS[k], life[k]) end
-    end
+    elseif life[k] > 0 then redis.call('SET', KEYS[k], v, 'PX', life[k])
+    else redis.call('SET', KEYS[k], v) end
   end
 end
 for i = 1, #slid do
@@ -912,10 +910,12 @@ export class RedisCounters implements CounterStore {
         counterIndex.push(new Map());
       }
       const kind = at.field !== '' ? 0 : s.slide === undefined ? 1 : 2;
-      // A fixed counter's ttl runs to its window's end (+1 s): as an absolute second it is the same
-      // for every request of the window, whenever in the batch it was computed (round: ±0.5 s of
-      // drift; +1: never before the ttl asked for).
-      const life = kind === 2 || s.ttlMs <= 0 ? s.ttlMs : Math.round((now + s.ttlMs) / 1000) + 1;
+      // A fixed counter's ttl runs to its window's end (+1 s), computed when its request was: here
+      // it runs to that end's second (rounded: ±0.5 s of drift; +1 s: never shorter than asked),
+      // the same for every request of the window whenever in the batch it was computed. Still a
+      // ttl, not an absolute time: Redis's clock need not agree with this host's.
+      const life =
+        kind === 2 || s.ttlMs <= 0 ? s.ttlMs : (Math.round((now + s.ttlMs) / 1000) + 1) * 1000 - now;
       const bucket = s.slide === undefined ? -1 : s.slide.bucket;
       const buckets = s.slide === undefined ? 0 : s.slide.buckets;
       const soft = s.soft === true ? 1 : 0;
