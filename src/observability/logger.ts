@@ -96,16 +96,64 @@ export function createLogger(settings: LoggerSettings): Logger {
   // Buffered: lines leave in 4 KiB writes instead of one write per line (a syscall per request
   // costs more than the rest of the line), and at most 250 ms late when traffic is low.
   const destination = pino.destination({ dest: 1, sync: false, minLength: 4096 });
-  const timer = setInterval(() => destination.flush(), 250);
+  const lines = new LineBatch(destination);
+  const timer = setInterval(() => {
+    lines.drain();
+    destination.flush();
+  }, 250);
   timer.unref();
   process.once('exit', () => {
     try {
+      lines.drain();
       destination.flushSync();
     } catch {
       // stdout already closed: nothing more can be written
     }
   });
-  return attachAccessLine(pino(options, destination), destination);
+  return attachAccessLine(pino(options, lines), lines);
+}
+
+/** Characters of access lines held before they are handed to the destination in one write. */
+export const LINE_BATCH_CHARS = 16_384;
+
+/**
+ * Lines gathered and handed to sonic-boom joined, ~16 KiB at a time (~25 access lines), instead
+ * of one `write` each: sonic-boom appends each line to its pending string and measures that
+ * string's UTF-8 length on every write, which flattens it — a copy of the whole buffer per line,
+ * about 2 KiB a request at its 4 KiB threshold. Every line goes through the same batch in
+ * order (pino's own lines too: a warning is never written ahead of the access lines before it);
+ * the 250 ms timer and exit drain it.
+ */
+class LineBatch implements DestinationStream {
+  readonly #destination: DestinationStream;
+  #pending: string[] = [];
+  #chars = 0;
+
+  constructor(destination: DestinationStream) {
+    this.#destination = destination;
+  }
+
+  write(line: string): void {
+    this.#pending.push(line);
+    this.#chars += line.length;
+    if (this.#chars >= LINE_BATCH_CHARS) this.drain();
+  }
+
+  /** What `logger.flush()` calls: the batch, then the destination's buffer. */
+  flush(cb?: (err?: Error) => void): void {
+    this.drain();
+    const d = this.#destination as DestinationStream & { flush?: (cb: (err?: Error) => void) => void };
+    if (typeof d.flush === 'function') d.flush(cb ?? (() => undefined));
+    else cb?.();
+  }
+
+  drain(): void {
+    if (this.#chars === 0) return;
+    const text = this.#pending.length === 1 ? this.#pending[0]! : this.#pending.join('');
+    this.#pending = [];
+    this.#chars = 0;
+    this.#destination.write(text);
+  }
 }
 
 /** A logger that drops everything (library use without a logger, some tests). */
