@@ -74,6 +74,12 @@ function attachAccessLine(logger: Logger, destination: { write(line: string): un
   return logger;
 }
 
+/**
+ * Characters of lines held before they are handed to the destination in one write: its own
+ * `minLength`, so lines leave no later than when sonic-boom buffered them itself.
+ */
+export const LINE_BATCH_CHARS = 4096;
+
 export function createLogger(settings: LoggerSettings): Logger {
   const options: LoggerOptions = {
     level: settings.level,
@@ -95,7 +101,7 @@ export function createLogger(settings: LoggerSettings): Logger {
     return pino(options, PinoPretty({ colorize: true, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid' }));
   // Buffered: lines leave in 4 KiB writes instead of one write per line (a syscall per request
   // costs more than the rest of the line), and at most 250 ms late when traffic is low.
-  const destination = pino.destination({ dest: 1, sync: false, minLength: 4096 });
+  const destination = pino.destination({ dest: 1, sync: false, minLength: LINE_BATCH_CHARS });
   const lines = new LineBatch(destination);
   const timer = setInterval(() => {
     lines.drain();
@@ -113,18 +119,15 @@ export function createLogger(settings: LoggerSettings): Logger {
   return attachAccessLine(pino(options, lines), lines);
 }
 
-/** Characters of access lines held before they are handed to the destination in one write. */
-export const LINE_BATCH_CHARS = 16_384;
-
 /**
- * Lines gathered and handed to sonic-boom joined, ~16 KiB at a time (~25 access lines), instead
- * of one `write` each: sonic-boom appends each line to its pending string and measures that
+ * Lines gathered and handed to sonic-boom joined, 4 KiB at a time (~7 access lines), instead of
+ * one `write` each: sonic-boom appends each line to its pending string and measures that
  * string's UTF-8 length on every write, which flattens it — a copy of the whole buffer per line,
  * about 2 KiB a request at its 4 KiB threshold. Every line goes through the same batch in
  * order (pino's own lines too: a warning is never written ahead of the access lines before it);
- * the 250 ms timer and exit drain it.
+ * the 250 ms timer, `logger.flush()` and exit drain it.
  */
-class LineBatch implements DestinationStream {
+export class LineBatch implements DestinationStream {
   readonly #destination: DestinationStream;
   #pending: string[] = [];
   #chars = 0;
