@@ -157,7 +157,7 @@ export class RequestContext {
   collectsHeaders: boolean;
   /** Holders' callbacks for the client leaving (see `hold`); undefined while nothing holds. */
   #holders: Array<() => void> | undefined;
-  #reportHookError: ((err: unknown) => void) | undefined;
+  #reportHookError: ((err: unknown, ctx: RequestContext) => void) | undefined;
 
   constructor(
     req: IncomingMessage,
@@ -348,9 +348,9 @@ export class RequestContext {
 
   /**
    * The response is over: runs the close hooks in the order added (now, or once the last hold is
-   * released). A hook that throws is given to `report` and the others still run.
+   * released). A hook that throws is given to `report` (with this context) and the others still run.
    */
-  close(report: (err: unknown) => void): void {
+  close(report: (err: unknown, ctx: RequestContext) => void): void {
     if (this.closed) return;
     this.closed = true;
     this.#reportHookError = report;
@@ -367,7 +367,7 @@ export class RequestContext {
       try {
         hook(this);
       } catch (err) {
-        this.#reportHookError?.(err);
+        this.#reportHookError?.(err, this);
       }
     }
   }

@@ -21,7 +21,8 @@ export function runStages(ctx: RequestContext, stages: readonly Stage[], from = 
     const pending = stages[i]!.run(ctx);
     if (pending !== undefined) {
       const next = i + 1;
-      return pending.then(() => runStages(ctx, stages, next));
+      // The last stage's own promise is the pipeline's: no `then`, closure and microtask hop more.
+      return next === stages.length ? pending : pending.then(() => runStages(ctx, stages, next));
     }
   }
 }

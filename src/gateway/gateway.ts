@@ -61,6 +61,9 @@ export class ConfigError extends Error {
   }
 }
 
+/** The context of a response `Gateway.handle` serves (read by its `close` listener). */
+const RESPONSE_CONTEXT = Symbol('tollgate.responseContext');
+
 /** Everything compiled from one config; replaced whole on reload. */
 interface GatewayState {
   readonly config: Config;
@@ -95,10 +98,22 @@ export class Gateway {
    * on the admin API calls it. Unset for a gateway made from an object.
    */
   reloadFromSource: (() => Promise<boolean>) | undefined;
+  /**
+   * The `close` listener of every response `handle` serves: one function for all of them (the
+   * context rides on the response), not a closure and a `once` wrapper per request.
+   */
+  readonly #onResponseClose: (this: ServerResponse) => void;
+  /** Reports a close hook that threw (one function for every request, given the context). */
+  readonly #reportCloseHook = (err: unknown, ctx: RequestContext): void =>
+    this.services.logger.error({ err, request_id: ctx.requestId }, 'close hook failed');
 
   constructor(config: Config, services: Services, modules: PolicyModules = new Map()) {
     this.services = services;
     this.#modules = modules;
+    const finish = (ctx: RequestContext): void => this.#finish(ctx);
+    this.#onResponseClose = function (this: ServerResponse) {
+      finish((this as unknown as Record<symbol, RequestContext>)[RESPONSE_CONTEXT]!);
+    };
     this.#state = this.#build(config);
     services.current.config = config;
 
@@ -183,7 +198,8 @@ export class Gateway {
     if (telemetry !== undefined) ctx.trace = telemetry.start(ctx);
     // Claimed at once: the gateway, not the server, now says when the body may come.
     if (req.headers.expect !== undefined) ctx.expectsContinue = claimContinue(req);
-    res.once('close', () => this.#finish(ctx));
+    (res as unknown as Record<symbol, RequestContext>)[RESPONSE_CONTEXT] = ctx;
+    res.on('close', this.#onResponseClose); // 'close' is emitted once
     if (this.#draining) res.setHeader('connection', 'close');
     this.#route(ctx, state);
   };
@@ -467,7 +483,7 @@ export class Gateway {
   #finish(ctx: RequestContext): void {
     // Close hooks (refunds, idempotency records) run on their own, before and whatever the
     // observers do — or later, when an upstream answer still finishes for idempotency.
-    ctx.close((err) => this.services.logger.error({ err, request_id: ctx.requestId }, 'close hook failed'));
+    ctx.close(this.#reportCloseHook);
     const trace = ctx.trace;
     if (trace !== undefined)
       try {

@@ -334,8 +334,10 @@ export function downstreamHeaders(
   plan: RequestHeaderPlan,
 ): { list: string[]; map: Record<string, string>; invalid: string | undefined } {
   const map: Record<string, string> = {};
-  const names: string[] = new Array<string>(raw.length >> 1);
-  const values: string[] = new Array<string>(raw.length >> 1);
+  const n = raw.length >> 1;
+  const names: string[] = new Array<string>(n);
+  const lowers: string[] = new Array<string>(n);
+  const values: string[] = new Array<string>(n);
   let invalid: string | undefined;
   for (let i = 0, j = 0; i < raw.length; i += 2, j++) {
     const name = raw[i]!.toString('latin1');
@@ -344,14 +346,15 @@ export function downstreamHeaders(
     names[j] = name;
     values[j] = value;
     const lower = name.toLowerCase();
+    lowers[j] = lower;
     const prior = map[lower];
     map[lower] = prior === undefined ? value : `${prior}, ${value}`;
   }
   const named = map.connection === undefined ? undefined : connectionTokens(map.connection);
   const bodiless = status === 204 || status === 304;
   const list: string[] = [];
-  for (let j = 0; j < names.length; j++) {
-    const lower = names[j]!.toLowerCase();
+  for (let j = 0; j < n; j++) {
+    const lower = lowers[j]!;
     if (DOWNSTREAM_DROP.has(lower)) continue;
     if (named !== undefined && named.includes(lower)) continue;
     if (bodiless && lower === 'content-length') continue;

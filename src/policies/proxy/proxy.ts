@@ -170,6 +170,8 @@ class Exchange implements Dispatcher.DispatchHandlers {
   #lastError: Problem | undefined;
   #anyTarget = false;
   #resume: (() => void) | undefined;
+  /** Whether `#resume` listens for the client response's `drain` (armed at the first backpressure). */
+  #drainArmed = false;
   /** Set when the request was sent on a context with an upstream sink: the close hooks wait for us. */
   #release: (() => void) | undefined;
   /** Set once the client left after the request was sent: the answer goes here instead. */
@@ -379,7 +381,7 @@ class Exchange implements Dispatcher.DispatchHandlers {
       if (announcesBody) this.#abort?.();
       return true;
     }
-    res.on('drain', resume);
+    // The `drain` listener is added at the first backpressure (most answers never see one).
     this.#resolve();
     return true;
   }
@@ -391,7 +393,14 @@ class Exchange implements Dispatcher.DispatchHandlers {
         if (!this.#sink.data(chunk)) this.#abort?.(NOT_KEPT);
         return true; // no backpressure from a client that is gone
       }
-      return this.#ctx.res.write(chunk);
+      const res = this.#ctx.res;
+      if (res.write(chunk)) return true;
+      // The client cannot keep up: the upstream is paused until the response drains.
+      if (!this.#drainArmed) {
+        this.#drainArmed = true;
+        res.on('drain', this.#resume!);
+      }
+      return false;
     }
     if (this.#phase === Phase.Collecting) {
       this.#collectedBytes += chunk.length;

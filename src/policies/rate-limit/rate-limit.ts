@@ -320,14 +320,15 @@ export function createRateLimitStage(o: RateLimitStageOptions): Stage {
       let best = blocking;
       if (best === -1) {
         let bestLeft = Infinity;
-        applied.forEach((a, i) => {
-          if (a.kind !== 'rate' || a.shadow) return;
+        for (let i = 0; i < applied.length; i++) {
+          const a = applied[i]!;
+          if (a.kind !== 'rate' || a.shadow) continue;
           const left = Math.max(0, a.limit - result.used[i]!);
           if (left < bestLeft || (left === bestLeft && a.resetAt! > applied[best]!.resetAt!)) {
             bestLeft = left;
             best = i;
           }
-        });
+        }
       }
       if (best !== -1) {
         const a = applied[best]!;
@@ -371,8 +372,9 @@ export function createRateLimitStage(o: RateLimitStageOptions): Stage {
         if (a.kind === 'quota' && a.meter === undefined)
           raiseQuotaEvents(o.quotaEvents!, ctx, a, result.used[i]!, false);
       });
-    const owed = applied.filter((a) => a.kind !== 'rate' && a.meter === undefined).map((a) => a.spec);
-    if (owed.length > 0) refundUnlessAnswered(ctx, owed, o.counters, o.local);
+    let owed: CounterSpec[] | undefined;
+    for (const a of applied) if (a.kind !== 'rate' && a.meter === undefined) (owed ??= []).push(a.spec);
+    if (owed !== undefined) refundUnlessAnswered(ctx, owed, o.counters, o.local);
     if (meterNames.length > 0) {
       const metered = applied.some((a) => a.meter !== undefined);
       if (metered || wantsUsage(ctx)) settleMeters(ctx, applied, metered);
@@ -504,7 +506,9 @@ export function createRateLimitStage(o: RateLimitStageOptions): Stage {
       }
       // The policy header depends on the route and the plan only (a key's own limits are rare).
       const cacheKey = own === undefined ? (planName ?? '') : undefined;
-      const result = o.counters.consume(applied.map((a) => a.spec));
+      const specs = new Array<CounterSpec>(applied.length);
+      for (let i = 0; i < applied.length; i++) specs[i] = applied[i]!.spec;
+      const result = o.counters.consume(specs);
       if (result instanceof Promise) return result.then((r) => decide(ctx, applied, r, now, cacheKey));
       decide(ctx, applied, result, now, cacheKey);
     },
