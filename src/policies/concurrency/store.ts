@@ -55,6 +55,12 @@ export class MemoryConcurrency implements ConcurrencyStore {
 
 /** How long releases and renewals wait for an acquisition's script call to ride on (then one of their own). */
 export const SLOT_LAZY_DELAY_MS = 5;
+/**
+ * How many script calls may be in flight at once: acquisitions go out once per event-loop turn
+ * without waiting for the call before to return (on a busy gateway, that return can be a whole
+ * loop turn late), up to this many; then they wait for one.
+ */
+export const SLOT_IN_FLIGHT_MAX = 2;
 /** The most operations (acquisitions, renewals, releases) one script call carries. */
 export const SLOT_BATCH_MAX = 128;
 
@@ -135,10 +141,9 @@ interface SlotOp {
 }
 
 /**
- * Slot operations coalesced into one script call (as the counters' `ConsumeBatcher` does): an
- * acquisition waits for the end of the current event-loop turn (`setImmediate`) and, while a call
- * is in flight, for it to return; then every operation waiting goes in one call (at most
- * `SLOT_BATCH_MAX`). Releases and renewals ride on it; alone, they wait at most
+ * Slot operations coalesced into one script call: an acquisition waits for the end of the current
+ * event-loop turn (`setImmediate`) and, while `SLOT_IN_FLIGHT_MAX` calls are in flight, for one
+ * to return; then every operation waiting goes in one call (at most `SLOT_BATCH_MAX`). Releases and renewals ride on it; alone, they wait at most
  * `SLOT_LAZY_DELAY_MS` for one, then go in a call of their own.
  */
 class SlotBatcher {
@@ -147,7 +152,7 @@ class SlotBatcher {
   #queue: SlotOp[] = [];
   #urgent = false;
   #scheduled = false;
-  #inFlight: Promise<void> | undefined;
+  readonly #inFlight = new Set<Promise<void>>();
   #timer: NodeJS.Timeout | undefined;
 
   constructor(send: (batch: SlotOp[]) => Promise<void>, idle: () => void) {
@@ -164,9 +169,9 @@ class SlotBatcher {
   }
 
   #kick(): void {
-    if (this.#inFlight !== undefined || this.#queue.length === 0) return;
+    if (this.#queue.length === 0) return;
     if (this.#urgent || this.#queue.length >= SLOT_BATCH_MAX) {
-      if (this.#scheduled) return;
+      if (this.#scheduled || this.#inFlight.size >= SLOT_IN_FLIGHT_MAX) return;
       this.#scheduled = true;
       setImmediate(() => {
         this.#scheduled = false;
@@ -182,29 +187,33 @@ class SlotBatcher {
   }
 
   #run(): void {
-    if (this.#inFlight !== undefined) return;
-    if (this.#queue.length === 0) return this.#idle();
+    if (this.#inFlight.size >= SLOT_IN_FLIGHT_MAX) return;
+    if (this.#queue.length === 0) {
+      if (this.#inFlight.size === 0) this.#idle();
+      return;
+    }
     if (this.#timer !== undefined) clearTimeout(this.#timer);
     this.#timer = undefined;
     const batch = this.#queue.length <= SLOT_BATCH_MAX ? this.#queue : this.#queue.slice(0, SLOT_BATCH_MAX);
     this.#queue = batch === this.#queue ? [] : this.#queue.slice(SLOT_BATCH_MAX);
     this.#urgent = this.#queue.some((op) => op.kind === 'acquire');
-    this.#inFlight = this.#send(batch)
+    const call: Promise<void> = this.#send(batch)
       .catch((err: unknown) => {
         for (const op of batch) op.reject(err);
       })
       .finally(() => {
-        this.#inFlight = undefined;
+        this.#inFlight.delete(call);
         if (this.#queue.length > 0) this.#kick();
-        else this.#idle();
+        else if (this.#inFlight.size === 0) this.#idle();
       });
+    this.#inFlight.add(call);
   }
 
   /** Sends what waits now and waits for it (shutdown). */
   async flush(): Promise<void> {
-    while (this.#inFlight !== undefined || this.#queue.length > 0) {
-      if (this.#inFlight === undefined) this.#run();
-      await this.#inFlight;
+    while (this.#inFlight.size > 0 || this.#queue.length > 0) {
+      this.#run();
+      await Promise.all([...this.#inFlight]);
     }
   }
 }
