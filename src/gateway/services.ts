@@ -146,6 +146,9 @@ export function createServices(config: Config, o: ServiceOptions): Services {
     throwawaySealing: env.NODE_ENV === 'development',
   });
   const counters: CounterStore = redis ? new ResilientCounters(redis, failOpen) : new MemoryCounters();
+  const concurrency: ConcurrencyStore = redis
+    ? new ResilientConcurrency(redis, failOpen)
+    : new MemoryConcurrency();
   // Off the request path: the old builds' counter keys, folded in at start and for a while after.
   const counterMigration = redis
     ? new CounterLayoutMigration(redis, { logger, ...o.counterMigration })
@@ -235,7 +238,7 @@ export function createServices(config: Config, o: ServiceOptions): Services {
       : new MemoryReplayStore(clock, config.auth.hmac.replayCache),
     counters,
     counterMigration,
-    concurrency: redis ? new ResilientConcurrency(redis, failOpen) : new MemoryConcurrency(),
+    concurrency,
     management: new KeyManagement({
       keys,
       counters,
@@ -261,6 +264,8 @@ export function createServices(config: Config, o: ServiceOptions): Services {
       ...(counterMigration ? [() => counterMigration.close()] : []),
       // Meter settlements still batched are written before Redis goes.
       () => counters.flush(),
+      // Slot releases still batched are sent before Redis goes (else their leases free them).
+      ...(concurrency instanceof ResilientConcurrency ? [() => concurrency.flush()] : []),
       // Usage still pending is written before Redis goes.
       () => usage.store.close(),
       () => webhooks.close(),

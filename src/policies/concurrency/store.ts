@@ -53,81 +53,291 @@ export class MemoryConcurrency implements ConcurrencyStore {
   }
 }
 
+/** How long releases and renewals wait for an acquisition's script call to ride on (then one of their own). */
+export const SLOT_LAZY_DELAY_MS = 5;
 /**
- * One round trip: drop the expired slots, refuse when `limit` are held, else add this one with its
- * lease. Redis's clock decides expiry, so gateways with skewed clocks agree. The set itself lives
- * as long as its newest lease.
+ * How many script calls may be in flight at once: acquisitions go out once per event-loop turn
+ * without waiting for the call before to return (on a busy gateway, that return can be a whole
+ * loop turn late), up to this many; then they wait for one.
  */
-const ACQUIRE_LUA = `
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then return 0 end
-redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[3])
-redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]))
-return 1
-`;
+export const SLOT_IN_FLIGHT_MAX = 2;
+/** The most operations (acquisitions, renewals, releases) one script call carries. */
+export const SLOT_BATCH_MAX = 128;
 
-/** Extends a slot still held (an expired one is not brought back). */
-const RENEW_LUA = `
+/**
+ * Every operation of a batch in one atomic script. Per key (ARGV: its limit and lease, then how many releases, renewals and acquisitions follow, then their slot
+ * ids): the set drops its expired slots (once), the released ones (one ZREM), extends the renewed
+ * ones still held (one ZADD XX: an expired slot is not brought back), then decides the
+ * acquisitions in arrival order against one ZCARD — each admitted while fewer than `limit` are
+ * held — and adds the admitted ones (one ZADD). Redis's clock decides expiry (one TIME), so
+ * gateways with skewed clocks agree. A set lives as long as its newest lease. Returns one 1/0 per
+ * acquisition, in order.
+ */
+const BATCH_LUA = `
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-if not redis.call('ZSCORE', KEYS[1], ARGV[2]) then return 0 end
-redis.call('ZADD', KEYS[1], 'XX', now + tonumber(ARGV[1]), ARGV[2])
-redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[1]))
-return 1
+local out = {}
+local ttl = {}
+local a = 1
+for k = 1, #KEYS do
+  local key = KEYS[k]
+  local limit = tonumber(ARGV[a])
+  local lease = tonumber(ARGV[a + 1])
+  local nrel = tonumber(ARGV[a + 2])
+  local nren = tonumber(ARGV[a + 3])
+  local nacq = tonumber(ARGV[a + 4])
+  a = a + 5
+  if nren + nacq > 0 then redis.call('ZREMRANGEBYSCORE', key, '-inf', now) end
+  if nrel > 0 then redis.call('ZREM', key, unpack(ARGV, a, a + nrel - 1)) end
+  a = a + nrel
+  local touched = false
+  if nren > 0 then
+    local args = {}
+    for i = 0, nren - 1 do
+      args[#args + 1] = now + lease
+      args[#args + 1] = ARGV[a + i]
+    end
+    if redis.call('ZADD', key, 'XX', 'CH', unpack(args)) > 0 then touched = true end
+  end
+  a = a + nren
+  if nacq > 0 then
+    local free = limit - redis.call('ZCARD', key)
+    local args = {}
+    for i = 0, nacq - 1 do
+      if free > 0 then
+        free = free - 1
+        args[#args + 1] = now + lease
+        args[#args + 1] = ARGV[a + i]
+        out[#out + 1] = 1
+      else
+        out[#out + 1] = 0
+      end
+    end
+    if #args > 0 then
+      redis.call('ZADD', key, unpack(args))
+      touched = true
+    end
+  end
+  a = a + nacq
+  if touched and (ttl[key] == nil or ttl[key] < lease) then ttl[key] = lease end
+end
+for key, lease in pairs(ttl) do redis.call('PEXPIRE', key, lease) end
+return out
 `;
 
 type ScriptClient = {
-  tollgateSlotAcquire(key: string, limit: number, leaseMs: number, id: string): Promise<number>;
-  tollgateSlotRenew(key: string, leaseMs: number, id: string): Promise<number>;
-  zrem(key: string, member: string): Promise<number>;
+  tollgateSlotBatch(numKeys: number, ...args: Array<string | number>): Promise<number[]>;
+  zrem(key: string, ...members: string[]): Promise<number>;
 };
+
+interface SlotOp {
+  kind: 'acquire' | 'renew' | 'release';
+  key: string;
+  id: string;
+  limit: number;
+  leaseMs: number;
+  resolve: (ok: boolean) => void;
+  reject: (err: unknown) => void;
+}
+
+/**
+ * Slot operations coalesced into one script call: an acquisition waits for the end of the current
+ * event-loop turn (`setImmediate`) and, while `SLOT_IN_FLIGHT_MAX` calls are in flight, for one
+ * to return; then every operation waiting goes in one call (at most `SLOT_BATCH_MAX`). Releases and renewals ride on it; alone, they wait at most
+ * `SLOT_LAZY_DELAY_MS` for one, then go in a call of their own.
+ */
+class SlotBatcher {
+  readonly #send: (batch: SlotOp[]) => Promise<void>;
+  readonly #idle: () => void;
+  #queue: SlotOp[] = [];
+  #urgent = false;
+  #scheduled = false;
+  readonly #inFlight = new Set<Promise<void>>();
+  #timer: NodeJS.Timeout | undefined;
+
+  constructor(send: (batch: SlotOp[]) => Promise<void>, idle: () => void) {
+    this.#send = send;
+    this.#idle = idle;
+  }
+
+  submit(op: Omit<SlotOp, 'resolve' | 'reject'>): Promise<boolean> {
+    return new Promise((resolve, reject) => {
+      this.#queue.push({ ...op, resolve, reject });
+      if (op.kind === 'acquire') this.#urgent = true;
+      this.#kick();
+    });
+  }
+
+  #kick(): void {
+    if (this.#queue.length === 0) return;
+    if (this.#urgent || this.#queue.length >= SLOT_BATCH_MAX) {
+      if (this.#scheduled || this.#inFlight.size >= SLOT_IN_FLIGHT_MAX) return;
+      this.#scheduled = true;
+      setImmediate(() => {
+        this.#scheduled = false;
+        this.#run();
+      });
+    } else if (this.#timer === undefined) {
+      this.#timer = setTimeout(() => {
+        this.#timer = undefined;
+        this.#run();
+      }, SLOT_LAZY_DELAY_MS);
+      this.#timer.unref();
+    }
+  }
+
+  #run(): void {
+    if (this.#inFlight.size >= SLOT_IN_FLIGHT_MAX) return;
+    if (this.#queue.length === 0) {
+      if (this.#inFlight.size === 0) this.#idle();
+      return;
+    }
+    if (this.#timer !== undefined) clearTimeout(this.#timer);
+    this.#timer = undefined;
+    const batch = this.#queue.length <= SLOT_BATCH_MAX ? this.#queue : this.#queue.slice(0, SLOT_BATCH_MAX);
+    this.#queue = batch === this.#queue ? [] : this.#queue.slice(SLOT_BATCH_MAX);
+    this.#urgent = this.#queue.some((op) => op.kind === 'acquire');
+    const call: Promise<void> = this.#send(batch)
+      .catch((err: unknown) => {
+        for (const op of batch) op.reject(err);
+      })
+      .finally(() => {
+        this.#inFlight.delete(call);
+        if (this.#queue.length > 0) this.#kick();
+        else if (this.#inFlight.size === 0) this.#idle();
+      });
+    this.#inFlight.add(call);
+  }
+
+  /** Sends what waits now and waits for it (shutdown). */
+  async flush(): Promise<void> {
+    while (this.#inFlight.size > 0 || this.#queue.length > 0) {
+      this.#run();
+      await Promise.all([...this.#inFlight]);
+    }
+  }
+}
+
+/** The part of a key Redis Cluster hashes: its first non-empty `{…}`, else all of it. */
+function slotTag(key: string): string {
+  const open = key.indexOf('{');
+  if (open === -1) return key;
+  const close = key.indexOf('}', open + 1);
+  return close <= open + 1 ? key : key.slice(open + 1, close);
+}
 
 /**
  * Slots in Redis, exact across instances: a sorted set per key, one member per held slot scored
  * with its lease's end. A gateway that dies stops renewing; its slots expire within `leaseMs`.
+ *
+ * Operations are coalesced (`SlotBatcher`): under load a script call carries many requests'
+ * acquisitions, renewals and releases, and costs Redis one TIME and, per key it touches, one
+ * ZREMRANGEBYSCORE, ZREM, ZADD XX, ZCARD, ZADD and PEXPIRE — a fraction of a command per request.
+ * Exactness is kept: each acquisition is decided inside the atomic script, in arrival order,
+ * against the set as it is. Bounds: an acquisition waits at most one round trip more (the call in
+ * flight); a release reaches Redis at most `SLOT_LAZY_DELAY_MS` plus one round trip after the
+ * response ends — meanwhile the slot still counts (erring strict: a request may be refused that a
+ * slot freed a few ms earlier would have admitted, never one too many admitted). What a crash
+ * loses: the releases and renewals not yet sent; the lease frees those slots within `leaseMs`, as
+ * it frees every slot of a dead gateway. On Redis Cluster one call holds the keys of one hash tag
+ * (one slot) only: one batcher per tag.
  */
 export class RedisConcurrency implements ConcurrencyStore {
   readonly #redis: RedisHandle;
+  readonly #cluster: boolean;
+  readonly #batchers = new Map<string, SlotBatcher>();
 
   constructor(redis: RedisHandle) {
     this.#redis = redis;
+    this.#cluster = redis.config.cluster !== undefined;
     const client = redis.client as unknown as {
       defineCommand(name: string, def: { numberOfKeys?: number; lua: string }): void;
     };
-    client.defineCommand('tollgateSlotAcquire', { numberOfKeys: 1, lua: ACQUIRE_LUA });
-    client.defineCommand('tollgateSlotRenew', { numberOfKeys: 1, lua: RENEW_LUA });
+    client.defineCommand('tollgateSlotBatch', { lua: BATCH_LUA });
   }
 
   #client(): ScriptClient {
     return this.#redis.client as unknown as ScriptClient;
   }
 
+  #submit(op: Omit<SlotOp, 'resolve' | 'reject'>): Promise<boolean> {
+    const group = this.#cluster ? slotTag(op.key) : '';
+    let batcher = this.#batchers.get(group);
+    if (batcher === undefined) {
+      batcher = new SlotBatcher(
+        (batch) => this.#sendBatch(batch),
+        () => this.#batchers.delete(group),
+      );
+      this.#batchers.set(group, batcher);
+    }
+    return batcher.submit(op);
+  }
+
+  async #sendBatch(batch: SlotOp[]): Promise<void> {
+    // One section per key: its releases first (freeing slots for the acquisitions behind them),
+    // its renewals, its acquisitions in arrival order. A key's ops share one limit and lease (its
+    // route's); only across a reload may they differ: then the smaller limit (strict) and the
+    // longer lease.
+    const sections = new Map<string, { key: string; limit: number; leaseMs: number; ops: SlotOp[][] }>();
+    for (const op of batch) {
+      let s = sections.get(op.key);
+      if (s === undefined)
+        sections.set(op.key, (s = { key: op.key, limit: Infinity, leaseMs: 0, ops: [[], [], []] }));
+      if (op.kind === 'acquire') s.limit = Math.min(s.limit, op.limit);
+      s.leaseMs = Math.max(s.leaseMs, op.leaseMs);
+      s.ops[op.kind === 'release' ? 0 : op.kind === 'renew' ? 1 : 2]!.push(op);
+    }
+    const keys: string[] = [];
+    const args: Array<string | number> = [];
+    const acquires: SlotOp[] = [];
+    for (const s of sections.values()) {
+      const [rel, ren, acq] = s.ops as [SlotOp[], SlotOp[], SlotOp[]];
+      keys.push(s.key);
+      args.push(s.limit === Infinity ? 0 : s.limit, s.leaseMs, rel.length, ren.length, acq.length);
+      for (const list of s.ops) for (const op of list) args.push(op.id);
+      acquires.push(...acq);
+    }
+    let out: number[];
+    try {
+      out = await this.#client().tollgateSlotBatch(keys.length, ...keys, ...args);
+    } catch (err) {
+      // A timed-out script may still run (a frozen Redis answers late): the slots it would add are
+      // nobody's, held for a whole lease. Their removal goes on the same connection right behind
+      // it, so it runs after it; when the connection is gone instead, the lease frees the slots.
+      const byKey = new Map<string, string[]>();
+      for (const op of acquires) {
+        const ids = byKey.get(op.key);
+        if (ids === undefined) byKey.set(op.key, [op.id]);
+        else ids.push(op.id);
+      }
+      for (const [key, ids] of byKey)
+        this.#client()
+          .zrem(key, ...ids)
+          .catch(() => undefined);
+      throw err;
+    }
+    acquires.forEach((op, i) => op.resolve(Number(out[i]) === 1));
+    for (const op of batch) if (op.kind !== 'acquire') op.resolve(true);
+  }
+
   async acquire(key: string, limit: number, leaseMs: number): Promise<Slot | undefined> {
     const id = slotId();
     const full = this.#redis.key(key);
-    let ok: number;
-    try {
-      ok = await this.#client().tollgateSlotAcquire(full, limit, leaseMs, id);
-    } catch (err) {
-      // A timed-out script may still run (a frozen Redis answers late): the slot it would add is
-      // nobody's, held for a whole lease. Its removal goes on the same connection right behind
-      // it, so it runs after it; when the connection is gone instead, the lease frees the slot.
-      this.#client()
-        .zrem(full, id)
-        .catch(() => undefined);
-      throw err;
-    }
-    return Number(ok) === 1 ? { key: full, id, store: this } : undefined;
+    const ok = await this.#submit({ kind: 'acquire', key: full, id, limit, leaseMs });
+    return ok ? { key: full, id, store: this } : undefined;
   }
 
   async renew(slot: Slot, leaseMs: number): Promise<void> {
-    await this.#client().tollgateSlotRenew(slot.key, leaseMs, slot.id);
+    await this.#submit({ kind: 'renew', key: slot.key, id: slot.id, limit: 0, leaseMs });
   }
 
   async release(slot: Slot): Promise<void> {
-    await this.#client().zrem(slot.key, slot.id);
+    await this.#submit({ kind: 'release', key: slot.key, id: slot.id, limit: 0, leaseMs: 0 });
+  }
+
+  /** Sends the releases and renewals still waiting (shutdown: their slots freed now, not by their lease). */
+  async flush(): Promise<void> {
+    await Promise.allSettled([...this.#batchers.values()].map((b) => b.flush()));
   }
 }
 
@@ -182,6 +392,11 @@ export class ResilientConcurrency implements ConcurrencyStore {
   renew(slot: Slot, leaseMs: number): void | Promise<void> {
     if (slot.store !== this.#primary || !this.#redis.available) return;
     return this.#primary.renew(slot, leaseMs).catch(() => this.#redis.recordError(false));
+  }
+
+  /** Sends the Redis releases and renewals still batched (before Redis closes). */
+  flush(): Promise<void> {
+    return this.#primary.flush();
   }
 
   release(slot: Slot): void | Promise<void> {
