@@ -86,13 +86,13 @@ describe('on a real three-node Redis Cluster', () => {
           quota: { cost: 1 },
         },
         { id: 'pay', path: '/pay', auth: 'none', upstream: { targets: [up.url] }, idempotency: {} },
-        // At most 3 requests in flight per API key, across both gateways.
+        // At most 3 requests in flight per API key, across both gateways; slots renewed every 1.33 s.
         {
           id: 'concurrent',
           path: '/concurrent',
           auth: { methods: ['apiKey'] },
           upstream: { targets: [gated.url], timeoutMs: 20_000 },
-          concurrency: { limit: 3, by: 'key' },
+          concurrency: { limit: 3, by: 'key', leaseSec: 4 },
         },
       ],
     } as any;
@@ -308,6 +308,23 @@ describe('on a real three-node Redis Cluster', () => {
         expect(res.headers['retry-after']).toBe('1');
       }
     }
+    expect(await slotsHeld()).toEqual(keys.map(() => limit));
+    // While held, the slots are renewed (every leaseSec/3, in the same per-tag batches): each
+    // member's lease end moves on, and no slot is lost or added (bounded wait).
+    const leases = async () =>
+      (await Promise.all(keys.map(({ slots }) => redis.zrange(slots, '0', '-1', 'WITHSCORES')))).map(
+        (flat) => new Map(flat.flatMap((v, j) => (j % 2 ? [] : [[v, Number(flat[j + 1])] as const]))),
+      );
+    const granted = await leases();
+    await waitFor(
+      async () =>
+        (await leases()).every(
+          (now, i) =>
+            now.size === limit && [...granted[i]!].every(([id, end]) => (now.get(id) ?? -Infinity) > end),
+        ),
+      10_000,
+      50,
+    );
     expect(await slotsHeld()).toEqual(keys.map(() => limit));
     const firstReplies = await finish(first.all);
     expect(firstReplies.filter((r) => r.status === 200)).toHaveLength(limit * keys.length);
