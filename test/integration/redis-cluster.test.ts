@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import http from 'node:http';
 import { startGateway, type RunningGateway } from '../helpers/gateway.js';
-import { request, waitFor } from '../helpers/http.js';
+import { request, waitFor, type Reply } from '../helpers/http.js';
 import { startUpstream, type Upstream } from '../helpers/upstream.js';
 import {
   keyInvalidationChannel,
@@ -16,15 +16,35 @@ import { ManualClock } from '../../src/core/clock.js';
 describe('on a real three-node Redis Cluster', () => {
   let cluster: PrivateCluster;
   let up: Upstream;
+  let gated: Upstream;
   let a: RunningGateway;
   let b: RunningGateway;
   const clock = new ManualClock(Date.UTC(2030, 5, 1));
   const agent = new http.Agent({ keepAlive: true, maxSockets: 40 });
+  // The concurrency route's upstream holds every request until the test lets the waiting ones go
+  // (`release()`), and counts what is in it per subject (`?s=`, max kept): a request leaves the
+  // count before its answer is sent, so the count never exceeds the slots held.
+  const held: Array<() => void> = [];
+  const inUpstream = new Map<string, number>();
+  const mostInUpstream = new Map<string, number>();
+  const release = () => {
+    for (const answer of held.splice(0)) answer();
+  };
 
   beforeAll(async () => {
     cluster = await startRedisCluster();
     up = await startUpstream((_req, res) => {
       setTimeout(() => res.end('ok'), 20);
+    });
+    gated = await startUpstream((req, res) => {
+      const s = new URL(req.url ?? '/', 'http://upstream').searchParams.get('s') ?? '';
+      const n = (inUpstream.get(s) ?? 0) + 1;
+      inUpstream.set(s, n);
+      mostInUpstream.set(s, Math.max(mostInUpstream.get(s) ?? 0, n));
+      held.push(() => {
+        inUpstream.set(s, inUpstream.get(s)! - 1);
+        res.end('ok');
+      });
     });
     const config = {
       redis: { cluster: cluster.urls, keyPrefix: 'tg:', commandTimeoutMs: 2000 },
@@ -66,6 +86,14 @@ describe('on a real three-node Redis Cluster', () => {
           quota: { cost: 1 },
         },
         { id: 'pay', path: '/pay', auth: 'none', upstream: { targets: [up.url] }, idempotency: {} },
+        // At most 3 requests in flight per API key, across both gateways; slots renewed every 1.33 s.
+        {
+          id: 'concurrent',
+          path: '/concurrent',
+          auth: { methods: ['apiKey'] },
+          upstream: { targets: [gated.url], timeoutMs: 20_000 },
+          concurrency: { limit: 3, by: 'key', leaseSec: 4 },
+        },
       ],
     } as any;
     a = await startGateway(config, { clock });
@@ -77,7 +105,9 @@ describe('on a real three-node Redis Cluster', () => {
     agent.destroy();
     await a?.close();
     await b?.close();
+    release();
     await up?.close();
+    await gated?.close();
     await cluster?.stop();
   });
 
@@ -195,4 +225,120 @@ describe('on a real three-node Redis Cluster', () => {
     expect(listed).toHaveLength(5);
     expect(listed.filter((r) => r.status === 429)).toHaveLength(2);
   }, 120_000);
+
+  it('concurrency limits stay exact across two gateways, per key, with keys on every master', async () => {
+    const limit = 3; // the route's
+    const perKey = 20;
+    // Two keys per master: each key's slot set (`{key:<id>}` its hash tag) lives on the master
+    // serving its slot, so each gateway batches several hash tags at once, on different masters.
+    const ports = cluster.urls.map((u) => Number(new URL(u).port));
+    const ranges = (await redisCli(ports[0]!, ['cluster', 'nodes']))
+      .trim()
+      .split('\n')
+      .map((line) => line.split(' '))
+      .filter((f) => f[2]!.includes('master'))
+      .flatMap((f) =>
+        f.slice(8).map((r) => {
+          const [lo, hi = lo] = r.split('-').map(Number);
+          return { port: Number(f[1]!.split('@')[0]!.split(':')[1]), lo: lo!, hi: hi! };
+        }),
+      );
+    const masterOf = async (key: string) => {
+      const slot = Number((await redisCli(ports[0]!, ['cluster', 'keyslot', key])).trim());
+      return ranges.find((r) => r.lo <= slot && slot <= r.hi)!.port;
+    };
+    const onMaster = new Map(ports.map((p) => [p, 0]));
+    const keys: Array<{ key: string; slots: string }> = [];
+    for (let i = 0; i < 200 && keys.length < 2 * ports.length; i++) {
+      const { key, record } = await a.gateway.services.keys.create({ name: `cc${i}` });
+      const slots = `tg:cc:{key:${record.id}}:route:concurrent:key`;
+      const port = await masterOf(slots);
+      if (onMaster.get(port)! >= 2) continue;
+      onMaster.set(port, onMaster.get(port)! + 1);
+      keys.push({ key, slots });
+    }
+    expect([...onMaster.values()]).toEqual([2, 2, 2]);
+    const redis = a.gateway.services.redis!.client;
+    const slotsHeld = () => Promise.all(keys.map(({ slots }) => redis.zcard(slots)));
+
+    // `count` requests per key at once, alternating between the gateways; resolves when each is
+    // answered or held in the upstream (bounded), with the answers so far per key.
+    const burst = async (count: number) => {
+      mostInUpstream.clear();
+      const answered = keys.map((): Reply[] => []);
+      const all = Promise.allSettled(
+        Array.from({ length: count }, (_, r) =>
+          keys.map(({ key }, i) =>
+            request(`${((r + i) % 2 ? a : b).url}/concurrent?s=${i}`, {
+              headers: { 'x-api-key': key },
+              timeoutMs: 20_000,
+            }).then((res) => {
+              answered[i]!.push(res);
+              return res;
+            }),
+          ),
+        ).flat(),
+      );
+      const total = count * keys.length;
+      await waitFor(
+        () => answered.reduce((n, list) => n + list.length, 0) + held.length === total,
+        15_000,
+        20,
+        () =>
+          `answered per key: ${answered.map((l) => l.length).join(', ')}; in upstream: ${JSON.stringify([...inUpstream])}`,
+      );
+      return { answered, all };
+    };
+    const finish = async (all: Promise<Array<PromiseSettledResult<Reply>>>) => {
+      release();
+      const settled = await all;
+      expect(settled.filter((x) => x.status === 'rejected')).toEqual([]);
+      return settled.map((x) => (x as PromiseFulfilledResult<Reply>).value);
+    };
+
+    // 1. 120 requests, 20 per key: 3 per key in the upstream at once (never more), the other 17
+    // refused with the documented 429, and the 3 admitted complete when let go.
+    const first = await burst(perKey);
+    for (const [i, list] of first.answered.entries()) {
+      expect(inUpstream.get(String(i)), `key ${i}`).toBe(limit);
+      expect(mostInUpstream.get(String(i)), `key ${i}`).toBe(limit);
+      expect(list, `key ${i}`).toHaveLength(perKey - limit);
+      for (const res of list) {
+        expect(expectProblem(res, 'rate-limit-exceeded').policy).toBe('concurrency');
+        expect(res.headers['retry-after']).toBe('1');
+      }
+    }
+    expect(await slotsHeld()).toEqual(keys.map(() => limit));
+    // While held, the slots are renewed (every leaseSec/3, in the same per-tag batches): each
+    // member's lease end moves on, and no slot is lost or added (bounded wait).
+    const leases = async () =>
+      (await Promise.all(keys.map(({ slots }) => redis.zrange(slots, '0', '-1', 'WITHSCORES')))).map(
+        (flat) => new Map(flat.flatMap((v, j) => (j % 2 ? [] : [[v, Number(flat[j + 1])] as const]))),
+      );
+    const granted = await leases();
+    await waitFor(
+      async () =>
+        (await leases()).every(
+          (now, i) =>
+            now.size === limit && [...granted[i]!].every(([id, end]) => (now.get(id) ?? -Infinity) > end),
+        ),
+      10_000,
+      50,
+    );
+    expect(await slotsHeld()).toEqual(keys.map(() => limit));
+    const firstReplies = await finish(first.all);
+    expect(firstReplies.filter((r) => r.status === 200)).toHaveLength(limit * keys.length);
+    expect(firstReplies.filter((r) => r.status === 429)).toHaveLength((perKey - limit) * keys.length);
+    for (const [i] of keys.entries()) expect(inUpstream.get(String(i))).toBe(0);
+
+    // 2. Every release reaches Redis (each key's set empties, bounded wait); then 3 new requests
+    // per key, from both gateways, are all admitted and held at once.
+    await waitFor(async () => (await slotsHeld()).every((n) => n === 0), 5000, 20);
+    const second = await burst(limit);
+    expect(second.answered.map((l) => l.length)).toEqual(keys.map(() => 0));
+    for (const [i] of keys.entries()) expect(inUpstream.get(String(i)), `key ${i}`).toBe(limit);
+    const secondReplies = await finish(second.all);
+    expect(secondReplies.map((r) => r.status)).toEqual(secondReplies.map(() => 200));
+    await waitFor(async () => (await slotsHeld()).every((n) => n === 0), 5000, 20);
+  }, 60_000);
 });
