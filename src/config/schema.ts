@@ -284,7 +284,11 @@ export const configSchema = z
       .prefault({}),
     audit: z
       .strictObject({
-        retentionSec: positiveInt().default(86_400).describe('How long audit records are kept.'),
+        retentionSec: positiveInt()
+          .default(86_400)
+          .describe(
+            'How long audit records are kept. In Redis each record takes about 770 bytes for that long: size Redis for rate × retention (docs/performance.md, Sizing).',
+          ),
         maxEntries: positiveInt()
           .default(10_000)
           .describe('Records kept in memory (or in the Redis stream).'),
