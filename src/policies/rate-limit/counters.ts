@@ -725,6 +725,12 @@ export class SettleBatcher {
 
 /** Shard hashes of the shared counter layout: one on a single node, spread over the slots on a Cluster. */
 export const COUNTER_SHARDS = { node: 1, cluster: 12 } as const;
+function sameNumbers(a: readonly number[], b: readonly number[]): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
 /**
  * The consume script's argument encoder: MessagePack, which Redis's Lua decodes (`cmsgpack`) in
  * about half the time `cjson` takes for the same array; a plain array of numbers and strings, so
@@ -920,7 +926,9 @@ export class RedisCounters implements CounterStore {
     // with the same checks and costs.
     const keys: string[] = [];
     const keyIndex = new Map<string, number>();
-    const policyIndex = new Map<string, number>();
+    /** Per key (its index − 1), its policies: runs of (life, limit, bucket, buckets, soft, index). */
+    const policiesOf: number[][] = [];
+    let policyCount = 0;
     const policies: Array<number> = [];
     const fieldIndex = new Map<string, number>();
     const fields: string[] = [];
@@ -936,6 +944,7 @@ export class RedisCounters implements CounterStore {
       if (k === undefined) {
         keyIndex.set(at.key, (k = keys.push(at.key)));
         counterIndex.push(new Map());
+        policiesOf.push([]);
       }
       const kind = at.field !== '' ? 0 : s.slide === undefined ? 1 : 2;
       // A fixed counter's ttl runs to its window's end (+1 s), computed when its request was: here
@@ -949,11 +958,23 @@ export class RedisCounters implements CounterStore {
       const soft = s.soft === true ? 1 : 0;
       // A limit JSON cannot carry (Infinity) is one no count reaches.
       const limit = Number.isFinite(s.limit) ? s.limit : Number.MAX_VALUE;
-      const pid = `${k}|${life}|${limit}|${bucket}|${buckets}|${soft}`;
-      let p = policyIndex.get(pid);
-      if (p === undefined) {
-        p = policyIndex.size + 1;
-        policyIndex.set(pid, p);
+      // A key has one policy or a few: found by comparing numbers, no string built per check.
+      const known = policiesOf[k - 1]!;
+      let p = 0;
+      for (let j = 0; j < known.length; j += 6)
+        if (
+          known[j] === life &&
+          known[j + 1] === limit &&
+          known[j + 2] === bucket &&
+          known[j + 3] === buckets &&
+          known[j + 4] === soft
+        ) {
+          p = known[j + 5]!;
+          break;
+        }
+      if (p === 0) {
+        p = ++policyCount;
+        known.push(life, limit, bucket, buckets, soft, p);
         policies.push(k, kind, life, limit, bucket, buckets, soft);
       }
       policy = p;
@@ -981,13 +1002,16 @@ export class RedisCounters implements CounterStore {
     const groups: number[] = [];
     /** Per group (consecutive requests of `batch`): its size, and where its m is in `groups`. */
     const runs: Array<{ size: number; at: number }> = [];
-    let last = '';
+    // The previous request's shape, checks and counters: most requests of a batch share a route's
+    // shape, and under load one key's requests come in runs — both found by comparing numbers.
+    let lastChecks: number[] = [];
+    let lastShape = 0;
+    let lastOn: number[] | undefined;
     for (const w of batch) {
       const n = w.specs.length;
       const checks = new Array<number>(2 * n);
       const on = new Array<number>(n);
       let shared = false;
-      let shape = '';
       for (let i = 0; i < n; i++) {
         const s = w.specs[i]!;
         place(s, w.places[i]!);
@@ -995,27 +1019,37 @@ export class RedisCounters implements CounterStore {
         checks[2 * i] = policy;
         checks[2 * i + 1] = s.cost;
         on[i] = counter;
-        shape += `${policy}:${s.cost},`;
       }
-      let h = shapeIndex.get(shape);
+      let h = sameNumbers(checks, lastChecks) ? lastShape : undefined;
       if (h === undefined) {
-        shapeIndex.set(shape, (h = shapeIndex.size + 1));
-        shapes.push(n, ...checks);
+        const shape = checks.join(',');
+        h = shapeIndex.get(shape);
+        if (h === undefined) {
+          shapeIndex.set(shape, (h = shapeIndex.size + 1));
+          shapes.push(n, ...checks);
+        }
+        lastChecks = checks;
       }
-      const signature = `${h}|${on.join(',')}`;
       const run = runs[runs.length - 1];
-      if (!shared && run !== undefined && signature === last) {
+      if (
+        !shared &&
+        run !== undefined &&
+        h === lastShape &&
+        lastOn !== undefined &&
+        sameNumbers(on, lastOn)
+      ) {
         run.size++;
         groups[run.at]!++;
         continue;
       }
-      last = shared ? '' : signature;
+      lastShape = h;
+      lastOn = shared ? undefined : on;
       runs.push({ size: 1, at: groups.length });
       groups.push(1, h);
       for (const c of on) groups.push(c);
     }
     const arg = PACK.pack([
-      policyIndex.size,
+      policyCount,
       ...policies,
       fields.length,
       ...fields,
