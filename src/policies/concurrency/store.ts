@@ -264,10 +264,15 @@ export class RedisConcurrency implements ConcurrencyStore {
     const group = this.#cluster ? slotTag(op.key) : '';
     let batcher = this.#batchers.get(group);
     if (batcher === undefined) {
-      batcher = new SlotBatcher(
+      const made: SlotBatcher = new SlotBatcher(
         (batch) => this.#sendBatch(batch),
-        () => this.#batchers.delete(group),
+        // Only this batcher: a late idle call (a turn scheduled before a flush) must not drop a
+        // newer batcher of the same group from the list `flush` waits for.
+        () => {
+          if (this.#batchers.get(group) === made) this.#batchers.delete(group);
+        },
       );
+      batcher = made;
       this.#batchers.set(group, batcher);
     }
     return batcher.submit(op);

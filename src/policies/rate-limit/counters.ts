@@ -911,10 +911,13 @@ export class RedisCounters implements CounterStore {
   #consumeGroup(group: string, specs: readonly CounterSpec[], places: Place[]): Promise<ConsumeResult> {
     let batcher = this.#batchers.get(group);
     if (batcher === undefined) {
-      batcher = new ConsumeBatcher(
+      const made: ConsumeBatcher = new ConsumeBatcher(
         (batch) => this.#consumeBatch(group, batch),
-        () => this.#batchers.delete(group),
+        () => {
+          if (this.#batchers.get(group) === made) this.#batchers.delete(group);
+        },
       );
+      batcher = made;
       this.#batchers.set(group, batcher);
     }
     return batcher.submit(specs, places);
