@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { Problem } from '../../problems/problem.js';
+import { CallBatcher } from '../../shared/call-batcher.js';
 import type { RedisHandle } from '../../shared/redis.js';
 
 /** One held slot: what `release` and `renew` need. */
@@ -141,82 +142,13 @@ interface SlotOp {
 }
 
 /**
- * Slot operations coalesced into one script call: an acquisition waits for the end of the current
- * event-loop turn (`setImmediate`) and, while `SLOT_IN_FLIGHT_MAX` calls are in flight, for one
- * to return; then every operation waiting goes in one call (at most `SLOT_BATCH_MAX`). Releases and renewals ride on it; alone, they wait at most
- * `SLOT_LAZY_DELAY_MS` for one, then go in a call of their own.
+ * Slot operations coalesced into one script call (`CallBatcher`): an acquisition waits for the end
+ * of the current event-loop turn and, while `SLOT_IN_FLIGHT_MAX` calls are in flight, for one to
+ * return; then every operation waiting goes in one call (at most `SLOT_BATCH_MAX`). Releases and
+ * renewals ride on it; alone, they wait at most `SLOT_LAZY_DELAY_MS` for one, then go in a call of
+ * their own.
  */
-class SlotBatcher {
-  readonly #send: (batch: SlotOp[]) => Promise<void>;
-  readonly #idle: () => void;
-  #queue: SlotOp[] = [];
-  #urgent = false;
-  #scheduled = false;
-  readonly #inFlight = new Set<Promise<void>>();
-  #timer: NodeJS.Timeout | undefined;
-
-  constructor(send: (batch: SlotOp[]) => Promise<void>, idle: () => void) {
-    this.#send = send;
-    this.#idle = idle;
-  }
-
-  submit(op: Omit<SlotOp, 'resolve' | 'reject'>): Promise<boolean> {
-    return new Promise((resolve, reject) => {
-      this.#queue.push({ ...op, resolve, reject });
-      if (op.kind === 'acquire') this.#urgent = true;
-      this.#kick();
-    });
-  }
-
-  #kick(): void {
-    if (this.#queue.length === 0) return;
-    if (this.#urgent || this.#queue.length >= SLOT_BATCH_MAX) {
-      if (this.#scheduled || this.#inFlight.size >= SLOT_IN_FLIGHT_MAX) return;
-      this.#scheduled = true;
-      setImmediate(() => {
-        this.#scheduled = false;
-        this.#run();
-      });
-    } else if (this.#timer === undefined) {
-      this.#timer = setTimeout(() => {
-        this.#timer = undefined;
-        this.#run();
-      }, SLOT_LAZY_DELAY_MS);
-      this.#timer.unref();
-    }
-  }
-
-  #run(): void {
-    if (this.#inFlight.size >= SLOT_IN_FLIGHT_MAX) return;
-    if (this.#queue.length === 0) {
-      if (this.#inFlight.size === 0) this.#idle();
-      return;
-    }
-    if (this.#timer !== undefined) clearTimeout(this.#timer);
-    this.#timer = undefined;
-    const batch = this.#queue.length <= SLOT_BATCH_MAX ? this.#queue : this.#queue.slice(0, SLOT_BATCH_MAX);
-    this.#queue = batch === this.#queue ? [] : this.#queue.slice(SLOT_BATCH_MAX);
-    this.#urgent = this.#queue.some((op) => op.kind === 'acquire');
-    const call: Promise<void> = this.#send(batch)
-      .catch((err: unknown) => {
-        for (const op of batch) op.reject(err);
-      })
-      .finally(() => {
-        this.#inFlight.delete(call);
-        if (this.#queue.length > 0) this.#kick();
-        else if (this.#inFlight.size === 0) this.#idle();
-      });
-    this.#inFlight.add(call);
-  }
-
-  /** Sends what waits now and waits for it (shutdown). */
-  async flush(): Promise<void> {
-    while (this.#inFlight.size > 0 || this.#queue.length > 0) {
-      this.#run();
-      await Promise.all([...this.#inFlight]);
-    }
-  }
-}
+type SlotBatcher = CallBatcher<SlotOp>;
 
 /** The part of a key Redis Cluster hashes: its first non-empty `{…}`, else all of it. */
 function slotTag(key: string): string {
@@ -264,18 +196,23 @@ export class RedisConcurrency implements ConcurrencyStore {
     const group = this.#cluster ? slotTag(op.key) : '';
     let batcher = this.#batchers.get(group);
     if (batcher === undefined) {
-      const made: SlotBatcher = new SlotBatcher(
-        (batch) => this.#sendBatch(batch),
+      const made: SlotBatcher = new CallBatcher<SlotOp>({
+        send: (batch) => this.#sendBatch(batch),
         // Only this batcher: a late idle call (a turn scheduled before a flush) must not drop a
         // newer batcher of the same group from the list `flush` waits for.
-        () => {
+        idle: () => {
           if (this.#batchers.get(group) === made) this.#batchers.delete(group);
         },
-      );
+        maxBatch: SLOT_BATCH_MAX,
+        maxInFlight: SLOT_IN_FLIGHT_MAX,
+        lazyDelayMs: SLOT_LAZY_DELAY_MS,
+        urgent: (o) => o.kind === 'acquire',
+      });
       batcher = made;
       this.#batchers.set(group, batcher);
     }
-    return batcher.submit(op);
+    const into = batcher;
+    return new Promise((resolve, reject) => into.push({ ...op, resolve, reject }));
   }
 
   async #sendBatch(batch: SlotOp[]): Promise<void> {

@@ -1,4 +1,5 @@
 import { Packr } from 'msgpackr';
+import { CallBatcher } from '../../shared/call-batcher.js';
 import type { RedisHandle } from '../../shared/redis.js';
 import { shardOf, shardTags } from '../../shared/shards.js';
 
@@ -725,6 +726,8 @@ export class SettleBatcher {
 
 /** Shard hashes of the shared counter layout: one on a single node, spread over the slots on a Cluster. */
 export const COUNTER_SHARDS = { node: 1, cluster: 12 } as const;
+
+/** Two arrays of numbers hold the same values in the same order. */
 function sameNumbers(a: readonly number[], b: readonly number[]): boolean {
   if (a.length !== b.length) return false;
   for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
@@ -755,59 +758,15 @@ interface Waiting {
 }
 
 /**
- * Consume calls coalesced into one script call: a request's check waits for the end of the current
- * event-loop turn (`setImmediate`) and, while a call is in flight, for it to return — then every
- * request waiting goes in one call (at most `CONSUME_BATCH_MAX`). An idle gateway sends each
- * request on its own at once; a busy one sends one command for many requests, and each counter
- * they share is read and written once. The added wait is bounded by one round trip. Each request
- * is still decided on its own, all-or-nothing, in arrival order, inside one atomic script.
+ * Consume calls coalesced into one script call (`CallBatcher`, one call in flight): a request's
+ * check waits for the end of the current event-loop turn and, while a call is in flight, for it to
+ * return — then every request waiting goes in one call (at most `CONSUME_BATCH_MAX`). An idle
+ * gateway sends each request on its own at once; a busy one sends one command for many requests,
+ * and each counter they share is read and written once. The added wait is bounded by one round
+ * trip. Each request is still decided on its own, all-or-nothing, in arrival order, inside one
+ * atomic script.
  */
-class ConsumeBatcher {
-  readonly #send: (batch: Waiting[]) => Promise<void>;
-  readonly #idle: () => void;
-  #queue: Waiting[] = [];
-  #scheduled = false;
-  #inFlight = false;
-
-  constructor(send: (batch: Waiting[]) => Promise<void>, idle: () => void) {
-    this.#send = send;
-    this.#idle = idle;
-  }
-
-  submit(specs: readonly CounterSpec[], places: Place[]): Promise<ConsumeResult> {
-    return new Promise((resolve, reject) => {
-      this.#queue.push({ specs, places, resolve, reject });
-      this.#kick();
-    });
-  }
-
-  #kick(): void {
-    if (this.#scheduled || this.#inFlight) return;
-    this.#scheduled = true;
-    setImmediate(() => {
-      this.#scheduled = false;
-      this.#run();
-    });
-  }
-
-  #run(): void {
-    if (this.#inFlight) return;
-    if (this.#queue.length === 0) return this.#idle();
-    const batch =
-      this.#queue.length <= CONSUME_BATCH_MAX ? this.#queue : this.#queue.slice(0, CONSUME_BATCH_MAX);
-    this.#queue = batch === this.#queue ? [] : this.#queue.slice(CONSUME_BATCH_MAX);
-    this.#inFlight = true;
-    this.#send(batch)
-      .catch((err: unknown) => {
-        for (const w of batch) w.reject(err);
-      })
-      .finally(() => {
-        this.#inFlight = false;
-        if (this.#queue.length > 0) this.#kick();
-        else this.#idle();
-      });
-  }
-}
+type ConsumeBatcher = CallBatcher<Waiting>;
 
 /**
  * Counters in Redis, exact across instances. Every request's counters are decided in one atomic
@@ -911,16 +870,20 @@ export class RedisCounters implements CounterStore {
   #consumeGroup(group: string, specs: readonly CounterSpec[], places: Place[]): Promise<ConsumeResult> {
     let batcher = this.#batchers.get(group);
     if (batcher === undefined) {
-      const made: ConsumeBatcher = new ConsumeBatcher(
-        (batch) => this.#consumeBatch(group, batch),
-        () => {
+      const made: ConsumeBatcher = new CallBatcher<Waiting>({
+        send: (batch) => this.#consumeBatch(group, batch),
+        // Only this batcher: a late idle call must not drop a newer one of the same group.
+        idle: () => {
           if (this.#batchers.get(group) === made) this.#batchers.delete(group);
         },
-      );
+        maxBatch: CONSUME_BATCH_MAX,
+        maxInFlight: 1,
+      });
       batcher = made;
       this.#batchers.set(group, batcher);
     }
-    return batcher.submit(specs, places);
+    const into = batcher;
+    return new Promise((resolve, reject) => into.push({ specs, places, resolve, reject }));
   }
 
   async #consumeBatch(group: string, batch: Waiting[]): Promise<void> {
