@@ -49,13 +49,14 @@ try {
     variants[name] = { redis, counters: new RedisCounters(redis), next: 0 };
   }
   const now = Date.now();
-  const month = new Date(now).getUTCMonth();
+  // As quota.ts names the period: m<yyyymm>.
+  const month = new Date(now).toISOString().slice(0, 7).replace('-', '');
   // The checks a request of the bench's full pipeline makes (their keys as the rate-limit policy
-  // builds them: the subject in braces, the window in the name).
+  // builds them: the subject in braces, the window's length and index at the end).
   const specs = (k) => [
     {
       kind: 'rate',
-      key: `rl:{127.0.0.1}:route:api:burst:${Math.floor(Date.now() / 1000)}:1`,
+      key: `rl:{127.0.0.1}:route:api:burst:1:${Math.floor(Date.now() / 1000)}`,
       tag: '127.0.0.1',
       limit: 1e9,
       cost: 1,
@@ -64,7 +65,7 @@ try {
     },
     {
       kind: 'rate',
-      key: `rl:{k${k}}:route:api:hourly:${Math.floor(now / 3_600_000)}:3600`,
+      key: `rl:{k${k}}:route:api:hourly:3600:${Math.floor(now / 3_600_000)}`,
       tag: `k${k}`,
       limit: 1e9,
       cost: 1,
@@ -73,7 +74,7 @@ try {
     },
     {
       kind: 'rate',
-      key: `rl:{k${k}}:plan:bench:per-key:${Math.floor(now / 60_000)}:60`,
+      key: `rl:{k${k}}:plan:bench:per-key:60:${Math.floor(now / 60_000)}`,
       tag: `k${k}`,
       limit: 1e9,
       cost: 1,
