@@ -15,6 +15,7 @@ import { createRedis } from '../dist/shared/redis.js';
 import { RedisAuditStore } from '../dist/observability/audit.js';
 import { shardTags } from '../dist/shared/shards.js';
 import { systemClock } from '../dist/core/clock.js';
+import { mintRequestId } from '../dist/core/request-id.js';
 
 const { values: opts } = parseArgs({
   options: {
@@ -32,10 +33,13 @@ const BUCKET_MS = Math.max(60_000, Math.ceil(RETENTION_MS / 24));
 const EARLIER = readFileSync(new URL('../test/fixtures/audit-flush-earlier.lua', import.meta.url), 'utf8');
 
 let seq = 0;
-function record() {
-  const id = randomBytes(16)
-    .toString('hex')
-    .replace(/^(.{8})(.{4})(.{4})(.{4})/, '$1-$2-$3-$4-');
+/** A record; its id random (as a client's, indexed by id) or minted by this process (`minted`). */
+function record(minted = false) {
+  const id = minted
+    ? mintRequestId()
+    : randomBytes(16)
+        .toString('hex')
+        .replace(/^(.{8})(.{4})(.{4})(.{4})/, '$1-$2-$3-$4-');
   seq++;
   return {
     time: new Date().toISOString(),
@@ -76,15 +80,20 @@ const logger = {
   },
 };
 const redis = createRedis({ url, keyPrefix: 'new:', commandTimeoutMs: 5000 });
+const mintedRedis = createRedis({ url, keyPrefix: 'mnt:', commandTimeoutMs: 5000 });
 try {
   await redis.whenReady(5000);
-  const store = new RedisAuditStore({
-    redis,
-    maxEntries: MAX_ENTRIES,
-    retentionSec: RETENTION_MS / 1000,
-    clock: systemClock,
-    logger,
-  });
+  await mintedRedis.whenReady(5000);
+  const storeOf = (r) =>
+    new RedisAuditStore({
+      redis: r,
+      maxEntries: MAX_ENTRIES,
+      retentionSec: RETENTION_MS / 1000,
+      clock: systemClock,
+      logger,
+    });
+  const store = storeOf(redis);
+  const mintedStore = storeOf(mintedRedis);
   const sha = await client.script('LOAD', EARLIER);
   const tag = `{${shardTags('a', 1)[0]}}`;
   const variants = {
@@ -108,17 +117,23 @@ try {
       for (const r of records) store.append(r, JSON.stringify(r));
       await store.flush();
     },
+    // The same with the ids this gateway mints (no per-record index, no script).
+    minted: async (records) => {
+      for (const r of records) mintedStore.append(r, JSON.stringify(r));
+      await mintedStore.flush();
+    },
   };
+  const NAMES = Object.keys(variants);
   const cpu = async () => {
     const text = await client.info('cpu');
     const f = (n) => Number(new RegExp(`${n}:([\\d.]+)`).exec(text)[1]);
     return (f('used_cpu_user') + f('used_cpu_sys')) * 1e6;
   };
-  const results = { earlier: [], current: [] };
+  const results = { earlier: [], current: [], minted: [] };
   const round = async (name) => {
     const batches = [];
     for (let n = 0; n < PER_ROUND;) {
-      const b = Array.from({ length: Math.min(batchSize(), PER_ROUND - n) }, record);
+      const b = Array.from({ length: Math.min(batchSize(), PER_ROUND - n) }, () => record(name === 'minted'));
       batches.push(b);
       n += b.length;
     }
@@ -134,12 +149,15 @@ try {
     }
     // Top level: the scripts, and this build's direct HSETNX and its one PEXPIRE per flush (the
     // script's own two PEXPIREs counted apart by their share of the calls).
+    // The minted ids' flush runs no script: every command is top level.
     const evalsha = d.evalsha?.usec ?? 0;
     const direct =
       name === 'current'
         ? (d.hsetnx?.usec ?? 0) +
           ((d.pexpire?.usec ?? 0) * (d.pexpire.calls - 2 * d.evalsha.calls)) / d.pexpire.calls
-        : 0;
+        : name === 'minted'
+          ? Object.values(d).reduce((sum, v) => sum + v.usec, 0)
+          : 0;
     results[name].push({
       evalsha: evalsha / PER_ROUND,
       top: (evalsha + direct) / PER_ROUND,
@@ -148,18 +166,15 @@ try {
       batches: batches.length,
     });
   };
-  await round('earlier');
-  await round('current'); // warm-up, not counted
-  results.earlier = [];
-  results.current = [];
-  for (let r = 0; r < ROUNDS; r++)
-    for (const name of r % 2 ? ['current', 'earlier'] : ['earlier', 'current']) await round(name);
+  for (const name of NAMES) await round(name); // warm-up, not counted
+  for (const name of NAMES) results[name] = [];
+  for (let r = 0; r < ROUNDS; r++) for (const name of r % 2 ? [...NAMES].reverse() : NAMES) await round(name);
   const median = (a) => [...a].sort((x, y) => x - y)[Math.floor(a.length / 2)];
   const size = JSON.stringify(record()).length;
   console.log(
-    `batches of ${opts.batch} records (${size}-byte JSON, unique ids), ${ROUNDS} rounds × ${PER_ROUND} records per layout, alternating; medians, µs per record:`,
+    `batches of ${opts.batch} records (${size}-byte JSON, unique ids: random, or minted by the gateway for \`minted\`), ${ROUNDS} rounds × ${PER_ROUND} records per layout, alternating; medians, µs per record:`,
   );
-  for (const name of ['earlier', 'current']) {
+  for (const name of NAMES) {
     const rs = results[name];
     const last = rs[rs.length - 1].calls;
     const per = Object.entries(last)
@@ -174,14 +189,17 @@ try {
   for (const [name, pattern] of [
     ['earlier', 'old:*'],
     ['current', 'new:*'],
+    ['minted', 'mnt:*'],
   ]) {
     let bytes = 0;
     for (const key of await client.keys(pattern)) bytes += await client.memory('USAGE', key, 'SAMPLES', 0);
     console.log(`${name.padEnd(8)} keeps ${(bytes / written).toFixed(0)} bytes per record`);
   }
   await store.close();
+  await mintedStore.close();
 } finally {
   await redis.close();
+  await mintedRedis.close();
   client.disconnect();
   await procs.stop();
 }

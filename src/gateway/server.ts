@@ -1,6 +1,5 @@
 import http, { IncomingMessage, ServerResponse, type RequestListener } from 'node:http';
 import type { Socket } from 'node:net';
-import { randomUUID } from 'node:crypto';
 import type { Express } from 'express';
 import { Problem } from '../problems/problem.js';
 import type { ProblemWriter } from '../problems/problem-details.js';
@@ -8,7 +7,7 @@ import type { Config } from '../config/schema.js';
 import type { Logger } from '../observability/logger.js';
 import { splitTarget } from '../core/path.js';
 import type { RefusedRequest } from '../observability/observer.js';
-import { requestIdFrom } from '../core/request-id.js';
+import { mintRequestId, requestIdFrom } from '../core/request-id.js';
 import { ANY_METHOD_ALLOW } from './route-table.js';
 
 /**
@@ -197,7 +196,7 @@ export function answerClientError(
     code === 'HPE_HEADER_OVERFLOW'
       ? new Problem('headers-too-large', { detail: 'The request line and headers are too large.' })
       : new Problem('bad-request', { detail: 'The request could not be parsed as HTTP/1.1.' });
-  const id = randomUUID();
+  const id = mintRequestId();
   logger.debug({ request_id: id, code, problem: problem.slug }, 'client error');
   socket.end(writer.raw(problem, id));
   socket.destroySoon();

@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import type { Clock } from '../core/clock.js';
 import type { RedisHandle } from '../shared/redis.js';
+import { mintedParts } from '../core/request-id.js';
 import { shardOf, shardTags } from '../shared/shards.js';
 import type { Logger } from './logger.js';
 
@@ -188,6 +189,8 @@ const FLUSH_MS = 100;
 const BATCH = 100;
 const MAX_PENDING = 10_000;
 const MAX_SCAN = 5_000;
+/** Minted ids per block of the minted-id index (see `RedisAuditStore`). */
+const BLOCK = 1024;
 /** The batches one lookup by id reads at most (a batch holds up to `BATCH` records). */
 const MAX_LOOKUP_BATCHES = 512;
 /** Audit shards (hash tags): one on a single node, spread evenly over the slots on a Cluster. */
@@ -235,24 +238,36 @@ return 1
  * shard takes every write). Each record's JSON is stored once: a flush of a shard writes its batch
  * as one value (the JSON texts, one per line — JSON.stringify never writes a raw newline) under a
  * fresh token in the shard's batch hash of this time bucket (`HSETNX`, sent as it is: the JSON
- * never enters Lua), and one script call, on the ids only, adds the token to each id's entry in
- * the shard's id index of the bucket and to the shard's batch stream. Lookup by id is one HGET per
- * bucket within the retention (pipelined), then the batches named, newest first, filtered by id:
- * a reused id adds a token, never replaces a record, and keeps the newest `maxEntries` (one lookup
- * reads at most `MAX_LOOKUP_BATCHES` batches: an id reused in more flushes shows the records of
- * its newest 512). Listing reads the batch streams (about `maxEntries` records each) newest first,
- * and the batches they name. Writes are batched off the request path: every 100 ms or 100
- * records, per shard one pipeline (HSETNX, PEXPIRE, the script) — under load a small fraction of
- * a command per request. While Redis is down records wait in a bounded buffer (10,000, the oldest
- * dropped first); what a crash loses is what waits there (at most 100 ms of records in normal
- * operation). A local ring answers for this instance's own recent records even when Redis does
- * not.
+ * never enters Lua), and the token goes to the shard's batch stream (listing). Lookup by id:
+ * - an id this gateway minted (`mintRequestId`: a per-process tag and a sequence number) needs no
+ *   record of its own: per block of 1024 sequence numbers of one tag, one hash holds one field per
+ *   batch (`<bucket>.<token>` → the ids' places in the block), so a flush writes one field per
+ *   block it touches (one, usually) instead of one per record — the per-record index was most of
+ *   the trail's Redis time (a field in a hash of every id of the bucket, read and written). The
+ *   rule is the id's shape, not who made it: a client that sends an id of that shape (echoed or
+ *   forged) is indexed the same way, and lookup filters the batches by id, so it adds a record
+ *   and hides none;
+ * - any other id: one script call, on those ids only, adds the token to each id's entry in the
+ *   shard's id index of the bucket (a hash: id → tokens, the newest `perId` kept) and appends the
+ *   token to the batch stream (a flush of minted ids only appends it without a script).
+ * A lookup reads the id's block (minted shape) and its entry in each bucket within the retention
+ * (pipelined), then the batches named, newest first, filtered by id: a reused id adds a token,
+ * never replaces a record, and keeps the newest `maxEntries` (one lookup reads at most
+ * `MAX_LOOKUP_BATCHES` batches: an id reused in more flushes shows the records of its newest
+ * 512). Listing reads the batch streams (about `maxEntries` records each) newest first, and the
+ * batches they name. Writes are batched off the request path: every 100 ms or 100 records, per
+ * shard one pipeline (HSETNX, PEXPIRE, a block's HSET and PEXPIRE, XADD or the script) — under
+ * load a small fraction of a command per request. While Redis is down records wait in a bounded
+ * buffer (10,000, the oldest dropped first); what a crash loses is what waits there (at most 100
+ * ms of records in normal operation). A local ring answers for this instance's own recent records
+ * even when Redis does not.
  *
- * Earlier layouts are still read, never written: the batch as one stream entry (field `r` per
+ * Earlier layouts are still read, never written: every id in the id index (the release before
+ * minted ids; its gateways do not read the blocks, so during a rolling upgrade they find this
+ * version's minted-id records by listing only); the batch as one stream entry (field `r` per
  * record) with an id index holding the JSON again (id → JSON lines); before that every record in
  * one `{audit}` slot (a list per id, one stream entry per record, and before that one string per
- * id). In a rolling upgrade this version reads what the earlier one writes; the earlier one does
- * not see this version's records (it reads its own keys only).
+ * id). In a rolling upgrade this version reads what the earlier ones write.
  */
 export class RedisAuditStore implements AuditStore {
   readonly #redis: RedisHandle;
@@ -350,17 +365,48 @@ export class RedisAuditStore implements AuditStore {
             };
             p.hsetnx(batches, token, records.map((r) => r.json).join('\n'));
             p.pexpire(batches, bucketTtl);
-            p.tollgateAuditIndex(
-              this.#idsKey(shard, bucket),
-              this.#batchStreamKey(shard),
-              bucketTtl,
-              this.#retentionMs,
-              Math.max(1, Math.ceil(perShard / records.length)),
-              this.#maxEntries,
-              bucket,
-              token,
-              ...records.map((r) => r.id),
-            );
+            // Minted ids: per block of their tag's sequence, one field for the whole batch
+            // (`<bucket>.<token>` → the ids' places in the block). Any other id: the id index.
+            const blocks = new Map<string, string[]>();
+            const others: string[] = [];
+            for (const r of records) {
+              const minted = mintedParts(r.id);
+              if (minted === undefined) others.push(r.id);
+              else {
+                const key = this.#blockKey(shard, minted.instance, minted.seq);
+                let at = blocks.get(key);
+                if (at === undefined) blocks.set(key, (at = []));
+                at.push((minted.seq % BLOCK).toString(36));
+              }
+            }
+            for (const [key, at] of blocks) {
+              p.hset(key, `${bucket}.${token}`, at.join(','));
+              p.pexpire(key, bucketTtl);
+            }
+            if (others.length > 0)
+              p.tollgateAuditIndex(
+                this.#idsKey(shard, bucket),
+                this.#batchStreamKey(shard),
+                bucketTtl,
+                this.#retentionMs,
+                Math.max(1, Math.ceil(perShard / records.length)),
+                this.#maxEntries,
+                bucket,
+                token,
+                ...others,
+              );
+            else {
+              p.xadd(
+                this.#batchStreamKey(shard),
+                'MAXLEN',
+                '~',
+                this.#maxEntries,
+                '*',
+                String(bucket),
+                token,
+              );
+              p.pexpire(this.#batchStreamKey(shard), this.#retentionMs);
+            }
             const results = await p.exec();
             const failed =
               results === null ? new Error('audit flush discarded') : results.find(([e]) => e)?.[0];
@@ -401,6 +447,8 @@ export class RedisAuditStore implements AuditStore {
         // One slot per command group: the shard's indexes (pipelined), the legacy `{audit}` keys.
         const index = c.pipeline();
         for (const b of buckets) index.hget(this.#idsKey(shard, b), id).hget(this.#indexKey(shard, b), id);
+        const minted = mintedParts(id);
+        if (minted !== undefined) index.hgetall(this.#blockKey(shard, minted.instance, minted.seq));
         const [found, list, legacy] = await Promise.all([
           index.exec(),
           c.lrange(this.#legacyListKey(id), 0, -1),
@@ -411,6 +459,18 @@ export class RedisAuditStore implements AuditStore {
         // (buckets newest first, an entry's tokens newest last) until `maxEntries` records of
         // the id were found, in pipelines of 32 and no more than `MAX_LOOKUP_BATCHES`.
         const named: Array<[number, string]> = [];
+        // A minted id's batches, from its block (newest bucket first): exact, so read first.
+        const block = minted === undefined ? undefined : replyOf(found, 2 * buckets.length);
+        if (block !== null && typeof block === 'object') {
+          const place = `,${(minted!.seq % BLOCK).toString(36)},`;
+          const hits: Array<[number, string]> = [];
+          for (const [field, at] of Object.entries(block as Record<string, string>)) {
+            const dot = field.indexOf('.');
+            if (dot > 0 && `,${at},`.includes(place))
+              hits.push([Number(field.slice(0, dot)), field.slice(dot + 1)]);
+          }
+          named.push(...hits.sort((a, b) => b[0] - a[0]));
+        }
         for (let i = buckets.length - 1; i >= 0; i--) {
           const [tokens, json] = [replyOf(found, 2 * i), replyOf(found, 2 * i + 1)];
           if (typeof json === 'string') texts.push(...json.split('\n'));
@@ -568,6 +628,19 @@ export class RedisAuditStore implements AuditStore {
   /** A shard's batches of one bucket (token → the JSON texts, one per line). */
   #batchesKey(shard: number, bucket: number): string {
     return this.#redis.key(`{${this.#shards[shard]!}}`, `${this.#names.records}-json`, String(bucket));
+  }
+
+  /**
+   * A shard's index of one block of minted ids (`BLOCK` sequence numbers of one tag): per batch
+   * holding any, `<bucket>.<token>` → their places in the block (base 36, comma-separated).
+   */
+  #blockKey(shard: number, instance: string, seq: number): string {
+    return this.#redis.key(
+      `{${this.#shards[shard]!}}`,
+      `${this.#names.records}-blk`,
+      instance,
+      Math.floor(seq / BLOCK).toString(36),
+    );
   }
 
   /** A shard's id index of one bucket (id → the tokens of the batches holding its records). */

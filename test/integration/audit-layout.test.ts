@@ -5,6 +5,7 @@ import { RedisAuditStore, type AuditQuery, type AuditRecord } from '../../src/ob
 import { createRedis, type RedisHandle } from '../../src/shared/redis.js';
 import { shardTags } from '../../src/shared/shards.js';
 import { systemClock } from '../../src/core/clock.js';
+import { mintRequestId, mintedParts } from '../../src/core/request-id.js';
 import { silentLogger } from '../../src/observability/logger.js';
 import { sharedRedisUrl, uniquePrefix } from '../helpers/redis.js';
 import { deleteRedisKeys } from '../helpers/redis-cleanup.js';
@@ -236,5 +237,116 @@ describe('RedisAuditStore upgrade: the earlier layout is read next to this one',
     expect(await reader.getAll('old-2')).toEqual([first[2]]);
     expect(await reader.getAll('new-1')).toEqual([second[0]]);
     expect(await current.get('old-3')).toEqual(third[0]);
+  });
+});
+
+describe('RedisAuditStore: minted request ids need no per-record index', () => {
+  it('a flush of minted and client ids: the minted ones indexed once per batch and block, the others by id', async () => {
+    const { prefix, direct, store, tag, bucket } = await setup('audit-layout-minted');
+    const writer = await store();
+    // In time order: ten minted, two of a client's, ten minted.
+    const records = Array.from({ length: 22 }, (_, i) =>
+      record(i === 10 ? 'client-1' : i === 11 ? 'client-2' : mintRequestId()),
+    );
+    const minted = records.filter((r) => !r.request_id.startsWith('client-'));
+    for (const r of records) writer.append(r);
+    await writer.flush();
+
+    const b = bucket();
+    const keys = (await direct.keys(`${prefix}*`)).map((k) => k.slice(prefix.length)).sort();
+    const [token] = Object.keys(await direct.hgetall(`${prefix}${tag}:reqs-json:${b}`));
+    // The id index holds the client ids only.
+    expect(await direct.hgetall(`${prefix}${tag}:reqs-ids:${b}`)).toEqual({
+      'client-1': token,
+      'client-2': token,
+    });
+    // One block (these ids are consecutive): one field naming the batch and the ids' places.
+    const blocks = keys.filter((k) => k.includes(':reqs-blk:'));
+    expect(blocks).toHaveLength(1);
+    const parts = mintedParts(minted[0]!.request_id)!;
+    expect(blocks[0]).toBe(`${tag}:reqs-blk:${parts.instance}:${Math.floor(parts.seq / 1024).toString(36)}`);
+    const block = await direct.hgetall(prefix + blocks[0]!);
+    expect(Object.keys(block)).toEqual([`${b}.${token}`]);
+    expect(block[`${b}.${token}`]!.split(',')).toEqual(
+      minted.map((r) => (mintedParts(r.request_id)!.seq % 1024).toString(36)),
+    );
+    for (const key of keys) expect(await direct.pttl(prefix + key)).toBeGreaterThan(0);
+
+    const reader = await store();
+    for (const r of records) expect(await reader.getAll(r.request_id)).toEqual([r]);
+    expect(paths(await reader.list(query()))).toEqual(newestFirst(records));
+    // An id of the minted shape that was never used: nothing (its block's batches are filtered by id).
+    const unused = `${minted[0]!.request_id.slice(0, 24)}${'0'.repeat(12)}`;
+    expect(mintedParts(unused)).toBeDefined();
+    expect(await reader.getAll(unused)).toEqual([]);
+  });
+
+  it('only minted ids: no id index and no script, the batch stream written directly', async () => {
+    const { prefix, direct, store, tag, bucket } = await setup('audit-layout-minted-only');
+    const writer = await store();
+    const records = Array.from({ length: 5 }, () => record(mintRequestId()));
+    for (const r of records) writer.append(r);
+    await direct.config('RESETSTAT');
+    await writer.flush();
+    const stats = await direct.info('commandstats');
+    expect(stats).not.toMatch(/cmdstat_evalsha|cmdstat_eval:/);
+    expect(await direct.exists(`${prefix}${tag}:reqs-ids:${bucket()}`)).toBe(0);
+    const entries = await direct.xrange(`${prefix}${tag}:stream-batches`, '-', '+');
+    expect(entries).toHaveLength(1);
+    expect(paths(await (await store()).list(query()))).toEqual(newestFirst(records));
+  });
+
+  it('a minted id a client sends again, through two gateways: both records, newest first', async () => {
+    const { store } = await setup('audit-layout-minted-reuse');
+    const [a, b] = [await store(), await store()];
+    const id = mintRequestId();
+    const first = record(id, { path: '/first' });
+    a.append(first);
+    a.append(record(mintRequestId()));
+    await a.flush();
+    // A client echoes the id it was given (it has the minted shape: indexed the same way).
+    const again = record(id, { path: '/again', client_ip: '198.51.100.9' });
+    b.append(again);
+    await b.flush();
+    expect(paths(await a.getAll(id))).toEqual(['/again', '/first']);
+    // A forged id of another tag's shape is one more id, found and kept apart.
+    const forged = 'deadbeef-0000-8000-8000-000000000001';
+    b.append(record(forged, { path: '/forged' }));
+    await b.flush();
+    expect(paths(await a.getAll(forged))).toEqual(['/forged']);
+    expect(paths(await a.getAll(id))).toEqual(['/again', '/first']);
+  });
+
+  it('a minted id the previous release indexed by id is still found', async () => {
+    const { prefix, direct, store, tag, bucket } = await setup('audit-layout-minted-upgrade');
+    const id = mintRequestId();
+    const old = record(id, { path: '/previous-release' });
+    // What a gateway of the previous release wrote for any id: the batch, the id index, the stream.
+    const b = bucket();
+    await direct.hsetnx(`${prefix}${tag}:reqs-json:${b}`, 'old.0', JSON.stringify(old));
+    await direct.hset(`${prefix}${tag}:reqs-ids:${b}`, id, 'old.0');
+    await direct.xadd(`${prefix}${tag}:stream-batches`, '*', String(b), 'old.0');
+    await direct.pexpire(`${prefix}${tag}:reqs-json:${b}`, 60_000);
+    await direct.pexpire(`${prefix}${tag}:reqs-ids:${b}`, 60_000);
+    const current = await store();
+    const again = record(id, { path: '/this-release' });
+    current.append(again);
+    await current.flush();
+    expect(paths(await (await store()).getAll(id))).toEqual(['/this-release', '/previous-release']);
+  });
+
+  it('a flush of minted ids that failed half-way is retried: nothing lost, nothing read twice', async () => {
+    const { prefix, direct, store, tag } = await setup('audit-layout-minted-retry');
+    const writer = await store();
+    const records = [record(mintRequestId()), record(mintRequestId())];
+    // The batch stream of the wrong type: its XADD fails after the batch and the block were written.
+    await direct.set(`${prefix}${tag}:stream-batches`, 'not a stream', 'PX', 60_000);
+    for (const r of records) writer.append(r);
+    await writer.flush();
+    await direct.del(`${prefix}${tag}:stream-batches`);
+    await writer.flush();
+    const reader = await store();
+    for (const r of records) expect(await reader.getAll(r.request_id)).toEqual([r]);
+    expect(paths(await reader.list(query()))).toEqual(newestFirst(records));
   });
 });
