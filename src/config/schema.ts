@@ -287,7 +287,7 @@ export const configSchema = z
         retentionSec: positiveInt()
           .default(86_400)
           .describe(
-            'How long audit records are kept. In Redis each record takes about 660 bytes for that long (770 when clients choose their request ids): size Redis for rate × retention (docs/performance.md, Sizing).',
+            'How long audit records are kept. In Redis each record takes about 670 bytes for that long (770 when clients choose their request ids): size Redis for rate × retention (docs/performance.md, Sizing).',
           ),
         maxEntries: positiveInt()
           .default(10_000)

@@ -11,9 +11,9 @@ const ZERO_TRACE = '00000000000000000000000000000000';
 const ZERO_PARENT = '0000000000000000';
 
 /** The request id for a request: the client's when it is well-formed, else a fresh UUID. */
-export function requestIdFrom(header: string | string[] | undefined): string {
+export function requestIdFrom(header: string | string[] | undefined, now?: number): string {
   // A repeated header arrives joined with ", " and fails the pattern: a new id, as for any bad one.
-  return typeof header === 'string' && VALID_REQUEST_ID.test(header) ? header : mintRequestId();
+  return typeof header === 'string' && VALID_REQUEST_ID.test(header) ? header : mintRequestId(now);
 }
 
 /** The inbound `traceparent` when valid (forwarded unchanged), else a new one (sampled). */
@@ -44,40 +44,28 @@ function draw(bytes: number): number {
 }
 
 const VARIANT = ['8', '9', 'a', 'b'];
-/** Sequence numbers per instance tag: 28 bits (7 hex digits). */
-const SEQ_LIMIT = 2 ** 28;
-/** The tag's part of every id: `IIIIIIII-IIII-8`. */
-let prefix = '';
-let seq = SEQ_LIMIT;
+const TIME_BASE = 2 ** 48;
 
 /**
- * A new request id: a UUID of version 8 (RFC 9562 §5.8, custom), `IIIIIIII-IIII-8SSS-vSSS-
- * SRRRRRRRRRRR` — a random 48-bit tag of this process (I, drawn anew every 2²⁸ ids), a sequence
- * number (S, 28 bits) and 46 random bits (R and the two free bits of the variant digit v). The
- * tag and the sequence tell the audit trail where the id's record is (`RedisAuditStore`: no
- * per-record index for a minted id); the random bits keep ids unguessable (one in 2⁴⁶ given the
- * tag and the sequence). Not secret: nothing trusts an id's shape (a client may send one).
+ * A new request id: a UUID of version 7 (RFC 9562 §5.7), `tttttttt-tttt-7rrr-vrrr-rrrrrrrrrrrr`:
+ * the time in ms (48 bits, `now`: the request's arrival) and 74 random bits. Time-ordered, and
+ * it tells the audit trail when the record was made, so that it needs no per-record index
+ * (`RedisAuditStore`); it tells nothing the response's `Date` does not.
  */
-export function mintRequestId(): string {
-  if (seq >= SEQ_LIMIT) {
-    const t = draw(6);
-    const tag = pool.toString('hex', t, t + 6);
-    prefix = `${tag.slice(0, 8)}-${tag.slice(8)}-8`;
-    seq = 0;
-  }
-  const s = (seq++ + SEQ_LIMIT).toString(16); // '1' and the 7 digits
-  const r = draw(6);
-  const random = pool.toString('hex', r, r + 6);
-  return `${prefix}${s.slice(1, 4)}-${VARIANT[pool[r]! & 3]}${s.slice(4, 7)}-${s[7]}${random.slice(1)}`;
+export function mintRequestId(now: number = Date.now()): string {
+  const t = (now + TIME_BASE).toString(16); // '1' and 12 digits (until the year 10889)
+  // 18 random hex digits (9 bytes) and two random bits of a tenth byte for the variant digit.
+  const r = draw(10);
+  const random = pool.toString('hex', r, r + 9);
+  return `${t.slice(1, 9)}-${t.slice(9)}-7${random.slice(0, 3)}-${VARIANT[pool[r + 9]! & 3]}${random.slice(3, 6)}-${random.slice(6)}`;
 }
 
-const MINTED = /^([0-9a-f]{8})-([0-9a-f]{4})-8([0-9a-f]{3})-[89ab]([0-9a-f]{3})-([0-9a-f])[0-9a-f]{11}$/;
+const UUID_V7 = /^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
 
-/** The tag and sequence number of an id of the minted shape (any instance's, or a client's copy). */
-export function mintedParts(id: string): { instance: string; seq: number } | undefined {
-  if (id.length !== 36 || id.charCodeAt(14) !== 56 /* 8 */) return undefined;
-  const m = MINTED.exec(id);
-  return m === null ? undefined : { instance: m[1]! + m[2]!, seq: parseInt(m[3]! + m[4]! + m[5]!, 16) };
+/** The time (ms) in a UUIDv7 (lower-case, as minted; a client may send one too), else undefined. */
+export function uuidV7Time(id: string): number | undefined {
+  if (id.length !== 36 || id.charCodeAt(14) !== 55 /* 7 */ || !UUID_V7.test(id)) return undefined;
+  return parseInt(id.slice(0, 8) + id.slice(9, 13), 16);
 }
 
 export function newTraceparent(): string {
@@ -94,12 +82,13 @@ export function newTraceparent(): string {
 /** A new context for a request: its id and trace accepted or made (SPEC §4), its arrival time. */
 export function newContext(req: IncomingMessage, res: ServerResponse, clock: Clock): RequestContext {
   const headers: IncomingHttpHeaders = req.headers;
+  const now = clock.now();
   return new RequestContext(
     req,
     res,
-    requestIdFrom(headers['x-request-id']),
+    requestIdFrom(headers['x-request-id'], now),
     traceparentFrom(headers.traceparent),
-    clock.now(),
+    now,
     clock.monotonic(),
   );
 }

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import type { Clock } from '../core/clock.js';
 import type { RedisHandle } from '../shared/redis.js';
-import { mintedParts } from '../core/request-id.js';
+import { uuidV7Time } from '../core/request-id.js';
 import { shardOf, shardTags } from '../shared/shards.js';
 import type { Logger } from './logger.js';
 
@@ -189,8 +189,9 @@ const FLUSH_MS = 100;
 const BATCH = 100;
 const MAX_PENDING = 10_000;
 const MAX_SCAN = 5_000;
-/** Minted ids per block of the minted-id index (see `RedisAuditStore`). */
-const BLOCK = 1024;
+/** The time one block of the time-ordered ids' index spans, and how far an id's time may be from its record's. */
+const BLOCK_MS = 100;
+const BLOCK_SKEW_MS = 1000;
 /** The batches one lookup by id reads at most (a batch holds up to `BATCH` records). */
 const MAX_LOOKUP_BATCHES = 512;
 /** Audit shards (hash tags): one on a single node, spread evenly over the slots on a Cluster. */
@@ -239,14 +240,15 @@ return 1
  * as one value (the JSON texts, one per line — JSON.stringify never writes a raw newline) under a
  * fresh token in the shard's batch hash of this time bucket (`HSETNX`, sent as it is: the JSON
  * never enters Lua), and the token goes to the shard's batch stream (listing). Lookup by id:
- * - an id this gateway minted (`mintRequestId`: a per-process tag and a sequence number) needs no
- *   record of its own: per block of 1024 sequence numbers of one tag, one hash holds one field per
- *   batch (`<bucket>.<token>` → the ids' places in the block), so a flush writes one field per
- *   block it touches (one, usually) instead of one per record — the per-record index was most of
- *   the trail's Redis time (a field in a hash of every id of the bucket, read and written). The
- *   rule is the id's shape, not who made it: a client that sends an id of that shape (echoed or
- *   forged) is indexed the same way, and lookup filters the batches by id, so it adds a record
- *   and hides none;
+ * - a time-ordered id (UUIDv7: what `mintRequestId` makes, or a client's, whose time is within a
+ *   second of the record's arrival) needs no record of its own: per shard and 100 ms of id time,
+ *   one hash holds one field per batch (`<bucket>.<token>` → the ids' last 8 hex digits), so a
+ *   flush writes a field per block it touches (one or two) instead of one per record — the
+ *   per-record index was most of the trail's Redis time (a field in a hash of every id of the
+ *   bucket, read and written). The rule is the id's shape and time, not who made it: a client
+ *   that sends such an id (echoed or its own) is stored the same way, lookup filters the batches
+ *   by id, so it adds a record and hides none; one whose time is far from its arrival (a skewed
+ *   clock, or ids piled into one moment) goes to the id index;
  * - any other id: one script call, on those ids only, adds the token to each id's entry in the
  *   shard's id index of the bucket (a hash: id → tokens, the newest `perId` kept) and appends the
  *   token to the batch stream (a flush of minted ids only appends it without a script).
@@ -256,15 +258,15 @@ return 1
  * `MAX_LOOKUP_BATCHES` batches: an id reused in more flushes shows the records of its newest
  * 512). Listing reads the batch streams (about `maxEntries` records each) newest first, and the
  * batches they name. Writes are batched off the request path: every 100 ms or 100 records, per
- * shard one pipeline (HSETNX, PEXPIRE, a block's HSET and PEXPIRE, XADD or the script) — under
+ * shard one pipeline (HSETNX, PEXPIRE, per block an HSET and PEXPIRE, XADD or the script) — under
  * load a small fraction of a command per request. While Redis is down records wait in a bounded
  * buffer (10,000, the oldest dropped first); what a crash loses is what waits there (at most 100
  * ms of records in normal operation). A local ring answers for this instance's own recent records
  * even when Redis does not.
  *
  * Earlier layouts are still read, never written: every id in the id index (the release before
- * minted ids; its gateways do not read the blocks, so during a rolling upgrade they find this
- * version's minted-id records by listing only); the batch as one stream entry (field `r` per
+ * time blocks; its gateways do not read the blocks, so during a rolling upgrade they find this
+ * version's records of time-ordered ids by listing only); the batch as one stream entry (field `r` per
  * record) with an id index holding the JSON again (id → JSON lines); before that every record in
  * one `{audit}` slot (a list per id, one stream entry per record, and before that one string per
  * id). In a rolling upgrade this version reads what the earlier ones write.
@@ -282,7 +284,7 @@ export class RedisAuditStore implements AuditStore {
   /** Batch tokens: this instance's random prefix and a counter (unique across instances). */
   readonly #tokenPrefix = randomBytes(6).toString('hex');
   #tokens = 0;
-  #pending: Array<{ id: string; json: string }> = [];
+  #pending: Array<{ id: string; json: string; time: string }> = [];
   #flushing: Promise<void> | undefined;
   #timer: NodeJS.Timeout;
   dropped = 0;
@@ -323,7 +325,7 @@ export class RedisAuditStore implements AuditStore {
 
   append(record: AuditRecord, json: string = JSON.stringify(record)): void {
     this.#local.append(record, json);
-    this.#pending.push({ id: record.request_id, json });
+    this.#pending.push({ id: record.request_id, json, time: record.time });
     if (this.#pending.length > MAX_PENDING) {
       const excess = this.#pending.length - MAX_PENDING;
       this.#pending.splice(0, excess);
@@ -342,7 +344,7 @@ export class RedisAuditStore implements AuditStore {
   async #flush(): Promise<void> {
     while (this.#pending.length > 0 && this.#redis.ready) {
       const batch = this.#pending.slice(0, BATCH);
-      const byShard = new Map<number, Array<{ id: string; json: string }>>();
+      const byShard = new Map<number, Array<{ id: string; json: string; time: string }>>();
       for (const r of batch) {
         const shard = shardOf(r.id, this.#shards.length);
         let list = byShard.get(shard);
@@ -365,18 +367,17 @@ export class RedisAuditStore implements AuditStore {
             };
             p.hsetnx(batches, token, records.map((r) => r.json).join('\n'));
             p.pexpire(batches, bucketTtl);
-            // Minted ids: per block of their tag's sequence, one field for the whole batch
-            // (`<bucket>.<token>` → the ids' places in the block). Any other id: the id index.
+            // Time-ordered ids (the minted ones): per block of their time, one field for the whole
+            // batch (`<bucket>.<token>` → the ids' last 8 digits). Any other id: the id index.
             const blocks = new Map<string, string[]>();
             const others: string[] = [];
             for (const r of records) {
-              const minted = mintedParts(r.id);
-              if (minted === undefined) others.push(r.id);
+              const key = this.#blockOf(r.id, r.time);
+              if (key === undefined) others.push(r.id);
               else {
-                const key = this.#blockKey(shard, minted.instance, minted.seq);
                 let at = blocks.get(key);
                 if (at === undefined) blocks.set(key, (at = []));
-                at.push((minted.seq % BLOCK).toString(36));
+                at.push(r.id.slice(-8));
               }
             }
             for (const [key, at] of blocks) {
@@ -447,8 +448,8 @@ export class RedisAuditStore implements AuditStore {
         // One slot per command group: the shard's indexes (pipelined), the legacy `{audit}` keys.
         const index = c.pipeline();
         for (const b of buckets) index.hget(this.#idsKey(shard, b), id).hget(this.#indexKey(shard, b), id);
-        const minted = mintedParts(id);
-        if (minted !== undefined) index.hgetall(this.#blockKey(shard, minted.instance, minted.seq));
+        const block = this.#blockOf(id);
+        if (block !== undefined) index.hgetall(block);
         const [found, list, legacy] = await Promise.all([
           index.exec(),
           c.lrange(this.#legacyListKey(id), 0, -1),
@@ -459,12 +460,12 @@ export class RedisAuditStore implements AuditStore {
         // (buckets newest first, an entry's tokens newest last) until `maxEntries` records of
         // the id were found, in pipelines of 32 and no more than `MAX_LOOKUP_BATCHES`.
         const named: Array<[number, string]> = [];
-        // A minted id's batches, from its block (newest bucket first): exact, so read first.
-        const block = minted === undefined ? undefined : replyOf(found, 2 * buckets.length);
-        if (block !== null && typeof block === 'object') {
-          const place = `,${(minted!.seq % BLOCK).toString(36)},`;
+        // A time-ordered id's batches, from its block (newest bucket first), read first.
+        const inBlock = block === undefined ? undefined : replyOf(found, 2 * buckets.length);
+        if (inBlock !== null && typeof inBlock === 'object') {
+          const place = `,${id.slice(-8)},`;
           const hits: Array<[number, string]> = [];
-          for (const [field, at] of Object.entries(block as Record<string, string>)) {
+          for (const [field, at] of Object.entries(inBlock as Record<string, string>)) {
             const dot = field.indexOf('.');
             if (dot > 0 && `,${at},`.includes(place))
               hits.push([Number(field.slice(0, dot)), field.slice(dot + 1)]);
@@ -631,15 +632,20 @@ export class RedisAuditStore implements AuditStore {
   }
 
   /**
-   * A shard's index of one block of minted ids (`BLOCK` sequence numbers of one tag): per batch
-   * holding any, `<bucket>.<token>` → their places in the block (base 36, comma-separated).
+   * The block index of a time-ordered id (UUIDv7, as the gateway mints): the id's shard's hash of
+   * the ids of one `BLOCK_MS` of time, one field per batch holding any (`<bucket>.<token>` → the
+   * ids' last 8 hex digits, comma-separated). Undefined for any other id, and — when `time` (the
+   * record's arrival) is given — for an id whose time is more than `BLOCK_SKEW_MS` away from it:
+   * a client's clock, or a client piling ids into one block, goes to the id index instead.
    */
-  #blockKey(shard: number, instance: string, seq: number): string {
+  #blockOf(id: string, time?: string): string | undefined {
+    const ms = uuidV7Time(id);
+    if (ms === undefined) return undefined;
+    if (time !== undefined && !(Math.abs(Date.parse(time) - ms) <= BLOCK_SKEW_MS)) return undefined;
     return this.#redis.key(
-      `{${this.#shards[shard]!}}`,
+      `{${this.#shards[shardOf(id, this.#shards.length)]!}}`,
       `${this.#names.records}-blk`,
-      instance,
-      Math.floor(seq / BLOCK).toString(36),
+      Math.floor(ms / BLOCK_MS).toString(36),
     );
   }
 

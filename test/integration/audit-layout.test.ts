@@ -5,7 +5,7 @@ import { RedisAuditStore, type AuditQuery, type AuditRecord } from '../../src/ob
 import { createRedis, type RedisHandle } from '../../src/shared/redis.js';
 import { shardTags } from '../../src/shared/shards.js';
 import { systemClock } from '../../src/core/clock.js';
-import { mintRequestId, mintedParts } from '../../src/core/request-id.js';
+import { mintRequestId, uuidV7Time } from '../../src/core/request-id.js';
 import { silentLogger } from '../../src/observability/logger.js';
 import { sharedRedisUrl, uniquePrefix } from '../helpers/redis.js';
 import { deleteRedisKeys } from '../helpers/redis-cleanup.js';
@@ -240,15 +240,21 @@ describe('RedisAuditStore upgrade: the earlier layout is read next to this one',
   });
 });
 
-describe('RedisAuditStore: minted request ids need no per-record index', () => {
-  it('a flush of minted and client ids: the minted ones indexed once per batch and block, the others by id', async () => {
+describe('RedisAuditStore: minted (time-ordered) request ids need no per-record index', () => {
+  /** A record whose id the gateway minted on its arrival (a UUIDv7 of its time). */
+  const minted = (extra: Partial<AuditRecord> = {}): AuditRecord => {
+    const r = record('', extra);
+    return { ...r, request_id: mintRequestId(Date.parse(r.time)) };
+  };
+
+  it('a flush of minted and client ids: the minted ones indexed once per batch and 100 ms block, the others by id', async () => {
     const { prefix, direct, store, tag, bucket } = await setup('audit-layout-minted');
     const writer = await store();
-    // In time order: ten minted, two of a client's, ten minted.
+    // In time order: ten minted, two of a client's, ten minted (10 ms apart: 3 blocks of 100 ms).
     const records = Array.from({ length: 22 }, (_, i) =>
-      record(i === 10 ? 'client-1' : i === 11 ? 'client-2' : mintRequestId()),
+      i === 10 ? record('client-1') : i === 11 ? record('client-2') : minted(),
     );
-    const minted = records.filter((r) => !r.request_id.startsWith('client-'));
+    const mintedOnes = records.filter((r) => !r.request_id.startsWith('client-'));
     for (const r of records) writer.append(r);
     await writer.flush();
 
@@ -260,67 +266,76 @@ describe('RedisAuditStore: minted request ids need no per-record index', () => {
       'client-1': token,
       'client-2': token,
     });
-    // One block (these ids are consecutive): one field naming the batch and the ids' places.
-    const blocks = keys.filter((k) => k.includes(':reqs-blk:'));
-    expect(blocks).toHaveLength(1);
-    const parts = mintedParts(minted[0]!.request_id)!;
-    expect(blocks[0]).toBe(`${tag}:reqs-blk:${parts.instance}:${Math.floor(parts.seq / 1024).toString(36)}`);
-    const block = await direct.hgetall(prefix + blocks[0]!);
-    expect(Object.keys(block)).toEqual([`${b}.${token}`]);
-    expect(block[`${b}.${token}`]!.split(',')).toEqual(
-      minted.map((r) => (mintedParts(r.request_id)!.seq % 1024).toString(36)),
-    );
+    // One field per block of 100 ms the ids fall in, naming the batch and the ids' last digits.
+    const blockOf = (r: AuditRecord) =>
+      `${tag}:reqs-blk:${Math.floor(uuidV7Time(r.request_id)! / 100).toString(36)}`;
+    const expected = new Map<string, string[]>();
+    for (const r of mintedOnes)
+      expected.set(blockOf(r), [...(expected.get(blockOf(r)) ?? []), r.request_id.slice(-8)]);
+    expect(keys.filter((k) => k.includes(':reqs-blk:'))).toEqual([...expected.keys()].sort());
+    for (const [key, tails] of expected)
+      expect(await direct.hgetall(prefix + key)).toEqual({ [`${b}.${token}`]: tails.join(',') });
     for (const key of keys) expect(await direct.pttl(prefix + key)).toBeGreaterThan(0);
 
     const reader = await store();
     for (const r of records) expect(await reader.getAll(r.request_id)).toEqual([r]);
     expect(paths(await reader.list(query()))).toEqual(newestFirst(records));
-    // An id of the minted shape that was never used: nothing (its block's batches are filtered by id).
-    const unused = `${minted[0]!.request_id.slice(0, 24)}${'0'.repeat(12)}`;
-    expect(mintedParts(unused)).toBeDefined();
+    // An id of the same block that was never used: nothing (its block's batches are filtered by id).
+    const unused = `${mintedOnes[0]!.request_id.slice(0, 28)}00000000`;
+    expect(uuidV7Time(unused)).toBe(uuidV7Time(mintedOnes[0]!.request_id));
     expect(await reader.getAll(unused)).toEqual([]);
   });
 
   it('only minted ids: no id index and no script, the batch stream written directly', async () => {
     const { prefix, direct, store, tag, bucket } = await setup('audit-layout-minted-only');
     const writer = await store();
-    const records = Array.from({ length: 5 }, () => record(mintRequestId()));
+    const records = Array.from({ length: 5 }, () => minted());
     for (const r of records) writer.append(r);
     await direct.config('RESETSTAT');
     await writer.flush();
     const stats = await direct.info('commandstats');
     expect(stats).not.toMatch(/cmdstat_evalsha|cmdstat_eval:/);
+    expect(stats).toMatch(/cmdstat_xadd:calls=1,/);
     expect(await direct.exists(`${prefix}${tag}:reqs-ids:${bucket()}`)).toBe(0);
-    const entries = await direct.xrange(`${prefix}${tag}:stream-batches`, '-', '+');
-    expect(entries).toHaveLength(1);
     expect(paths(await (await store()).list(query()))).toEqual(newestFirst(records));
   });
 
   it('a minted id a client sends again, through two gateways: both records, newest first', async () => {
     const { store } = await setup('audit-layout-minted-reuse');
     const [a, b] = [await store(), await store()];
-    const id = mintRequestId();
-    const first = record(id, { path: '/first' });
+    const first = minted({ path: '/first' });
+    const id = first.request_id;
     a.append(first);
-    a.append(record(mintRequestId()));
+    a.append(minted());
     await a.flush();
-    // A client echoes the id it was given (it has the minted shape: indexed the same way).
-    const again = record(id, { path: '/again', client_ip: '198.51.100.9' });
+    // A client echoes the id it was given, soon after (a time-ordered id near its arrival: the
+    // same block), and later (its time too far from the arrival: the id index).
+    const again = record(id, { path: '/again', time: new Date(uuidV7Time(id)! + 300).toISOString() });
+    const later = record(id, { path: '/later', time: new Date(uuidV7Time(id)! + 30_000).toISOString() });
     b.append(again);
     await b.flush();
-    expect(paths(await a.getAll(id))).toEqual(['/again', '/first']);
-    // A forged id of another tag's shape is one more id, found and kept apart.
-    const forged = 'deadbeef-0000-8000-8000-000000000001';
-    b.append(record(forged, { path: '/forged' }));
+    b.append(later);
     await b.flush();
-    expect(paths(await a.getAll(forged))).toEqual(['/forged']);
-    expect(paths(await a.getAll(id))).toEqual(['/again', '/first']);
+    expect(paths(await a.getAll(id))).toEqual(['/later', '/again', '/first']);
+  });
+
+  it('a client piling time-ordered ids of one moment into a block: only near their arrival, the rest by id', async () => {
+    const { prefix, direct, store, tag } = await setup('audit-layout-minted-pile');
+    const writer = await store();
+    // The same claimed time for every id, far from the records' arrivals: none goes to a block.
+    const claimed = Date.parse(record('x').time) - 3_600_000;
+    const piled = Array.from({ length: 50 }, () => record(mintRequestId(claimed)));
+    for (const r of piled) writer.append(r);
+    await writer.flush();
+    expect(await direct.exists(`${prefix}${tag}:reqs-blk:${Math.floor(claimed / 100).toString(36)}`)).toBe(0);
+    const reader = await store();
+    for (const r of piled.slice(0, 5)) expect(await reader.getAll(r.request_id)).toEqual([r]);
   });
 
   it('a minted id the previous release indexed by id is still found', async () => {
     const { prefix, direct, store, tag, bucket } = await setup('audit-layout-minted-upgrade');
-    const id = mintRequestId();
-    const old = record(id, { path: '/previous-release' });
+    const old = minted({ path: '/previous-release' });
+    const id = old.request_id;
     // What a gateway of the previous release wrote for any id: the batch, the id index, the stream.
     const b = bucket();
     await direct.hsetnx(`${prefix}${tag}:reqs-json:${b}`, 'old.0', JSON.stringify(old));
@@ -329,7 +344,7 @@ describe('RedisAuditStore: minted request ids need no per-record index', () => {
     await direct.pexpire(`${prefix}${tag}:reqs-json:${b}`, 60_000);
     await direct.pexpire(`${prefix}${tag}:reqs-ids:${b}`, 60_000);
     const current = await store();
-    const again = record(id, { path: '/this-release' });
+    const again = record(id, { path: '/this-release', time: new Date(uuidV7Time(id)! + 5).toISOString() });
     current.append(again);
     await current.flush();
     expect(paths(await (await store()).getAll(id))).toEqual(['/this-release', '/previous-release']);
@@ -338,7 +353,7 @@ describe('RedisAuditStore: minted request ids need no per-record index', () => {
   it('a flush of minted ids that failed half-way is retried: nothing lost, nothing read twice', async () => {
     const { prefix, direct, store, tag } = await setup('audit-layout-minted-retry');
     const writer = await store();
-    const records = [record(mintRequestId()), record(mintRequestId())];
+    const records = [minted(), minted()];
     // The batch stream of the wrong type: its XADD fails after the batch and the block were written.
     await direct.set(`${prefix}${tag}:stream-batches`, 'not a stream', 'PX', 60_000);
     for (const r of records) writer.append(r);
