@@ -127,7 +127,8 @@ function run(cmd, args, timeoutMs) {
     child.stdout.on('data', (c) => (out += c));
     child.stderr.on('data', (c) => (out += c));
     const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
-    child.on('exit', (code) => {
+    // 'close', not 'exit': the output may still be in the pipe when the process has exited.
+    child.on('close', (code) => {
       clearTimeout(timer);
       children.delete(child);
       if (code === 0) resolve(out);

@@ -306,7 +306,8 @@ function wrk(args, seconds) {
     child.stdout.on('data', (c) => (out += c));
     child.stderr.on('data', (c) => (out += c));
     const timer = setTimeout(() => child.kill('SIGKILL'), (seconds + 15) * 1000);
-    child.on('exit', (code) => {
+    // 'close', not 'exit': the output may still be in the pipe when the process has exited.
+    child.on('close', (code) => {
       clearTimeout(timer);
       const at = out.indexOf('WRKJSON ');
       if (code !== 0 || at === -1) return reject(new Error(`wrk exited ${code}: ${out.slice(-300)}`));

@@ -160,7 +160,8 @@ routes:
     let text = '';
     ac.stdout.on('data', (c) => (text += c));
     const timer = setTimeout(() => ac.kill('SIGKILL'), (DURATION + 30) * 1000);
-    ac.on('exit', (code) => {
+    // 'close', not 'exit': the output may still be in the pipe when the process has exited.
+    ac.on('close', (code) => {
       clearTimeout(timer);
       if (code === 0) resolve(JSON.parse(text.slice(text.indexOf('{'))));
       else reject(new Error(`autocannon exited ${code}`));
