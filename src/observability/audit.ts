@@ -251,8 +251,8 @@ return 1
  *   clock, or ids piled into one moment) goes to the id index;
  * - any other id: one script call, on those ids only, adds the token to each id's entry in the
  *   shard's id index of the bucket (a hash: id → tokens, the newest `perId` kept) and appends the
- *   token to the batch stream (a flush of minted ids only appends it without a script).
- * A lookup reads the id's block (minted shape) and its entry in each bucket within the retention
+ *   token to the batch stream (a flush of time-ordered ids only appends it without a script).
+ * A lookup reads the id's block (a UUIDv7) and its entry in each bucket within the retention
  * (pipelined), then the batches named, newest first, filtered by id: a reused id adds a token,
  * never replaces a record, and keeps the newest `maxEntries` (one lookup reads at most
  * `MAX_LOOKUP_BATCHES` batches: an id reused in more flushes shows the records of its newest
