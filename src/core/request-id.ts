@@ -33,6 +33,7 @@ const POOL_SIZE = 4096;
 const pool = Buffer.allocUnsafe(POOL_SIZE);
 let poolOffset = POOL_SIZE;
 
+/** Where `bytes` fresh random bytes start in the pool (refilled when too few are left). */
 function draw(bytes: number): number {
   if (poolOffset + bytes > POOL_SIZE) {
     randomFillSync(pool);
@@ -69,14 +70,8 @@ export function uuidV7Time(id: string): number | undefined {
 }
 
 export function newTraceparent(): string {
-  if (poolOffset + 24 > POOL_SIZE) {
-    randomFillSync(pool);
-    poolOffset = 0;
-  }
-  const traceId = pool.toString('hex', poolOffset, poolOffset + 16);
-  const parentId = pool.toString('hex', poolOffset + 16, poolOffset + 24);
-  poolOffset += 24;
-  return `00-${traceId}-${parentId}-01`;
+  const r = draw(24);
+  return `00-${pool.toString('hex', r, r + 16)}-${pool.toString('hex', r + 16, r + 24)}-01`;
 }
 
 /** A new context for a request: its id and trace accepted or made (SPEC §4), its arrival time. */
