@@ -7,7 +7,7 @@ import { shardTags } from '../../src/shared/shards.js';
 import { systemClock } from '../../src/core/clock.js';
 import { mintRequestId, uuidV7Time } from '../../src/core/request-id.js';
 import { silentLogger } from '../../src/observability/logger.js';
-import { sharedRedisUrl, uniquePrefix } from '../helpers/redis.js';
+import { sharedRedisUrl, startPrivateRedis, uniquePrefix } from '../helpers/redis.js';
 import { deleteRedisKeys } from '../helpers/redis-cleanup.js';
 
 // The audit layout on real Redis (single node: one shard), store against store: what a flush
@@ -57,9 +57,9 @@ function record(id: string, extra: Partial<AuditRecord> = {}): AuditRecord {
   };
 }
 
-async function setup(name: string, maxEntries = 1000) {
+async function setup(name: string, maxEntries = 1000, url = sharedRedisUrl) {
   const prefix = uniquePrefix(name);
-  const direct = new Redis(sharedRedisUrl, { lazyConnect: true, maxRetriesPerRequest: 1 });
+  const direct = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 1 });
   await direct.connect();
   const handles: RedisHandle[] = [];
   const stores: RedisAuditStore[] = [];
@@ -71,7 +71,7 @@ async function setup(name: string, maxEntries = 1000) {
   });
   /** A gateway's trail: its own connection and store. */
   const store = async () => {
-    const redis = createRedis({ url: sharedRedisUrl, keyPrefix: prefix, commandTimeoutMs: 2000 });
+    const redis = createRedis({ url, keyPrefix: prefix, commandTimeoutMs: 2000 });
     handles.push(redis);
     await redis.whenReady(5000);
     const s = new RedisAuditStore({
@@ -287,7 +287,10 @@ describe('RedisAuditStore: minted (time-ordered) request ids need no per-record 
   });
 
   it('only minted ids: no id index and no script, the batch stream written directly', async () => {
-    const { prefix, direct, store, tag, bucket } = await setup('audit-layout-minted-only');
+    // A redis-server of its own: its command counts are this test's alone.
+    const server = await startPrivateRedis();
+    cleanup.push(() => server.stop(true));
+    const { prefix, direct, store, tag, bucket } = await setup('audit-layout-minted-only', 1000, server.url);
     const writer = await store();
     const records = Array.from({ length: 5 }, () => minted());
     for (const r of records) writer.append(r);
