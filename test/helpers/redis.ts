@@ -91,9 +91,10 @@ async function onFreshPorts<T>(start: () => Promise<T>): Promise<T> {
 
 /**
  * A private `redis-server` on a free loopback port, for tests that stop, freeze or kill Redis —
- * they must never touch the shared one. Stop it in `afterAll`.
+ * they must never touch the shared one. Stop it in `afterAll`. `extraArgs` go to `redis-server` as
+ * given (say `--rename-command PEXPIRETIME ""`, a Redis without a command).
  */
-export async function startPrivateRedis(): Promise<PrivateRedis> {
+export async function startPrivateRedis(extraArgs: readonly string[] = []): Promise<PrivateRedis> {
   let port = 0;
   let child!: ChildProcess;
   const launch = async () => {
@@ -112,6 +113,7 @@ export async function startPrivateRedis(): Promise<PrivateRedis> {
         'no',
         '--loglevel',
         'warning',
+        ...extraArgs,
       ],
       { stdio: 'ignore' },
     );

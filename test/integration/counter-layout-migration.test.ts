@@ -3,7 +3,7 @@ import { Cluster, Redis } from 'ioredis';
 import { startGateway, type RunningGateway } from '../helpers/gateway.js';
 import { request, waitFor } from '../helpers/http.js';
 import { expectProblem } from '../helpers/problem.js';
-import { sharedRedisUrl, startRedisCluster, uniquePrefix } from '../helpers/redis.js';
+import { sharedRedisUrl, startPrivateRedis, startRedisCluster, uniquePrefix } from '../helpers/redis.js';
 import { deleteRedisKeys } from '../helpers/redis-cleanup.js';
 import { quotaCounter } from '../../src/policies/quota/quota.js';
 import { rateCounter } from '../../src/policies/rate-limit/rate-limit.js';
@@ -135,9 +135,8 @@ describe('counter layout migration (single node)', () => {
     expect(await direct.exists(keyPrefix + qs.key, keyPrefix + rs.key)).toBe(0);
     expect(await used(gw, qs)).toBe(8);
     expect(await used(gw, rs)).toBe(3);
-    // The hash got the marker the consume script reads and the old key's expiry (not for ever).
     // The hashes got the marker the consume script reads and the old keys' expiry: made by the fold,
-    // each expires when its old key would have (PTTL read and PEXPIRE set in one script).
+    // each expires at its old key's millisecond (PEXPIRETIME read, PEXPIREAT set, in one script).
     for (const [spec, expires] of [
       [qs, qExpires],
       [rs, rExpires],
@@ -235,6 +234,34 @@ describe('counter layout migration (single node)', () => {
     const used = await counters.peek(ids.map(quotaSpec));
     expect(used).toEqual(ids.map((_id, i) => 1 + (i % 7)));
     expect(a!.units + b!.units).toBe(used.reduce((x, y) => x + y, 0));
+  });
+  it('on a Redis without PEXPIRETIME (6.x) the hash takes the old expiry from TIME + PTTL', async () => {
+    const redis = await startPrivateRedis(['--rename-command', 'PEXPIRETIME', '']);
+    cleanup.push(() => redis.stop());
+    const direct = new Redis(redis.url);
+    cleanup.push(() => Promise.resolve(direct.disconnect()));
+    await expect(direct.call('PEXPIRETIME', 'x')).rejects.toThrow(/unknown command/i);
+    const keyPrefix = 'tg:';
+    const s = quotaSpec('key_old_redis');
+    await direct.set(keyPrefix + s.key, '6', 'PX', 90_000);
+    const [seconds, micros] = (await direct.time()) as [string, string];
+    const expected =
+      Number(seconds) * 1000 +
+      Math.floor(Number(micros) / 1000) +
+      Number(await direct.pttl(keyPrefix + s.key));
+    const handle = createRedis({ url: redis.url, keyPrefix, commandTimeoutMs: 2000 });
+    cleanup.push(() => handle.close());
+    await handle.whenReady(5000);
+    const stats = await new CounterLayoutMigration(handle, { logger: silentLogger() }).sweep();
+    expect(stats).toMatchObject({ folded: 1, units: 6, failed: 0 });
+    expect(await new RedisCounters(handle).peek([s])).toEqual([6]);
+    // Two clock reads (PTTL, TIME) a few commands apart: the same expiry within a few ms.
+    const where = new RedisCounters(handle).where(s);
+    const pttl = Number(await direct.pttl(where.key));
+    const [s2, m2] = (await direct.time()) as [string, string];
+    const at = Number(s2) * 1000 + Math.floor(Number(m2) / 1000) + pttl;
+    expect(Math.abs(at - expected)).toBeLessThanOrEqual(5);
+    expect(await direct.hget(where.key, '_')).toBe('1');
   });
 });
 

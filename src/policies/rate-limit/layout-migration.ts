@@ -70,55 +70,76 @@ const OLD_FIXED_WINDOW = /^rl:\{[^{}]*:[^{}]*\}:.+:\d+:\d+$/;
 const OLD_QUOTA_PERIOD = /^q:\{[^{}]*:[^{}]*\}:(?:day:d\d{8}|month:m\d{6})$/;
 
 /**
+ * When a key expires, in Unix ms, on Redis's clock: PEXPIRETIME (Redis 7), else TIME + PTTL (6.x).
+ * Absolute, so the hash expires at the old key's very millisecond: a relative PTTL then PEXPIRE
+ * reads the clock twice and drifts a millisecond when it ticks between them (and more over the
+ * Cluster's two steps). -1: no expiry; -2: no key.
+ */
+const EXPIRES_AT_LUA = `
+local function expires_at(k)
+  local ok, at = pcall(redis.call, 'PEXPIRETIME', k)
+  if ok then return at end
+  local left = redis.call('PTTL', k)
+  if left < 0 then return left end
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + left
+end
+`;
+
+/** Give a hash the `_` marker and the old key's expiry `at`, unless it already lives longer. */
+const EXTEND_LUA = `
+local function extend(k, at)
+  local made = redis.call('HSETNX', k, '_', '1') == 1
+  local left = expires_at(k)
+  if (left == -1 and made) or (left >= 0 and left < at) then redis.call('PEXPIREAT', k, at) end
+end
+`;
+
+/**
  * Single node: fold one old key into its hash field, atomically. KEYS: the old key, the hash;
  * ARGV: the field. Returns { 1, value } when folded (value may be 0: the key is deleted, nothing
  * added), or { 0, reason } when left alone: not a string, no TTL (kept for ever) or gone, not an
  * integer. The hash gets the `_` marker (CONSUME_LUA reads it as "made": its expiry was set) and
- * the old key's remaining life, unless it already lives longer.
+ * the old key's expiry, unless it already lives longer.
  */
-const FOLD_LUA = `
+const FOLD_LUA = `${EXPIRES_AT_LUA}${EXTEND_LUA}
 local t = redis.call('TYPE', KEYS[1])['ok']
 if t ~= 'string' then return { 0, 'type' } end
-local ttl = redis.call('PTTL', KEYS[1])
-if ttl <= 0 then return { 0, 'ttl' } end
+local at = expires_at(KEYS[1])
+if at <= 0 then return { 0, 'ttl' } end
 local v = redis.call('GET', KEYS[1])
 if not string.match(v, '^%-?%d+$') then return { 0, 'value' } end
 redis.call('DEL', KEYS[1])
 if tonumber(v) > 0 then
   redis.call('HINCRBY', KEYS[2], ARGV[1], v)
-  local made = redis.call('HSETNX', KEYS[2], '_', '1') == 1
-  local left = redis.call('PTTL', KEYS[2])
-  if (left == -1 and made) or (left >= 0 and left < ttl) then redis.call('PEXPIRE', KEYS[2], ttl) end
+  extend(KEYS[2], at)
 end
 return { 1, v }
 `;
 
-/** Cluster, step one: take an old key's value (as FOLD_LUA, without the add). Returns { 1, value, ttl }. */
-const TAKE_LUA = `
+/** Cluster, step one: take an old key's value (as FOLD_LUA, without the add). Returns { 1, value, expiresAt }. */
+const TAKE_LUA = `${EXPIRES_AT_LUA}
 local t = redis.call('TYPE', KEYS[1])['ok']
 if t ~= 'string' then return { 0, 'type', 0 } end
-local ttl = redis.call('PTTL', KEYS[1])
-if ttl <= 0 then return { 0, 'ttl', 0 } end
+local at = expires_at(KEYS[1])
+if at <= 0 then return { 0, 'ttl', 0 } end
 local v = redis.call('GET', KEYS[1])
 if not string.match(v, '^%-?%d+$') then return { 0, 'value', 0 } end
 redis.call('DEL', KEYS[1])
-return { 1, v, ttl }
+return { 1, v, at }
 `;
 
-/** Cluster, step two: add a taken value to its field. KEYS: the hash; ARGV: field, value, ttl. */
-const ADD_LUA = `
+/** Cluster, step two: add a taken value to its field. KEYS: the hash; ARGV: field, value, expiresAt (Unix ms). */
+const ADD_LUA = `${EXPIRES_AT_LUA}${EXTEND_LUA}
 redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[2])
-local made = redis.call('HSETNX', KEYS[1], '_', '1') == 1
-local left = redis.call('PTTL', KEYS[1])
-local ttl = tonumber(ARGV[3])
-if (left == -1 and made) or (left >= 0 and left < ttl) then redis.call('PEXPIRE', KEYS[1], ttl) end
+extend(KEYS[1], tonumber(ARGV[3]))
 return 1
 `;
 
 type MigrationClient = {
   tollgateFoldCounter(oldKey: string, hash: string, field: string): Promise<[number, string]>;
   tollgateTakeCounter(oldKey: string): Promise<[number, string, number]>;
-  tollgateAddCounter(hash: string, field: string, value: string, ttlMs: number): Promise<number>;
+  tollgateAddCounter(hash: string, field: string, value: string, expiresAtMs: number): Promise<number>;
   pipeline(): MigrationPipeline;
 };
 type MigrationPipeline = {
@@ -332,10 +353,10 @@ export class CounterLayoutMigration {
           stats.failed++; // nothing taken: the next sweep tries again
           return;
         }
-        const [ok, value, ttl] = taken;
+        const [ok, value, expiresAt] = taken;
         if (Number(ok) !== 1 || Number(value) <= 0) return count(Number(ok), String(value));
         try {
-          await client.tollgateAddCounter(w.key, w.field, String(value), Number(ttl));
+          await client.tollgateAddCounter(w.key, w.field, String(value), Number(expiresAt));
           count(1, String(value));
         } catch (err) {
           stats.failed++;
