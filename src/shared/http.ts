@@ -17,9 +17,18 @@ export const HOP_BY_HOP = new Set([
   'upgrade',
 ]);
 
-/** Names listed in a `Connection` header value, lower-cased (`close` and `keep-alive` included). */
-export function connectionTokens(value: string | string[] | undefined): string[] {
+const KEEP_ALIVE: readonly string[] = Object.freeze(['keep-alive']);
+const CLOSE: readonly string[] = Object.freeze(['close']);
+
+/**
+ * Names listed in a `Connection` header value, lower-cased (`close` and `keep-alive` included).
+ * The two values nearly every message carries (`keep-alive`, `close`, as Node and most clients
+ * spell them) return a shared frozen list: no split, no array per message.
+ */
+export function connectionTokens(value: string | string[] | undefined): readonly string[] {
   if (value === undefined) return [];
+  if (value === 'keep-alive') return KEEP_ALIVE;
+  if (value === 'close') return CLOSE;
   const joined = Array.isArray(value) ? value.join(',') : value;
   const out: string[] = [];
   for (const part of joined.split(',')) {

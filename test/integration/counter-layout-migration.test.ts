@@ -244,7 +244,7 @@ describe('counter layout migration (single node)', () => {
     const keyPrefix = 'tg:';
     const s = quotaSpec('key_old_redis');
     await direct.set(keyPrefix + s.key, '6', 'PX', 90_000);
-    const [seconds, micros] = (await direct.time()) as [string, string];
+    const [seconds, micros] = await direct.time();
     const expected =
       Number(seconds) * 1000 +
       Math.floor(Number(micros) / 1000) +
@@ -258,7 +258,7 @@ describe('counter layout migration (single node)', () => {
     // Two clock reads (PTTL, TIME) a few commands apart: the same expiry within a few ms.
     const where = new RedisCounters(handle).where(s);
     const pttl = Number(await direct.pttl(where.key));
-    const [s2, m2] = (await direct.time()) as [string, string];
+    const [s2, m2] = await direct.time();
     const at = Number(s2) * 1000 + Math.floor(Number(m2) / 1000) + pttl;
     expect(Math.abs(at - expected)).toBeLessThanOrEqual(5);
     expect(await direct.hget(where.key, '_')).toBe('1');

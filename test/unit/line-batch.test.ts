@@ -26,7 +26,7 @@ function recorder(): {
 describe('LineBatch (the stdout logger’s line batch)', () => {
   it('hands on every line, in order, joined once a batch reaches LINE_BATCH_CHARS (property)', () => {
     fc.assert(
-      fc.property(fc.array(fc.string({ minLength: 1, maxLength: 900 }), { maxLength: 60 }), (lines) => {
+      fc.property(fc.array(fc.string({ minLength: 1, maxLength: 3000 }), { maxLength: 90 }), (lines) => {
         const dest = recorder();
         const batch = new LineBatch(dest);
         let given = '';
@@ -43,6 +43,11 @@ describe('LineBatch (the stdout logger’s line batch)', () => {
         expect(dest.writes.join('')).toBe(lines.join(''));
       }),
     );
+    // The threshold is reached in these runs, not only at the final drain.
+    const dest = recorder();
+    const batch = new LineBatch(dest);
+    for (let i = 0; i * 1000 < LINE_BATCH_CHARS; i++) batch.write('x'.repeat(1000));
+    expect(dest.writes).toHaveLength(1);
   });
 
   it('keeps pino’s own lines in order with the access lines, and logger.flush() drains the batch', async () => {
