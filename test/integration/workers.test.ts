@@ -76,11 +76,10 @@ routes:
       });
       expect(res.json()).toEqual({ v: 1 });
     }
-    const served = new Set(
-      cli.lines
-        .filter((l) => l.includes('"msg":"request"'))
-        .map((l) => (JSON.parse(l) as { pid: number }).pid),
-    );
+    // Access lines leave in batches, at the latest 250 ms later: all 20 are waited for.
+    const accessLines = () => cli!.lines.filter((l) => l.includes('"msg":"request"'));
+    await waitFor(() => accessLines().length === 20, 5000, 50, cli.log);
+    const served = new Set(accessLines().map((l) => (JSON.parse(l) as { pid: number }).pid));
     expect(served).toEqual(workerPids);
 
     let total = 0;
