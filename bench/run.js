@@ -601,10 +601,13 @@ async function main() {
     const field = (name) => Number(new RegExp(`${name}:([\\d.]+)`).exec(cpu)?.[1] ?? 0);
     return { all, scripts, byCmd, cpuUs: (field('used_cpu_user') + field('used_cpu_sys')) * 1e6 };
   };
-  // Commands that Tollgate runs inside its scripts (their usec is inside the script's) and, on
-  // these rows, not on their own — but for `lastUsedAt`'s one HSET per 5 s, and the key lookups'
-  // MGET on a cache miss (with 12,000 keys, a few hundred in a run), left out of the sum: they
-  // are a fraction of a percent of it. Counting them would count every script's writes twice.
+  // Commands that Tollgate runs inside its scripts (their usec is inside the script's), left out
+  // of the sum: counting them would count every script's writes twice. Some of them also run on
+  // their own, and are left out with the rest (commandstats cannot tell the two apart): the audit
+  // flush's HSETNX, HSET, PEXPIRE and XADD (about 0.5 µs per record, `node bench/audit-flush.js`),
+  // `lastUsedAt`'s HSET every 5 s, and the key lookups' MGET when a cached record's 5 s are up
+  // (with 12,000 keys, about one lookup per 1.7 requests, in MGETs of ten or so). So the sum is
+  // low by about that much; the redis-server CPU column (INFO cpu) counts everything.
   const IN_SCRIPTS_ONLY = new Set([
     'incrby',
     'decrby',
