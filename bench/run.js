@@ -4,7 +4,7 @@
 // Options: --full · --only a,b · --tools wrk,autocannon · --readme · --ws (bench/ws.js) · --scale [--variants] (bench/scale.js)
 // · --rounds N · --duration S · --base <checkout> (same-round A/B) · --slowlog (Redis time by script) · --pin-redis (Redis on a core of its own)
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, openSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
 import os from 'node:os';
@@ -13,6 +13,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { Redis } from 'ioredis';
 import { SignJWT, exportSPKI, generateKeyPair } from 'jose';
+import { writeReadmeBlock } from './lib/harness.js';
 import { cpuMicros, rssMb } from './lib/proc.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
@@ -750,17 +751,7 @@ async function main() {
     JSON.stringify({ settings: S, tools: TOOLS, machine, results, c1, summary }, null, 2),
   );
   if (opts.readme) {
-    const readmePath = join(ROOT, 'README.md');
-    const readme = readFileSync(readmePath, 'utf8');
-    const start = readme.indexOf('<!-- bench:start -->');
-    const end = readme.indexOf('<!-- bench:end -->');
-    if (start === -1 || end === -1)
-      throw new Error('README.md has no <!-- bench:start --> / <!-- bench:end --> markers');
-    const updated = `${readme.slice(0, start)}<!-- bench:start -->\n\n${text}\n${readme.slice(end)}`;
-    // Written as Prettier would, so `npm run format:check` stays green after a benchmark run.
-    const prettier = await import('prettier');
-    const options = (await prettier.resolveConfig(readmePath)) ?? {};
-    writeFileSync(readmePath, await prettier.format(updated, { ...options, filepath: readmePath }));
+    await writeReadmeBlock(join(ROOT, 'README.md'), 'bench', text);
     log('README.md updated');
   }
 }

@@ -6,13 +6,23 @@
 // host's neighbours, frequency, steal); loaded side by side, both pay the same machine, and the
 // ratio of their CPU per request moves by a few percent. What it measures is each process's
 // user + system time over the requests it served (all its threads: libuv's pool, V8's).
-// `npm run build && node bench/side-by-side.js [--base DIR] [--rounds 10] [--duration 4]`
+// `npm run build && node bench/side-by-side.js [--base DIR] [--rounds 10] [--duration 4] [--readme]`
+// (`--readme`, against the floor only: the table goes into README.md's side-by-side block)
 import { spawn, spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { Processes, freePort, log, median, sleep, waitForHttp } from './lib/harness.js';
+import {
+  Processes,
+  freePort,
+  log,
+  machine,
+  median,
+  sleep,
+  waitForHttp,
+  writeReadmeBlock,
+} from './lib/harness.js';
 import { cpuMicros } from './lib/proc.js';
 
 const HERE = fileURLToPath(new URL('.', import.meta.url));
@@ -22,6 +32,7 @@ const { values: opts } = parseArgs({
     base: { type: 'string' },
     rounds: { type: 'string', default: '10' },
     duration: { type: 'string', default: '4' },
+    readme: { type: 'boolean', default: false },
   },
 });
 const ROUNDS = Number(opts.rounds);
@@ -107,13 +118,23 @@ try {
     rows.push(`| ${round} | ${ra} | ${ua.toFixed(1)} | ${rb} | ${ub.toFixed(1)} | ${(ub / ua).toFixed(3)} |`);
     await sleep(200);
   }
-  console.log(`| round | ${a.name} requests | CPU µs/req | ${b.name} requests | CPU µs/req | ratio |`);
-  console.log('|--:|--:|--:|--:|--:|--:|');
-  for (const r of rows) console.log(r);
   const sorted = [...ratios].sort((x, y) => x - y);
-  console.log(
-    `\n${b.name} / ${a.name}, CPU per request: median ${median(ratios).toFixed(3)} (min ${sorted[0].toFixed(3)}, max ${sorted.at(-1).toFixed(3)})`,
-  );
+  const text = [
+    `node bench/side-by-side.js --rounds ${ROUNDS} --duration ${SECONDS} — ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC — ${machine().text}, ${machine().load}`,
+    `${b.name} and ${a.name} loaded at the same time, each by its own wrk (1 thread × 50 connections), one upstream.`,
+    '',
+    `| round | ${a.name} requests | CPU µs/req | ${b.name} requests | CPU µs/req | ratio |`,
+    '|--:|--:|--:|--:|--:|--:|',
+    ...rows,
+    '',
+    `**${b.name} / ${a.name}, CPU per request: median ${median(ratios).toFixed(3)}** (min ${sorted[0].toFixed(3)}, max ${sorted.at(-1).toFixed(3)})`,
+    '',
+  ].join('\n');
+  console.log(`\n${text}`);
+  if (opts.readme && opts.base === undefined) {
+    await writeReadmeBlock(join(ROOT, 'README.md'), 'side-by-side', text);
+    log('README.md updated');
+  }
 } finally {
   await stop();
 }

@@ -1,8 +1,8 @@
-// Shared plumbing of the WebSocket and scale benches (bench/ws.js, bench/scale.js): child
+// Shared plumbing of the benches (bench/ws.js, bench/scale.js, bench/side-by-side.js, README blocks): child
 // processes with their logs in a temporary directory, a private redis-server, bounded waits,
 // and Redis' own accounting (INFO commandstats). Everything binds 127.0.0.1.
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, openSync, rmSync } from 'node:fs';
+import { mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
 import os from 'node:os';
@@ -164,4 +164,20 @@ export function machine() {
     text: `${os.cpus()[0]?.model ?? 'cpu'} × ${os.cpus().length}, ${Math.round(os.totalmem() / 2 ** 30)} GiB, ${os.type()} ${os.release()}, Node ${process.version}`,
     load: `load average ${load.join(', ')}`,
   };
+}
+
+/**
+ * Replaces what README.md holds between `<!-- <name>:start -->` and `<!-- <name>:end -->` with
+ * `text`, written as Prettier would (so `npm run format:check` stays green after a bench run).
+ */
+export async function writeReadmeBlock(readmePath, name, text) {
+  const readme = readFileSync(readmePath, 'utf8');
+  const start = readme.indexOf(`<!-- ${name}:start -->`);
+  const end = readme.indexOf(`<!-- ${name}:end -->`);
+  if (start === -1 || end === -1)
+    throw new Error(`README.md has no <!-- ${name}:start --> / <!-- ${name}:end --> markers`);
+  const updated = `${readme.slice(0, start)}<!-- ${name}:start -->\n\n${text}\n${readme.slice(end)}`;
+  const prettier = await import('prettier');
+  const options = (await prettier.resolveConfig(readmePath)) ?? {};
+  writeFileSync(readmePath, await prettier.format(updated, { ...options, filepath: readmePath }));
 }
