@@ -178,16 +178,16 @@ describe('JWKS: an unknown kid while the IdP is down is 503, not 401 (14.3)', ()
     cleanup.push(() => jwks.close());
     const clock = new ManualClock(Date.now());
     const gw = await jwtGateway({ jwksUri: jwks.url }, clock);
-    await waitFor(() => jwks.fetches >= 1, 5000);
+    // The first fetch has been answered and taken in (its time is the manual clock's, read when it
+    // completes: completed after the advance below, it would look fresh and start no refresh).
+    const issuer = async () => (await request(`${gw.adminUrl}/readyz`)).json().checks.jwks.issuers[0].status;
+    await waitFor(async () => jwks.fetches >= 1 && (await issuer()).lastFetchOk === true, 5000);
     jwks.down = true;
     // Past the 10-minute refresh: a known kid answers from the cache and refreshes in the background.
     clock.advance(11 * 60_000);
     // (Tokens valid for an hour: the clock moves past the default 5 minutes.)
     expect((await call(gw, await token(k1, { sub: 'bg', expSec: 3600 }))).status).toBe(200);
-    await waitFor(async () => {
-      const ready = (await request(`${gw.adminUrl}/readyz`)).json();
-      return ready.checks.jwks.issuers[0].status.lastFetchOk === false;
-    }, 5000);
+    await waitFor(async () => (await issuer()).lastFetchOk === false, 5000);
     const k2 = await signingKey('k2');
     // The cooldown holds the refetch back, but the last fetch failed: no verdict on k2.
     const res = await call(gw, await token(k2, { expSec: 3600 }));
