@@ -287,11 +287,18 @@ export const configSchema = z
         retentionSec: positiveInt()
           .default(86_400)
           .describe(
-            'How long audit records are kept. In Redis each record takes about 670 bytes for that long (770 when clients choose their request ids): size Redis for rate × retention (docs/performance.md, Sizing).',
+            'How long audit records are kept. In Redis each record takes about 670 bytes for that long (770 when clients choose their request ids), up to `maxRedisBytes` in all: size it for rate × retention (docs/performance.md, Sizing).',
           ),
         maxEntries: positiveInt()
           .default(10_000)
-          .describe('Records kept in memory (or in the Redis stream).'),
+          .describe(
+            "Records kept in memory without Redis (with it, this instance's newest, at most 10,000, answer while Redis is away), and the most one lookup by request id returns.",
+          ),
+        maxRedisBytes: positiveInt()
+          .default(1_073_741_824)
+          .describe(
+            'With Redis: about the most the audit trail may hold there (1 GiB). Past it the oldest records are deleted before `retentionSec` ends (checked every 5 s; a warning is logged and `tollgate_audit_trimmed_total` counts them), so a busy gateway cannot fill Redis, which also holds the counters.',
+          ),
       })
       .prefault({}),
     idempotency: idempotencyStoreSchema.prefault({}),

@@ -60,6 +60,7 @@ export function registeredMetrics(): MetricInfo[] {
     reloads: () => ({ count: 0, failures: 0, lastSuccess: true }),
     webhookQueueDepth: () => 0,
     usage: () => ({ pending: 0, dropped: 0 }),
+    auditTrimmed: () => 0,
   });
   return metrics.registry.getMetricsAsArray().map((m) => {
     const info = m as unknown as Partial<MetricInfo> & { name: string };

@@ -217,6 +217,11 @@ export function createServices(config: Config, o: ServiceOptions): Services {
     websockets: () => websockets.byRoute(),
     telemetrySpans: () => telemetry.stats,
     usage: () => usage.store.stats(),
+    auditTrimmed: redis
+      ? () =>
+          (audit instanceof RedisAuditStore ? audit.trimmed : 0) +
+          (adminAudit instanceof RedisAuditStore ? adminAudit.trimmed : 0)
+      : undefined,
   });
   websockets.onOpen = (route) => metrics.websocketHandshake(route, 'accepted');
   return {

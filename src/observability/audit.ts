@@ -194,6 +194,22 @@ const BLOCK_MS = 100;
 const BLOCK_SKEW_MS = 1000;
 /** The batches one lookup by id reads at most (a batch holds up to `BATCH` records). */
 const MAX_LOOKUP_BATCHES = 512;
+/** How often each instance checks the trail's size in Redis against `audit.maxRedisBytes`. */
+export const TRIM_MS = 5000;
+/** Batches one trim step deletes at most (oldest first), and steps one check takes at most. */
+const TRIM_BATCHES = 200;
+const TRIM_STEPS = 10;
+/**
+ * What the size count adds to a record's JSON for its index entry (a time block's 8 hex digits;
+ * an id-index field: the id, a token and the hash's own entry) and to a batch for its field, its
+ * stream entry and its block fields. Fitted to `INFO memory` (test/integration/audit-trim.test.ts
+ * prints the ratio): the count is Redis's memory within a few per cent.
+ */
+const BLOCK_RECORD_BYTES = 16;
+/** A batch's text is one allocation: jemalloc's size classes add about this much to it. */
+const ALLOC_SLACK = 1.12;
+const ID_RECORD_BYTES = 96;
+const BATCH_BYTES = 160;
 /** Audit shards (hash tags): one on a single node, spread evenly over the slots on a Cluster. */
 export const AUDIT_SHARDS = { node: 1, cluster: 6 } as const;
 
@@ -205,7 +221,8 @@ export const AUDIT_SHARDS = { node: 1, cluster: 6 } as const;
  * kept; an id new to the index, the common case, takes the token as it is), and the token is
  * appended to the shard's batch stream (field: the bucket, value: the token) for listing. An id
  * twice in one batch writes the same value twice. KEYS: id index, batch stream. ARGV: index ttl
- * (ms), stream ttl (ms), stream MAXLEN (entries), perId, bucket, token, then every record's id.
+ * (ms), stream ttl (ms), stream MAXLEN (entries: a safety bound; the trimmer keeps it to the live
+ * batches), perId, bucket, token, then every record's id.
  */
 const AUDIT_INDEX_LUA = `
 local token, max = ARGV[6], tonumber(ARGV[4])
@@ -231,6 +248,40 @@ redis.call('PEXPIRE', KEYS[1], ARGV[1])
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', ARGV[5], token)
 redis.call('PEXPIRE', KEYS[2], ARGV[2])
 return 1
+`;
+
+/**
+ * Deletes batches of one bucket (KEYS[1], ARGV: their tokens) and returns what they held: bytes
+ * and records (a batch is its records' JSON texts, one per line). Read in Lua only when the trail
+ * is over its cap, once per batch deleted.
+ */
+const AUDIT_DROP_LUA = `
+local bytes, records = 0, 0
+for i = 1, #ARGV do
+  local v = redis.call('HGET', KEYS[1], ARGV[i])
+  if v then
+    bytes = bytes + #v
+    records = records + 1
+    local p = string.find(v, '\\n', 1, true)
+    while p do
+      records = records + 1
+      p = string.find(v, '\\n', p + 1, true)
+    end
+  end
+end
+if #ARGV > 0 then redis.call('HDEL', KEYS[1], unpack(ARGV)) end
+return { bytes, records }
+`;
+
+/**
+ * Cuts a batch stream's oldest entries (KEYS[1]; ARGV[1]: how many — a dropped or expired bucket's
+ * batches). The oldest go first, so entries written before the size count existed (an upgrade)
+ * are cut before a counted bucket's.
+ */
+const AUDIT_CUT_LUA = `
+local keep = redis.call('XLEN', KEYS[1]) - tonumber(ARGV[1])
+if keep < 0 then keep = 0 end
+return redis.call('XTRIM', KEYS[1], 'MAXLEN', keep)
 `;
 
 /**
@@ -287,7 +338,15 @@ export class RedisAuditStore implements AuditStore {
   #pending: Array<{ id: string; json: string; time: string }> = [];
   #flushing: Promise<void> | undefined;
   #timer: NodeJS.Timeout;
+  readonly #trimTimer: NodeJS.Timeout;
+  /** The most the trail may count in Redis per shard (bytes), and its batch streams' safety bound. */
+  readonly #capPerShard: number;
+  readonly #streamMax: number;
+  #trimming: Promise<void> | undefined;
+  #warnedAt = Number.NEGATIVE_INFINITY;
   dropped = 0;
+  /** Records this instance deleted before their retention ended, to keep the trail under its cap. */
+  trimmed = 0;
 
   constructor(options: {
     redis: RedisHandle;
@@ -297,6 +356,8 @@ export class RedisAuditStore implements AuditStore {
     logger: Logger;
     /** A sibling trail (admin records) under names of its own; default: the request trail. */
     names?: { stream: string; records: string } | undefined;
+    /** About the most the trail may hold in Redis, in bytes (`audit.maxRedisBytes`); default 1 GiB. */
+    maxRedisBytes?: number | undefined;
   }) {
     this.#redis = options.redis;
     this.#logger = options.logger;
@@ -319,8 +380,17 @@ export class RedisAuditStore implements AuditStore {
       defineCommand(name: string, def: { numberOfKeys?: number; lua: string }): void;
     };
     client.defineCommand('tollgateAuditIndex', { numberOfKeys: 2, lua: AUDIT_INDEX_LUA });
+    client.defineCommand('tollgateAuditDrop', { numberOfKeys: 1, lua: AUDIT_DROP_LUA });
+    client.defineCommand('tollgateAuditCut', { numberOfKeys: 1, lua: AUDIT_CUT_LUA });
     this.#timer = setInterval(() => void this.flush(), FLUSH_MS);
     this.#timer.unref();
+    const capBytes = options.maxRedisBytes ?? 2 ** 30;
+    this.#capPerShard = Math.ceil(capBytes / this.#shards.length);
+    // A batch counts at least `BATCH_BYTES` and a record's JSON (≥ 300 bytes), so a trail under
+    // its cap never has this many entries per shard.
+    this.#streamMax = Math.max(options.maxEntries, Math.ceil(this.#capPerShard / 400));
+    this.#trimTimer = setInterval(() => void this.trim(), TRIM_MS);
+    this.#trimTimer.unref();
   }
 
   append(record: AuditRecord, json: string = JSON.stringify(record)): void {
@@ -352,7 +422,6 @@ export class RedisAuditStore implements AuditStore {
         list.push(r);
       }
       const bucket = Math.floor(this.#clock.now() / this.#bucketMs);
-      const perShard = Math.ceil(this.#maxEntries / this.#shards.length);
       const bucketTtl = this.#retentionMs + 2 * this.#bucketMs;
       try {
         // A shard whose write failed is written again (under a new token) with the next attempt:
@@ -365,7 +434,8 @@ export class RedisAuditStore implements AuditStore {
             const p = this.#redis.client.pipeline() as ReturnType<RedisHandle['client']['pipeline']> & {
               tollgateAuditIndex(...args: Array<string | number>): unknown;
             };
-            p.hsetnx(batches, token, records.map((r) => r.json).join('\n'));
+            const text = records.map((r) => r.json).join('\n');
+            p.hsetnx(batches, token, text);
             p.pexpire(batches, bucketTtl);
             // Time-ordered ids (the minted ones): per block of their time, one field for the whole
             // batch (`<bucket>.<token>` → the ids' last 8 digits). Any other id: the id index.
@@ -384,28 +454,31 @@ export class RedisAuditStore implements AuditStore {
               p.hset(key, `${bucket}.${token}`, at.join(','));
               p.pexpire(key, bucketTtl);
             }
+            // The shard's size count, per bucket (see `trim`): bytes, batches, records.
+            let bytes =
+              Math.ceil(Buffer.byteLength(text) * ALLOC_SLACK) +
+              BATCH_BYTES +
+              (records.length - others.length) * BLOCK_RECORD_BYTES;
+            for (const id of others) bytes += id.length + ID_RECORD_BYTES;
+            const size = this.#sizeKey(shard);
+            p.hincrby(size, String(bucket), bytes);
+            p.hincrby(size, `${bucket}:n`, 1);
+            p.hincrby(size, `${bucket}:r`, records.length);
+            p.pexpire(size, bucketTtl);
             if (others.length > 0)
               p.tollgateAuditIndex(
                 this.#idsKey(shard, bucket),
                 this.#batchStreamKey(shard),
                 bucketTtl,
                 this.#retentionMs,
-                Math.max(1, Math.ceil(perShard / records.length)),
+                this.#streamMax,
                 this.#maxEntries,
                 bucket,
                 token,
                 ...others,
               );
             else {
-              p.xadd(
-                this.#batchStreamKey(shard),
-                'MAXLEN',
-                '~',
-                this.#maxEntries,
-                '*',
-                String(bucket),
-                token,
-              );
+              p.xadd(this.#batchStreamKey(shard), 'MAXLEN', '~', this.#streamMax, '*', String(bucket), token);
               p.pexpire(this.#batchStreamKey(shard), this.#retentionMs);
             }
             const results = await p.exec();
@@ -606,9 +679,177 @@ export class RedisAuditStore implements AuditStore {
     return out;
   }
 
+  /**
+   * Keeps the trail under `audit.maxRedisBytes` (every `TRIM_MS`, and on call). Each flush counts
+   * what it writes in its shard's size hash, per bucket: bytes (the JSON, plus what its index
+   * entries, batch field and stream entry take), batches and records. Per shard, one instance per
+   * interval (a lock that expires) reads the count; buckets whose keys have expired are forgotten
+   * (their stream entries cut). Over the cap, the oldest go first until the shard holds 90 % of
+   * it: a whole bucket (its batches, id index and time blocks unlinked) while what remains stays
+   * over 90 %, else the bucket's oldest batches, in the order the batch stream holds them (which
+   * is write order, across instances). At most `TRIM_STEPS` steps per check: the trail may pass
+   * its cap by what a check interval writes, and after a burst it is back under within a few.
+   */
+  trim(): Promise<void> {
+    this.#trimming ??= this.#trim().finally(() => {
+      this.#trimming = undefined;
+    });
+    return this.#trimming;
+  }
+
+  async #trim(): Promise<void> {
+    if (!this.#redis.ready) return;
+    try {
+      await Promise.all(this.#shards.map((_t, shard) => this.#trimShard(shard)));
+    } catch (err) {
+      this.#logger.debug({ err }, 'audit trim failed; tried again at the next check');
+    }
+  }
+
+  async #trimShard(shard: number): Promise<void> {
+    const c = this.#redis.client as RedisHandle['client'] & {
+      tollgateAuditDrop(key: string, ...tokens: string[]): Promise<[number, number]>;
+      tollgateAuditCut(key: string, entries: number): Promise<number>;
+    };
+    // One instance per shard and interval: the others' SET NX fails, so no trim is done twice.
+    const lock = await c.set(this.#trimLockKey(shard), this.#tokenPrefix, 'PX', TRIM_MS - 250, 'NX');
+    if (lock === null) return;
+    const sizeKey = this.#sizeKey(shard);
+    const stream = this.#batchStreamKey(shard);
+    const raw = await c.hgetall(sizeKey);
+    // A bucket's keys expire `retention + 2 buckets` after its last write.
+    const expired = Math.floor((this.#clock.now() - this.#retentionMs) / this.#bucketMs) - 3;
+    const buckets = new Map<number, { bytes: number; batches: number; records: number }>();
+    const gone: string[] = [];
+    let goneBatches = 0;
+    for (const [field, value] of Object.entries(raw)) {
+      const colon = field.indexOf(':');
+      const bucket = Number(colon === -1 ? field : field.slice(0, colon));
+      const v = Number(value);
+      if (bucket <= expired || !Number.isSafeInteger(bucket)) {
+        gone.push(field);
+        if (field.endsWith(':n')) goneBatches += v;
+        continue;
+      }
+      let e = buckets.get(bucket);
+      if (e === undefined) buckets.set(bucket, (e = { bytes: 0, batches: 0, records: 0 }));
+      if (colon === -1) e.bytes = v;
+      else if (field.endsWith(':n')) e.batches = v;
+      else e.records = v;
+    }
+    if (gone.length > 0) {
+      await c.hdel(sizeKey, ...gone);
+      if (goneBatches > 0) await c.tollgateAuditCut(stream, goneBatches);
+    }
+    const order = [...buckets.keys()].sort((a, b) => a - b);
+    let total = 0;
+    for (const e of buckets.values()) total += e.bytes;
+    if (total <= this.#capPerShard) return;
+    const now = this.#clock.now();
+    if (now - this.#warnedAt >= 600_000) {
+      this.#warnedAt = now;
+      this.#logger.warn(
+        { shard, bytes: total, capBytes: this.#capPerShard },
+        'audit trail over audit.maxRedisBytes in Redis: its oldest records are deleted before audit.retentionSec ends',
+      );
+    }
+    const target = Math.floor(this.#capPerShard * 0.9);
+    for (let step = 0; step < TRIM_STEPS && total > target && order.length > 0; step++) {
+      const bucket = order[0]!;
+      const e = buckets.get(bucket)!;
+      if (order.length > 1 && total - e.bytes >= target) {
+        await this.#dropBucket(shard, bucket, e.batches);
+        this.trimmed += e.records;
+        total -= e.bytes;
+        order.shift();
+        continue;
+      }
+      // The bucket's oldest batches, as many as the excess needs (by its mean batch size).
+      const mean = e.batches > 0 ? e.bytes / e.batches : e.bytes;
+      const want = Math.min(TRIM_BATCHES, Math.max(1, Math.ceil((total - target) / Math.max(1, mean))));
+      const entries = await c.xrange(stream, '-', '+', 'COUNT', want);
+      // Entries of this bucket or older (an upgrade's uncounted ones): oldest first, by bucket.
+      const byBucket = new Map<number, { ids: string[]; tokens: string[] }>();
+      for (const [id, fields] of entries) {
+        const b = Number(fields[0]);
+        if (!(b <= bucket) || fields[1] === undefined) continue;
+        let d = byBucket.get(b);
+        if (d === undefined) byBucket.set(b, (d = { ids: [], tokens: [] }));
+        d.ids.push(id);
+        d.tokens.push(fields[1]);
+      }
+      if (byBucket.size === 0) {
+        // None of its batches is in the stream (cut by an earlier release's bound): all of it goes.
+        await this.#dropBucket(shard, bucket, e.batches);
+        this.trimmed += e.records;
+        total -= e.bytes;
+        order.shift();
+        continue;
+      }
+      for (const [b, d] of byBucket) {
+        const [bytes, records] = await c.tollgateAuditDrop(this.#batchesKey(shard, b), ...d.tokens);
+        await c.xdel(stream, ...d.ids);
+        this.trimmed += records;
+        if (b !== bucket) continue;
+        // Their index entries stay until the bucket goes: what the count keeps for them.
+        const freed = Math.ceil(bytes * ALLOC_SLACK) + d.tokens.length * BATCH_BYTES;
+        await c
+          .pipeline()
+          .hincrby(sizeKey, String(b), -freed)
+          .hincrby(sizeKey, `${b}:n`, -d.tokens.length)
+          .hincrby(sizeKey, `${b}:r`, -records)
+          .exec();
+        total -= freed;
+        e.bytes -= freed;
+        e.batches -= d.tokens.length;
+        e.records -= records;
+      }
+    }
+  }
+
+  /** Unlinks a bucket of a shard: its batches, its id index and its span's time blocks. */
+  async #dropBucket(shard: number, bucket: number, batches: number): Promise<void> {
+    const c = this.#redis.client as RedisHandle['client'] & {
+      tollgateAuditCut(key: string, entries: number): Promise<number>;
+    };
+    const keys = [
+      this.#batchesKey(shard, bucket),
+      this.#idsKey(shard, bucket),
+      this.#indexKey(shard, bucket),
+    ];
+    // The blocks of ids minted in the bucket's span, but for its last seconds: a record that came
+    // then may have been flushed into the next bucket.
+    const first = Math.floor((bucket * this.#bucketMs) / BLOCK_MS);
+    const last = Math.floor(((bucket + 1) * this.#bucketMs - BLOCK_SKEW_MS - 2 * FLUSH_MS) / BLOCK_MS);
+    const tag = `{${this.#shards[shard]!}}`;
+    for (let b = first; b < last; b += 1000) {
+      const chunk: string[] = [];
+      for (let i = b; i < Math.min(last, b + 1000); i++)
+        chunk.push(this.#redis.key(tag, `${this.#names.records}-blk`, i.toString(36)));
+      if (b === first) chunk.push(...keys);
+      await this.#redis.client.unlink(...chunk);
+    }
+    if (last <= first) await this.#redis.client.unlink(...keys);
+    const sizeKey = this.#sizeKey(shard);
+    await c.hdel(sizeKey, String(bucket), `${bucket}:n`, `${bucket}:r`);
+    if (batches > 0) await c.tollgateAuditCut(this.#batchStreamKey(shard), batches);
+  }
+
   async close(): Promise<void> {
     clearInterval(this.#timer);
+    clearInterval(this.#trimTimer);
+    await this.#trimming;
     await this.flush();
+  }
+
+  /** A shard's size count, per bucket (`<bucket>`: bytes, `<bucket>:n`: batches, `<bucket>:r`: records). */
+  #sizeKey(shard: number): string {
+    return this.#redis.key(`{${this.#shards[shard]!}}`, `${this.#names.records}-size`);
+  }
+
+  /** Held (with an expiry) by the instance that checks a shard's size this interval. */
+  #trimLockKey(shard: number): string {
+    return this.#redis.key(`{${this.#shards[shard]!}}`, `${this.#names.records}-trim`);
   }
 
   /** The earlier layout's stream (one entry per flush, field `r` per record): read, never written. */

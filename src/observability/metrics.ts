@@ -41,6 +41,8 @@ export interface MetricSources {
   telemetrySpans?: () => { exported: number; queueFull: number; exportFailed: number };
   /** Usage history: buckets waiting for the next flush (Redis), and buckets dropped so far. */
   usage?: () => { pending: number; dropped: number };
+  /** Audit records this instance deleted from Redis before their retention ended (`audit.maxRedisBytes`). */
+  auditTrimmed?: () => number;
 }
 
 /** How a webhook delivery attempt ended. */
@@ -222,6 +224,20 @@ export class GatewayMetrics {
           const now = usage().dropped;
           if (now > dropped) this.inc(now - dropped);
           dropped = now;
+        },
+      });
+    }
+    const auditTrimmed = sources.auditTrimmed;
+    if (auditTrimmed !== undefined) {
+      let trimmed = 0;
+      new Counter({
+        name: 'tollgate_audit_trimmed_total',
+        help: 'Audit records this instance deleted from Redis before audit.retentionSec ended, to keep the trail under audit.maxRedisBytes.',
+        registers,
+        collect() {
+          const now = auditTrimmed();
+          if (now > trimmed) this.inc(now - trimmed);
+          trimmed = now;
         },
       });
     }

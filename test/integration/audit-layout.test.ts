@@ -117,9 +117,23 @@ describe('RedisAuditStore layout: each record stored once', () => {
     for (const r of records) writer.append(r);
     await writer.flush();
 
-    const keys = (await direct.keys(`${prefix}*`)).map((k) => k.slice(prefix.length)).sort();
+    // (The size check's lock, `reqs-trim`, is there only while a check runs: every 5 s.)
+    const keys = (await direct.keys(`${prefix}*`))
+      .map((k) => k.slice(prefix.length))
+      .filter((k) => !k.endsWith(':reqs-trim'))
+      .sort();
     const b = bucket();
-    expect(keys).toEqual([`${tag}:reqs-ids:${b}`, `${tag}:reqs-json:${b}`, `${tag}:stream-batches`]);
+    expect(keys).toEqual([
+      `${tag}:reqs-ids:${b}`,
+      `${tag}:reqs-json:${b}`,
+      `${tag}:reqs-size`,
+      `${tag}:stream-batches`,
+    ]);
+    // The size count: one batch of 30 records, its bytes (the JSON and what its index takes).
+    const size = await direct.hgetall(`${prefix}${tag}:reqs-size`);
+    expect(size[`${b}:n`]).toBe('1');
+    expect(size[`${b}:r`]).toBe('30');
+    expect(Number(size[String(b)])).toBeGreaterThan(records.map((r) => JSON.stringify(r)).join('\n').length);
     const batches = await direct.hgetall(`${prefix}${tag}:reqs-json:${b}`);
     const [token] = Object.keys(batches);
     expect(Object.keys(batches)).toHaveLength(1);
