@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // Tollgate benchmark: Tollgate in several configurations against the baselines, interleaved
-// round by round, on 127.0.0.1 only. `npm run bench` (quick, < 3 min) or `npm run bench -- --full`.
+// round by round, on 127.0.0.1 only. `npm run bench` (quick, < 3 min) or `npm run bench -- --full`
+// (which ends with bench/side-by-side.js: proxy only and the Node floor loaded at the same time).
 // Options: --full · --only a,b · --tools wrk,autocannon · --readme · --ws (bench/ws.js) · --scale [--variants] (bench/scale.js)
 // · --rounds N · --duration S · --base <checkout> (same-round A/B) · --slowlog (Redis time by script) · --pin-redis (Redis on a core of its own)
 import { spawn, spawnSync } from 'node:child_process';
@@ -853,4 +854,16 @@ main()
     await sleep(500);
     for (const c of children) c.kill('SIGKILL');
     rmSync(TMP, { recursive: true, force: true });
+    // The full run ends with proxy only and the Node floor loaded at the same time
+    // (bench/side-by-side.js): taken one after the other, as the rows above are, the same build's
+    // CPU per request moves ±20 % between runs on a shared VM; side by side both pay the same
+    // machine, so their ratio is the one to read for "proxy only against the floor".
+    if (opts.full && opts.only === undefined && opts.base === undefined && hasWrk && !process.exitCode) {
+      log('side by side: proxy only and the Node floor loaded at once (bench/side-by-side.js)');
+      const args = [join(HERE, 'side-by-side.js'), '--rounds', '10', '--duration', '4'];
+      const run = spawnSync(process.execPath, opts.readme ? [...args, '--readme'] : args, {
+        stdio: 'inherit',
+      });
+      if (run.status !== 0) process.exitCode = run.status ?? 1;
+    }
   });
