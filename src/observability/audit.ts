@@ -196,6 +196,8 @@ const BLOCK_SKEW_MS = 1000;
 const MAX_LOOKUP_BATCHES = 512;
 /** How often each instance checks the trail's size in Redis against `audit.maxRedisBytes`. */
 export const TRIM_MS = 5000;
+/** How often the size count's increments are written (ms): with a flush, at most this often. */
+const COUNT_MS = 1000;
 /** Batches one trim step deletes at most (oldest first), and steps one check takes at most. */
 const TRIM_BATCHES = 200;
 const TRIM_STEPS = 10;
@@ -343,6 +345,9 @@ export class RedisAuditStore implements AuditStore {
   readonly #capPerShard: number;
   readonly #streamMax: number;
   #trimming: Promise<void> | undefined;
+  /** Size-count increments not yet written, per shard and bucket, and when they last were. */
+  #counts = new Map<number, Map<number, { bytes: number; batches: number; records: number }>>();
+  #countsAt = Number.NEGATIVE_INFINITY;
   #warnedAt = Number.NEGATIVE_INFINITY;
   dropped = 0;
   /** Records this instance deleted before their retention ended, to keep the trail under its cap. */
@@ -382,7 +387,7 @@ export class RedisAuditStore implements AuditStore {
     client.defineCommand('tollgateAuditIndex', { numberOfKeys: 2, lua: AUDIT_INDEX_LUA });
     client.defineCommand('tollgateAuditDrop', { numberOfKeys: 1, lua: AUDIT_DROP_LUA });
     client.defineCommand('tollgateAuditCut', { numberOfKeys: 1, lua: AUDIT_CUT_LUA });
-    this.#timer = setInterval(() => void this.flush(), FLUSH_MS);
+    this.#timer = setInterval(() => void this.#flushNow(false), FLUSH_MS);
     this.#timer.unref();
     const capBytes = options.maxRedisBytes ?? 2 ** 30;
     this.#capPerShard = Math.ceil(capBytes / this.#shards.length);
@@ -401,14 +406,75 @@ export class RedisAuditStore implements AuditStore {
       this.#pending.splice(0, excess);
       this.dropped += excess;
     }
-    if (this.#pending.length >= BATCH) void this.flush();
+    if (this.#pending.length >= BATCH) void this.#flushNow(false);
   }
 
+  /** Writes every record waiting, and the size count's increments. */
   flush(): Promise<void> {
+    return this.#flushNow(true);
+  }
+
+  /** Writes the records waiting, then the size count's increments when `force` or one is due. */
+  async #flushNow(force: boolean): Promise<void> {
     this.#flushing ??= this.#flush().finally(() => {
       this.#flushing = undefined;
     });
-    return this.#flushing;
+    await this.#flushing;
+    await this.#writeCounts(force);
+  }
+
+  /** Adds a written batch to the size count waiting for `#writeCounts`. */
+  #count(shard: number, bucket: number, bytes: number, batches: number, records: number): void {
+    let buckets = this.#counts.get(shard);
+    if (buckets === undefined)
+      this.#counts.set(
+        shard,
+        (buckets = new Map<number, { bytes: number; batches: number; records: number }>()),
+      );
+    const e = buckets.get(bucket);
+    if (e === undefined) buckets.set(bucket, { bytes, batches, records });
+    else {
+      e.bytes += bytes;
+      e.batches += batches;
+      e.records += records;
+    }
+  }
+
+  /**
+   * The size count's increments (see `trim`), written at most every `COUNT_MS` (and by `flush()`),
+   * one pipeline per shard: three HINCRBY per bucket and a PEXPIRE a second, not per flush. What
+   * a crash loses is a second's count: the trail may then hold that much more than its cap says.
+   */
+  async #writeCounts(force: boolean): Promise<void> {
+    if (this.#counts.size === 0 || !this.#redis.ready) return;
+    const now = performance.now();
+    if (!force && now - this.#countsAt < COUNT_MS) return;
+    this.#countsAt = now;
+    const counts = this.#counts;
+    this.#counts = new Map();
+    const ttl = this.#retentionMs + 2 * this.#bucketMs;
+    try {
+      await Promise.all(
+        [...counts].map(async ([shard, buckets]) => {
+          const key = this.#sizeKey(shard);
+          const p = this.#redis.client.pipeline();
+          for (const [bucket, e] of buckets)
+            p.hincrby(key, String(bucket), e.bytes)
+              .hincrby(key, `${bucket}:n`, e.batches)
+              .hincrby(key, `${bucket}:r`, e.records);
+          p.pexpire(key, ttl);
+          const results = await p.exec();
+          const failed = results === null ? new Error('size count discarded') : results.find(([e]) => e)?.[0];
+          if (failed) throw failed;
+          counts.delete(shard);
+        }),
+      );
+    } catch (err) {
+      // Kept for the next write (a shard whose pipeline half-applied may count a little twice).
+      for (const [shard, buckets] of counts)
+        for (const [bucket, e] of buckets) this.#count(shard, bucket, e.bytes, e.batches, e.records);
+      this.#logger.debug({ err }, 'audit size count write failed; kept for the next one');
+    }
   }
 
   async #flush(): Promise<void> {
@@ -454,17 +520,6 @@ export class RedisAuditStore implements AuditStore {
               p.hset(key, `${bucket}.${token}`, at.join(','));
               p.pexpire(key, bucketTtl);
             }
-            // The shard's size count, per bucket (see `trim`): bytes, batches, records.
-            let bytes =
-              Math.ceil(Buffer.byteLength(text) * ALLOC_SLACK) +
-              BATCH_BYTES +
-              (records.length - others.length) * BLOCK_RECORD_BYTES;
-            for (const id of others) bytes += id.length + ID_RECORD_BYTES;
-            const size = this.#sizeKey(shard);
-            p.hincrby(size, String(bucket), bytes);
-            p.hincrby(size, `${bucket}:n`, 1);
-            p.hincrby(size, `${bucket}:r`, records.length);
-            p.pexpire(size, bucketTtl);
             if (others.length > 0)
               p.tollgateAuditIndex(
                 this.#idsKey(shard, bucket),
@@ -485,6 +540,13 @@ export class RedisAuditStore implements AuditStore {
             const failed =
               results === null ? new Error('audit flush discarded') : results.find(([e]) => e)?.[0];
             if (failed) throw failed;
+            // The shard's size count, per bucket (see `trim`): bytes, batches, records.
+            let bytes =
+              Math.ceil(Buffer.byteLength(text) * ALLOC_SLACK) +
+              BATCH_BYTES +
+              (records.length - others.length) * BLOCK_RECORD_BYTES;
+            for (const id of others) bytes += id.length + ID_RECORD_BYTES;
+            this.#count(shard, bucket, bytes, 1, records.length);
           }),
         );
         this.#pending.splice(0, batch.length);
@@ -681,7 +743,8 @@ export class RedisAuditStore implements AuditStore {
 
   /**
    * Keeps the trail under `audit.maxRedisBytes` (every `TRIM_MS`, and on call). Each flush counts
-   * what it writes in its shard's size hash, per bucket: bytes (the JSON, plus what its index
+   * what it wrote, and at most once a second (`#writeCounts`) the counts reach its shard's size
+   * hash, per bucket: bytes (the JSON, plus what its index
    * entries, batch field and stream entry take), batches and records. Per shard, one instance per
    * interval (a lock that expires) reads the count; buckets whose keys have expired are forgotten
    * (their stream entries cut). Over the cap, the oldest go first until the shard holds 90 % of

@@ -1,12 +1,12 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { Redis } from 'ioredis';
-import { RedisAuditStore, type AuditRecord } from '../../src/observability/audit.js';
+import { AUDIT_SHARDS, RedisAuditStore, type AuditRecord } from '../../src/observability/audit.js';
 import { createRedis, type RedisHandle } from '../../src/shared/redis.js';
-import { shardTags } from '../../src/shared/shards.js';
+import { shardOf, shardTags } from '../../src/shared/shards.js';
 import { ManualClock } from '../../src/core/clock.js';
 import { mintRequestId } from '../../src/core/request-id.js';
 import { silentLogger } from '../../src/observability/logger.js';
-import { sharedRedisUrl, startPrivateRedis, uniquePrefix } from '../helpers/redis.js';
+import { sharedRedisUrl, startPrivateRedis, startRedisCluster, uniquePrefix } from '../helpers/redis.js';
 import { deleteRedisKeys } from '../helpers/redis-cleanup.js';
 import { startGateway } from '../helpers/gateway.js';
 import { request, waitFor } from '../helpers/http.js';
@@ -312,5 +312,70 @@ describe('audit.maxRedisBytes in a gateway', () => {
     for (const maxRedisBytes of [0, -1, 1.5, '1GB'])
       expect(validateConfig({ audit: { maxRedisBytes } }).ok, String(maxRedisBytes)).toBe(false);
     expect(validateConfig({ audit: { maxRedisBytes: 5_000_000_000 } }).ok).toBe(true);
+  });
+});
+
+describe('audit.maxRedisBytes on a real 3-master Redis Cluster', () => {
+  it('each shard is counted and trimmed in its own slot, oldest first, to its share of the cap', async () => {
+    const cluster = await startRedisCluster();
+    cleanup.push(() => cluster.stop());
+    const clock = new ManualClock(Math.floor(Date.now() / BUCKET_MS) * BUCKET_MS);
+    const handle = async (maxRedisBytes?: number) => {
+      const redis = createRedis({ cluster: cluster.urls, keyPrefix: 'tg:', commandTimeoutMs: 5000 });
+      cleanup.push(() => redis.close());
+      await redis.whenReady(10_000);
+      const s = new RedisAuditStore({
+        redis,
+        maxEntries: 1000,
+        retentionSec: RETENTION_SEC,
+        clock,
+        logger: silentLogger(),
+        maxRedisBytes,
+      });
+      cleanup.push(() => s.close());
+      return { redis, s };
+    };
+    const { redis, s: writer } = await handle();
+    const records: AuditRecord[] = [];
+    for (let f = 0; f < 30; f++) {
+      for (let i = 0; i < 100; i++) {
+        const n = f * 100 + i;
+        const r = record(clock, n, n % 10 === 0 ? `client-${n}` : undefined);
+        records.push(r);
+        writer.append(r);
+      }
+      await writer.flush();
+      clock.advance(10);
+    }
+    const tags = shardTags('a', AUDIT_SHARDS.cluster);
+    const shardBytes = async () =>
+      Promise.all(
+        tags.map(async (t) => {
+          const raw = await redis.client.hgetall(redis.key(`{${t}}`, 'reqs-size'));
+          return Object.entries(raw)
+            .filter(([f]) => !f.includes(':'))
+            .reduce((a, [, v]) => a + Number(v), 0);
+        }),
+      );
+    const before = await shardBytes();
+    // Records spread over the shards (by request id): none holds much more than its share.
+    const full = before.reduce((a, b) => a + b, 0);
+    for (const b of before) expect(b).toBeGreaterThan(full / tags.length / 2);
+    clock.advance(1000);
+    const { s } = await handle(Math.floor(full / 2));
+    await s.trim();
+    const after = await shardBytes();
+    for (const b of after) expect(b).toBeLessThanOrEqual((full / 2 / tags.length) * 0.9 + 1);
+    // Per shard, exactly its oldest records went (write order); every lookup agrees with the count.
+    const { found } = await kept(s, records);
+    expect(found.filter((f) => !f).length).toBe(s.trimmed);
+    for (let shard = 0; shard < tags.length; shard++) {
+      const mine = records
+        .map((r, i) => [r, found[i]!] as const)
+        .filter(([r]) => shardOf(r.request_id, tags.length) === shard);
+      const firstKept = mine.findIndex(([, f]) => f);
+      expect(firstKept).toBeGreaterThan(0);
+      expect(mine.slice(firstKept).every(([, f]) => f)).toBe(true);
+    }
   });
 });
