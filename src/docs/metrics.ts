@@ -61,6 +61,7 @@ export function registeredMetrics(): MetricInfo[] {
     webhookQueueDepth: () => 0,
     usage: () => ({ pending: 0, dropped: 0 }),
     auditTrimmed: () => 0,
+    auditRedisBytes: () => 0,
   });
   return metrics.registry.getMetricsAsArray().map((m) => {
     const info = m as unknown as Partial<MetricInfo> & { name: string };

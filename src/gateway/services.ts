@@ -222,6 +222,11 @@ export function createServices(config: Config, o: ServiceOptions): Services {
           (audit instanceof RedisAuditStore ? audit.trimmed : 0) +
           (adminAudit instanceof RedisAuditStore ? adminAudit.trimmed : 0)
       : undefined,
+    auditRedisBytes: redis
+      ? () =>
+          (audit instanceof RedisAuditStore ? audit.redisBytes : 0) +
+          (adminAudit instanceof RedisAuditStore ? adminAudit.redisBytes : 0)
+      : undefined,
   });
   websockets.onOpen = (route) => metrics.websocketHandshake(route, 'accepted');
   return {

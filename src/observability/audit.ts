@@ -348,6 +348,8 @@ export class RedisAuditStore implements AuditStore {
   /** Size-count increments not yet written, per shard and bucket, and when they last were. */
   #counts = new Map<number, Map<number, { bytes: number; batches: number; records: number }>>();
   #countsAt = Number.NEGATIVE_INFINITY;
+  /** Per shard, its counted size when this instance last read it (`redisBytes`). */
+  readonly #sizes: number[] = [];
   #warnedAt = Number.NEGATIVE_INFINITY;
   dropped = 0;
   /** Records this instance deleted before their retention ended, to keep the trail under its cap. */
@@ -745,9 +747,10 @@ export class RedisAuditStore implements AuditStore {
    * Keeps the trail under `audit.maxRedisBytes` (every `TRIM_MS`, and on call). Each flush counts
    * what it wrote, and at most once a second (`#writeCounts`) the counts reach its shard's size
    * hash, per bucket: bytes (the JSON, plus what its index
-   * entries, batch field and stream entry take), batches and records. Per shard, one instance per
-   * interval (a lock that expires) reads the count; buckets whose keys have expired are forgotten
-   * (their stream entries cut). Over the cap, the oldest go first until the shard holds 90 % of
+   * entries, batch field and stream entry take), batches and records. Per shard, every instance reads
+   * the count (`redisBytes`, for the metrics); when there is work, one instance per interval (a
+   * lock that expires) reads it again and does it: buckets whose keys have expired are forgotten
+   * (their stream entries cut). Over the cap, the oldest go first until the shard holds about 90 % of
    * it: a whole bucket (its batches, id index and time blocks unlinked) while what remains stays
    * over 90 %, else the bucket's oldest batches, in the order the batch stream holds them (which
    * is write order, across instances). At most `TRIM_STEPS` steps per check: the trail may pass
@@ -774,14 +777,17 @@ export class RedisAuditStore implements AuditStore {
       tollgateAuditDrop(key: string, ...tokens: string[]): Promise<[number, number]>;
       tollgateAuditCut(key: string, entries: number): Promise<number>;
     };
-    // One instance per shard and interval: the others' SET NX fails, so no trim is done twice.
-    const lock = await c.set(this.#trimLockKey(shard), this.#tokenPrefix, 'PX', TRIM_MS - 250, 'NX');
-    if (lock === null) return;
     const sizeKey = this.#sizeKey(shard);
     const stream = this.#batchStreamKey(shard);
-    const raw = await c.hgetall(sizeKey);
-    // A bucket's keys expire `retention + 2 buckets` after its last write.
-    const expired = Math.floor((this.#clock.now() - this.#retentionMs) / this.#bucketMs) - 3;
+    // Every instance reads the count (its `size` for the metrics); one trims, when there is
+    // something to do: a lock per shard and interval (the others' SET NX fails), and the count
+    // read again under it, so no trim is done twice.
+    let raw = await c.hgetall(sizeKey);
+    if (!this.#needsTrim(shard, raw)) return;
+    const lock = await c.set(this.#trimLockKey(shard), this.#tokenPrefix, 'PX', TRIM_MS - 250, 'NX');
+    if (lock === null) return;
+    raw = await c.hgetall(sizeKey);
+    const expired = this.#expiredBucket();
     const buckets = new Map<number, { bytes: number; batches: number; records: number }>();
     const gone: string[] = [];
     let goneBatches = 0;
@@ -807,6 +813,7 @@ export class RedisAuditStore implements AuditStore {
     const order = [...buckets.keys()].sort((a, b) => a - b);
     let total = 0;
     for (const e of buckets.values()) total += e.bytes;
+    this.#sizes[shard] = total;
     if (total <= this.#capPerShard) return;
     const now = this.#clock.now();
     if (now - this.#warnedAt >= 600_000) {
@@ -827,9 +834,15 @@ export class RedisAuditStore implements AuditStore {
         order.shift();
         continue;
       }
-      // The bucket's oldest batches, as many as the excess needs (by its mean batch size).
-      const mean = e.batches > 0 ? e.bytes / e.batches : e.bytes;
-      const want = Math.min(TRIM_BATCHES, Math.max(1, Math.ceil((total - target) / Math.max(1, mean))));
+      // The bucket's oldest batches, as many as the excess needs (by its mean batch size): enough
+      // to be under the cap, and as near 90 % as whole batches get (a batch is up to 100 records:
+      // rounding up to 90 % could delete the newest batch of a trail a few batches long).
+      const mean = Math.max(1, e.batches > 0 ? e.bytes / e.batches : e.bytes);
+      const want = Math.min(
+        TRIM_BATCHES,
+        Math.max(Math.ceil((total - this.#capPerShard) / mean), Math.round((total - target) / mean)),
+      );
+      if (want <= 0) break;
       const entries = await c.xrange(stream, '-', '+', 'COUNT', want);
       // Entries of this bucket or older (an upgrade's uncounted ones): oldest first, by bucket.
       const byBucket = new Map<number, { ids: string[]; tokens: string[] }>();
@@ -868,6 +881,37 @@ export class RedisAuditStore implements AuditStore {
         e.records -= records;
       }
     }
+    this.#sizes[shard] = total;
+  }
+
+  /**
+   * Records the shard's counted size (live buckets' bytes) and says whether a trim has work: the
+   * count over the cap, or buckets past their keys' expiry to forget.
+   */
+  #needsTrim(shard: number, raw: Record<string, string>): boolean {
+    const expired = this.#expiredBucket();
+    let total = 0;
+    let stale = false;
+    for (const [field, value] of Object.entries(raw)) {
+      const colon = field.indexOf(':');
+      const bucket = Number(colon === -1 ? field : field.slice(0, colon));
+      if (bucket <= expired || !Number.isSafeInteger(bucket)) stale = true;
+      else if (colon === -1) total += Number(value);
+    }
+    this.#sizes[shard] = total;
+    return stale || total > this.#capPerShard;
+  }
+
+  /** The newest bucket whose keys have expired: they live `retention + 2 buckets` after its last write. */
+  #expiredBucket(): number {
+    return Math.floor((this.#clock.now() - this.#retentionMs) / this.#bucketMs) - 3;
+  }
+
+  /** The trail's size in Redis as its count has it (bytes, all shards), as this instance last read it. */
+  get redisBytes(): number {
+    let total = 0;
+    for (const n of this.#sizes) total += n ?? 0;
+    return total;
   }
 
   /** Unlinks a bucket of a shard: its batches, its id index and its span's time blocks. */

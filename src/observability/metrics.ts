@@ -43,6 +43,8 @@ export interface MetricSources {
   usage?: () => { pending: number; dropped: number };
   /** Audit records this instance deleted from Redis before their retention ended (`audit.maxRedisBytes`). */
   auditTrimmed?: () => number;
+  /** The audit trail's counted size in Redis, in bytes, as this instance last read it (every 5 s). */
+  auditRedisBytes?: () => number;
 }
 
 /** How a webhook delivery attempt ended. */
@@ -227,6 +229,17 @@ export class GatewayMetrics {
         },
       });
     }
+    const auditRedisBytes = sources.auditRedisBytes;
+    if (auditRedisBytes !== undefined)
+      new Gauge({
+        name: 'tollgate_audit_redis_bytes',
+        aggregator: 'max',
+        help: 'The audit trail in Redis, in bytes, as its size count has it (across instances, read every 5 s by each): past audit.maxRedisBytes its oldest records are deleted.',
+        registers,
+        collect() {
+          this.set(auditRedisBytes());
+        },
+      });
     const auditTrimmed = sources.auditTrimmed;
     if (auditTrimmed !== undefined) {
       let trimmed = 0;

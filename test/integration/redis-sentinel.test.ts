@@ -71,15 +71,18 @@ describe('Redis Sentinel', () => {
     // after its reconnect backoff: it writes to the new master within 5 s (0.1–0.2 s here; 10.3 s
     // before failoverDetector and reconnectOnError were set, which this bound refuses).
     const statuses: number[] = [];
+    let last = '';
     await waitFor(
       async () => {
-        const status = (await metered()).status;
-        statuses.push(status);
-        return status === 200 && (await scriptCalls(second)) > 0;
+        const res = await metered();
+        statuses.push(res.status);
+        last = res.text.slice(0, 300);
+        return res.status === 200 && (await scriptCalls(second)) > 0;
       },
       5000,
       100,
-      () => `statuses after the failover: ${statuses.join(' ')}; master ${first} -> ${second}`,
+      () =>
+        `statuses after the failover: ${statuses.join(' ')}; master ${first} -> ${second}; last answer ${last}`,
     );
     const res = await metered();
     expect(res.status).toBe(200);
