@@ -9,6 +9,7 @@ import { mintRequestId, uuidV7Time } from '../../src/core/request-id.js';
 import { silentLogger } from '../../src/observability/logger.js';
 import { sharedRedisUrl, startPrivateRedis, uniquePrefix } from '../helpers/redis.js';
 import { deleteRedisKeys } from '../helpers/redis-cleanup.js';
+import { sampleAuditRecord } from '../helpers/audit.js';
 
 // The audit layout on real Redis (single node: one shard), store against store: what a flush
 // writes, and what the earlier layout wrote (its flush script, as released) read back after an
@@ -30,31 +31,8 @@ const base = Date.now() - 60_000;
 let tick = 0;
 
 function record(id: string, extra: Partial<AuditRecord> = {}): AuditRecord {
-  return {
-    time: new Date(base + tick++ * 10).toISOString(),
-    request_id: id,
-    trace_id: '4bf92f3577b34da6a3ce929d0e0e4736',
-    method: 'GET',
-    path: `/orders/${tick}`,
-    route: 'orders',
-    status: 200,
-    aborted: false,
-    latency_ms: 3.2,
-    client_ip: '203.0.113.7',
-    auth_method: 'api_key',
-    credential_id: 'key_1',
-    subject: 'svc',
-    tenant: 'acme',
-    problem: null,
-    upstream_status: 200,
-    upstream_target: 'http://10.0.0.1:8080',
-    upstream_latency_ms: 2.9,
-    bytes_in: 0,
-    bytes_out: 1834,
-    idempotent_replay: false,
-    rate_limit_policy: null,
-    ...extra,
-  };
+  const time = new Date(base + tick++ * 10).toISOString();
+  return sampleAuditRecord({ time, request_id: id, path: `/orders/${tick}`, ...extra });
 }
 
 async function setup(name: string, maxEntries = 1000, url = sharedRedisUrl) {

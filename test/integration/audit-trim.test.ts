@@ -8,6 +8,7 @@ import { mintRequestId } from '../../src/core/request-id.js';
 import { silentLogger } from '../../src/observability/logger.js';
 import { sharedRedisUrl, startPrivateRedis, startRedisCluster, uniquePrefix } from '../helpers/redis.js';
 import { deleteRedisKeys } from '../helpers/redis-cleanup.js';
+import { sampleAuditRecord } from '../helpers/audit.js';
 import { startGateway } from '../helpers/gateway.js';
 import { request, waitFor } from '../helpers/http.js';
 import { createLogger } from '../../src/observability/logger.js';
@@ -26,30 +27,23 @@ const BUCKET_MS = Math.max(60_000, Math.ceil((RETENTION_SEC * 1000) / 24));
 const TAG = `{${shardTags('a', 1)[0]!}}`;
 
 function record(clock: ManualClock, n: number, id = mintRequestId(clock.now())): AuditRecord {
-  return {
+  return sampleAuditRecord({
     time: new Date(clock.now()).toISOString(),
     request_id: id,
-    trace_id: '4bf92f3577b34da6a3ce929d0e0e4736',
-    method: 'GET',
     path: `/orders/${n}`,
-    route: 'orders',
-    status: 200,
-    aborted: false,
-    latency_ms: 3.2,
-    client_ip: '203.0.113.7',
-    auth_method: 'api_key',
-    credential_id: 'key_1',
-    subject: 'svc',
-    tenant: 'acme',
-    problem: null,
-    upstream_status: 200,
-    upstream_target: 'http://10.0.0.1:8080',
-    upstream_latency_ms: 2.9,
-    bytes_in: 0,
-    bytes_out: 1834,
-    idempotent_replay: false,
-    rate_limit_policy: null,
-  };
+  });
+}
+
+/** A gateway's trail on `redis`, on the test's clock. */
+function auditStore(redis: RedisHandle, clock: ManualClock, maxRedisBytes?: number): RedisAuditStore {
+  return new RedisAuditStore({
+    redis,
+    maxEntries: 1000,
+    retentionSec: RETENTION_SEC,
+    clock,
+    logger: silentLogger(),
+    maxRedisBytes,
+  });
 }
 
 async function setup(name: string, url = sharedRedisUrl) {
@@ -70,14 +64,7 @@ async function setup(name: string, url = sharedRedisUrl) {
     const redis = createRedis({ url, keyPrefix: prefix, commandTimeoutMs: 5000 });
     handles.push(redis);
     await redis.whenReady(5000);
-    const s = new RedisAuditStore({
-      redis,
-      maxEntries: 1000,
-      retentionSec: RETENTION_SEC,
-      clock,
-      logger: silentLogger(),
-      maxRedisBytes,
-    });
+    const s = auditStore(redis, clock, maxRedisBytes);
     stores.push(s);
     return s;
   };
@@ -339,14 +326,7 @@ describe('audit.maxRedisBytes on a real 3-master Redis Cluster', () => {
       const redis = createRedis({ cluster: cluster.urls, keyPrefix: 'tg:', commandTimeoutMs: 5000 });
       cleanup.push(() => redis.close());
       await redis.whenReady(10_000);
-      const s = new RedisAuditStore({
-        redis,
-        maxEntries: 1000,
-        retentionSec: RETENTION_SEC,
-        clock,
-        logger: silentLogger(),
-        maxRedisBytes,
-      });
+      const s = auditStore(redis, clock, maxRedisBytes);
       cleanup.push(() => s.close());
       return { redis, s };
     };
